@@ -1,0 +1,4 @@
+//! # hodei-agent
+//!
+//! The worker agent runtime (filled in by the agent work).
+#![warn(missing_docs)]

@@ -1,0 +1,1 @@
+//! Proto <-> domain conversions (filled in by the proto work).

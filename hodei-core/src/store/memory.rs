@@ -1,0 +1,1 @@
+//! In-memory stores: the embedded default (filled in by the stores work).

@@ -1,0 +1,291 @@
+//! Store traits (the ports to persistence) and their in-memory implementations.
+//!
+//! Every store is held as `Arc<dyn …>` and chosen from configuration (in-memory
+//! by default, Postgres in production), so the traits use `#[async_trait]`.
+//! The same conformance suite (`hodei_core::testing`) runs against every
+//! implementation.
+
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::ids::{JobId, ProviderId, WorkerId};
+use crate::domain::job::{Job, JobState};
+use crate::domain::logs::LogEntry;
+use crate::domain::provider::Provider;
+use crate::domain::worker::Worker;
+
+/// Errors of any store.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such entity.
+    #[error("{entity} {id} not found")]
+    NotFound {
+        /// `job`, `worker`, `provider`, `lease`…
+        entity: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The entity exists already.
+    #[error("{entity} {id} already exists")]
+    AlreadyExists {
+        /// Kind.
+        entity: &'static str,
+        /// Id or name.
+        id: String,
+    },
+    /// Optimistic concurrency: the stored version differs from the caller's.
+    #[error(
+        "{entity} {id} was modified concurrently: expected version {expected}, stored {actual}"
+    )]
+    Conflict {
+        /// Kind.
+        entity: &'static str,
+        /// Id.
+        id: String,
+        /// Version the caller held.
+        expected: u64,
+        /// Version stored.
+        actual: u64,
+    },
+    /// A lease is no longer held (expired and rescued, or never existed).
+    #[error("lease on job {job_id} is stale")]
+    StaleLease {
+        /// The job.
+        job_id: JobId,
+    },
+    /// The value cannot be stored (too large, invalid for the backend).
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The offending field.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// The backend cannot be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the backend reported.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+/// Filter for [`JobRepository::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs assigned to this worker.
+    pub worker_id: Option<WorkerId>,
+    /// At most this many (newest first). `None` = a backend default of 100.
+    pub limit: Option<usize>,
+}
+
+impl JobFilter {
+    /// Jobs in `state`.
+    #[must_use]
+    pub fn state(state: JobState) -> Self {
+        Self {
+            state: Some(state),
+            ..Self::default()
+        }
+    }
+    /// Limits the number of results.
+    #[must_use]
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+}
+
+/// Jobs, with optimistic concurrency.
+#[async_trait]
+pub trait JobRepository: Send + Sync {
+    /// Stores a new job; returns it with version 1.
+    async fn insert(&self, job: &Job) -> Result<Job, StoreError>;
+    /// A job by id.
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// Stores a changed job if the stored version equals `job.version()`;
+    /// returns it with the next version. A stale update is a [`StoreError::Conflict`].
+    async fn update(&self, job: &Job) -> Result<Job, StoreError>;
+    /// Jobs matching the filter, newest first.
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
+    /// Number of jobs per state.
+    async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>, StoreError>;
+    /// Deletes terminal jobs that finished before `before`; returns how many.
+    async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// A queued job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// The job.
+    pub job_id: JobId,
+    /// Higher first.
+    pub priority: i32,
+    /// Older first among equal priorities.
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// A claimed queue entry: the claimer holds it until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The entry.
+    pub entry: QueueEntry,
+    /// Unique per claim; a completion with an old lease id is refused.
+    pub lease_id: Uuid,
+    /// When the rescuer may return it to the queue.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The queue of `Pending` jobs. Claims hold a lease; a rescuer returns expired ones.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Adds a job. Enqueuing a job already queued (or claimed) is a no-op.
+    async fn enqueue(&self, entry: QueueEntry) -> Result<(), StoreError>;
+    /// Claims up to `limit` unclaimed entries, highest priority then oldest first.
+    async fn claim(&self, limit: usize, lease_for: Duration) -> Result<Vec<Lease>, StoreError>;
+    /// Claims one specific entry, if it is queued and unclaimed.
+    async fn claim_job(
+        &self,
+        job_id: JobId,
+        lease_for: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Unclaimed entries in claim order, without claiming them.
+    async fn peek(&self, limit: usize) -> Result<Vec<QueueEntry>, StoreError>;
+    /// Done with a claimed entry: removes it. A stale lease is refused.
+    async fn complete(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Gives a claimed entry back to the queue. A stale lease is refused.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Removes a job whether claimed or not (cancel). Returns whether it was there.
+    async fn remove(&self, job_id: JobId) -> Result<bool, StoreError>;
+    /// Returns entries whose lease expired before `now` to the queue.
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, StoreError>;
+    /// Unclaimed entries.
+    async fn len(&self) -> Result<usize, StoreError>;
+    /// Whether there are no unclaimed entries.
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len().await? == 0)
+    }
+    /// Wake-ups when another process enqueued work (e.g. Postgres LISTEN/NOTIFY).
+    /// `None` when the queue is only used in this process.
+    fn work_notifications(&self) -> Option<BoxStream<'static, ()>> {
+        None
+    }
+}
+
+/// Workers and their sessions.
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync {
+    /// Adds a worker.
+    async fn register(&self, worker: &Worker) -> Result<(), StoreError>;
+    /// A worker by id.
+    async fn get(&self, id: WorkerId) -> Result<Option<Worker>, StoreError>;
+    /// Replaces a worker's stored state.
+    async fn update(&self, worker: &Worker) -> Result<(), StoreError>;
+    /// All workers.
+    async fn list(&self) -> Result<Vec<Worker>, StoreError>;
+    /// Removes a worker (and its session). Returns whether it existed.
+    async fn remove(&self, id: WorkerId) -> Result<bool, StoreError>;
+    /// Binds a session (by the hash of its token) to a worker, replacing any old one.
+    async fn set_session(&self, id: WorkerId, token_hash: &str) -> Result<(), StoreError>;
+    /// The worker a session token hash belongs to.
+    async fn worker_for_session(&self, token_hash: &str) -> Result<Option<WorkerId>, StoreError>;
+}
+
+/// Registered providers.
+#[async_trait]
+pub trait ProviderConfigRepository: Send + Sync {
+    /// Inserts or replaces by id. A different provider with the same name is refused.
+    async fn save(&self, provider: &Provider) -> Result<(), StoreError>;
+    /// By id.
+    async fn get(&self, id: ProviderId) -> Result<Option<Provider>, StoreError>;
+    /// By unique name.
+    async fn get_by_name(&self, name: &str) -> Result<Option<Provider>, StoreError>;
+    /// All, by name.
+    async fn list(&self) -> Result<Vec<Provider>, StoreError>;
+    /// Removes one. Returns whether it existed.
+    async fn delete(&self, id: ProviderId) -> Result<bool, StoreError>;
+}
+
+/// A stored log entry with its attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLogEntry {
+    /// Attempt it belongs to.
+    pub attempt: u32,
+    /// The entry.
+    pub entry: LogEntry,
+}
+
+/// Where to continue reading logs: strictly after this (attempt, sequence).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LogCursor {
+    /// Attempt.
+    pub attempt: u32,
+    /// Sequence within the attempt.
+    pub sequence: u64,
+}
+
+/// Job logs, idempotent per (job, attempt, sequence).
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Stores entries of one attempt. Entries whose sequence is already stored
+    /// are ignored (a resent batch is harmless). Returns the highest sequence
+    /// `s` such that every entry `1..=s` of the attempt is stored.
+    async fn append(
+        &self,
+        job_id: JobId,
+        attempt: u32,
+        entries: &[LogEntry],
+    ) -> Result<u64, StoreError>;
+    /// Entries after `after`, ordered by (attempt, sequence), at most `limit`.
+    async fn read(
+        &self,
+        job_id: JobId,
+        after: LogCursor,
+        limit: usize,
+    ) -> Result<Vec<StoredLogEntry>, StoreError>;
+    /// Highest contiguous stored sequence of an attempt (0 if none).
+    async fn last_sequence(&self, job_id: JobId, attempt: u32) -> Result<u64, StoreError>;
+    /// Deletes a job's logs. Returns how many entries were deleted.
+    async fn delete(&self, job_id: JobId) -> Result<u64, StoreError>;
+}
+
+/// Why an OTP was refused. Deliberately coarse: a caller learns nothing about
+/// which tokens exist.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OtpError {
+    /// Unknown, already used or expired.
+    #[error("invalid, used or expired one-time token")]
+    Invalid,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One-time registration tokens: single use, expiring, stored hashed.
+#[async_trait]
+pub trait OtpTokenStore: Send + Sync {
+    /// Stores a token (by its SHA-256 hash, see [`crate::otp`]) for a worker until `expires_at`.
+    async fn insert(
+        &self,
+        token_hash: &str,
+        worker_id: WorkerId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Consumes a token atomically: returns its worker once; a second call,
+    /// an unknown or an expired token is [`OtpError::Invalid`].
+    async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<WorkerId, OtpError>;
+    /// Deletes expired tokens; returns how many.
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
