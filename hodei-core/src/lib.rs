@@ -55,3 +55,8 @@ pub use domain::spec::{
 pub use domain::template::{JobTemplate, TemplateParameter};
 pub use domain::worker::{Worker, WorkerHandle, WorkerSpec, WorkerState};
 pub use provider::{CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerEvent};
+pub use store::Stores;
+pub use store::memory::{
+    InMemoryJobQueue, InMemoryJobRepository, InMemoryLogStore, InMemoryOtpTokenStore,
+    InMemoryProviderConfigRepository, InMemoryWorkerRegistry,
+};

@@ -14,7 +14,7 @@ use crate::domain::ids::{CorrelationId, JobId, ProviderId, WorkerId};
 use crate::domain::spec::JobSpec;
 
 /// Lifecycle state of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Stored and queued, waiting for a worker.

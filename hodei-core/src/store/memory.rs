@@ -1,1 +1,706 @@
-//! In-memory stores: the embedded default (filled in by the stores work).
+//! In-memory stores: the embedded default when no database is configured.
+//!
+//! Every store keeps its data behind a `std::sync` lock that is held only for
+//! the duration of a synchronous critical section (never across an `.await`),
+//! so they work on any async runtime and need no tokio. A poisoned lock is
+//! recovered: every critical section leaves the data consistent before it can
+//! panic.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::domain::ids::{JobId, ProviderId, WorkerId};
+use crate::domain::job::{Job, JobState};
+use crate::domain::logs::LogEntry;
+use crate::domain::provider::Provider;
+use crate::domain::worker::Worker;
+use crate::otp::constant_time_eq;
+use crate::store::{
+    JobFilter, JobQueue, JobRepository, Lease, LogCursor, LogStore, OtpError, OtpTokenStore,
+    ProviderConfigRepository, QueueEntry, StoreError, StoredLogEntry, WorkerRegistry,
+};
+
+/// Default number of jobs [`JobRepository::list`] returns without a limit.
+const DEFAULT_LIST_LIMIT: usize = 100;
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `now + d`, saturating at the largest representable time.
+fn add_duration(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+// ---------------------------------------------------------------------------
+// Jobs
+// ---------------------------------------------------------------------------
+
+/// Jobs in a hash map, with optimistic concurrency on [`Job::version`].
+#[derive(Debug, Default)]
+pub struct InMemoryJobRepository {
+    // (insertion sequence, job): the sequence breaks ties between equal `created_at`.
+    jobs: RwLock<HashMap<JobId, (u64, Job)>>,
+    next_seq: AtomicU64,
+}
+
+impl InMemoryJobRepository {
+    /// An empty repository.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl JobRepository for InMemoryJobRepository {
+    async fn insert(&self, job: &Job) -> Result<Job, StoreError> {
+        let mut jobs = write(&self.jobs);
+        if jobs.contains_key(&job.id()) {
+            return Err(StoreError::AlreadyExists {
+                entity: "job",
+                id: job.id().to_string(),
+            });
+        }
+        let mut stored = job.clone();
+        stored.set_version(1);
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        jobs.insert(job.id(), (seq, stored.clone()));
+        Ok(stored)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(read(&self.jobs).get(&id).map(|(_, j)| j.clone()))
+    }
+
+    async fn update(&self, job: &Job) -> Result<Job, StoreError> {
+        let mut jobs = write(&self.jobs);
+        let Some((_, current)) = jobs.get_mut(&job.id()) else {
+            return Err(StoreError::NotFound {
+                entity: "job",
+                id: job.id().to_string(),
+            });
+        };
+        if current.version() != job.version() {
+            return Err(StoreError::Conflict {
+                entity: "job",
+                id: job.id().to_string(),
+                expected: job.version(),
+                actual: current.version(),
+            });
+        }
+        let mut stored = job.clone();
+        stored.set_version(job.version() + 1);
+        *current = stored.clone();
+        Ok(stored)
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let jobs = read(&self.jobs);
+        let mut matching: Vec<&(u64, Job)> = jobs
+            .values()
+            .filter(|(_, j)| filter.state.is_none_or(|s| j.state() == s))
+            .filter(|(_, j)| filter.worker_id.is_none_or(|w| j.worker_id() == Some(w)))
+            .collect();
+        matching.sort_by(|(sa, a), (sb, b)| {
+            b.created_at().cmp(&a.created_at()).then_with(|| sb.cmp(sa))
+        });
+        let limit = filter.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        Ok(matching
+            .into_iter()
+            .take(limit)
+            .map(|(_, j)| j.clone())
+            .collect())
+    }
+
+    async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for (_, job) in read(&self.jobs).values() {
+            *counts.entry(job.state()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut jobs = write(&self.jobs);
+        let len = jobs.len();
+        jobs.retain(|_, (_, j)| {
+            !(j.state().is_terminal() && j.finished_at().is_some_and(|f| f < before))
+        });
+        Ok((len - jobs.len()) as u64)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------
+
+/// Claim order: priority descending, then oldest, then insertion order.
+type QueueKey = (Reverse<i32>, DateTime<Utc>, u64, JobId);
+
+#[derive(Debug)]
+struct Slot {
+    entry: QueueEntry,
+    seq: u64,
+    lease: Option<(Uuid, DateTime<Utc>)>,
+}
+
+impl Slot {
+    fn key(&self) -> QueueKey {
+        (
+            Reverse(self.entry.priority),
+            self.entry.enqueued_at,
+            self.seq,
+            self.entry.job_id,
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    slots: HashMap<JobId, Slot>,
+    /// Unclaimed entries in claim order.
+    ready: BTreeSet<QueueKey>,
+    next_seq: u64,
+}
+
+impl QueueState {
+    fn lease(&mut self, job_id: JobId, now: DateTime<Utc>, lease_for: Duration) -> Option<Lease> {
+        let slot = self.slots.get_mut(&job_id)?;
+        if slot.lease.is_some() {
+            return None;
+        }
+        self.ready.remove(&slot.key());
+        let lease_id = Uuid::new_v4();
+        let expires_at = add_duration(now, lease_for);
+        slot.lease = Some((lease_id, expires_at));
+        Some(Lease {
+            entry: slot.entry.clone(),
+            lease_id,
+            expires_at,
+        })
+    }
+
+    fn check_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        match self.slots.get(&lease.entry.job_id) {
+            Some(Slot {
+                lease: Some((id, _)),
+                ..
+            }) if *id == lease.lease_id => Ok(()),
+            _ => Err(StoreError::StaleLease {
+                job_id: lease.entry.job_id,
+            }),
+        }
+    }
+}
+
+/// A priority queue with leases, in memory. Claim order is priority
+/// descending, then `enqueued_at` ascending, then enqueue order.
+#[derive(Debug, Default)]
+pub struct InMemoryJobQueue {
+    state: Mutex<QueueState>,
+}
+
+impl InMemoryJobQueue {
+    /// An empty queue.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl JobQueue for InMemoryJobQueue {
+    async fn enqueue(&self, entry: QueueEntry) -> Result<(), StoreError> {
+        let mut st = lock(&self.state);
+        if st.slots.contains_key(&entry.job_id) {
+            return Ok(());
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let slot = Slot {
+            entry,
+            seq,
+            lease: None,
+        };
+        st.ready.insert(slot.key());
+        st.slots.insert(slot.entry.job_id, slot);
+        Ok(())
+    }
+
+    async fn claim(&self, limit: usize, lease_for: Duration) -> Result<Vec<Lease>, StoreError> {
+        let now = Utc::now();
+        let mut st = lock(&self.state);
+        let ids: Vec<JobId> = st.ready.iter().take(limit).map(|k| k.3).collect();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| st.lease(id, now, lease_for))
+            .collect())
+    }
+
+    async fn claim_job(
+        &self,
+        job_id: JobId,
+        lease_for: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let now = Utc::now();
+        Ok(lock(&self.state).lease(job_id, now, lease_for))
+    }
+
+    async fn peek(&self, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        let st = lock(&self.state);
+        Ok(st
+            .ready
+            .iter()
+            .take(limit)
+            .filter_map(|k| st.slots.get(&k.3).map(|s| s.entry.clone()))
+            .collect())
+    }
+
+    async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut st = lock(&self.state);
+        st.check_lease(lease)?;
+        st.slots.remove(&lease.entry.job_id);
+        Ok(())
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut st = lock(&self.state);
+        st.check_lease(lease)?;
+        let key = match st.slots.get_mut(&lease.entry.job_id) {
+            Some(slot) => {
+                slot.lease = None;
+                slot.key()
+            }
+            None => {
+                return Err(StoreError::StaleLease {
+                    job_id: lease.entry.job_id,
+                });
+            }
+        };
+        st.ready.insert(key);
+        Ok(())
+    }
+
+    async fn remove(&self, job_id: JobId) -> Result<bool, StoreError> {
+        let mut st = lock(&self.state);
+        match st.slots.remove(&job_id) {
+            Some(slot) => {
+                st.ready.remove(&slot.key());
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, StoreError> {
+        let mut st = lock(&self.state);
+        let mut rescued = Vec::new();
+        let mut keys = Vec::new();
+        for slot in st.slots.values_mut() {
+            if let Some((_, expires_at)) = slot.lease
+                && expires_at < now
+            {
+                slot.lease = None;
+                rescued.push(slot.entry.job_id);
+                keys.push(slot.key());
+            }
+        }
+        st.ready.extend(keys);
+        Ok(rescued)
+    }
+
+    async fn len(&self) -> Result<usize, StoreError> {
+        Ok(lock(&self.state).ready.len())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workers
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct WorkerState {
+    workers: HashMap<WorkerId, Worker>,
+    /// Session token hash -> worker.
+    sessions: HashMap<String, WorkerId>,
+    /// Worker -> its session token hash.
+    session_of: HashMap<WorkerId, String>,
+}
+
+impl WorkerState {
+    fn drop_session(&mut self, id: WorkerId) {
+        if let Some(hash) = self.session_of.remove(&id) {
+            self.sessions.remove(&hash);
+        }
+    }
+}
+
+/// Workers and their sessions, in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryWorkerRegistry {
+    state: RwLock<WorkerState>,
+}
+
+impl InMemoryWorkerRegistry {
+    /// An empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for InMemoryWorkerRegistry {
+    async fn register(&self, worker: &Worker) -> Result<(), StoreError> {
+        let mut st = write(&self.state);
+        if st.workers.contains_key(&worker.id()) {
+            return Err(StoreError::AlreadyExists {
+                entity: "worker",
+                id: worker.id().to_string(),
+            });
+        }
+        st.workers.insert(worker.id(), worker.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: WorkerId) -> Result<Option<Worker>, StoreError> {
+        Ok(read(&self.state).workers.get(&id).cloned())
+    }
+
+    async fn update(&self, worker: &Worker) -> Result<(), StoreError> {
+        let mut st = write(&self.state);
+        match st.workers.get_mut(&worker.id()) {
+            Some(w) => {
+                *w = worker.clone();
+                Ok(())
+            }
+            None => Err(StoreError::NotFound {
+                entity: "worker",
+                id: worker.id().to_string(),
+            }),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Worker>, StoreError> {
+        let mut all: Vec<Worker> = read(&self.state).workers.values().cloned().collect();
+        all.sort_by(|a, b| {
+            a.created_at()
+                .cmp(&b.created_at())
+                .then_with(|| a.id().cmp(&b.id()))
+        });
+        Ok(all)
+    }
+
+    async fn remove(&self, id: WorkerId) -> Result<bool, StoreError> {
+        let mut st = write(&self.state);
+        st.drop_session(id);
+        Ok(st.workers.remove(&id).is_some())
+    }
+
+    async fn set_session(&self, id: WorkerId, token_hash: &str) -> Result<(), StoreError> {
+        let mut st = write(&self.state);
+        if !st.workers.contains_key(&id) {
+            return Err(StoreError::NotFound {
+                entity: "worker",
+                id: id.to_string(),
+            });
+        }
+        st.drop_session(id);
+        // A hash bound to another worker moves to this one.
+        if let Some(other) = st.sessions.remove(token_hash) {
+            st.session_of.remove(&other);
+        }
+        st.sessions.insert(token_hash.to_owned(), id);
+        st.session_of.insert(id, token_hash.to_owned());
+        Ok(())
+    }
+
+    async fn worker_for_session(&self, token_hash: &str) -> Result<Option<WorkerId>, StoreError> {
+        Ok(read(&self.state).sessions.get(token_hash).copied())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Providers
+// ---------------------------------------------------------------------------
+
+/// Registered providers, in memory. Names are unique.
+#[derive(Debug, Default)]
+pub struct InMemoryProviderConfigRepository {
+    providers: RwLock<HashMap<ProviderId, Provider>>,
+}
+
+impl InMemoryProviderConfigRepository {
+    /// An empty repository.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ProviderConfigRepository for InMemoryProviderConfigRepository {
+    async fn save(&self, provider: &Provider) -> Result<(), StoreError> {
+        let mut all = write(&self.providers);
+        if all
+            .values()
+            .any(|p| p.name() == provider.name() && p.id() != provider.id())
+        {
+            return Err(StoreError::AlreadyExists {
+                entity: "provider",
+                id: provider.name().to_owned(),
+            });
+        }
+        all.insert(provider.id(), provider.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: ProviderId) -> Result<Option<Provider>, StoreError> {
+        Ok(read(&self.providers).get(&id).cloned())
+    }
+
+    async fn get_by_name(&self, name: &str) -> Result<Option<Provider>, StoreError> {
+        Ok(read(&self.providers)
+            .values()
+            .find(|p| p.name() == name)
+            .cloned())
+    }
+
+    async fn list(&self) -> Result<Vec<Provider>, StoreError> {
+        let mut all: Vec<Provider> = read(&self.providers).values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(all)
+    }
+
+    async fn delete(&self, id: ProviderId) -> Result<bool, StoreError> {
+        Ok(write(&self.providers).remove(&id).is_some())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct JobLogs {
+    entries: BTreeMap<(u32, u64), LogEntry>,
+    /// Highest contiguous sequence per attempt.
+    contiguous: BTreeMap<u32, u64>,
+}
+
+/// Job logs, in memory: one ordered map per job keyed by (attempt, sequence).
+#[derive(Debug, Default)]
+pub struct InMemoryLogStore {
+    jobs: RwLock<HashMap<JobId, JobLogs>>,
+}
+
+impl InMemoryLogStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl LogStore for InMemoryLogStore {
+    async fn append(
+        &self,
+        job_id: JobId,
+        attempt: u32,
+        entries: &[LogEntry],
+    ) -> Result<u64, StoreError> {
+        if let Some(bad) = entries.iter().find(|e| e.sequence == 0) {
+            return Err(StoreError::Invalid {
+                field: "sequence".into(),
+                message: format!("log sequences start at 1, got {}", bad.sequence),
+            });
+        }
+        let mut jobs = write(&self.jobs);
+        let logs = jobs.entry(job_id).or_default();
+        for e in entries {
+            logs.entries
+                .entry((attempt, e.sequence))
+                .or_insert_with(|| e.clone());
+        }
+        let mut c = logs.contiguous.get(&attempt).copied().unwrap_or(0);
+        while logs.entries.contains_key(&(attempt, c + 1)) {
+            c += 1;
+        }
+        logs.contiguous.insert(attempt, c);
+        Ok(c)
+    }
+
+    async fn read(
+        &self,
+        job_id: JobId,
+        after: LogCursor,
+        limit: usize,
+    ) -> Result<Vec<StoredLogEntry>, StoreError> {
+        let jobs = read(&self.jobs);
+        let Some(logs) = jobs.get(&job_id) else {
+            return Ok(Vec::new());
+        };
+        Ok(logs
+            .entries
+            .range((
+                Bound::Excluded((after.attempt, after.sequence)),
+                Bound::Unbounded,
+            ))
+            .take(limit)
+            .map(|(&(attempt, _), entry)| StoredLogEntry {
+                attempt,
+                entry: entry.clone(),
+            })
+            .collect())
+    }
+
+    async fn last_sequence(&self, job_id: JobId, attempt: u32) -> Result<u64, StoreError> {
+        Ok(read(&self.jobs)
+            .get(&job_id)
+            .and_then(|l| l.contiguous.get(&attempt).copied())
+            .unwrap_or(0))
+    }
+
+    async fn delete(&self, job_id: JobId) -> Result<u64, StoreError> {
+        Ok(write(&self.jobs)
+            .remove(&job_id)
+            .map_or(0, |l| l.entries.len() as u64))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One-time tokens
+// ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct OtpRecord {
+    token_hash: String,
+    worker_id: WorkerId,
+    expires_at: DateTime<Utc>,
+}
+
+/// One-time tokens, in memory. Lookups compare every stored hash in constant
+/// time, so timing reveals nothing about which tokens exist.
+#[derive(Debug, Default)]
+pub struct InMemoryOtpTokenStore {
+    tokens: Mutex<Vec<OtpRecord>>,
+}
+
+impl InMemoryOtpTokenStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Index of the record with this hash, scanning all records without early exit.
+fn find_token(records: &[OtpRecord], token_hash: &str) -> Option<usize> {
+    let mut found = None;
+    for (i, r) in records.iter().enumerate() {
+        if constant_time_eq(&r.token_hash, token_hash) && found.is_none() {
+            found = Some(i);
+        }
+    }
+    found
+}
+
+#[async_trait]
+impl OtpTokenStore for InMemoryOtpTokenStore {
+    async fn insert(
+        &self,
+        token_hash: &str,
+        worker_id: WorkerId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tokens = lock(&self.tokens);
+        if find_token(&tokens, token_hash).is_some() {
+            return Err(StoreError::AlreadyExists {
+                entity: "otp token",
+                id: worker_id.to_string(),
+            });
+        }
+        tokens.push(OtpRecord {
+            token_hash: token_hash.to_owned(),
+            worker_id,
+            expires_at,
+        });
+        Ok(())
+    }
+
+    async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<WorkerId, OtpError> {
+        let mut tokens = lock(&self.tokens);
+        let i = find_token(&tokens, token_hash).ok_or(OtpError::Invalid)?;
+        let record = tokens.swap_remove(i);
+        if record.expires_at <= now {
+            return Err(OtpError::Invalid);
+        }
+        Ok(record.worker_id)
+    }
+
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tokens = lock(&self.tokens);
+        let len = tokens.len();
+        tokens.retain(|r| r.expires_at > now);
+        Ok((len - tokens.len()) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::logs::LogStream;
+    use crate::domain::spec::{CommandType, JobSpec};
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        futures::executor::block_on(f)
+    }
+
+    #[test]
+    fn stores_work_without_tokio() {
+        block_on(async {
+            let repo = InMemoryJobRepository::new();
+            let job = Job::new(JobSpec::new("t", CommandType::shell("true", [""; 0])));
+            let stored = repo.insert(&job).await.unwrap();
+            assert_eq!(stored.version(), 1);
+            let logs = InMemoryLogStore::new();
+            let id = job.id();
+            let s = logs
+                .append(id, 1, &[LogEntry::new(2, LogStream::Stdout, "b")])
+                .await
+                .unwrap();
+            assert_eq!(s, 0);
+            let s = logs
+                .append(id, 1, &[LogEntry::new(1, LogStream::Stdout, "a")])
+                .await
+                .unwrap();
+            assert_eq!(s, 2);
+            assert!(
+                logs.append(id, 1, &[LogEntry::new(0, LogStream::Stdout, "x")])
+                    .await
+                    .is_err()
+            );
+        });
+    }
+}

@@ -289,3 +289,64 @@ pub trait OtpTokenStore: Send + Sync {
     /// Deletes expired tokens; returns how many.
     async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
+
+/// Every store the control plane needs, as shared trait objects.
+///
+/// Build the embedded default with [`Stores::in_memory`]; a database crate
+/// builds one from its own repositories.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Stores {
+    /// Jobs.
+    pub jobs: std::sync::Arc<dyn JobRepository>,
+    /// The job queue.
+    pub queue: std::sync::Arc<dyn JobQueue>,
+    /// Workers and sessions.
+    pub workers: std::sync::Arc<dyn WorkerRegistry>,
+    /// Registered providers.
+    pub providers: std::sync::Arc<dyn ProviderConfigRepository>,
+    /// Job logs.
+    pub logs: std::sync::Arc<dyn LogStore>,
+    /// One-time registration tokens.
+    pub otps: std::sync::Arc<dyn OtpTokenStore>,
+}
+
+impl Stores {
+    /// A bundle from its parts.
+    pub fn new(
+        jobs: std::sync::Arc<dyn JobRepository>,
+        queue: std::sync::Arc<dyn JobQueue>,
+        workers: std::sync::Arc<dyn WorkerRegistry>,
+        providers: std::sync::Arc<dyn ProviderConfigRepository>,
+        logs: std::sync::Arc<dyn LogStore>,
+        otps: std::sync::Arc<dyn OtpTokenStore>,
+    ) -> Self {
+        Self {
+            jobs,
+            queue,
+            workers,
+            providers,
+            logs,
+            otps,
+        }
+    }
+
+    /// Fresh, empty in-memory stores.
+    #[must_use]
+    pub fn in_memory() -> Self {
+        Self {
+            jobs: std::sync::Arc::new(memory::InMemoryJobRepository::default()),
+            queue: std::sync::Arc::new(memory::InMemoryJobQueue::default()),
+            workers: std::sync::Arc::new(memory::InMemoryWorkerRegistry::default()),
+            providers: std::sync::Arc::new(memory::InMemoryProviderConfigRepository::default()),
+            logs: std::sync::Arc::new(memory::InMemoryLogStore::default()),
+            otps: std::sync::Arc::new(memory::InMemoryOtpTokenStore::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
