@@ -2,3 +2,5 @@
 //!
 //! The worker agent runtime (filled in by the agent work).
 #![warn(missing_docs)]
+pub mod lines;
+pub mod redact;
