@@ -1,4 +1,28 @@
 //! # hodei-providers
 //!
-//! Worker providers for Hodei (filled in by the provider work).
+//! Worker providers for Hodei: each one creates and destroys workers that run
+//! the `hodei-worker` agent, and implements every trait of
+//! [`hodei_core::provider`], so the control plane holds it as
+//! `Arc<dyn FullProvider>`.
+//!
+//! | feature | provider | workers are |
+//! |---|---|---|
+//! | `process` (default) | [`process::ProcessProvider`] | local child processes |
+//!
+//! ```no_run
+//! # #[cfg(feature = "process")] {
+//! use std::sync::Arc;
+//! use hodei_core::provider::FullProvider;
+//! use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
+//!
+//! let provider: Arc<dyn FullProvider> =
+//!     Arc::new(ProcessProvider::new(ProcessProviderConfig::default().with_max_workers(4)));
+//! assert_eq!(provider.name(), "process");
+//! # }
+//! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "process")]
+#[cfg_attr(docsrs, doc(cfg(feature = "process")))]
+pub mod process;
