@@ -60,3 +60,7 @@ pub use store::memory::{
     InMemoryJobQueue, InMemoryJobRepository, InMemoryLogStore, InMemoryOtpTokenStore,
     InMemoryProviderConfigRepository, InMemoryWorkerRegistry,
 };
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;

@@ -1,0 +1,1057 @@
+//! The store conformance suite: the behaviour every implementation of the
+//! store traits in [`crate::store`] must show.
+//!
+//! Each `*_conformance` function takes a factory that returns a **fresh, empty**
+//! store; it is called once per test case, so cases never see each other's
+//! data. [`run_store_conformance`] runs every case from a factory of whole
+//! [`Stores`] bundles.
+//!
+//! The suite **panics** on the first deviation, with a message naming the case
+//! and what differed, so it is called from a `#[tokio::test]`:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use hodei_core::store::Stores;
+//! hodei_core::testing::stores::run_store_conformance(|| async { Stores::in_memory() }).await;
+//! # }
+//! ```
+//!
+//! Timestamps the suite writes are whole milliseconds or coarser, and it
+//! compares fields rather than whole values, so a backend that stores
+//! microseconds passes.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::domain::ids::{JobId, ProviderId, WorkerId};
+use crate::domain::job::{AttemptResult, Job, JobState};
+use crate::domain::logs::{LogEntry, LogStream};
+use crate::domain::provider::{Provider, ProviderCapabilities, ProviderConfig, ProviderStatus};
+use crate::domain::spec::{CommandType, JobSpec};
+use crate::domain::worker::{Worker, WorkerHandle, WorkerState};
+use crate::store::{
+    JobFilter, JobQueue, JobRepository, LogCursor, LogStore, OtpError, OtpTokenStore,
+    ProviderConfigRepository, QueueEntry, StoreError, Stores, WorkerRegistry,
+};
+
+/// Unwraps a store result, panicking with the case and the error.
+#[track_caller]
+fn ok<T, E: Debug>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("store conformance: {what}: unexpected error {e:?}"),
+    }
+}
+
+/// Unwraps an option, panicking with the case.
+#[track_caller]
+fn some<T>(o: Option<T>, what: &str) -> T {
+    match o {
+        Some(v) => v,
+        None => panic!("store conformance: {what}: expected a value, got None"),
+    }
+}
+
+fn job(name: &str) -> Job {
+    Job::new(JobSpec::new(name, CommandType::shell("true", [""; 0])))
+}
+
+/// The current time truncated to whole milliseconds.
+fn now_ms() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+fn entry(job_id: JobId, priority: i32, enqueued_at: DateTime<Utc>) -> QueueEntry {
+    QueueEntry {
+        job_id,
+        priority,
+        enqueued_at,
+    }
+}
+
+fn log(seq: u64, text: &str) -> LogEntry {
+    LogEntry {
+        sequence: seq,
+        stream: LogStream::Stdout,
+        data: bytes::Bytes::copy_from_slice(text.as_bytes()),
+        timestamp: now_ms(),
+    }
+}
+
+fn provider(name: &str) -> Provider {
+    Provider::new(
+        ProviderId::new(),
+        name,
+        ProviderConfig::Custom {
+            settings: BTreeMap::new(),
+        },
+        ProviderCapabilities::default(),
+    )
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// Jobs
+// ---------------------------------------------------------------------------
+
+/// Every [`JobRepository`] case. `make` returns a fresh, empty repository.
+pub async fn job_repository_conformance<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn JobRepository>>,
+{
+    job_insert_get_update(make().await).await;
+    job_list_filter_limit(make().await).await;
+    job_count_by_state(make().await).await;
+    job_prune_finished(make().await).await;
+}
+
+async fn job_insert_get_update(repo: Arc<dyn JobRepository>) {
+    let c = "jobs/insert-get-update";
+    let j = job("a");
+    assert_eq!(
+        ok(repo.get(j.id()).await, c).map(|j| j.id()),
+        None,
+        "{c}: get of unknown job"
+    );
+    let v1 = ok(repo.insert(&j).await, c);
+    assert_eq!(v1.version(), 1, "{c}: insert returns version 1");
+    assert_eq!(v1.id(), j.id(), "{c}: insert keeps the id");
+    let got = some(ok(repo.get(j.id()).await, c), c);
+    assert_eq!(got.version(), 1, "{c}: stored version");
+    assert_eq!(got.state(), JobState::Pending, "{c}: stored state");
+    assert_eq!(got.spec().name, "a", "{c}: stored spec");
+
+    match repo.insert(&j).await {
+        Err(StoreError::AlreadyExists { .. }) => {}
+        other => panic!("{c}: second insert of one id must be AlreadyExists, got {other:?}"),
+    }
+
+    let mut changed = got.clone();
+    ok(changed.submit_to_provider(ProviderId::new(), None), c);
+    let v2 = ok(repo.update(&changed).await, c);
+    assert_eq!(v2.version(), 2, "{c}: update returns the next version");
+    let got2 = some(ok(repo.get(j.id()).await, c), c);
+    assert_eq!(got2.version(), 2, "{c}: stored version after update");
+    assert_eq!(
+        got2.state(),
+        JobState::Scheduled,
+        "{c}: stored state after update"
+    );
+    assert_eq!(got2.attempts(), 1, "{c}: stored attempts after update");
+
+    // A stale copy (version 1) is refused and the stored copy is untouched.
+    let mut stale = got;
+    ok(stale.cancel("stale"), c);
+    match repo.update(&stale).await {
+        Err(StoreError::Conflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!(expected, 1, "{c}: conflict names the caller's version");
+            assert_eq!(actual, 2, "{c}: conflict names the stored version");
+        }
+        other => panic!("{c}: stale update must be Conflict, got {other:?}"),
+    }
+    let after = some(ok(repo.get(j.id()).await, c), c);
+    assert_eq!(after.version(), 2, "{c}: refused update left the version");
+    assert_eq!(
+        after.state(),
+        JobState::Scheduled,
+        "{c}: refused update left the state"
+    );
+
+    match repo.update(&job("unknown")).await {
+        Err(StoreError::NotFound { .. }) => {}
+        other => panic!("{c}: update of an unknown job must be NotFound, got {other:?}"),
+    }
+}
+
+async fn job_list_filter_limit(repo: Arc<dyn JobRepository>) {
+    let c = "jobs/list";
+    let mut ids = Vec::new();
+    let worker = WorkerId::new();
+    for i in 0..5 {
+        let mut j = job(&format!("job-{i}"));
+        if i % 2 == 1 {
+            ok(j.submit_to_provider(ProviderId::new(), Some(worker)), c);
+        }
+        ok(repo.insert(&j).await, c);
+        ids.push(j.id());
+        // Distinct creation times, coarser than any backend's precision.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all = ok(repo.list(&JobFilter::default()).await, c);
+    let got: Vec<JobId> = all.iter().map(Job::id).collect();
+    let newest_first: Vec<JobId> = ids.iter().rev().copied().collect();
+    assert_eq!(got, newest_first, "{c}: all jobs, newest first");
+
+    let limited = ok(repo.list(&JobFilter::default().limit(2)).await, c);
+    let got: Vec<JobId> = limited.iter().map(Job::id).collect();
+    assert_eq!(
+        got,
+        newest_first[..2].to_vec(),
+        "{c}: limit keeps the newest"
+    );
+
+    let pending = ok(repo.list(&JobFilter::state(JobState::Pending)).await, c);
+    let got: Vec<JobId> = pending.iter().map(Job::id).collect();
+    assert_eq!(got, vec![ids[4], ids[2], ids[0]], "{c}: state filter");
+    assert!(
+        pending.iter().all(|j| j.state() == JobState::Pending),
+        "{c}: state filter returned another state"
+    );
+
+    let one = ok(
+        repo.list(&JobFilter::state(JobState::Scheduled).limit(1))
+            .await,
+        c,
+    );
+    let got: Vec<JobId> = one.iter().map(Job::id).collect();
+    assert_eq!(got, vec![ids[3]], "{c}: state filter with limit");
+
+    let by_worker = ok(
+        repo.list(&JobFilter {
+            worker_id: Some(worker),
+            ..JobFilter::default()
+        })
+        .await,
+        c,
+    );
+    let got: Vec<JobId> = by_worker.iter().map(Job::id).collect();
+    assert_eq!(got, vec![ids[3], ids[1]], "{c}: worker filter");
+
+    let none = ok(repo.list(&JobFilter::state(JobState::Running)).await, c);
+    assert!(none.is_empty(), "{c}: no running jobs expected");
+}
+
+async fn job_count_by_state(repo: Arc<dyn JobRepository>) {
+    let c = "jobs/count-by-state";
+    assert!(
+        ok(repo.count_by_state().await, c).values().all(|n| *n == 0),
+        "{c}: empty store counts nothing"
+    );
+    for _ in 0..3 {
+        ok(repo.insert(&job("p")).await, c);
+    }
+    for _ in 0..2 {
+        let mut j = job("c");
+        ok(j.cancel("test"), c);
+        ok(repo.insert(&j).await, c);
+    }
+    let mut j = job("s");
+    ok(j.submit_to_provider(ProviderId::new(), None), c);
+    ok(j.mark_running(), c);
+    ok(j.complete(AttemptResult::exited(0)), c);
+    ok(repo.insert(&j).await, c);
+
+    let counts = ok(repo.count_by_state().await, c);
+    let n = |s: JobState| counts.get(&s).copied().unwrap_or(0);
+    assert_eq!(n(JobState::Pending), 3, "{c}: pending");
+    assert_eq!(n(JobState::Cancelled), 2, "{c}: cancelled");
+    assert_eq!(n(JobState::Succeeded), 1, "{c}: succeeded");
+    assert_eq!(n(JobState::Running), 0, "{c}: running");
+    assert_eq!(counts.values().sum::<u64>(), 6, "{c}: total");
+}
+
+async fn job_prune_finished(repo: Arc<dyn JobRepository>) {
+    let c = "jobs/prune-finished";
+    let pending = job("pending");
+    ok(repo.insert(&pending).await, c);
+    let mut old = job("old");
+    ok(old.cancel("done"), c);
+    ok(repo.insert(&old).await, c);
+    let cutoff = Utc::now() + TimeDelta::milliseconds(1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut new = job("new");
+    ok(new.cancel("done"), c);
+    ok(repo.insert(&new).await, c);
+
+    let pruned = ok(repo.prune_finished(cutoff).await, c);
+    assert_eq!(pruned, 1, "{c}: only the job finished before the cutoff");
+    assert!(
+        ok(repo.get(old.id()).await, c).is_none(),
+        "{c}: old job gone"
+    );
+    assert!(
+        ok(repo.get(new.id()).await, c).is_some(),
+        "{c}: new job kept"
+    );
+    assert!(
+        ok(repo.get(pending.id()).await, c).is_some(),
+        "{c}: unfinished job kept"
+    );
+    let pruned = ok(
+        repo.prune_finished(Utc::now() + TimeDelta::hours(1)).await,
+        c,
+    );
+    assert_eq!(pruned, 1, "{c}: later cutoff prunes the other finished job");
+    assert!(
+        ok(repo.get(pending.id()).await, c).is_some(),
+        "{c}: an unfinished job is never pruned"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------
+
+/// Every [`JobQueue`] case. `make` returns a fresh, empty queue.
+pub async fn job_queue_conformance<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn JobQueue>>,
+{
+    queue_ordering_and_claim_limit(make().await).await;
+    queue_claim_job(make().await).await;
+    queue_enqueue_idempotent(make().await).await;
+    queue_complete_and_release(make().await).await;
+    queue_rescue_expired(make().await).await;
+    queue_remove(make().await).await;
+}
+
+async fn queue_ordering_and_claim_limit(q: Arc<dyn JobQueue>) {
+    let c = "queue/ordering";
+    assert!(ok(q.is_empty().await, c), "{c}: a new queue is empty");
+    let t0 = now_ms() - TimeDelta::seconds(100);
+    let low_old = JobId::new();
+    let high_new = JobId::new();
+    let high_old = JobId::new();
+    let mid = JobId::new();
+    let low_new = JobId::new();
+    // Enqueued out of order on purpose.
+    ok(
+        q.enqueue(entry(low_new, -5, t0 + TimeDelta::seconds(40)))
+            .await,
+        c,
+    );
+    ok(
+        q.enqueue(entry(high_new, 10, t0 + TimeDelta::seconds(30)))
+            .await,
+        c,
+    );
+    ok(
+        q.enqueue(entry(mid, 0, t0 + TimeDelta::seconds(20))).await,
+        c,
+    );
+    ok(
+        q.enqueue(entry(high_old, 10, t0 + TimeDelta::seconds(10)))
+            .await,
+        c,
+    );
+    ok(q.enqueue(entry(low_old, -5, t0)).await, c);
+    let expected = vec![high_old, high_new, mid, low_old, low_new];
+
+    assert_eq!(ok(q.len().await, c), 5, "{c}: len");
+    let peeked = ok(q.peek(10).await, c);
+    let got: Vec<JobId> = peeked.iter().map(|e| e.job_id).collect();
+    assert_eq!(
+        got, expected,
+        "{c}: peek order is priority desc, then oldest"
+    );
+    assert_eq!(peeked[0].priority, 10, "{c}: peek keeps the priority");
+    let got: Vec<JobId> = ok(q.peek(2).await, c).iter().map(|e| e.job_id).collect();
+    assert_eq!(got, expected[..2].to_vec(), "{c}: peek limit");
+    assert_eq!(ok(q.len().await, c), 5, "{c}: peek claims nothing");
+
+    assert!(ok(q.claim(0, LEASE).await, c).is_empty(), "{c}: claim(0)");
+    let leases = ok(q.claim(2, LEASE).await, c);
+    let got: Vec<JobId> = leases.iter().map(|l| l.entry.job_id).collect();
+    assert_eq!(
+        got,
+        expected[..2].to_vec(),
+        "{c}: claim takes the first two"
+    );
+    assert_ne!(
+        leases[0].lease_id, leases[1].lease_id,
+        "{c}: unique lease ids"
+    );
+    assert!(
+        leases[0].expires_at > Utc::now(),
+        "{c}: lease expires in the future"
+    );
+    assert_eq!(
+        ok(q.len().await, c),
+        3,
+        "{c}: claimed entries are not counted"
+    );
+    let got: Vec<JobId> = ok(q.peek(10).await, c).iter().map(|e| e.job_id).collect();
+    assert_eq!(
+        got,
+        expected[2..].to_vec(),
+        "{c}: peek skips claimed entries"
+    );
+
+    let rest = ok(q.claim(10, LEASE).await, c);
+    let got: Vec<JobId> = rest.iter().map(|l| l.entry.job_id).collect();
+    assert_eq!(got, expected[2..].to_vec(), "{c}: claim takes what is left");
+    assert!(ok(q.is_empty().await, c), "{c}: all claimed");
+    assert!(
+        ok(q.claim(10, LEASE).await, c).is_empty(),
+        "{c}: nothing left to claim"
+    );
+}
+
+async fn queue_claim_job(q: Arc<dyn JobQueue>) {
+    let c = "queue/claim-job";
+    let a = JobId::new();
+    let b = JobId::new();
+    let t = now_ms();
+    ok(q.enqueue(entry(a, 5, t)).await, c);
+    ok(q.enqueue(entry(b, 0, t)).await, c);
+    let lease = some(ok(q.claim_job(b, LEASE).await, c), c);
+    assert_eq!(lease.entry.job_id, b, "{c}: claims the named job");
+    assert!(
+        ok(q.claim_job(b, LEASE).await, c).is_none(),
+        "{c}: a claimed job cannot be claimed again"
+    );
+    assert!(
+        ok(q.claim_job(JobId::new(), LEASE).await, c).is_none(),
+        "{c}: an unknown job cannot be claimed"
+    );
+    let got: Vec<JobId> = ok(q.claim(10, LEASE).await, c)
+        .iter()
+        .map(|l| l.entry.job_id)
+        .collect();
+    assert_eq!(got, vec![a], "{c}: claim skips the claimed job");
+}
+
+async fn queue_enqueue_idempotent(q: Arc<dyn JobQueue>) {
+    let c = "queue/enqueue-idempotent";
+    let a = JobId::new();
+    let t = now_ms();
+    ok(q.enqueue(entry(a, 1, t)).await, c);
+    ok(q.enqueue(entry(a, 1, t)).await, c);
+    assert_eq!(
+        ok(q.len().await, c),
+        1,
+        "{c}: enqueue twice keeps one entry"
+    );
+    let lease = some(ok(q.claim_job(a, LEASE).await, c), c);
+    ok(q.enqueue(entry(a, 1, t)).await, c);
+    assert_eq!(
+        ok(q.len().await, c),
+        0,
+        "{c}: enqueue of a claimed job is a no-op"
+    );
+    ok(q.complete(&lease).await, c);
+    assert!(ok(q.is_empty().await, c), "{c}: completed");
+}
+
+async fn queue_complete_and_release(q: Arc<dyn JobQueue>) {
+    let c = "queue/complete-release";
+    let a = JobId::new();
+    let b = JobId::new();
+    let t = now_ms();
+    ok(q.enqueue(entry(a, 0, t)).await, c);
+    ok(q.enqueue(entry(b, 0, t + TimeDelta::seconds(1))).await, c);
+    let la = some(ok(q.claim_job(a, LEASE).await, c), c);
+    let lb = some(ok(q.claim_job(b, LEASE).await, c), c);
+
+    ok(q.complete(&la).await, c);
+    match q.complete(&la).await {
+        Err(StoreError::StaleLease { job_id }) => assert_eq!(job_id, a, "{c}: names the job"),
+        other => panic!("{c}: completing twice must be StaleLease, got {other:?}"),
+    }
+    assert!(
+        ok(q.claim_job(a, LEASE).await, c).is_none(),
+        "{c}: a completed entry is gone"
+    );
+
+    ok(q.release(&lb).await, c);
+    assert_eq!(
+        ok(q.len().await, c),
+        1,
+        "{c}: released entry is queued again"
+    );
+    match q.release(&lb).await {
+        Err(StoreError::StaleLease { .. }) => {}
+        other => panic!("{c}: releasing twice must be StaleLease, got {other:?}"),
+    }
+    match q.complete(&lb).await {
+        Err(StoreError::StaleLease { .. }) => {}
+        other => panic!("{c}: completing a released lease must be StaleLease, got {other:?}"),
+    }
+    let lb2 = some(ok(q.claim_job(b, LEASE).await, c), c);
+    assert_ne!(
+        lb2.lease_id, lb.lease_id,
+        "{c}: a new claim has a new lease id"
+    );
+    assert_eq!(lb2.entry.priority, 0, "{c}: the entry survives release");
+    ok(q.complete(&lb2).await, c);
+    assert!(ok(q.is_empty().await, c), "{c}: all done");
+}
+
+async fn queue_rescue_expired(q: Arc<dyn JobQueue>) {
+    let c = "queue/rescue-expired";
+    let a = JobId::new();
+    let b = JobId::new();
+    let t = now_ms();
+    ok(q.enqueue(entry(a, 0, t)).await, c);
+    ok(q.enqueue(entry(b, 0, t + TimeDelta::seconds(1))).await, c);
+    let short = some(ok(q.claim_job(a, Duration::from_secs(1)).await, c), c);
+    let long = some(ok(q.claim_job(b, Duration::from_secs(3600)).await, c), c);
+
+    let rescued = ok(q.rescue_expired(Utc::now()).await, c);
+    assert!(
+        rescued.is_empty(),
+        "{c}: nothing expired yet, rescued {rescued:?}"
+    );
+
+    let later = Utc::now() + TimeDelta::seconds(120);
+    let rescued = ok(q.rescue_expired(later).await, c);
+    assert_eq!(rescued, vec![a], "{c}: only the expired lease is rescued");
+    assert_eq!(
+        ok(q.len().await, c),
+        1,
+        "{c}: the rescued entry is queued again"
+    );
+    match q.complete(&short).await {
+        Err(StoreError::StaleLease { .. }) => {}
+        other => panic!("{c}: a rescued lease must be stale on complete, got {other:?}"),
+    }
+    match q.release(&short).await {
+        Err(StoreError::StaleLease { .. }) => {}
+        other => panic!("{c}: a rescued lease must be stale on release, got {other:?}"),
+    }
+    let again = some(ok(q.claim_job(a, LEASE).await, c), c);
+    assert_ne!(
+        again.lease_id, short.lease_id,
+        "{c}: new lease after rescue"
+    );
+    ok(q.complete(&again).await, c);
+    ok(q.complete(&long).await, c);
+    assert!(ok(q.is_empty().await, c), "{c}: all done");
+}
+
+async fn queue_remove(q: Arc<dyn JobQueue>) {
+    let c = "queue/remove";
+    let a = JobId::new();
+    let b = JobId::new();
+    let t = now_ms();
+    ok(q.enqueue(entry(a, 0, t)).await, c);
+    ok(q.enqueue(entry(b, 0, t)).await, c);
+    let lb = some(ok(q.claim_job(b, LEASE).await, c), c);
+    assert!(ok(q.remove(a).await, c), "{c}: removes an unclaimed entry");
+    assert!(ok(q.remove(b).await, c), "{c}: removes a claimed entry");
+    assert!(!ok(q.remove(a).await, c), "{c}: removing twice says false");
+    assert!(
+        !ok(q.remove(JobId::new()).await, c),
+        "{c}: unknown says false"
+    );
+    assert!(ok(q.is_empty().await, c), "{c}: empty after removal");
+    match q.complete(&lb).await {
+        Err(StoreError::StaleLease { .. }) => {}
+        other => panic!("{c}: lease of a removed entry must be stale, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workers
+// ---------------------------------------------------------------------------
+
+/// Every [`WorkerRegistry`] case. `make` returns a fresh, empty registry.
+pub async fn worker_registry_conformance<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn WorkerRegistry>>,
+{
+    worker_crud(make().await).await;
+    worker_sessions(make().await).await;
+}
+
+async fn worker_crud(reg: Arc<dyn WorkerRegistry>) {
+    let c = "workers/crud";
+    let p = ProviderId::new();
+    let mut labels = BTreeMap::new();
+    labels.insert("zone".to_owned(), "a".to_owned());
+    let w1 = Worker::new(WorkerId::new(), p)
+        .with_limits(2, Some(5))
+        .with_labels(labels.clone());
+    let w2 = Worker::new(WorkerId::new(), p);
+    assert!(
+        ok(reg.get(w1.id()).await, c).is_none(),
+        "{c}: unknown worker"
+    );
+    ok(reg.register(&w1).await, c);
+    ok(reg.register(&w2).await, c);
+    match reg.register(&w1).await {
+        Err(StoreError::AlreadyExists { .. }) => {}
+        other => panic!("{c}: registering twice must be AlreadyExists, got {other:?}"),
+    }
+    let got = some(ok(reg.get(w1.id()).await, c), c);
+    assert_eq!(got.provider_id(), p, "{c}: provider");
+    assert_eq!(got.state(), WorkerState::Creating, "{c}: state");
+    assert_eq!(got.max_concurrent_jobs(), 2, "{c}: limits");
+    assert_eq!(got.max_jobs(), Some(5), "{c}: limits");
+    assert_eq!(got.labels(), &labels, "{c}: labels");
+
+    let mut changed = got;
+    ok(
+        changed.created(WorkerHandle::new(changed.id(), p, "ext-1")),
+        c,
+    );
+    ok(changed.registered(), c);
+    let job = JobId::new();
+    ok(changed.assign(job), c);
+    ok(reg.update(&changed).await, c);
+    let got = some(ok(reg.get(w1.id()).await, c), c);
+    assert_eq!(got.state(), WorkerState::Busy, "{c}: updated state");
+    assert_eq!(got.current_jobs(), &[job], "{c}: updated jobs");
+    assert_eq!(
+        got.handle().map(|h| h.external_id.as_str()),
+        Some("ext-1"),
+        "{c}: updated handle"
+    );
+
+    match reg.update(&Worker::new(WorkerId::new(), p)).await {
+        Err(StoreError::NotFound { .. }) => {}
+        other => panic!("{c}: update of an unknown worker must be NotFound, got {other:?}"),
+    }
+
+    let mut listed: Vec<WorkerId> = ok(reg.list().await, c).iter().map(Worker::id).collect();
+    listed.sort();
+    let mut expected = vec![w1.id(), w2.id()];
+    expected.sort();
+    assert_eq!(listed, expected, "{c}: list");
+
+    assert!(ok(reg.remove(w2.id()).await, c), "{c}: remove");
+    assert!(!ok(reg.remove(w2.id()).await, c), "{c}: remove twice");
+    assert!(ok(reg.get(w2.id()).await, c).is_none(), "{c}: removed");
+    assert_eq!(ok(reg.list().await, c).len(), 1, "{c}: list after remove");
+}
+
+async fn worker_sessions(reg: Arc<dyn WorkerRegistry>) {
+    let c = "workers/sessions";
+    let p = ProviderId::new();
+    let w1 = Worker::new(WorkerId::new(), p);
+    let w2 = Worker::new(WorkerId::new(), p);
+    ok(reg.register(&w1).await, c);
+    ok(reg.register(&w2).await, c);
+    let h1 = crate::otp::hash_token("session-1");
+    let h1b = crate::otp::hash_token("session-1b");
+    let h2 = crate::otp::hash_token("session-2");
+
+    assert!(
+        ok(reg.worker_for_session(&h1).await, c).is_none(),
+        "{c}: none yet"
+    );
+    ok(reg.set_session(w1.id(), &h1).await, c);
+    ok(reg.set_session(w2.id(), &h2).await, c);
+    assert_eq!(
+        ok(reg.worker_for_session(&h1).await, c),
+        Some(w1.id()),
+        "{c}: w1"
+    );
+    assert_eq!(
+        ok(reg.worker_for_session(&h2).await, c),
+        Some(w2.id()),
+        "{c}: w2"
+    );
+
+    ok(reg.set_session(w1.id(), &h1b).await, c);
+    assert_eq!(
+        ok(reg.worker_for_session(&h1b).await, c),
+        Some(w1.id()),
+        "{c}: new session"
+    );
+    assert!(
+        ok(reg.worker_for_session(&h1).await, c).is_none(),
+        "{c}: the replaced session no longer resolves"
+    );
+
+    match reg.set_session(WorkerId::new(), &h2).await {
+        Err(StoreError::NotFound { .. }) => {}
+        other => panic!("{c}: session for an unknown worker must be NotFound, got {other:?}"),
+    }
+    assert_eq!(
+        ok(reg.worker_for_session(&h2).await, c),
+        Some(w2.id()),
+        "{c}: a refused set_session changes nothing"
+    );
+
+    assert!(ok(reg.remove(w1.id()).await, c), "{c}: remove");
+    assert!(
+        ok(reg.worker_for_session(&h1b).await, c).is_none(),
+        "{c}: removing a worker ends its session"
+    );
+    assert_eq!(
+        ok(reg.worker_for_session(&h2).await, c),
+        Some(w2.id()),
+        "{c}: w2 kept"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Providers
+// ---------------------------------------------------------------------------
+
+/// Every [`ProviderConfigRepository`] case. `make` returns a fresh, empty repository.
+pub async fn provider_repository_conformance<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn ProviderConfigRepository>>,
+{
+    provider_crud(make().await).await;
+}
+
+async fn provider_crud(repo: Arc<dyn ProviderConfigRepository>) {
+    let c = "providers/crud";
+    let docker = provider("docker");
+    let process = provider("process");
+    assert!(
+        ok(repo.get(docker.id()).await, c).is_none(),
+        "{c}: unknown id"
+    );
+    assert!(
+        ok(repo.get_by_name("docker").await, c).is_none(),
+        "{c}: unknown name"
+    );
+    ok(repo.save(&process).await, c);
+    ok(repo.save(&docker).await, c);
+
+    let got = some(ok(repo.get(docker.id()).await, c), c);
+    assert_eq!(got.name(), "docker", "{c}: name");
+    assert_eq!(got.config(), docker.config(), "{c}: config");
+    assert_eq!(
+        got.capabilities(),
+        docker.capabilities(),
+        "{c}: capabilities"
+    );
+    let got = some(ok(repo.get_by_name("process").await, c), c);
+    assert_eq!(got.id(), process.id(), "{c}: by name");
+
+    let mut changed = docker.clone();
+    changed.set_status(ProviderStatus::Maintenance);
+    ok(repo.save(&changed).await, c);
+    let got = some(ok(repo.get(docker.id()).await, c), c);
+    assert_eq!(
+        got.status(),
+        ProviderStatus::Maintenance,
+        "{c}: save replaces by id"
+    );
+
+    let dup = provider("docker");
+    match repo.save(&dup).await {
+        Err(StoreError::AlreadyExists { .. }) => {}
+        other => panic!("{c}: another provider with a taken name must be refused, got {other:?}"),
+    }
+    assert!(
+        ok(repo.get(dup.id()).await, c).is_none(),
+        "{c}: the duplicate is not stored"
+    );
+
+    let names: Vec<String> = ok(repo.list().await, c)
+        .iter()
+        .map(|p| p.name().to_owned())
+        .collect();
+    assert_eq!(names, vec!["docker", "process"], "{c}: list by name");
+
+    assert!(ok(repo.delete(docker.id()).await, c), "{c}: delete");
+    assert!(!ok(repo.delete(docker.id()).await, c), "{c}: delete twice");
+    assert!(
+        ok(repo.get_by_name("docker").await, c).is_none(),
+        "{c}: deleted"
+    );
+    // The name is free again.
+    ok(repo.save(&dup).await, c);
+    assert_eq!(
+        ok(repo.list().await, c).len(),
+        2,
+        "{c}: name reusable after delete"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------
+
+/// Every [`LogStore`] case. `make` returns a fresh, empty store.
+pub async fn log_store_conformance<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn LogStore>>,
+{
+    logs_idempotent_and_contiguous(make().await).await;
+    logs_read_cursor(make().await).await;
+}
+
+fn texts(entries: &[crate::store::StoredLogEntry]) -> Vec<(u32, u64, String)> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.attempt,
+                e.entry.sequence,
+                String::from_utf8_lossy(&e.entry.data).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn logs_idempotent_and_contiguous(store: Arc<dyn LogStore>) {
+    let c = "logs/idempotent";
+    let j = JobId::new();
+    assert_eq!(
+        ok(store.last_sequence(j, 1).await, c),
+        0,
+        "{c}: nothing yet"
+    );
+    let s = ok(
+        store
+            .append(j, 1, &[log(1, "one"), log(2, "two"), log(3, "three")])
+            .await,
+        c,
+    );
+    assert_eq!(s, 3, "{c}: contiguous after the first batch");
+    // A resent batch (after a reconnect) is harmless, even with changed data.
+    let s = ok(
+        store.append(j, 1, &[log(2, "TWO"), log(3, "three")]).await,
+        c,
+    );
+    assert_eq!(s, 3, "{c}: resend keeps the sequence");
+    // Batches arriving out of order: 6 and 5 before 4.
+    let s = ok(store.append(j, 1, &[log(6, "six")]).await, c);
+    assert_eq!(s, 3, "{c}: a gap keeps the contiguous sequence");
+    let s = ok(store.append(j, 1, &[log(5, "five")]).await, c);
+    assert_eq!(s, 3, "{c}: still a gap");
+    assert_eq!(
+        ok(store.last_sequence(j, 1).await, c),
+        3,
+        "{c}: last_sequence"
+    );
+    let s = ok(store.append(j, 1, &[log(4, "four")]).await, c);
+    assert_eq!(s, 6, "{c}: gap filled");
+    assert_eq!(
+        ok(store.last_sequence(j, 1).await, c),
+        6,
+        "{c}: last_sequence"
+    );
+    let s = ok(store.append(j, 1, &[]).await, c);
+    assert_eq!(s, 6, "{c}: an empty batch reports the sequence");
+
+    let all = ok(store.read(j, LogCursor::default(), 100).await, c);
+    let got = texts(&all);
+    let expected: Vec<(u32, u64, String)> = ["one", "two", "three", "four", "five", "six"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (1, i as u64 + 1, (*t).to_owned()))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "{c}: every line once, first write wins, in order"
+    );
+    assert_eq!(all[0].entry.stream, LogStream::Stdout, "{c}: stream kept");
+
+    // Attempts are independent.
+    assert_eq!(
+        ok(store.last_sequence(j, 2).await, c),
+        0,
+        "{c}: attempt 2 empty"
+    );
+    let s = ok(store.append(j, 2, &[log(2, "b")]).await, c);
+    assert_eq!(s, 0, "{c}: attempt 2 starts at 1");
+    // Another job is independent.
+    let other = JobId::new();
+    assert_eq!(
+        ok(store.last_sequence(other, 1).await, c),
+        0,
+        "{c}: other job"
+    );
+    assert!(
+        ok(store.read(other, LogCursor::default(), 10).await, c).is_empty(),
+        "{c}: other job has no logs"
+    );
+}
+
+async fn logs_read_cursor(store: Arc<dyn LogStore>) {
+    let c = "logs/read-cursor";
+    let j = JobId::new();
+    let other = JobId::new();
+    ok(store.append(other, 1, &[log(1, "other")]).await, c);
+    let s = ok(
+        store
+            .append(j, 1, &[log(1, "a1"), log(2, "a2"), log(3, "a3")])
+            .await,
+        c,
+    );
+    assert_eq!(s, 3, "{c}: attempt 1");
+    let s = ok(store.append(j, 2, &[log(2, "b2"), log(1, "b1")]).await, c);
+    assert_eq!(s, 2, "{c}: attempt 2, batch out of order");
+
+    let page = ok(store.read(j, LogCursor::default(), 2).await, c);
+    assert_eq!(
+        texts(&page),
+        vec![(1, 1, "a1".into()), (1, 2, "a2".into())],
+        "{c}: first page"
+    );
+    let cursor = LogCursor {
+        attempt: 1,
+        sequence: 2,
+    };
+    let page = ok(store.read(j, cursor, 2).await, c);
+    assert_eq!(
+        texts(&page),
+        vec![(1, 3, "a3".into()), (2, 1, "b1".into())],
+        "{c}: second page crosses attempts"
+    );
+    let cursor = LogCursor {
+        attempt: 2,
+        sequence: 1,
+    };
+    let page = ok(store.read(j, cursor, 10).await, c);
+    assert_eq!(texts(&page), vec![(2, 2, "b2".into())], "{c}: last page");
+    let cursor = LogCursor {
+        attempt: 2,
+        sequence: 2,
+    };
+    assert!(
+        ok(store.read(j, cursor, 10).await, c).is_empty(),
+        "{c}: past the end"
+    );
+    assert!(
+        ok(store.read(j, LogCursor::default(), 0).await, c).is_empty(),
+        "{c}: limit 0"
+    );
+
+    assert_eq!(
+        ok(store.delete(j).await, c),
+        5,
+        "{c}: delete counts entries"
+    );
+    assert!(
+        ok(store.read(j, LogCursor::default(), 10).await, c).is_empty(),
+        "{c}: deleted"
+    );
+    assert_eq!(
+        ok(store.last_sequence(j, 1).await, c),
+        0,
+        "{c}: deleted sequence"
+    );
+    assert_eq!(ok(store.delete(j).await, c), 0, "{c}: delete twice");
+    assert_eq!(
+        ok(store.read(other, LogCursor::default(), 10).await, c).len(),
+        1,
+        "{c}: another job's logs are kept"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// One-time tokens
+// ---------------------------------------------------------------------------
+
+/// Every [`OtpTokenStore`] case. `make` returns a fresh, empty store.
+pub async fn otp_store_conformance<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn OtpTokenStore>>,
+{
+    otp_single_use(make().await).await;
+    otp_purge(make().await).await;
+}
+
+fn expect_invalid(r: Result<WorkerId, OtpError>, what: &str) {
+    match r {
+        Err(OtpError::Invalid) => {}
+        other => panic!("store conformance: {what}: expected OtpError::Invalid, got {other:?}"),
+    }
+}
+
+async fn otp_single_use(store: Arc<dyn OtpTokenStore>) {
+    let c = "otp/single-use";
+    let now = Utc::now();
+    let w = WorkerId::new();
+    let h = crate::otp::hash_token(&crate::otp::generate_token());
+    ok(store.insert(&h, w, now + TimeDelta::minutes(5)).await, c);
+    assert_eq!(ok(store.consume(&h, now).await, c), w, "{c}: first use");
+    expect_invalid(store.consume(&h, now).await, "otp/single-use: second use");
+
+    let unknown = crate::otp::hash_token("never issued");
+    expect_invalid(
+        store.consume(&unknown, now).await,
+        "otp/single-use: unknown",
+    );
+
+    let expired = crate::otp::hash_token(&crate::otp::generate_token());
+    ok(
+        store
+            .insert(&expired, WorkerId::new(), now - TimeDelta::seconds(1))
+            .await,
+        c,
+    );
+    expect_invalid(
+        store.consume(&expired, now).await,
+        "otp/single-use: expired",
+    );
+
+    // Expiry is judged against the `now` the caller passes.
+    let later = crate::otp::hash_token(&crate::otp::generate_token());
+    let w2 = WorkerId::new();
+    ok(
+        store.insert(&later, w2, now + TimeDelta::minutes(5)).await,
+        c,
+    );
+    expect_invalid(
+        store.consume(&later, now + TimeDelta::minutes(10)).await,
+        "otp/single-use: consumed after expiry",
+    );
+}
+
+async fn otp_purge(store: Arc<dyn OtpTokenStore>) {
+    let c = "otp/purge";
+    let now = Utc::now();
+    let live = crate::otp::hash_token("live");
+    let w = WorkerId::new();
+    ok(store.insert(&live, w, now + TimeDelta::minutes(5)).await, c);
+    for i in 0..2 {
+        let h = crate::otp::hash_token(&format!("dead-{i}"));
+        ok(
+            store
+                .insert(&h, WorkerId::new(), now - TimeDelta::minutes(1))
+                .await,
+            c,
+        );
+    }
+    assert_eq!(
+        ok(store.purge_expired(now).await, c),
+        2,
+        "{c}: purges expired only"
+    );
+    assert_eq!(ok(store.purge_expired(now).await, c), 0, "{c}: purge twice");
+    expect_invalid(
+        store.consume(&crate::otp::hash_token("dead-0"), now).await,
+        "otp/purge: purged token",
+    );
+    assert_eq!(
+        ok(store.consume(&live, now).await, c),
+        w,
+        "{c}: live token kept"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// All
+// ---------------------------------------------------------------------------
+
+/// Runs every case of every store trait. `factory` returns a fresh, empty
+/// bundle of stores; it is called once per case (for a database: a fresh
+/// database or a truncated schema per call). Panics on the first deviation.
+pub async fn run_store_conformance<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Stores>,
+{
+    let f = &factory;
+    job_repository_conformance(|| async move { f().await.jobs }).await;
+    job_queue_conformance(|| async move { f().await.queue }).await;
+    worker_registry_conformance(|| async move { f().await.workers }).await;
+    provider_repository_conformance(|| async move { f().await.providers }).await;
+    log_store_conformance(|| async move { f().await.logs }).await;
+    otp_store_conformance(|| async move { f().await.otps }).await;
+}
