@@ -4,3 +4,6 @@
 #![warn(missing_docs)]
 pub mod lines;
 pub mod redact;
+pub mod config;
+pub mod metrics;
+pub mod tls;
