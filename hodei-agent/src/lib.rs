@@ -7,3 +7,4 @@ pub mod redact;
 pub mod config;
 pub mod metrics;
 pub mod tls;
+pub mod executor;

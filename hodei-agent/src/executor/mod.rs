@@ -1,0 +1,687 @@
+//! The job executor: runs one job attempt as a child process and streams its output.
+//!
+//! [`JobExecutor::execute`] runs a [`CommandType::Shell`] (program + arguments, no shell in
+//! between) or a [`CommandType::Script`] (written to a private file, see below), and returns
+//! an [`ExecutionResult`] once the job and every process it left behind are gone and all its
+//! output has been handed to the log channel.
+//!
+//! * **Private files.** Every attempt gets its own directory (mode 0700) under
+//!   [`ExecutorConfig::work_root`]; a script is written there (mode 0700) with a strict-mode
+//!   header for shell interpreters ([`prepare::STRICT_HEADER`] for bash/zsh/ksh,
+//!   [`prepare::POSIX_HEADER`] for sh/dash, which may lack `pipefail`; the header shifts the
+//!   script's line numbers by one or two) and run as `interpreter file`. The directory is the
+//!   working directory unless the request names one, and is removed afterwards by a
+//!   background task, whatever the outcome.
+//! * **Environment.** The agent's own environment is *not* inherited (it may hold the
+//!   agent's credentials): only the variables named in [`ExecutorConfig::env_passthrough`]
+//!   (PATH, HOME, LANG, …), then the job's env, then `HODEI_JOB_ID`, `HODEI_ATTEMPT` and the
+//!   tracking marker [`MARKER_ENV`].
+//! * **Secrets** are written to the child's stdin as one JSON object, then stdin is closed
+//!   (with no secrets stdin is `/dev/null`). Values shorter than
+//!   [`MIN_SECRET_LEN`] bytes are refused. Every log line, the error message and the result
+//!   are redacted with a [`Redactor`].
+//! * **Process group.** The child leads its own process group. On timeout or cancel the
+//!   group gets SIGTERM, then SIGKILL after [`ExecutorConfig::kill_grace`]. When the main
+//!   process has ended (any outcome) the group is SIGKILLed, and so is every process whose
+//!   environment carries this attempt's marker (escapees via `setsid` or double fork).
+//! * **Output.** stdout and stderr are read as `Bytes` by a `FramedRead` with a zero-copy
+//!   [`LineDecoder`], redacted, and sent line by line to the bounded log channel: when the
+//!   channel is full reading pauses and the child blocks on its pipe (backpressure; nothing
+//!   is dropped). Past [`ExecutorConfig::log_cap_bytes`] lines are read and discarded, one
+//!   [`LogStream::System`] marker line says so, and the count is in the result.
+
+mod prepare;
+mod procs;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use hodei_core::domain::spec::MIN_SECRET_LEN;
+use hodei_core::{CommandType, JobId, LogStream};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+pub use prepare::{POSIX_HEADER, STRICT_HEADER};
+pub use procs::MARKER_ENV;
+
+use crate::lines::LineDecoder;
+use crate::redact::{Redactor, StreamRedactor};
+
+/// Size of the read buffer of each output pipe.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// PATH given to jobs when the agent has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Configuration of a [`JobExecutor`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExecutorConfig {
+    /// Time between SIGTERM and SIGKILL on timeout or cancel (default 10 s).
+    pub kill_grace: Duration,
+    /// Log bytes kept per attempt (stdout + stderr); past it output is discarded
+    /// (default 100 MiB; `None` = no cap).
+    pub log_cap_bytes: Option<u64>,
+    /// Longest log line; longer lines are split (default 64 KiB).
+    pub max_line_bytes: usize,
+    /// Directory under which each attempt gets its private directory
+    /// (default `$TMPDIR/hodei-jobs`).
+    pub work_root: PathBuf,
+    /// Capacity callers should give the log channel (default 1024 lines); see
+    /// [`JobExecutor::log_channel`].
+    pub log_channel_capacity: usize,
+    /// After the job's processes are gone, how long one read of a pipe may wait before the
+    /// rest is abandoned (a process that escaped every kill may still hold the pipe open).
+    /// Default 5 s.
+    pub drain_timeout: Duration,
+    /// Variables of the agent's environment passed to jobs (default PATH, HOME, USER,
+    /// LOGNAME, LANG, LC_ALL, LC_CTYPE, TZ, TMPDIR, SHELL, TERM).
+    pub env_passthrough: Vec<String>,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            kill_grace: Duration::from_secs(10),
+            log_cap_bytes: Some(100 * 1024 * 1024),
+            max_line_bytes: 64 * 1024,
+            work_root: std::env::temp_dir().join("hodei-jobs"),
+            log_channel_capacity: 1024,
+            drain_timeout: Duration::from_secs(5),
+            env_passthrough: [
+                "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+                "SHELL", "TERM",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+impl ExecutorConfig {
+    /// Sets [`Self::kill_grace`].
+    #[must_use]
+    pub fn with_kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
+    /// Sets [`Self::log_cap_bytes`].
+    #[must_use]
+    pub fn with_log_cap_bytes(mut self, cap: Option<u64>) -> Self {
+        self.log_cap_bytes = cap;
+        self
+    }
+
+    /// Sets [`Self::max_line_bytes`] (at least 1).
+    #[must_use]
+    pub fn with_max_line_bytes(mut self, max: usize) -> Self {
+        self.max_line_bytes = max.max(1);
+        self
+    }
+
+    /// Sets [`Self::work_root`].
+    #[must_use]
+    pub fn with_work_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.work_root = root.into();
+        self
+    }
+
+    /// Sets [`Self::log_channel_capacity`] (at least 1).
+    #[must_use]
+    pub fn with_log_channel_capacity(mut self, capacity: usize) -> Self {
+        self.log_channel_capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets [`Self::drain_timeout`].
+    #[must_use]
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Self::env_passthrough`].
+    #[must_use]
+    pub fn with_env_passthrough(
+        mut self,
+        names: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.env_passthrough = names.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// One job attempt to run.
+#[derive(Debug, Clone)]
+pub struct ExecutionRequest {
+    /// The job.
+    pub job_id: JobId,
+    /// Attempt number (from 1).
+    pub attempt: u32,
+    /// What to run.
+    pub command: CommandType,
+    /// Environment variables for the job.
+    pub env: BTreeMap<String, String>,
+    /// Secrets, given to the job as JSON on stdin and redacted from its output.
+    pub secrets: BTreeMap<String, String>,
+    /// Time limit; `Duration::ZERO` means none.
+    pub timeout: Duration,
+    /// Working directory; `None` = the attempt's private directory.
+    pub working_dir: Option<PathBuf>,
+}
+
+impl ExecutionRequest {
+    /// A request with no env, no secrets, no timeout and the private working directory.
+    #[must_use]
+    pub fn new(job_id: JobId, attempt: u32, command: CommandType) -> Self {
+        Self {
+            job_id,
+            attempt,
+            command,
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            timeout: Duration::ZERO,
+            working_dir: None,
+        }
+    }
+
+    /// Adds an environment variable.
+    #[must_use]
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a secret.
+    #[must_use]
+    pub fn with_secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.secrets.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the time limit.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the working directory.
+    #[must_use]
+    pub fn with_working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+}
+
+/// One line of output, without its newline (or a piece of an over-long line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Which stream it came from.
+    pub stream: LogStream,
+    /// The (redacted) bytes.
+    pub data: Bytes,
+}
+
+impl LogLine {
+    /// A log line.
+    pub fn new(stream: LogStream, data: impl Into<Bytes>) -> Self {
+        Self {
+            stream,
+            data: data.into(),
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExecutionOutcome {
+    /// The process exited by itself; see [`ExecutionResult::exit_code`].
+    Exited,
+    /// The process was killed by a signal it did not get from the executor.
+    Signaled,
+    /// The time limit was reached and the job was killed.
+    TimedOut,
+    /// The job was cancelled and killed.
+    Cancelled,
+    /// The job could not be started; see [`ExecutionResult::error`].
+    StartFailed,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExecutionResult {
+    /// How it ended.
+    pub outcome: ExecutionOutcome,
+    /// Exit code, when the process exited.
+    pub exit_code: Option<i32>,
+    /// Signal number, when the process was killed by a signal.
+    pub signal: Option<i32>,
+    /// From spawn to the end of the main process.
+    pub duration: Duration,
+    /// What went wrong, redacted.
+    pub error: Option<String>,
+    /// Names (never values) of the secrets given to the job.
+    pub secrets_injected: Vec<String>,
+    /// Log bytes discarded past the log cap.
+    pub log_bytes_dropped: u64,
+}
+
+impl ExecutionResult {
+    /// Whether the job exited with code 0.
+    #[must_use]
+    pub fn success(&self) -> bool {
+        self.outcome == ExecutionOutcome::Exited && self.exit_code == Some(0)
+    }
+
+    fn start_failed(error: String, started: Instant) -> Self {
+        Self {
+            outcome: ExecutionOutcome::StartFailed,
+            exit_code: None,
+            signal: None,
+            duration: started.elapsed(),
+            error: Some(error),
+            secrets_injected: Vec::new(),
+            log_bytes_dropped: 0,
+        }
+    }
+}
+
+/// Runs jobs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JobExecutor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ExecutorConfig,
+}
+
+/// Removes an attempt's directory when dropped, in the background.
+struct DirCleanup(PathBuf);
+
+impl Drop for DirCleanup {
+    fn drop(&mut self) {
+        let dir = std::mem::take(&mut self.0);
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing job directory failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                drop(handle.spawn_blocking(remove));
+            }
+            Err(_) => remove(),
+        }
+    }
+}
+
+/// Shared log-cap accounting of one attempt.
+struct LogCap {
+    cap: Option<u64>,
+    used: AtomicU64,
+    dropped: AtomicU64,
+    capped: AtomicBool,
+}
+
+impl LogCap {
+    /// Whether `len` more bytes may be kept; when not, counts them as dropped and returns
+    /// `Err(first)` where `first` says whether this is the first dropped line.
+    fn admit(&self, len: u64) -> Result<(), bool> {
+        let Some(cap) = self.cap else {
+            return Ok(());
+        };
+        if !self.capped.load(Ordering::Relaxed) {
+            let before = self.used.fetch_add(len, Ordering::Relaxed);
+            if before.saturating_add(len) <= cap {
+                return Ok(());
+            }
+        }
+        self.dropped.fetch_add(len, Ordering::Relaxed);
+        Err(!self.capped.swap(true, Ordering::Relaxed))
+    }
+}
+
+/// Everything a pipe reader needs.
+struct ReaderCtx<'a> {
+    logs: &'a mpsc::Sender<LogLine>,
+    cap: &'a LogCap,
+    ended: &'a CancellationToken,
+    drain_timeout: Duration,
+    max_line_bytes: usize,
+    redactor: Arc<Redactor>,
+}
+
+impl JobExecutor {
+    /// An executor with this configuration.
+    #[must_use]
+    pub fn new(config: ExecutorConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner { config }),
+        }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.inner.config
+    }
+
+    /// A bounded log channel of [`ExecutorConfig::log_channel_capacity`] lines.
+    #[must_use]
+    pub fn log_channel(&self) -> (mpsc::Sender<LogLine>, mpsc::Receiver<LogLine>) {
+        mpsc::channel(self.inner.config.log_channel_capacity.max(1))
+    }
+
+    /// Runs one job; every line goes to `logs` (bounded: when it is full, reading the
+    /// child's pipe pauses — backpressure, never drop). Returns only after all output was
+    /// sent to `logs`. If the receiver of `logs` is dropped the job still runs to its end and
+    /// its output is discarded.
+    ///
+    /// Dropping the returned future kills the main process (but skips the group and marker
+    /// sweep): cancel through `cancel` instead.
+    pub async fn execute(
+        &self,
+        req: ExecutionRequest,
+        logs: mpsc::Sender<LogLine>,
+        cancel: CancellationToken,
+    ) -> ExecutionResult {
+        let started = Instant::now();
+        let cfg = &self.inner.config;
+        let redactor = Arc::new(Redactor::new(req.secrets.values().map(String::as_bytes)));
+
+        if let Some((name, _)) = req.secrets.iter().find(|(_, v)| v.len() < MIN_SECRET_LEN) {
+            let msg = format!(
+                "secret `{name}` is shorter than {MIN_SECRET_LEN} bytes and could not be \
+                 redacted from logs reliably; the job was not started"
+            );
+            return ExecutionResult::start_failed(redactor.redact_str(&msg), started);
+        }
+
+        let marker = uuid::Uuid::new_v4().simple().to_string();
+        let job_dir =
+            cfg.work_root
+                .join(format!("{}-{}-{}", req.job_id, req.attempt, &marker[..8]));
+        if let Err(e) = prepare::create_job_dir(&cfg.work_root, &job_dir).await {
+            let msg = format!(
+                "creating the job directory {} failed: {e}",
+                job_dir.display()
+            );
+            return ExecutionResult::start_failed(redactor.redact_str(&msg), started);
+        }
+        let _cleanup = DirCleanup(job_dir.clone());
+
+        let prepared = match prepare::prepare(&req.command, &job_dir).await {
+            Ok(p) => p,
+            Err(e) => {
+                return ExecutionResult::start_failed(redactor.redact_str(&e.to_string()), started);
+            }
+        };
+
+        let mut cmd = tokio::process::Command::new(&prepared.program);
+        cmd.args(&prepared.args).env_clear();
+        for name in &cfg.env_passthrough {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        if std::env::var_os("PATH").is_none() {
+            cmd.env("PATH", DEFAULT_PATH);
+        }
+        cmd.envs(&req.env)
+            .env("HODEI_JOB_ID", req.job_id.to_string())
+            .env("HODEI_ATTEMPT", req.attempt.to_string())
+            .env(MARKER_ENV, &marker)
+            .current_dir(req.working_dir.as_deref().unwrap_or(&job_dir))
+            .stdin(if req.secrets.is_empty() {
+                std::process::Stdio::null()
+            } else {
+                std::process::Stdio::piped()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("failed to start `{}`: {e}", prepared.program);
+                return ExecutionResult::start_failed(redactor.redact_str(&msg), started);
+            }
+        };
+        let spawned = Instant::now();
+        let pgid = child.id().unwrap_or(0);
+
+        let secrets_injected: Vec<String> = req.secrets.keys().cloned().collect();
+        let stdin_task = child.stdin.take().map(|mut stdin| {
+            let payload = serde_json::to_vec(&req.secrets).unwrap_or_default();
+            tokio::spawn(async move {
+                // A job that does not read its stdin closes it: a broken pipe is fine.
+                let _ = stdin.write_all(&payload).await;
+                let _ = stdin.shutdown().await;
+            })
+        });
+
+        let cap = LogCap {
+            cap: cfg.log_cap_bytes,
+            used: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            capped: AtomicBool::new(false),
+        };
+        let ended = CancellationToken::new();
+        let ctx = ReaderCtx {
+            logs: &logs,
+            cap: &cap,
+            ended: &ended,
+            drain_timeout: cfg.drain_timeout,
+            max_line_bytes: cfg.max_line_bytes,
+            redactor: Arc::clone(&redactor),
+        };
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+
+        let supervise = async {
+            let r = supervise(&mut child, pgid, &req, cfg.kill_grace, &cancel, &marker).await;
+            let duration = spawned.elapsed();
+            ended.cancel();
+            (r, duration)
+        };
+        let ((ended_how, duration), (), ()) = tokio::join!(
+            supervise,
+            read_pipe(stdout, LogStream::Stdout, &ctx),
+            read_pipe(stderr, LogStream::Stderr, &ctx),
+        );
+        if let Some(task) = stdin_task {
+            task.abort();
+        }
+
+        let (outcome, status, error) = ended_how;
+        let exit_code = status.and_then(|s| s.code());
+        let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+        let outcome = match outcome {
+            ExecutionOutcome::Exited if exit_code.is_none() && signal.is_some() => {
+                ExecutionOutcome::Signaled
+            }
+            other => other,
+        };
+        ExecutionResult {
+            outcome,
+            exit_code,
+            signal,
+            duration,
+            error: error.map(|e| redactor.redact_str(&e)),
+            secrets_injected,
+            log_bytes_dropped: cap.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+type Supervised = (
+    ExecutionOutcome,
+    Option<std::process::ExitStatus>,
+    Option<String>,
+);
+
+/// Waits for the main process, enforcing timeout and cancel; then kills the group and the
+/// marked processes.
+async fn supervise(
+    child: &mut tokio::process::Child,
+    pgid: u32,
+    req: &ExecutionRequest,
+    grace: Duration,
+    cancel: &CancellationToken,
+    marker: &str,
+) -> Supervised {
+    enum Ended {
+        Exited(std::io::Result<std::process::ExitStatus>),
+        TimedOut,
+        Cancelled,
+    }
+    let limit = async {
+        if req.timeout.is_zero() {
+            std::future::pending::<()>().await;
+        } else {
+            tokio::time::sleep(req.timeout).await;
+        }
+    };
+    let ended = tokio::select! {
+        biased;
+        status = child.wait() => Ended::Exited(status),
+        () = cancel.cancelled() => Ended::Cancelled,
+        () = limit => Ended::TimedOut,
+    };
+    let result = match ended {
+        Ended::Exited(Ok(status)) => (ExecutionOutcome::Exited, Some(status), None),
+        Ended::Exited(Err(e)) => (
+            ExecutionOutcome::Exited,
+            None,
+            Some(format!("waiting for the job failed: {e}")),
+        ),
+        Ended::TimedOut | Ended::Cancelled => {
+            let (outcome, msg) = if matches!(ended, Ended::TimedOut) {
+                (
+                    ExecutionOutcome::TimedOut,
+                    format!("the job timed out after {:?} and was killed", req.timeout),
+                )
+            } else {
+                (
+                    ExecutionOutcome::Cancelled,
+                    "the job was cancelled".to_owned(),
+                )
+            };
+            procs::signal_group(pgid, Signal::SIGTERM);
+            let status = match tokio::time::timeout(grace, child.wait()).await {
+                Ok(s) => s.ok(),
+                Err(_) => {
+                    procs::signal_group(pgid, Signal::SIGKILL);
+                    child.wait().await.ok()
+                }
+            };
+            (outcome, status, Some(msg))
+        }
+    };
+    // Leftovers: the rest of the group, then everything carrying the marker.
+    procs::signal_group(pgid, Signal::SIGKILL);
+    let marker = marker.to_owned();
+    match tokio::task::spawn_blocking(move || procs::kill_marked(&marker)).await {
+        Ok(n) if n > 0 => {
+            tracing::debug!(killed = n, "killed processes that escaped the job's group")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "scanning for leftover job processes failed"),
+    }
+    result
+}
+
+/// Reads one pipe to its end, sending redacted lines to the log channel.
+async fn read_pipe<R: AsyncRead + Unpin>(pipe: Option<R>, stream: LogStream, ctx: &ReaderCtx<'_>) {
+    let Some(pipe) = pipe else {
+        return;
+    };
+    let mut framed = FramedRead::with_capacity(
+        pipe,
+        LineDecoder::new(ctx.max_line_bytes),
+        READ_BUFFER_BYTES,
+    );
+    let mut redactor = StreamRedactor::new(Arc::clone(&ctx.redactor));
+    let mut open = true;
+    loop {
+        let next = if ctx.ended.is_cancelled() {
+            match tokio::time::timeout(ctx.drain_timeout, framed.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!(
+                        ?stream,
+                        "a process outside the job still holds its output pipe; stopped reading"
+                    );
+                    break;
+                }
+            }
+        } else {
+            tokio::select! {
+                biased;
+                next = framed.next() => next,
+                () = ctx.ended.cancelled() => continue,
+            }
+        };
+        match next {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Some(data) = redactor.push(frame) {
+                    emit(ctx, stream, data, &mut open).await;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(?stream, error = %e, "reading job output failed");
+                break;
+            }
+        }
+    }
+    if let Some(data) = redactor.finish() {
+        emit(ctx, stream, data, &mut open).await;
+    }
+}
+
+async fn emit(ctx: &ReaderCtx<'_>, stream: LogStream, data: Bytes, open: &mut bool) {
+    match ctx.cap.admit(data.len() as u64) {
+        Ok(()) => {
+            if *open && ctx.logs.send(LogLine { stream, data }).await.is_err() {
+                *open = false;
+            }
+        }
+        Err(first) => {
+            if first && *open {
+                let cap = ctx.cap.cap.unwrap_or_default();
+                let marker = format!(
+                    "[hodei] log output exceeded {cap} bytes; further output of this attempt is \
+                     discarded (the job keeps running)"
+                );
+                if ctx
+                    .logs
+                    .send(LogLine::new(LogStream::System, marker))
+                    .await
+                    .is_err()
+                {
+                    *open = false;
+                }
+            }
+        }
+    }
+}
