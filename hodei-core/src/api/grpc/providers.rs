@@ -1,0 +1,106 @@
+//! ProviderManagementService.
+
+use tonic::{Request, Response, Status};
+
+use super::status_from;
+use crate::control::ControlPlane;
+use crate::domain::provider::ProviderConfig;
+use crate::proto::convert::{
+    provider_status_to_proto, provider_to_proto, provider_type_from_proto, to_millis,
+};
+use crate::proto::v1;
+use crate::proto::v1::provider_management_service_server::ProviderManagementService;
+
+/// ProviderManagementService over the control plane.
+#[derive(Debug, Clone)]
+pub struct ProviderManagementApi {
+    cp: ControlPlane,
+}
+
+impl ProviderManagementApi {
+    /// The service.
+    #[must_use]
+    pub fn new(cp: ControlPlane) -> Self {
+        Self { cp }
+    }
+}
+
+#[tonic::async_trait]
+impl ProviderManagementService for ProviderManagementApi {
+    async fn register_provider(
+        &self,
+        req: Request<v1::RegisterProviderRequest>,
+    ) -> Result<Response<v1::RegisterProviderResponse>, Status> {
+        let r = req.into_inner();
+        if r.name.trim().is_empty() {
+            return Err(Status::invalid_argument("name: must not be empty"));
+        }
+        let ty = provider_type_from_proto(r.provider_type, "provider_type")
+            .map_err(|e| status_from(e.into()))?;
+        let config: ProviderConfig = serde_json::from_str(&r.config_json)
+            .map_err(|e| Status::invalid_argument(format!("config_json: {e}")))?;
+        if config.provider_type() != ty {
+            return Err(Status::invalid_argument(format!(
+                "config_json: configuration is for {}, provider_type says {ty}",
+                config.provider_type()
+            )));
+        }
+        let p = self
+            .cp
+            .register_provider_config(&r.name, config)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(v1::RegisterProviderResponse {
+            provider: Some(provider_to_proto(&p, 0)),
+        }))
+    }
+
+    async fn list_providers(
+        &self,
+        _req: Request<v1::ListProvidersRequest>,
+    ) -> Result<Response<v1::ListProvidersResponse>, Status> {
+        let providers = self.cp.list_providers().await.map_err(status_from)?;
+        let workers = self.cp.list_workers(true).await.map_err(status_from)?;
+        Ok(Response::new(v1::ListProvidersResponse {
+            providers: providers
+                .iter()
+                .map(|p| {
+                    let n = workers
+                        .iter()
+                        .filter(|w| w.provider_id == p.id().to_string())
+                        .count() as u32;
+                    provider_to_proto(p, n)
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_provider_health(
+        &self,
+        req: Request<v1::GetProviderHealthRequest>,
+    ) -> Result<Response<v1::GetProviderHealthResponse>, Status> {
+        let p = self
+            .cp
+            .get_provider(&req.get_ref().provider)
+            .await
+            .map_err(status_from)?;
+        let h = self
+            .cp
+            .check_provider_health(p.id())
+            .await
+            .map_err(status_from)?;
+        let p = self
+            .cp
+            .get_provider(&p.id().to_string())
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(v1::GetProviderHealthResponse {
+            provider_id: p.id().to_string(),
+            status: provider_status_to_proto(p.status()) as i32,
+            healthy: h.healthy,
+            message: h.message,
+            latency_ms: h.latency.as_millis() as u64,
+            checked_at_ms: p.last_health_check().map(to_millis).unwrap_or_default(),
+        }))
+    }
+}

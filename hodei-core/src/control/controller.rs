@@ -1,0 +1,699 @@
+//! The job controller: one control loop, woken by events (new job, worker
+//! ready, job finished) and by a periodic reconcile; it never busy-polls.
+//!
+//! Each pass: enforce timeouts, find lost and idle workers, keep warm pools,
+//! then dispatch queued jobs: to an idle worker, or by provisioning a worker
+//! through the provisioning saga (create with an OTP → wait for registration
+//! → assign; on failure destroy the worker and put the job back).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::events::{DecisionAction, DecisionRecord};
+use super::placement::{
+    self as scheduler, Decision, ProviderView, SchedulingSnapshot, Strategy, WorkerView,
+};
+use super::{ControlError, ControlPlane, ControlResult, ProviderEntry};
+use crate::domain::ids::{JobId, ProviderId, WorkerId};
+use crate::domain::job::{Job, JobState};
+use crate::domain::worker::{Worker, WorkerSpec, WorkerState};
+use crate::otp::{generate_token, hash_token};
+use crate::store::{JobFilter, QueueEntry};
+
+impl ControlPlane {
+    /// Runs the control loop until [`ControlPlane::shutdown`].
+    pub async fn run(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut last_health = std::time::Instant::now();
+        let mut last_keepalive = std::time::Instant::now();
+        let mut notifications = self.inner.stores.queue.work_notifications();
+        tracing::info!("job controller started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconcile failed");
+            }
+            if last_health.elapsed() >= self.inner.config.health_check_interval {
+                last_health = std::time::Instant::now();
+                self.check_all_providers().await;
+            }
+            if last_keepalive.elapsed() >= self.inner.config.heartbeat_interval {
+                last_keepalive = std::time::Instant::now();
+                self.send_keep_alives();
+            }
+            let remote = async {
+                match notifications.as_mut() {
+                    Some(n) => {
+                        let _ = futures::StreamExt::next(n).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = remote => {}
+                _ = tokio::time::sleep(self.inner.config.reconcile_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!("job controller stopped");
+    }
+
+    /// One reconcile pass.
+    pub async fn reconcile(&self) -> ControlResult<()> {
+        self.inner.stores.queue.rescue_expired(Utc::now()).await?;
+        self.enforce_timeouts().await?;
+        self.find_lost_and_idle_workers().await?;
+        self.dispatch().await?;
+        self.keep_warm_pools().await?;
+        if let Some(retention) = self.inner.config.retention
+            && let Ok(age) = chrono::Duration::from_std(retention)
+        {
+            self.inner
+                .stores
+                .jobs
+                .prune_finished(Utc::now() - age)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn find_lost_and_idle_workers(&self) -> ControlResult<()> {
+        let now = Utc::now();
+        let lost_after = chrono::Duration::from_std(self.inner.config.worker_lost_after)
+            .unwrap_or(chrono::Duration::seconds(15));
+        let reg_timeout = chrono::Duration::from_std(self.inner.config.registration_timeout)
+            .unwrap_or(chrono::Duration::seconds(60));
+        let workers = self.inner.stores.workers.list().await?;
+        let mut idle_per_provider: HashMap<ProviderId, u32> = HashMap::new();
+        for w in &workers {
+            match w.state() {
+                WorkerState::Creating | WorkerState::Connecting
+                    if w.handle().is_some() && now - w.last_heartbeat() > reg_timeout =>
+                {
+                    self.worker_lost(w.id(), "did not register in time").await;
+                }
+                WorkerState::Ready | WorkerState::Busy | WorkerState::Draining
+                    if now - w.last_heartbeat() > lost_after =>
+                {
+                    let why = format!(
+                        "no heartbeat for {} s",
+                        (now - w.last_heartbeat()).num_seconds()
+                    );
+                    self.worker_lost(w.id(), &why).await;
+                }
+                WorkerState::Draining if w.current_jobs().is_empty() => {
+                    self.retire_worker(w.id(), "drained").await;
+                }
+                WorkerState::Ready => {
+                    *idle_per_provider.entry(w.provider_id()).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        // Idle timeout, keeping `min_idle` warm.
+        for w in &workers {
+            if w.state() != WorkerState::Ready {
+                continue;
+            }
+            let Some(entry) = self.provider_entry(w.provider_id()) else {
+                continue;
+            };
+            let Some(since) = w.idle_since() else {
+                continue;
+            };
+            let idle_for = (now - since).to_std().unwrap_or(Duration::ZERO);
+            let idle = idle_per_provider.entry(w.provider_id()).or_default();
+            if idle_for >= entry.policy.idle_timeout && *idle > entry.policy.min_idle {
+                *idle -= 1;
+                self.retire_worker(w.id(), "idle timeout").await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> ControlResult<SchedulingSnapshot> {
+        let workers = self.inner.stores.workers.list().await?;
+        let providers = self.inner.stores.providers.list().await?;
+        let mut provider_views = Vec::new();
+        for p in providers {
+            let Some(entry) = self.provider_entry(p.id()) else {
+                continue;
+            };
+            let alive = workers
+                .iter()
+                .filter(|w| w.provider_id() == p.id() && !w.state().is_gone())
+                .count() as u32;
+            provider_views.push(ProviderView {
+                id: p.id(),
+                name: p.name().to_owned(),
+                capabilities: p.capabilities().clone(),
+                available: p.is_healthy()
+                    && matches!(
+                        p.status(),
+                        crate::domain::provider::ProviderStatus::Active
+                            | crate::domain::provider::ProviderStatus::Overloaded
+                    ),
+                status_reason: p.last_error().map(str::to_owned),
+                active_workers: alive,
+                max_workers: entry.policy.max_workers,
+                cost_per_hour: entry
+                    .provider
+                    .estimate_cost(&crate::domain::spec::JobSpec::new(
+                        "",
+                        crate::domain::spec::CommandType::shell("true", Vec::<String>::new()),
+                    ))
+                    .per_hour,
+                estimated_startup: entry.provider.estimated_startup_time(),
+            });
+        }
+        let worker_views = workers
+            .iter()
+            .filter(|w| self.is_connected(w.id()) || w.state() != WorkerState::Ready)
+            .map(|w| WorkerView {
+                id: w.id(),
+                provider_id: w.provider_id(),
+                state: w.state(),
+                free_slots: if w.has_capacity() && self.is_connected(w.id()) {
+                    w.max_concurrent_jobs()
+                        .saturating_sub(w.current_jobs().len() as u32)
+                } else {
+                    0
+                },
+                labels: w.labels().clone(),
+            })
+            .collect();
+        Ok(SchedulingSnapshot {
+            workers: worker_views,
+            providers: provider_views,
+        })
+    }
+
+    fn strategy(&self) -> Strategy {
+        *self
+            .inner
+            .strategy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Switches the scheduling strategy at run time; returns the previous one.
+    pub fn configure_scheduler(&self, strategy: Strategy) -> Strategy {
+        let mut s = self
+            .inner
+            .strategy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let prev = *s;
+        *s = strategy;
+        tracing::info!(?prev, ?strategy, "scheduling strategy changed");
+        self.wake();
+        prev
+    }
+
+    /// The current strategy.
+    #[must_use]
+    pub fn current_strategy(&self) -> Strategy {
+        self.strategy()
+    }
+
+    fn record_decision(&self, job: JobId, decision: &Decision) -> DecisionRecord {
+        let action = match decision {
+            Decision::AssignWorker(w) => DecisionAction::Assign(*w),
+            Decision::Provision(p) => DecisionAction::Provision(*p),
+            Decision::Wait(reason) => DecisionAction::Wait(reason.to_string()),
+        };
+        DecisionRecord {
+            job_id: job,
+            action,
+            strategy: self.strategy(),
+            at: Utc::now(),
+        }
+    }
+
+    /// What the scheduler would decide for a queued job now, without acting.
+    pub async fn preview_decision(&self, job_id: JobId) -> ControlResult<DecisionRecord> {
+        let job = self.get_job(job_id).await?;
+        if job.state() != JobState::Pending {
+            return Err(ControlError::FailedPrecondition(format!(
+                "job {job_id} is {}, not pending",
+                job.state()
+            )));
+        }
+        let snapshot = self.snapshot().await?;
+        let d = scheduler::decide(self.strategy(), &job, &snapshot);
+        Ok(self.record_decision(job_id, &d))
+    }
+
+    /// Schedules one queued job now (normally the control loop does this).
+    pub async fn schedule_job(&self, job_id: JobId) -> ControlResult<DecisionRecord> {
+        let job = self.get_job(job_id).await?;
+        if job.state() != JobState::Pending {
+            return Err(ControlError::FailedPrecondition(format!(
+                "job {job_id} is {}, not pending",
+                job.state()
+            )));
+        }
+        let mut snapshot = self.snapshot().await?;
+        self.dispatch_one(job, &mut snapshot).await
+    }
+
+    async fn dispatch(&self) -> ControlResult<()> {
+        let entries = self
+            .inner
+            .stores
+            .queue
+            .peek(self.inner.config.dispatch_batch)
+            .await?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut snapshot = self.snapshot().await?;
+        let order = scheduler::order_queue(self.strategy(), &entries, Utc::now());
+        for job_id in order {
+            let Some(job) = self.inner.stores.jobs.get(job_id).await? else {
+                self.inner.stores.queue.remove(job_id).await?;
+                continue;
+            };
+            if job.state() != JobState::Pending {
+                // Stale entry (cancelled meanwhile, or handled by another replica).
+                self.inner.stores.queue.remove(job_id).await?;
+                continue;
+            }
+            if !snapshot.has_any_capacity() {
+                break;
+            }
+            if let Err(e) = self.dispatch_one(job, &mut snapshot).await {
+                tracing::warn!(%job_id, error = %e, "dispatch failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn dispatch_one(
+        &self,
+        job: Job,
+        snapshot: &mut SchedulingSnapshot,
+    ) -> ControlResult<DecisionRecord> {
+        let decision = scheduler::decide(self.strategy(), &job, snapshot);
+        let record = self.record_decision(job.id(), &decision);
+        let _ = self.inner.decisions.send(record.clone());
+        match decision {
+            Decision::AssignWorker(w) => {
+                snapshot.take_slot(w);
+                self.assign_to_worker(job.id(), w).await?;
+            }
+            Decision::Provision(p) => {
+                snapshot.add_provisioning(p);
+                self.provision_for(job.id(), p).await?;
+            }
+            Decision::Wait(reason) => {
+                tracing::debug!(job_id = %job.id(), %reason, "job waits");
+            }
+        }
+        Ok(record)
+    }
+
+    /// Gives a queued job to a connected idle worker.
+    async fn assign_to_worker(&self, job_id: JobId, worker_id: WorkerId) -> ControlResult<()> {
+        let Some(lease) = self
+            .inner
+            .stores
+            .queue
+            .claim_job(job_id, self.inner.config.dispatch_lease)
+            .await?
+        else {
+            return Ok(()); // another controller took it
+        };
+        // Reserve the worker slot first so two jobs never race for it.
+        let provider_id = {
+            let _g = self.inner.worker_lock.lock().await;
+            let Some(mut w) = self.inner.stores.workers.get(worker_id).await? else {
+                self.inner.stores.queue.release(&lease).await?;
+                return Ok(());
+            };
+            if let Err(e) = w.assign(job_id) {
+                self.inner.stores.queue.release(&lease).await?;
+                return Err(e.into());
+            }
+            self.inner.stores.workers.update(&w).await?;
+            w.provider_id()
+        };
+        let job = match self
+            .transition_job(job_id, "", |j| {
+                Ok(j.submit_to_provider(provider_id, Some(worker_id))?)
+            })
+            .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                self.inner.stores.queue.release(&lease).await?;
+                self.release_worker_slot(worker_id, job_id).await?;
+                return Err(e);
+            }
+        };
+        self.inner.stores.queue.complete(&lease).await?;
+        if !self.send_run(worker_id, &job).await? {
+            // The stream went away between the snapshot and now: undo.
+            self.undo_assignment(
+                job_id,
+                worker_id,
+                "worker disconnected before the job was sent",
+            )
+            .await?;
+        } else {
+            tracing::info!(%job_id, %worker_id, attempt = job.execution_context().attempt, "job dispatched");
+        }
+        Ok(())
+    }
+
+    async fn undo_assignment(
+        &self,
+        job_id: JobId,
+        worker_id: WorkerId,
+        why: &str,
+    ) -> ControlResult<()> {
+        self.release_worker_slot(worker_id, job_id).await?;
+        let job = self
+            .transition_job(job_id, why, |j| Ok(j.release(why)?))
+            .await?;
+        self.inner
+            .stores
+            .queue
+            .enqueue(QueueEntry {
+                job_id,
+                priority: job.priority(),
+                enqueued_at: job.created_at(),
+            })
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Starts the provisioning saga for a queued job.
+    async fn provision_for(&self, job_id: JobId, provider_id: ProviderId) -> ControlResult<()> {
+        let Some(entry) = self.provider_entry(provider_id) else {
+            return Err(ControlError::NotFound(format!("provider {provider_id}")));
+        };
+        let Some(lease) = self
+            .inner
+            .stores
+            .queue
+            .claim_job(job_id, self.inner.config.dispatch_lease)
+            .await?
+        else {
+            return Ok(());
+        };
+        let job = match self
+            .transition_job(job_id, "provisioning a worker", |j| {
+                Ok(j.submit_to_provider(provider_id, None)?)
+            })
+            .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                self.inner.stores.queue.release(&lease).await?;
+                return Err(e);
+            }
+        };
+        self.inner.stores.queue.complete(&lease).await?;
+        let worker = self.new_worker(&entry, provider_id).await?;
+        let cp = self.clone();
+        tokio::spawn(async move {
+            cp.provisioning_saga(entry, worker, Some(job)).await;
+        });
+        Ok(())
+    }
+
+    async fn new_worker(
+        &self,
+        entry: &ProviderEntry,
+        provider_id: ProviderId,
+    ) -> ControlResult<Worker> {
+        let worker = Worker::new(WorkerId::new(), provider_id).with_limits(
+            entry.policy.max_concurrent_jobs_per_worker,
+            entry.policy.max_jobs_per_worker,
+        );
+        self.inner.stores.workers.register(&worker).await?;
+        Ok(worker)
+    }
+
+    /// create worker (with an OTP) → wait for its registration → assign the job.
+    /// On any failure: destroy the worker, put the job back, record why.
+    async fn provisioning_saga(&self, entry: Arc<ProviderEntry>, worker: Worker, job: Option<Job>) {
+        let worker_id = worker.id();
+        let provider_id = worker.provider_id();
+        let mut registered = self.inner.worker_registered.subscribe();
+        let otp = generate_token();
+        let expires = Utc::now()
+            + chrono::Duration::from_std(self.inner.config.otp_ttl)
+                .unwrap_or(chrono::Duration::minutes(10));
+        let started = std::time::Instant::now();
+        let result: Result<(), String> = async {
+            self.inner
+                .stores
+                .otps
+                .insert(&hash_token(&otp), worker_id, expires)
+                .await
+                .map_err(|e| format!("storing the one-time token failed: {e}"))?;
+            let mut spec = WorkerSpec::new(
+                worker_id,
+                provider_id,
+                self.inner.config.worker_server_address.clone(),
+                otp,
+            );
+            spec.max_concurrent_jobs = entry.policy.max_concurrent_jobs_per_worker;
+            if let Some(job) = &job {
+                spec.resources = job.spec().resources.clone();
+                spec.image = job.spec().image.clone();
+            }
+            let handle = entry.provider.create_worker(&spec).await.map_err(|e| {
+                format!(
+                    "provider {} could not create a worker: {e}",
+                    entry.provider.name()
+                )
+            })?;
+            {
+                let _g = self.inner.worker_lock.lock().await;
+                let mut w = self
+                    .inner
+                    .stores
+                    .workers
+                    .get(worker_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("worker vanished during provisioning")?;
+                w.created(handle).map_err(|e| e.to_string())?;
+                self.inner
+                    .stores
+                    .workers
+                    .update(&w)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            // Wait for the agent's stream (it may already be open).
+            let deadline = tokio::time::Instant::now() + self.inner.config.registration_timeout;
+            while !self.is_connected(worker_id) {
+                match tokio::time::timeout_at(deadline, registered.recv()).await {
+                    Ok(Ok(id)) if id == worker_id => break,
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    Ok(Err(_)) => return Err("control plane shutting down".to_owned()),
+                    Err(_) => {
+                        return Err(format!(
+                            "worker did not register within {:?}",
+                            self.inner.config.registration_timeout
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(%worker_id, provider = %entry.provider.name(), elapsed_ms = started.elapsed().as_millis() as u64, "worker provisioned");
+                if let Some(job) = job
+                    && let Err(e) = self.bind_provisioned(job.id(), worker_id).await
+                {
+                    tracing::warn!(job_id = %job.id(), %worker_id, error = %e, "assigning the provisioned worker failed");
+                }
+                self.wake();
+            }
+            Err(why) => {
+                tracing::warn!(%worker_id, provider = %entry.provider.name(), reason = %why, "provisioning failed; compensating");
+                self.provider_failed(provider_id, &why).await;
+                let handle = self
+                    .inner
+                    .stores
+                    .workers
+                    .get(worker_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|w| w.handle().cloned());
+                if let Some(h) = handle
+                    && let Err(e) = entry.provider.destroy_worker(&h).await
+                {
+                    tracing::warn!(%worker_id, error = %e, "compensation: destroy failed");
+                }
+                let _ = self.inner.stores.workers.remove(worker_id).await;
+                if let Some(job) = job {
+                    let released = self
+                        .transition_job(job.id(), &why, |j| {
+                            if j.state() == JobState::Scheduled && j.worker_id().is_none() {
+                                Ok(j.release(why.clone())?)
+                            } else {
+                                Err(ControlError::FailedPrecondition("job moved on".into()))
+                            }
+                        })
+                        .await;
+                    if let Ok(j) = released {
+                        let _ = self
+                            .inner
+                            .stores
+                            .queue
+                            .enqueue(QueueEntry {
+                                job_id: j.id(),
+                                priority: j.priority(),
+                                enqueued_at: j.created_at(),
+                            })
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The provisioned worker registered: give it the job it was made for.
+    async fn bind_provisioned(&self, job_id: JobId, worker_id: WorkerId) -> ControlResult<()> {
+        {
+            let _g = self.inner.worker_lock.lock().await;
+            let mut w = self
+                .inner
+                .stores
+                .workers
+                .get(worker_id)
+                .await?
+                .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
+            w.assign(job_id)?;
+            self.inner.stores.workers.update(&w).await?;
+        }
+        let bound = self
+            .update_job(job_id, |j| {
+                if j.state() != JobState::Scheduled || j.worker_id().is_some() {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "job {} is {} (cancelled while provisioning?)",
+                        j.id(),
+                        j.state()
+                    )));
+                }
+                Ok(j.assign_worker(worker_id)?)
+            })
+            .await;
+        let job = match bound {
+            Ok((job, ())) => job,
+            Err(e) => {
+                // The worker stays as an idle pool member.
+                self.release_worker_slot(worker_id, job_id).await?;
+                return Err(e);
+            }
+        };
+        if !self.send_run(worker_id, &job).await? {
+            self.undo_assignment(
+                job_id,
+                worker_id,
+                "worker disconnected before the job was sent",
+            )
+            .await?;
+        } else {
+            tracing::info!(%job_id, %worker_id, "job dispatched to provisioned worker");
+        }
+        Ok(())
+    }
+
+    /// Keeps `min_idle` idle workers per provider.
+    async fn keep_warm_pools(&self) -> ControlResult<()> {
+        let workers = self.inner.stores.workers.list().await?;
+        for entry in self.provider_entries() {
+            let pid = entry.provider.id();
+            if entry.policy.min_idle == 0 {
+                continue;
+            }
+            let Some(p) = self.inner.stores.providers.get(pid).await? else {
+                continue;
+            };
+            if !p.is_healthy() {
+                continue;
+            }
+            let mine: Vec<&Worker> = workers
+                .iter()
+                .filter(|w| w.provider_id() == pid && !w.state().is_gone())
+                .collect();
+            let idle = mine
+                .iter()
+                .filter(|w| {
+                    matches!(
+                        w.state(),
+                        WorkerState::Creating | WorkerState::Connecting | WorkerState::Ready
+                    ) && w.current_jobs().is_empty()
+                })
+                .count() as u32;
+            let room = entry.policy.max_workers.saturating_sub(mine.len() as u32);
+            for _ in 0..entry.policy.min_idle.saturating_sub(idle).min(room) {
+                let worker = self.new_worker(&entry, pid).await?;
+                let cp = self.clone();
+                let entry = entry.clone();
+                tokio::spawn(async move { cp.provisioning_saga(entry, worker, None).await });
+            }
+        }
+        Ok(())
+    }
+
+    /// Jobs currently assigned to a worker (for re-attachment checks).
+    pub async fn jobs_of_worker(&self, worker_id: WorkerId) -> ControlResult<Vec<Job>> {
+        let mut filter = JobFilter::default();
+        filter.worker_id = Some(worker_id);
+        Ok(self.list_jobs(&filter).await?)
+    }
+}
+
+impl ControlPlane {
+    /// Assigns a queued job to a specific connected worker (operator override of the scheduler).
+    pub async fn assign_job_to(&self, job_id: JobId, worker_id: WorkerId) -> ControlResult<Job> {
+        let job = self.get_job(job_id).await?;
+        if job.state() != JobState::Pending {
+            return Err(ControlError::FailedPrecondition(format!(
+                "job {job_id} is {}, not pending",
+                job.state()
+            )));
+        }
+        if !self.is_connected(worker_id) {
+            return Err(ControlError::FailedPrecondition(format!(
+                "worker {worker_id} is not connected"
+            )));
+        }
+        self.assign_to_worker(job_id, worker_id).await?;
+        self.get_job(job_id).await
+    }
+
+    /// A worker reports progress on its job (published as an event; not stored).
+    pub async fn job_progress(
+        &self,
+        worker: WorkerId,
+        job_id: JobId,
+        attempt: u32,
+        percent: u32,
+        message: &str,
+    ) -> ControlResult<()> {
+        let job = self.get_job(job_id).await?;
+        Self::check_assignment(&job, worker, Some(attempt))?;
+        let state = job.state();
+        self.publish(&job, Some(state), state, format!("{percent}% {message}"));
+        Ok(())
+    }
+}

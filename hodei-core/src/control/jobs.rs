@@ -1,0 +1,351 @@
+//! Job use cases: create, get, list, cancel, and the worker-reported state
+//! changes (started, result). Every change goes through the [`Job`] aggregate
+//! and a versioned store update, retried on conflict.
+
+use chrono::Utc;
+
+use super::events::JobEvent;
+use super::{ControlError, ControlPlane, ControlResult};
+use crate::domain::ids::{CorrelationId, JobId, WorkerId};
+use crate::domain::job::{AttemptOutcome, AttemptResult, Job, JobState, Transition};
+use crate::domain::spec::JobSpec;
+use crate::proto::v1;
+use crate::store::{JobFilter, QueueEntry, StoreError};
+
+/// Counts for `GetQueueStatus`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStatus {
+    /// Jobs waiting.
+    pub pending: u64,
+    /// Jobs on their way to a worker.
+    pub scheduled: u64,
+    /// Jobs running.
+    pub running: u64,
+    /// Age of the oldest waiting job, in ms.
+    pub oldest_pending_age_ms: u64,
+}
+
+/// How many times a versioned update is retried on conflict before giving up.
+const MAX_CONFLICT_RETRIES: usize = 16;
+
+impl ControlPlane {
+    /// Validates, stores (`Pending`) and enqueues a job.
+    pub async fn create_job(
+        &self,
+        spec: JobSpec,
+        correlation_id: Option<CorrelationId>,
+    ) -> ControlResult<Job> {
+        spec.validate()?;
+        let mut job = Job::new(spec);
+        if let Some(c) = correlation_id {
+            job = job.with_correlation_id(c);
+        }
+        let stored = self.inner.stores.jobs.insert(&job).await?;
+        self.inner
+            .stores
+            .queue
+            .enqueue(QueueEntry {
+                job_id: stored.id(),
+                priority: stored.priority(),
+                enqueued_at: Utc::now(),
+            })
+            .await?;
+        tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
+        self.publish(&stored, None, JobState::Pending, String::new());
+        self.wake();
+        Ok(stored)
+    }
+
+    /// A job by id.
+    pub async fn get_job(&self, id: JobId) -> ControlResult<Job> {
+        self.inner
+            .stores
+            .jobs
+            .get(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("job {id}")))
+    }
+
+    /// Jobs matching a filter, newest first.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> ControlResult<Vec<Job>> {
+        Ok(self.inner.stores.jobs.list(filter).await?)
+    }
+
+    /// Publishes a state change.
+    pub(super) fn publish(&self, job: &Job, from: Option<JobState>, to: JobState, message: String) {
+        let ev = JobEvent {
+            job_id: job.id(),
+            from: from.unwrap_or(to),
+            to,
+            attempt: job.execution_context().attempt,
+            worker_id: job.worker_id(),
+            message,
+            exit_code: job.execution_context().exit_code,
+            at: Utc::now(),
+        };
+        let _ = self.inner.job_events.send(ev);
+        if to.is_terminal() {
+            self.inner.logs.finish(job.id());
+        }
+    }
+
+    /// Read-modify-write of a job with optimistic concurrency: `f` is re-run on
+    /// a fresh copy when another writer got there first.
+    pub(super) async fn update_job<T>(
+        &self,
+        id: JobId,
+        mut f: impl FnMut(&mut Job) -> ControlResult<T>,
+    ) -> ControlResult<(Job, T)> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut job = self.get_job(id).await?;
+            let out = f(&mut job)?;
+            match self.inner.stores.jobs.update(&job).await {
+                Ok(stored) => return Ok((stored, out)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ControlError::Unavailable(format!(
+            "job {id}: too many concurrent updates"
+        )))
+    }
+
+    /// Applies a transition and publishes it.
+    pub(super) async fn transition_job(
+        &self,
+        id: JobId,
+        message: &str,
+        f: impl FnMut(&mut Job) -> ControlResult<Transition>,
+    ) -> ControlResult<Job> {
+        let (job, t) = self.update_job(id, f).await?;
+        self.publish(&job, Some(t.from), t.to, message.to_owned());
+        Ok(job)
+    }
+
+    /// Cancels a queued or running job. A running job's worker is told to kill it.
+    pub async fn cancel_job(&self, id: JobId, reason: &str) -> ControlResult<Job> {
+        let reason = if reason.is_empty() {
+            "cancelled by client"
+        } else {
+            reason
+        };
+        let job = self
+            .transition_job(id, reason, |j| Ok(j.cancel(reason)?))
+            .await?;
+        let _ = self.inner.stores.queue.remove(id).await?;
+        if let Some(w) = job.worker_id() {
+            self.send_cancel(w, &job, reason).await;
+        }
+        tracing::info!(job_id = %id, "job cancelled");
+        self.wake();
+        Ok(job)
+    }
+
+    /// Checks that `worker` may act on `job`'s `attempt`.
+    pub(super) fn check_assignment(
+        job: &Job,
+        worker: WorkerId,
+        attempt: Option<u32>,
+    ) -> ControlResult<()> {
+        if job.worker_id() != Some(worker) {
+            return Err(ControlError::PermissionDenied(format!(
+                "job {} is not assigned to worker {worker}",
+                job.id()
+            )));
+        }
+        if let Some(a) = attempt
+            && a != job.execution_context().attempt
+        {
+            return Err(ControlError::FailedPrecondition(format!(
+                "job {}: attempt {a} is not the current attempt {}",
+                job.id(),
+                job.execution_context().attempt
+            )));
+        }
+        Ok(())
+    }
+
+    /// The worker started the job: `Scheduled -> Running`. Idempotent.
+    pub async fn job_started(
+        &self,
+        worker: WorkerId,
+        id: JobId,
+        attempt: u32,
+    ) -> ControlResult<Job> {
+        let job = self.get_job(id).await?;
+        Self::check_assignment(&job, worker, Some(attempt))?;
+        if job.state() != JobState::Scheduled {
+            return Ok(job);
+        }
+        self.transition_job(id, "", |j| {
+            Self::check_assignment(j, worker, Some(attempt))?;
+            Ok(j.mark_running()?)
+        })
+        .await
+    }
+
+    /// The worker reports the end of an attempt. Idempotent per (job, attempt):
+    /// a repeated result for a job already finished is accepted and ignored.
+    pub async fn job_finished(
+        &self,
+        worker: WorkerId,
+        id: JobId,
+        attempt: u32,
+        result: AttemptResult,
+    ) -> ControlResult<Job> {
+        let job = self.get_job(id).await?;
+        Self::check_assignment(&job, worker, Some(attempt))?;
+        let job = if job.state().is_terminal() {
+            if job.state() == JobState::Timeout {
+                self.update_job(id, |j| {
+                    j.record_timeout_result(result.clone());
+                    Ok(())
+                })
+                .await?
+                .0
+            } else {
+                job
+            }
+        } else {
+            let message = result.error.clone().unwrap_or_default();
+            self.transition_job(id, &message, |j| {
+                Self::check_assignment(j, worker, Some(attempt))?;
+                if j.state() == JobState::Scheduled {
+                    // The result can overtake the start message (very short jobs).
+                    j.mark_running()?;
+                }
+                let t = match result.outcome {
+                    AttemptOutcome::Exited if result.exit_code == Some(0) => {
+                        j.complete(result.clone())?
+                    }
+                    AttemptOutcome::TimedOut => {
+                        let t = j.timeout()?;
+                        j.record_timeout_result(result.clone());
+                        t
+                    }
+                    AttemptOutcome::Cancelled => j.cancel(
+                        result
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| "cancelled on the worker".into()),
+                    )?,
+                    _ => j.fail(result.clone())?,
+                };
+                Ok(t)
+            })
+            .await?
+        };
+        tracing::info!(job_id = %id, %worker, attempt, state = %job.state(), "job finished");
+        self.release_worker_slot(worker, id).await?;
+        self.wake();
+        Ok(job)
+    }
+
+    /// The worker (or the server on its behalf) failed an attempt. Retried when
+    /// `retryable` and attempts remain; otherwise `Failed`.
+    pub(super) async fn fail_attempt(
+        &self,
+        id: JobId,
+        reason: &str,
+        retryable: bool,
+    ) -> ControlResult<Job> {
+        let job = self
+            .transition_job(id, reason, |j| {
+                if !matches!(j.state(), JobState::Scheduled | JobState::Running) {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "job {} is {}",
+                        j.id(),
+                        j.state()
+                    )));
+                }
+                if retryable && j.can_retry() {
+                    Ok(j.queue(reason)?)
+                } else {
+                    Ok(j.fail(AttemptResult::with_outcome(
+                        AttemptOutcome::WorkerLost,
+                        Some(reason.to_owned()),
+                    ))?)
+                }
+            })
+            .await?;
+        if job.state() == JobState::Pending {
+            self.inner
+                .stores
+                .queue
+                .enqueue(QueueEntry {
+                    job_id: id,
+                    priority: job.priority(),
+                    enqueued_at: Utc::now(),
+                })
+                .await?;
+            tracing::warn!(job_id = %id, attempt = job.attempts(), reason, "job requeued for retry");
+        }
+        self.wake();
+        Ok(job)
+    }
+
+    /// Counts of queued, scheduled and running jobs.
+    pub async fn queue_status(&self) -> ControlResult<QueueStatus> {
+        let counts = self.inner.stores.jobs.count_by_state().await?;
+        let get = |s| counts.get(&s).copied().unwrap_or(0);
+        let oldest = self.inner.stores.queue.peek(1).await?;
+        let mut status = QueueStatus {
+            pending: get(JobState::Pending),
+            scheduled: get(JobState::Scheduled),
+            running: get(JobState::Running),
+            oldest_pending_age_ms: 0,
+        };
+        // peek is in claim order (priority first), so look at a few for the oldest.
+        let sample = self.inner.stores.queue.peek(256).await?;
+        if let Some(min) = sample
+            .iter()
+            .chain(oldest.iter())
+            .map(|e| e.enqueued_at)
+            .min()
+        {
+            status.oldest_pending_age_ms =
+                u64::try_from((Utc::now() - min).num_milliseconds()).unwrap_or(0);
+        }
+        Ok(status)
+    }
+
+    /// Times out running jobs past their deadline (plus grace), even when their
+    /// agent is gone.
+    pub(super) async fn enforce_timeouts(&self) -> ControlResult<()> {
+        let now = Utc::now();
+        let grace = chrono::Duration::from_std(self.inner.config.timeout_grace)
+            .unwrap_or(chrono::Duration::zero());
+        let running = self
+            .list_jobs(&JobFilter::state(JobState::Running).limit(100_000))
+            .await?;
+        for job in running {
+            let Some(deadline) = job.deadline() else {
+                continue;
+            };
+            if now <= deadline + grace {
+                continue;
+            }
+            let Ok(job) = self
+                .transition_job(job.id(), "timed out (enforced by the server)", |j| {
+                    Ok(j.timeout()?)
+                })
+                .await
+            else {
+                continue;
+            };
+            tracing::warn!(job_id = %job.id(), "job timed out on the server side");
+            if let Some(w) = job.worker_id() {
+                self.send_cancel(w, &job, "timeout").await;
+                // The worker's slot is freed when its result arrives or it is lost.
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the proto form of a job (used by adapters).
+    #[must_use]
+    pub fn job_to_proto(job: &Job) -> v1::Job {
+        v1::Job::from(job)
+    }
+}

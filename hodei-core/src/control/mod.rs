@@ -1,0 +1,230 @@
+//! The control plane: job use cases, the job controller, worker provisioning
+//! and lifecycle, the provider registry and the log hub.
+//!
+//! [`ControlPlane`] is a cheap-to-clone handle. Its state lives in the stores
+//! (in memory or Postgres) plus a few process-local tables (open worker
+//! streams, log fan-out). Work is driven by one control loop
+//! ([`ControlPlane::run`]) woken by events and by a periodic reconcile.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use hodei_core::control::{ControlPlane, ControlPlaneConfig};
+//! use hodei_core::store::Stores;
+//! let cp = ControlPlane::builder()
+//!     .config(ControlPlaneConfig::default())
+//!     .stores(Stores::in_memory())
+//!     .build();
+//! tokio::spawn(cp.clone().run());
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod controller;
+mod error;
+mod events;
+mod jobs;
+mod logs;
+mod metrics;
+mod placement;
+mod providers;
+mod workers;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+
+pub use config::{ControlPlaneConfig, PoolPolicy};
+pub use error::{ControlError, ControlResult};
+pub use events::{DecisionAction, DecisionRecord, JobEvent};
+pub use jobs::QueueStatus;
+pub use logs::{LogChunk, LogHub};
+pub use metrics::{MetricsBackend, MetricsSummary};
+pub use placement::{AGING_POINTS_PER_MINUTE, Strategy};
+pub use providers::ProviderFactory;
+pub use workers::{RegisterOutcome, WorkerStreamHandle};
+
+use crate::domain::ids::{ProviderId, WorkerId};
+use crate::proto::v1;
+use crate::provider::FullProvider;
+use crate::store::Stores;
+
+/// Outbound half of an open worker stream.
+type WorkerSender = mpsc::Sender<Result<v1::ServerMessage, tonic::Status>>;
+
+#[derive(Clone)]
+struct Session {
+    conn_id: u64,
+    tx: WorkerSender,
+}
+
+struct ProviderEntry {
+    provider: Arc<dyn FullProvider>,
+    policy: PoolPolicy,
+}
+
+struct Inner {
+    config: ControlPlaneConfig,
+    stores: Stores,
+    providers: RwLock<HashMap<ProviderId, Arc<ProviderEntry>>>,
+    provider_factory: Option<ProviderFactory>,
+    sessions: Mutex<HashMap<WorkerId, Session>>,
+    next_conn: AtomicU64,
+    job_events: broadcast::Sender<JobEvent>,
+    decisions: broadcast::Sender<DecisionRecord>,
+    worker_registered: broadcast::Sender<WorkerId>,
+    logs: LogHub,
+    wake: Notify,
+    strategy: RwLock<Strategy>,
+    /// Serialises read-modify-write of workers (the registry has no versions).
+    worker_lock: tokio::sync::Mutex<()>,
+    metrics: Option<Arc<MetricsBackend>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Handle to the control plane. Clone it freely.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ControlPlane`].
+#[derive(Default)]
+#[must_use]
+pub struct ControlPlaneBuilder {
+    config: ControlPlaneConfig,
+    stores: Option<Stores>,
+    strategy: Option<Strategy>,
+    provider_factory: Option<ProviderFactory>,
+    metrics: bool,
+}
+
+impl std::fmt::Debug for ControlPlaneBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneBuilder")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlaneBuilder {
+    /// Settings.
+    pub fn config(mut self, config: ControlPlaneConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Stores (default: in memory).
+    pub fn stores(mut self, stores: Stores) -> Self {
+        self.stores = Some(stores);
+        self
+    }
+    /// Initial scheduling strategy (default: priority with aging).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = Some(strategy);
+        self
+    }
+    /// Builds runtime providers for `RegisterProvider` calls.
+    pub fn provider_factory(mut self, factory: ProviderFactory) -> Self {
+        self.provider_factory = Some(factory);
+        self
+    }
+    /// Enables the in-memory metrics backend (MetricsService).
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+    /// Builds it. Call [`ControlPlane::run`] to start the control loop.
+    pub fn build(self) -> ControlPlane {
+        let stores = self.stores.unwrap_or_else(Stores::in_memory);
+        let logs = LogHub::new(stores.logs.clone());
+        ControlPlane {
+            inner: Arc::new(Inner {
+                config: self.config,
+                logs,
+                stores,
+                providers: RwLock::new(HashMap::new()),
+                provider_factory: self.provider_factory,
+                sessions: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+                job_events: broadcast::channel(4096).0,
+                decisions: broadcast::channel(1024).0,
+                worker_registered: broadcast::channel(256).0,
+                wake: Notify::new(),
+                strategy: RwLock::new(self.strategy.unwrap_or(Strategy::Priority)),
+                worker_lock: tokio::sync::Mutex::new(()),
+                metrics: self.metrics.then(|| Arc::new(MetricsBackend::default())),
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ControlPlane {
+    /// A builder.
+    pub fn builder() -> ControlPlaneBuilder {
+        ControlPlaneBuilder::default()
+    }
+
+    /// Settings.
+    #[must_use]
+    pub fn config(&self) -> &ControlPlaneConfig {
+        &self.inner.config
+    }
+
+    /// The stores.
+    #[must_use]
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
+    }
+
+    /// The log hub.
+    #[must_use]
+    pub fn logs(&self) -> &LogHub {
+        &self.inner.logs
+    }
+
+    /// The metrics backend, when enabled.
+    #[must_use]
+    pub fn metrics(&self) -> Option<&Arc<MetricsBackend>> {
+        self.inner.metrics.as_ref()
+    }
+
+    /// Job state changes, from now on.
+    #[must_use]
+    pub fn subscribe_job_events(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.job_events.subscribe()
+    }
+
+    /// Scheduling decisions, from now on.
+    #[must_use]
+    pub fn subscribe_decisions(&self) -> broadcast::Receiver<DecisionRecord> {
+        self.inner.decisions.subscribe()
+    }
+
+    /// Wakes the control loop.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Asks the control loop and background tasks to stop.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        self.wake();
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,186 @@
+//! The provider registry: runtime providers with their pool policies, their
+//! stored aggregates, periodic health checks and worker events.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use super::{ControlError, ControlPlane, ControlResult, PoolPolicy, ProviderEntry};
+use crate::domain::ids::ProviderId;
+use crate::domain::provider::{Provider, ProviderConfig};
+use crate::provider::{FullProvider, HealthStatus, WorkerEvent};
+
+/// Builds a runtime provider from a stored configuration, for providers
+/// registered through the API (`RegisterProvider`).
+pub type ProviderFactory = Arc<
+    dyn Fn(ProviderId, &str, &ProviderConfig) -> Result<Arc<dyn FullProvider>, ControlError>
+        + Send
+        + Sync,
+>;
+
+impl ControlPlane {
+    /// Registers a runtime provider under its name with a pool policy, stores
+    /// its aggregate, checks its health once and starts following its events.
+    pub async fn register_provider(
+        &self,
+        provider: Arc<dyn FullProvider>,
+        config: ProviderConfig,
+        policy: PoolPolicy,
+    ) -> ControlResult<Provider> {
+        let id = provider.id();
+        if let Some(existing) = self
+            .inner
+            .stores
+            .providers
+            .get_by_name(provider.name())
+            .await?
+            && existing.id() != id
+        {
+            return Err(ControlError::FailedPrecondition(format!(
+                "a provider named {:?} is already registered",
+                provider.name()
+            )));
+        }
+        let aggregate = Provider::new(id, provider.name(), config, provider.capabilities());
+        self.inner.stores.providers.save(&aggregate).await?;
+        {
+            let mut map = self
+                .inner
+                .providers
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.insert(
+                id,
+                Arc::new(ProviderEntry {
+                    provider: provider.clone(),
+                    policy,
+                }),
+            );
+        }
+        self.spawn_event_follower(provider);
+        self.check_provider_health(id).await?;
+        tracing::info!(provider = %aggregate.name(), %id, "provider registered");
+        self.wake();
+        self.get_provider(&id.to_string()).await
+    }
+
+    /// Registers a provider from configuration through the provider factory.
+    pub async fn register_provider_config(
+        &self,
+        name: &str,
+        config: ProviderConfig,
+    ) -> ControlResult<Provider> {
+        let Some(factory) = self.inner.provider_factory.clone() else {
+            return Err(ControlError::FailedPrecondition(
+                "this server has no provider factory: providers are registered in code at start"
+                    .into(),
+            ));
+        };
+        let provider = factory(ProviderId::new(), name, &config)?;
+        self.register_provider(provider, config, PoolPolicy::default())
+            .await
+    }
+
+    pub(super) fn provider_entry(&self, id: ProviderId) -> Option<Arc<ProviderEntry>> {
+        self.inner
+            .providers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    pub(super) fn provider_entries(&self) -> Vec<Arc<ProviderEntry>> {
+        self.inner
+            .providers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// A provider by id or name.
+    pub async fn get_provider(&self, id_or_name: &str) -> ControlResult<Provider> {
+        let store = &self.inner.stores.providers;
+        let found = match id_or_name.parse::<ProviderId>() {
+            Ok(id) => store.get(id).await?,
+            Err(_) => store.get_by_name(id_or_name).await?,
+        };
+        found.ok_or_else(|| ControlError::NotFound(format!("provider {id_or_name}")))
+    }
+
+    /// All registered providers.
+    pub async fn list_providers(&self) -> ControlResult<Vec<Provider>> {
+        Ok(self.inner.stores.providers.list().await?)
+    }
+
+    /// Runs a health check now and records the result on the provider.
+    pub async fn check_provider_health(&self, id: ProviderId) -> ControlResult<HealthStatus> {
+        let entry = self
+            .provider_entry(id)
+            .ok_or_else(|| ControlError::NotFound(format!("provider {id}")))?;
+        let started = Instant::now();
+        let status = match entry.provider.health_check().await {
+            Ok(s) => s,
+            Err(e) => HealthStatus::unhealthy(e.to_string()),
+        }
+        .with_latency(started.elapsed());
+        if let Some(mut p) = self.inner.stores.providers.get(id).await? {
+            let was_healthy = p.is_healthy();
+            if status.healthy {
+                p.mark_healthy();
+            } else {
+                p.mark_unhealthy(status.message.clone());
+            }
+            if was_healthy != p.is_healthy() {
+                tracing::warn!(provider = %p.name(), healthy = p.is_healthy(), message = %status.message, "provider health changed");
+            }
+            self.inner.stores.providers.save(&p).await?;
+        }
+        Ok(status)
+    }
+
+    /// Marks a provider unhealthy after a failed operation (it recovers at the next passing health check).
+    pub(super) async fn provider_failed(&self, id: ProviderId, error: &str) {
+        if let Ok(Some(mut p)) = self.inner.stores.providers.get(id).await {
+            p.mark_unhealthy(error);
+            let _ = self.inner.stores.providers.save(&p).await;
+        }
+    }
+
+    pub(super) async fn check_all_providers(&self) {
+        for entry in self.provider_entries() {
+            let _ = self.check_provider_health(entry.provider.id()).await;
+        }
+    }
+
+    fn spawn_event_follower(&self, provider: Arc<dyn FullProvider>) {
+        let cp = self.clone();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut events = provider.events();
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    ev = events.next() => match ev {
+                        None => return,
+                        Some(WorkerEvent::Exited { worker_id, exit_code, reason }) => {
+                            // Noticed at once, not at heartbeat timeout.
+                            let is_known = matches!(
+                                cp.inner.stores.workers.get(worker_id).await,
+                                Ok(Some(w)) if !w.state().is_gone()
+                            );
+                            if is_known {
+                                let why = format!("worker exited (code {exit_code:?}): {reason}");
+                                cp.worker_lost(worker_id, &why).await;
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,521 @@
+//! Workers: OTP registration, sessions, the bidirectional stream, and what
+//! happens when a worker finishes, goes idle or is lost.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::{ControlError, ControlPlane, ControlResult, Session, lock};
+use crate::domain::ids::{JobId, WorkerId};
+use crate::domain::job::{Job, JobState};
+use crate::domain::logs::LogEntry;
+use crate::domain::worker::{Worker, WorkerState};
+use crate::otp::{generate_token, hash_token};
+use crate::proto::convert::{self, attempt_result_from_proto, parse_job_id};
+use crate::proto::v1;
+use crate::store::OtpError;
+
+/// What a worker gets back from `Register`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RegisterOutcome {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// Bearer token for its stream and RPCs.
+    pub session_token: String,
+    /// Whether an existing session was resumed.
+    pub resumed: bool,
+}
+
+/// An open worker stream: messages to send to the agent.
+#[derive(Debug)]
+pub struct WorkerStreamHandle {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// Identifies this connection (a reconnect gets a new one).
+    pub conn_id: u64,
+    /// Messages for the agent.
+    pub outbound: mpsc::Receiver<Result<v1::ServerMessage, tonic::Status>>,
+}
+
+/// Outbound buffer per worker stream. Sends of commands and acks await when
+/// full; keep-alives are dropped.
+const OUTBOUND_CAPACITY: usize = 1024;
+
+impl ControlPlane {
+    /// Exchanges a one-time token for a session, or resumes a session.
+    pub async fn register_worker(
+        &self,
+        otp: &str,
+        resume_token: &str,
+        claimed_worker: Option<WorkerId>,
+    ) -> ControlResult<RegisterOutcome> {
+        let stores = &self.inner.stores;
+        if !resume_token.is_empty() {
+            let hash = hash_token(resume_token);
+            let Some(worker_id) = stores.workers.worker_for_session(&hash).await? else {
+                return Err(ControlError::Unauthenticated(
+                    "unknown or expired session: register again with a new one-time token".into(),
+                ));
+            };
+            if claimed_worker.is_some_and(|c| c != worker_id) {
+                return Err(ControlError::PermissionDenied(
+                    "session belongs to another worker".into(),
+                ));
+            }
+            tracing::info!(%worker_id, "worker resumed its session");
+            return Ok(RegisterOutcome {
+                worker_id,
+                session_token: resume_token.to_owned(),
+                resumed: true,
+            });
+        }
+        if otp.is_empty() {
+            return Err(ControlError::Unauthenticated(
+                "a one-time token (otp) is required".into(),
+            ));
+        }
+        let worker_id = match stores.otps.consume(&hash_token(otp), Utc::now()).await {
+            Ok(w) => w,
+            Err(OtpError::Invalid) => {
+                return Err(ControlError::Unauthenticated(
+                    "one-time token invalid, used or expired".into(),
+                ));
+            }
+            Err(OtpError::Store(e)) => return Err(e.into()),
+        };
+        if claimed_worker.is_some_and(|c| c != worker_id) {
+            return Err(ControlError::PermissionDenied(
+                "one-time token was issued to another worker".into(),
+            ));
+        }
+        let token = generate_token();
+        stores
+            .workers
+            .set_session(worker_id, &hash_token(&token))
+            .await?;
+        tracing::info!(%worker_id, "worker registered");
+        Ok(RegisterOutcome {
+            worker_id,
+            session_token: token,
+            resumed: false,
+        })
+    }
+
+    /// The worker a session token belongs to.
+    pub async fn authenticate_worker(&self, token: &str) -> ControlResult<WorkerId> {
+        if token.is_empty() {
+            return Err(ControlError::Unauthenticated(
+                "missing session token (authorization: Bearer <token>)".into(),
+            ));
+        }
+        self.inner
+            .stores
+            .workers
+            .worker_for_session(&hash_token(token))
+            .await?
+            .ok_or_else(|| ControlError::Unauthenticated("invalid session token".into()))
+    }
+
+    /// Opens the worker's stream: from now on commands for it go to the returned receiver.
+    pub async fn open_worker_stream(
+        &self,
+        worker_id: WorkerId,
+    ) -> ControlResult<WorkerStreamHandle> {
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let conn_id = self.next_conn_id();
+        {
+            let _g = self.inner.worker_lock.lock().await;
+            let mut w = self
+                .inner
+                .stores
+                .workers
+                .get(worker_id)
+                .await?
+                .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
+            if w.state().is_gone() {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "worker {worker_id} is {}",
+                    w.state()
+                )));
+            }
+            w.registered()?;
+            self.inner.stores.workers.update(&w).await?;
+        }
+        lock(&self.inner.sessions).insert(worker_id, Session { conn_id, tx });
+        let _ = self.inner.worker_registered.send(worker_id);
+        self.wake();
+        Ok(WorkerStreamHandle {
+            worker_id,
+            conn_id,
+            outbound: rx,
+        })
+    }
+
+    /// The stream closed. The worker may reconnect; if it does not, it is lost
+    /// after `worker_lost_after` without heartbeats.
+    pub async fn close_worker_stream(&self, worker_id: WorkerId, conn_id: u64) {
+        let mut sessions = lock(&self.inner.sessions);
+        if sessions
+            .get(&worker_id)
+            .is_some_and(|s| s.conn_id == conn_id)
+        {
+            sessions.remove(&worker_id);
+            tracing::info!(%worker_id, "worker stream closed");
+        }
+    }
+
+    /// Whether the worker has an open stream.
+    #[must_use]
+    pub fn is_connected(&self, worker_id: WorkerId) -> bool {
+        lock(&self.inner.sessions).contains_key(&worker_id)
+    }
+
+    fn session(&self, worker_id: WorkerId) -> Option<Session> {
+        lock(&self.inner.sessions).get(&worker_id).cloned()
+    }
+
+    async fn send_to(&self, worker_id: WorkerId, msg: v1::server_message::Payload) -> bool {
+        let Some(s) = self.session(worker_id) else {
+            return false;
+        };
+        s.tx.send(Ok(v1::ServerMessage { payload: Some(msg) }))
+            .await
+            .is_ok()
+    }
+
+    /// Tells a worker to cancel a job attempt.
+    pub(super) async fn send_cancel(&self, worker_id: WorkerId, job: &Job, reason: &str) {
+        let sent = self
+            .send_to(
+                worker_id,
+                v1::server_message::Payload::CancelJob(v1::CancelJobCommand {
+                    job_id: job.id().to_string(),
+                    attempt: job.execution_context().attempt,
+                    reason: reason.to_owned(),
+                }),
+            )
+            .await;
+        if !sent {
+            tracing::warn!(%worker_id, job_id = %job.id(), "could not deliver cancel: worker not connected");
+        }
+    }
+
+    /// Sends the job's current attempt to its worker.
+    pub(super) async fn send_run(&self, worker_id: WorkerId, job: &Job) -> ControlResult<bool> {
+        let attempt = job.execution_context().attempt;
+        let resume_after = self
+            .inner
+            .stores
+            .logs
+            .last_sequence(job.id(), attempt)
+            .await?;
+        Ok(self
+            .send_to(
+                worker_id,
+                v1::server_message::Payload::RunJob(v1::RunJobCommand {
+                    job_id: job.id().to_string(),
+                    attempt,
+                    spec: Some(v1::JobSpec::from(job.spec())),
+                    correlation_id: job.correlation_id().to_string(),
+                    resume_after_sequence: resume_after,
+                }),
+            )
+            .await)
+    }
+
+    /// Handles one message from a worker's stream.
+    pub async fn handle_worker_message(
+        &self,
+        worker_id: WorkerId,
+        msg: v1::WorkerMessage,
+    ) -> ControlResult<()> {
+        use v1::worker_message::Payload;
+        let Some(payload) = msg.payload else {
+            return Ok(());
+        };
+        match payload {
+            Payload::Heartbeat(hb) => self.on_heartbeat(worker_id, hb).await,
+            Payload::JobStarted(s) => {
+                let job_id = parse_job_id(&s.job_id, "job_started.job_id")?;
+                match self.job_started(worker_id, job_id, s.attempt).await {
+                    Ok(_) => Ok(()),
+                    Err(e @ ControlError::PermissionDenied(_)) => Err(e),
+                    Err(e) => {
+                        tracing::debug!(%worker_id, %job_id, error = %e, "ignored job_started");
+                        Ok(())
+                    }
+                }
+            }
+            Payload::LogBatch(batch) => self.on_log_batch(worker_id, batch).await,
+            Payload::JobResult(r) => self.on_job_result(worker_id, r).await,
+            Payload::Stats(s) => {
+                if let (Some(m), Some(u)) = (self.metrics(), s.usage.as_ref()) {
+                    m.record(worker_id, u.into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_heartbeat(
+        &self,
+        worker_id: WorkerId,
+        hb: v1::WorkerHeartbeat,
+    ) -> ControlResult<()> {
+        {
+            let _g = self.inner.worker_lock.lock().await;
+            if let Some(mut w) = self.inner.stores.workers.get(worker_id).await? {
+                w.heartbeat();
+                self.inner.stores.workers.update(&w).await?;
+            }
+        }
+        if let (Some(m), Some(u)) = (self.metrics(), hb.usage.as_ref()) {
+            m.record(worker_id, u.into());
+        }
+        Ok(())
+    }
+
+    /// Whether the worker may send data for this job (assigned to it now).
+    async fn owned_job(&self, worker_id: WorkerId, job_id: JobId) -> ControlResult<Option<Job>> {
+        match self.inner.stores.jobs.get(job_id).await? {
+            Some(job) if job.worker_id() == Some(worker_id) => Ok(Some(job)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn ack(&self, worker_id: WorkerId, job_id: &str, attempt: u32, seq: u64, result: bool) {
+        let _ = self
+            .send_to(
+                worker_id,
+                v1::server_message::Payload::Ack(v1::AckMessage {
+                    job_id: job_id.to_owned(),
+                    attempt,
+                    acked_sequence: seq,
+                    result_acked: result,
+                }),
+            )
+            .await;
+    }
+
+    async fn on_log_batch(&self, worker_id: WorkerId, batch: v1::LogBatch) -> ControlResult<()> {
+        let job_id = parse_job_id(&batch.job_id, "log_batch.job_id")?;
+        let Some(_job) = self.owned_job(worker_id, job_id).await? else {
+            // Not this worker's job (any more): nothing is stored. The ack lets a
+            // stale agent drop the data instead of resending it forever.
+            tracing::warn!(%worker_id, %job_id, "log batch for a job not assigned to this worker: dropped");
+            let last = batch.entries.last().map_or(0, |e| e.sequence);
+            self.ack(worker_id, &batch.job_id, batch.attempt, last, false)
+                .await;
+            return Ok(());
+        };
+        let entries = batch
+            .entries
+            .into_iter()
+            .map(LogEntry::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let acked = self
+            .inner
+            .logs
+            .append(job_id, batch.attempt, entries)
+            .await?;
+        self.ack(worker_id, &batch.job_id, batch.attempt, acked, false)
+            .await;
+        Ok(())
+    }
+
+    async fn on_job_result(
+        &self,
+        worker_id: WorkerId,
+        r: v1::JobResultMessage,
+    ) -> ControlResult<()> {
+        let job_id = parse_job_id(&r.job_id, "job_result.job_id")?;
+        let result = attempt_result_from_proto(&r)?;
+        match self
+            .job_finished(worker_id, job_id, r.attempt, result)
+            .await
+        {
+            Ok(_) => {}
+            Err(ControlError::PermissionDenied(m)) | Err(ControlError::FailedPrecondition(m)) => {
+                // A stale attempt or a job taken away (lost and retried elsewhere):
+                // acknowledge so the agent forgets it; nothing changes.
+                tracing::warn!(%worker_id, %job_id, attempt = r.attempt, "stale job result ignored: {m}");
+            }
+            Err(e) => return Err(e),
+        }
+        let last = self
+            .inner
+            .stores
+            .logs
+            .last_sequence(job_id, r.attempt)
+            .await?;
+        self.ack(worker_id, &r.job_id, r.attempt, last, true).await;
+        Ok(())
+    }
+
+    /// A job left this worker: free its slot; retire it if its job budget is used up.
+    pub(super) async fn release_worker_slot(
+        &self,
+        worker_id: WorkerId,
+        job: JobId,
+    ) -> ControlResult<()> {
+        let retire = {
+            let _g = self.inner.worker_lock.lock().await;
+            let Some(mut w) = self.inner.stores.workers.get(worker_id).await? else {
+                return Ok(());
+            };
+            if !w.current_jobs().contains(&job) {
+                return Ok(());
+            }
+            w.release(job)?;
+            self.inner.stores.workers.update(&w).await?;
+            w.is_exhausted() && w.current_jobs().is_empty()
+        };
+        if retire {
+            self.retire_worker(worker_id, "job budget used up (ephemeral worker)")
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Drains a worker on request: it takes no new jobs.
+    pub async fn drain_worker(&self, worker_id: WorkerId) -> ControlResult<Worker> {
+        let _g = self.inner.worker_lock.lock().await;
+        let mut w = self
+            .inner
+            .stores
+            .workers
+            .get(worker_id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
+        w.drain()?;
+        self.inner.stores.workers.update(&w).await?;
+        Ok(w)
+    }
+
+    /// The worker says goodbye: it is destroyed once its jobs are done (now, if idle).
+    pub async fn unregister_worker(&self, worker_id: WorkerId, reason: &str) -> ControlResult<()> {
+        let w = self
+            .inner
+            .stores
+            .workers
+            .get(worker_id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
+        if w.current_jobs().is_empty() {
+            self.retire_worker(worker_id, reason).await;
+        } else {
+            self.worker_lost(worker_id, &format!("worker unregistered: {reason}"))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Destroys a worker that has no job (idle timeout, ephemeral, unregistered).
+    pub(super) async fn retire_worker(&self, worker_id: WorkerId, reason: &str) {
+        let handle = {
+            let _g = self.inner.worker_lock.lock().await;
+            let Ok(Some(mut w)) = self.inner.stores.workers.get(worker_id).await else {
+                return;
+            };
+            if w.state().is_gone() {
+                return;
+            }
+            let _ = w.terminating();
+            let _ = self.inner.stores.workers.update(&w).await;
+            w.handle().cloned()
+        };
+        tracing::info!(%worker_id, reason, "retiring worker");
+        self.destroy_and_forget(worker_id, handle).await;
+    }
+
+    /// The worker is gone (heartbeat timeout, process died, unregistered while
+    /// busy): its jobs are retried (or failed when out of attempts) and it is destroyed.
+    pub(super) async fn worker_lost(&self, worker_id: WorkerId, reason: &str) {
+        let (jobs, handle) = {
+            let _g = self.inner.worker_lock.lock().await;
+            let Ok(Some(mut w)) = self.inner.stores.workers.get(worker_id).await else {
+                return;
+            };
+            if w.state() == WorkerState::Terminated {
+                return;
+            }
+            let jobs = w.current_jobs().to_vec();
+            let _ = w.terminating();
+            let _ = self.inner.stores.workers.update(&w).await;
+            (jobs, w.handle().cloned())
+        };
+        tracing::warn!(%worker_id, reason, jobs = jobs.len(), "worker lost");
+        for job in jobs {
+            let still_there = matches!(
+                self.inner.stores.jobs.get(job).await,
+                Ok(Some(j)) if j.worker_id() == Some(worker_id)
+                    && matches!(j.state(), JobState::Scheduled | JobState::Running)
+            );
+            if still_there
+                && let Err(e) = self
+                    .fail_attempt(job, &format!("worker lost: {reason}"), true)
+                    .await
+            {
+                tracing::warn!(job_id = %job, error = %e, "could not retry job of lost worker");
+            }
+        }
+        self.destroy_and_forget(worker_id, handle).await;
+    }
+
+    async fn destroy_and_forget(
+        &self,
+        worker_id: WorkerId,
+        handle: Option<crate::domain::worker::WorkerHandle>,
+    ) {
+        lock(&self.inner.sessions).remove(&worker_id);
+        if let Some(h) = handle
+            && let Some(entry) = self.provider_entry(h.provider_id)
+            && let Err(e) = entry.provider.destroy_worker(&h).await
+        {
+            tracing::warn!(%worker_id, error = %e, "destroying worker failed");
+        }
+        let _ = self.inner.stores.workers.remove(worker_id).await;
+        self.wake();
+    }
+
+    /// Workers with their provider names, for listings.
+    pub async fn list_workers(&self, include_busy: bool) -> ControlResult<Vec<v1::Worker>> {
+        let names: BTreeMap<_, _> = self
+            .inner
+            .stores
+            .providers
+            .list()
+            .await?
+            .into_iter()
+            .map(|p| (p.id(), p.name().to_owned()))
+            .collect();
+        Ok(self
+            .inner
+            .stores
+            .workers
+            .list()
+            .await?
+            .iter()
+            .filter(|w| include_busy || w.state() == WorkerState::Ready)
+            .map(|w| {
+                convert::worker_to_proto(w, names.get(&w.provider_id()).map_or("", String::as_str))
+            })
+            .collect())
+    }
+
+    /// Keep-alive to every connected worker (dropped when a stream is full).
+    pub(super) fn send_keep_alives(&self) {
+        let sessions: Vec<Session> = lock(&self.inner.sessions).values().cloned().collect();
+        for s in sessions {
+            let _ = s.tx.try_send(Ok(v1::ServerMessage {
+                payload: Some(v1::server_message::Payload::KeepAlive(
+                    v1::KeepAliveMessage {
+                        timestamp_ms: Utc::now().timestamp_millis(),
+                    },
+                )),
+            }));
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Serving the control plane over gRPC: all services of the contract plus the
+//! standard health service and server reflection (so `grpcurl` works).
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Router;
+use tonic::transport::{Server, ServerTlsConfig};
+
+use crate::api::grpc::{
+    JobExecutionApi, JobQueryApi, LogStreamApi, MetricsApi, ProviderManagementApi, SchedulerApi,
+    WorkerAgentApi,
+};
+use crate::control::ControlPlane;
+use crate::proto::v1;
+
+/// Errors starting or running the gRPC server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Binding or serving failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection setup failed.
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    /// Could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Largest gRPC message accepted (log batches are far smaller).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Builds the router with every service, health and reflection.
+pub async fn grpc_router(
+    cp: &ControlPlane,
+    tls: Option<ServerTlsConfig>,
+) -> Result<Router, ServeError> {
+    use v1::job_execution_service_server::JobExecutionServiceServer;
+    use v1::job_query_service_server::JobQueryServiceServer;
+    use v1::log_stream_service_server::LogStreamServiceServer;
+    use v1::metrics_service_server::MetricsServiceServer;
+    use v1::provider_management_service_server::ProviderManagementServiceServer;
+    use v1::scheduler_service_server::SchedulerServiceServer;
+    use v1::worker_agent_service_server::WorkerAgentServiceServer;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<WorkerAgentServiceServer<WorkerAgentApi>>()
+        .await;
+    health_reporter
+        .set_serving::<JobExecutionServiceServer<JobExecutionApi>>()
+        .await;
+    health_reporter
+        .set_serving::<JobQueryServiceServer<JobQueryApi>>()
+        .await;
+    health_reporter
+        .set_serving::<SchedulerServiceServer<SchedulerApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ProviderManagementServiceServer<ProviderManagementApi>>()
+        .await;
+    health_reporter
+        .set_serving::<LogStreamServiceServer<LogStreamApi>>()
+        .await;
+    health_reporter
+        .set_serving::<MetricsServiceServer<MetricsApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    Ok(builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            WorkerAgentServiceServer::new(WorkerAgentApi::new(cp.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(JobExecutionServiceServer::new(JobExecutionApi::new(
+            cp.clone(),
+        )))
+        .add_service(JobQueryServiceServer::new(JobQueryApi::new(cp.clone())))
+        .add_service(SchedulerServiceServer::new(SchedulerApi::new(cp.clone())))
+        .add_service(ProviderManagementServiceServer::new(
+            ProviderManagementApi::new(cp.clone()),
+        ))
+        .add_service(LogStreamServiceServer::new(LogStreamApi::new(cp.clone())))
+        .add_service(MetricsServiceServer::new(MetricsApi::new(cp.clone()))))
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves.
+pub async fn serve_grpc(
+    cp: ControlPlane,
+    listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let router = grpc_router(&cp, tls).await?;
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr` (use port 0 for a free port) and returns the listener and its address.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = l
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok((l, local))
+}
