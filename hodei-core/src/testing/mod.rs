@@ -8,4 +8,5 @@
 //! Both panic on the first deviation with a message naming the case, so they
 //! are meant to be called from tests.
 
+pub mod provider;
 pub mod stores;
