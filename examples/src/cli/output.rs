@@ -1,0 +1,444 @@
+//! What the CLI prints: serializable views of the wire types (for `-o json`)
+//! and aligned tables (for `-o table`).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use hodei_core::proto::convert;
+use hodei_core::proto::v1;
+use hodei_core::{JobSpec, JobState};
+use serde::Serialize;
+
+/// `-o table|json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// Pretty JSON for programs.
+    Json,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    convert::from_millis(ms)
+}
+
+fn show_time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Lower-case name of a job state number.
+pub(crate) fn job_state_name(v: i32) -> String {
+    match convert::job_state_from_proto(v, "state") {
+        Ok(Some(s)) => s.as_str().to_owned(),
+        Ok(None) => "unknown".to_owned(),
+        Err(_) => format!("state-{v}"),
+    }
+}
+
+/// A job state by its lower-case name.
+pub(crate) fn parse_job_state(s: &str) -> Result<JobState, String> {
+    let want = s.trim().to_ascii_lowercase();
+    let want = if want == "canceled" {
+        "cancelled".to_owned()
+    } else {
+        want
+    };
+    JobState::ALL
+        .into_iter()
+        .find(|st| st.as_str() == want)
+        .ok_or_else(|| {
+            let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown job state {s:?} (one of: {})", names.join(", "))
+        })
+}
+
+/// `PREFIX_SOME_NAME` → `some_name`.
+fn enum_name(full: &str, prefix: &str) -> String {
+    full.strip_prefix(prefix)
+        .unwrap_or(full)
+        .to_ascii_lowercase()
+}
+
+/// A job, as printed.
+#[derive(Debug, Serialize)]
+pub(crate) struct JobView {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) state: String,
+    pub(crate) attempts: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) error: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) worker_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) provider_id: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) correlation_id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) secret_names: Vec<String>,
+    /// The spec without secret values, when the server sent one that converts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) spec: Option<JobSpec>,
+}
+
+impl From<v1::Job> for JobView {
+    fn from(j: v1::Job) -> Self {
+        Self {
+            state: job_state_name(j.state),
+            spec: j.spec.and_then(|s| JobSpec::try_from(s).ok()),
+            id: j.id,
+            name: j.name,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            exit_code: j.exit_code,
+            error: j.error,
+            worker_id: j.worker_id,
+            provider_id: j.provider_id,
+            created_at: time(j.created_at_ms),
+            started_at: j.started_at_ms.map(time),
+            finished_at: j.finished_at_ms.map(time),
+            correlation_id: j.correlation_id,
+            secret_names: j.secret_names,
+        }
+    }
+}
+
+impl JobView {
+    /// One job as `key: value` lines.
+    pub(crate) fn detail(&self) -> String {
+        let mut rows: Vec<Vec<String>> = vec![
+            vec!["ID".into(), self.id.clone()],
+            vec!["NAME".into(), dash(&self.name)],
+            vec!["STATE".into(), self.state.clone()],
+            vec![
+                "ATTEMPTS".into(),
+                format!("{}/{}", self.attempts, self.max_attempts),
+            ],
+            vec![
+                "EXIT CODE".into(),
+                self.exit_code.map_or("-".into(), |c| c.to_string()),
+            ],
+            vec!["ERROR".into(), dash(&self.error)],
+            vec!["WORKER".into(), dash(&self.worker_id)],
+            vec!["PROVIDER".into(), dash(&self.provider_id)],
+            vec!["CREATED".into(), show_time(Some(self.created_at))],
+            vec!["STARTED".into(), show_time(self.started_at)],
+            vec!["FINISHED".into(), show_time(self.finished_at)],
+        ];
+        if let Some(spec) = &self.spec {
+            let command = match &spec.command {
+                hodei_core::CommandType::Shell { cmd, args } => std::iter::once(cmd.as_str())
+                    .chain(args.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                hodei_core::CommandType::Script {
+                    interpreter,
+                    content,
+                } => {
+                    format!("{interpreter} script ({} bytes)", content.len())
+                }
+                other => format!("{other:?}"),
+            };
+            rows.push(vec!["COMMAND".into(), command]);
+            rows.push(vec!["TIMEOUT".into(), format!("{} ms", spec.timeout_ms)]);
+        }
+        if !self.secret_names.is_empty() {
+            rows.push(vec!["SECRETS".into(), self.secret_names.join(", ")]);
+        }
+        for r in &mut rows {
+            r[0].push(':');
+        }
+        render_rows(&rows)
+    }
+}
+
+/// Jobs as a table.
+pub(crate) fn job_table(jobs: &[JobView]) -> String {
+    table(
+        &["ID", "NAME", "STATE", "ATTEMPTS", "EXIT", "CREATED"],
+        jobs.iter()
+            .map(|j| {
+                vec![
+                    j.id.clone(),
+                    dash(&j.name),
+                    j.state.clone(),
+                    format!("{}/{}", j.attempts, j.max_attempts),
+                    j.exit_code.map_or("-".into(), |c| c.to_string()),
+                    show_time(Some(j.created_at)),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// A worker, as printed.
+#[derive(Debug, Serialize)]
+pub(crate) struct WorkerView {
+    pub(crate) id: String,
+    pub(crate) provider_id: String,
+    pub(crate) provider_name: String,
+    pub(crate) state: String,
+    pub(crate) current_jobs: Vec<String>,
+    pub(crate) jobs_run: u32,
+    pub(crate) last_heartbeat: DateTime<Utc>,
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
+}
+
+impl From<v1::Worker> for WorkerView {
+    fn from(w: v1::Worker) -> Self {
+        let state = v1::WorkerState::try_from(w.state).map_or_else(
+            |_| format!("state-{}", w.state),
+            |s| enum_name(s.as_str_name(), "WORKER_STATE_"),
+        );
+        Self {
+            id: w.id,
+            provider_id: w.provider_id,
+            provider_name: w.provider_name,
+            state,
+            current_jobs: w.current_jobs,
+            jobs_run: w.jobs_run,
+            last_heartbeat: time(w.last_heartbeat_ms),
+            labels: convert::sorted(w.labels),
+        }
+    }
+}
+
+/// Workers as a table.
+pub(crate) fn worker_table(workers: &[WorkerView]) -> String {
+    table(
+        &["ID", "PROVIDER", "STATE", "JOBS", "RUN", "LAST HEARTBEAT"],
+        workers
+            .iter()
+            .map(|w| {
+                vec![
+                    w.id.clone(),
+                    dash(&w.provider_name),
+                    w.state.clone(),
+                    if w.current_jobs.is_empty() {
+                        "-".into()
+                    } else {
+                        w.current_jobs.join(",")
+                    },
+                    w.jobs_run.to_string(),
+                    show_time(Some(w.last_heartbeat)),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// A provider, as printed.
+#[derive(Debug, Serialize)]
+pub(crate) struct ProviderView {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) provider_type: String,
+    pub(crate) status: String,
+    pub(crate) active_jobs: u32,
+    pub(crate) active_workers: u32,
+    pub(crate) max_workers: u32,
+    pub(crate) max_cpu_cores: f64,
+    pub(crate) max_memory_mb: u64,
+    pub(crate) gpu: bool,
+    pub(crate) architectures: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) last_error: String,
+}
+
+impl From<v1::Provider> for ProviderView {
+    fn from(p: v1::Provider) -> Self {
+        let provider_type = v1::ProviderType::try_from(p.provider_type).map_or_else(
+            |_| format!("type-{}", p.provider_type),
+            |t| enum_name(t.as_str_name(), "PROVIDER_TYPE_"),
+        );
+        let status = v1::ProviderStatus::try_from(p.status).map_or_else(
+            |_| format!("status-{}", p.status),
+            |s| enum_name(s.as_str_name(), "PROVIDER_STATUS_"),
+        );
+        let caps = p.capabilities.unwrap_or_default();
+        Self {
+            id: p.id,
+            name: p.name,
+            provider_type,
+            status,
+            active_jobs: p.active_jobs,
+            active_workers: p.active_workers,
+            max_workers: caps.max_workers,
+            max_cpu_cores: caps.max_cpu_cores,
+            max_memory_mb: caps.max_memory_mb,
+            gpu: caps.gpu,
+            architectures: caps.architectures,
+            last_error: p.last_error,
+        }
+    }
+}
+
+/// Providers as a table.
+pub(crate) fn provider_table(providers: &[ProviderView]) -> String {
+    table(
+        &[
+            "NAME", "TYPE", "STATUS", "WORKERS", "JOBS", "CPU", "MEMORY", "ID",
+        ],
+        providers
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.provider_type.clone(),
+                    p.status.clone(),
+                    format!("{}/{}", p.active_workers, p.max_workers),
+                    p.active_jobs.to_string(),
+                    format!("{}", p.max_cpu_cores),
+                    format!("{} MiB", p.max_memory_mb),
+                    p.id.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// A log entry, as printed by `-o json` (one JSON object per line).
+#[derive(Debug, Serialize)]
+pub(crate) struct LogLineView<'a> {
+    pub(crate) job_id: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) sequence: u64,
+    pub(crate) stream: &'static str,
+    pub(crate) data: String,
+    pub(crate) timestamp: DateTime<Utc>,
+}
+
+impl<'a> LogLineView<'a> {
+    pub(crate) fn new(job_id: &'a str, attempt: u32, e: &v1::LogEntry) -> Self {
+        let stream = match v1::LogStream::try_from(e.stream) {
+            Ok(v1::LogStream::Stderr) => "stderr",
+            Ok(v1::LogStream::System) => "system",
+            _ => "stdout",
+        };
+        Self {
+            job_id,
+            attempt,
+            sequence: e.sequence,
+            stream,
+            data: String::from_utf8_lossy(&e.data).into_owned(),
+            timestamp: time(e.timestamp_ms),
+        }
+    }
+}
+
+/// Pretty JSON of anything serializable.
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode output: {e}\"}}"))
+}
+
+/// A header row and data rows, columns padded to their widest cell.
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut all = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+    all.extend(rows);
+    render_rows(&all)
+}
+
+fn render_rows(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                let pad = widths[c] - cell.chars().count() + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_aligned() {
+        let t = table(
+            &["ID", "STATE"],
+            vec![
+                vec!["a".into(), "running".into()],
+                vec!["long-id".into(), "-".into()],
+            ],
+        );
+        assert_eq!(t, "ID       STATE\na        running\nlong-id  -\n");
+    }
+
+    #[test]
+    fn job_states_parse_by_name() {
+        assert_eq!(parse_job_state("Running").unwrap(), JobState::Running);
+        assert_eq!(parse_job_state("canceled").unwrap(), JobState::Cancelled);
+        assert!(parse_job_state("nope").unwrap_err().contains("pending"));
+        assert_eq!(job_state_name(v1::JobState::Timeout as i32), "timeout");
+    }
+
+    #[test]
+    fn a_job_view_converts_the_wire_job() {
+        let spec = JobSpec::new("j", hodei_core::CommandType::shell("echo", ["hi"]));
+        let job = v1::Job {
+            id: "id-1".into(),
+            name: "j".into(),
+            state: v1::JobState::Failed as i32,
+            attempts: 2,
+            max_attempts: 3,
+            exit_code: Some(4),
+            spec: Some((&spec).into()),
+            ..v1::Job::default()
+        };
+        let view = JobView::from(job);
+        assert_eq!(view.state, "failed");
+        assert_eq!(view.spec.as_ref().map(|s| s.name.as_str()), Some("j"));
+        let detail = view.detail();
+        assert!(detail.contains("ATTEMPTS:   2/3"), "{detail}");
+        assert!(detail.contains("COMMAND:    echo hi"), "{detail}");
+        let j: serde_json::Value = serde_json::from_str(&json(&view)).unwrap();
+        assert_eq!(j["exit_code"], 4);
+        assert_eq!(j["state"], "failed");
+    }
+
+    #[test]
+    fn provider_views_name_their_enums() {
+        let p = ProviderView::from(v1::Provider {
+            name: "process".into(),
+            provider_type: v1::ProviderType::BareMetal as i32,
+            status: v1::ProviderStatus::Active as i32,
+            ..v1::Provider::default()
+        });
+        assert_eq!(p.provider_type, "bare_metal");
+        assert_eq!(p.status, "active");
+    }
+}
