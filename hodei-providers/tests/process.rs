@@ -346,3 +346,36 @@ async fn works_as_a_full_provider_trait_object() {
         WorkerState::Terminated
     );
 }
+
+#[tokio::test]
+async fn passes_the_provider_conformance_kit() {
+    use hodei_core::testing::provider::{ConformanceOptions, provider_conformance};
+    let dir = tempfile::tempdir().unwrap();
+    let provider = std::sync::Arc::new(ProcessProvider::new(
+        ProcessProviderConfig::default().with_agent_binary(fake_agent(dir.path())),
+    ));
+    let id = provider.id();
+    let p: std::sync::Arc<dyn FullProvider> = provider.clone();
+    let report = provider_conformance(
+        p,
+        move || WorkerSpec::new(WorkerId::new(), id, "http://127.0.0.1:1", "conformance-otp"),
+        ConformanceOptions::default()
+            .with_ready_timeout(Duration::from_secs(10))
+            .with_terminate_timeout(Duration::from_secs(15)),
+    )
+    .await
+    .unwrap_or_else(|f| panic!("process provider fails the kit: {f}"));
+    assert_eq!(report.running_state, WorkerState::Ready);
+    assert!(report.metrics.is_ok(), "{:?}", report.metrics);
+    assert!(
+        report
+            .events
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::Destroyed { .. })),
+        "{:?}",
+        report.events
+    );
+    let pid: u32 = report.handle.external_id.parse().unwrap();
+    assert!(!alive(pid), "the kit's worker must be gone");
+    assert_eq!(provider.live_workers(), 0);
+}
