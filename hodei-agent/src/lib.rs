@@ -8,3 +8,4 @@ pub mod config;
 pub mod metrics;
 pub mod tls;
 pub mod executor;
+pub mod batcher;

@@ -61,7 +61,7 @@ async fn hundred_megabytes_arrive_complete_in_order_with_bounded_memory() {
         assert_eq!(n, expected, "out of order or missing");
         expected += 1;
         bytes += line.data.len() as u64 + 1;
-        if expected < 2000 && expected % 100 == 0 {
+        if expected < 2000 && expected.is_multiple_of(100) {
             // Keep reading slowly for a while.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -1,0 +1,336 @@
+//! Log batching: numbers the lines of one attempt and groups them into [`LogBatch`]es.
+//!
+//! [`LogBatcher::run`] turns the executor's [`LogLine`]s into [`LogEntry`]s with sequence
+//! numbers `1, 2, …` per (job, attempt), without gaps, and sends them in batches: a batch is
+//! flushed when it reaches [`BatcherConfig::max_entries`] entries or
+//! [`BatcherConfig::max_bytes`] bytes, when [`BatcherConfig::flush_interval`] has passed since
+//! its first entry, and at the end. Sending awaits when the output channel is full, which in
+//! turn stops the batcher reading lines and so pauses the job's pipe: backpressure all the
+//! way, nothing dropped.
+//!
+//! [`UnackedBuffer`] keeps sent batches until the server acknowledges them, so they can be
+//! resent after a reconnect; it is bounded, and [`UnackedBuffer::push`] waits while it is full.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hodei_core::{JobId, LogEntry};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use crate::executor::LogLine;
+
+/// Bytes counted per entry on top of its data (sequence, stream, timestamp, framing), so
+/// that [`BatcherConfig::max_bytes`] bounds the encoded message size.
+pub const ENTRY_OVERHEAD_BYTES: usize = 32;
+
+/// When to flush a batch.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BatcherConfig {
+    /// Entries per batch at most (default 100).
+    pub max_entries: usize,
+    /// Bytes per batch at most, data plus [`ENTRY_OVERHEAD_BYTES`] per entry (default
+    /// 256 KiB, far below gRPC's 4 MiB message limit). A single entry larger than this is
+    /// sent alone.
+    pub max_bytes: usize,
+    /// Longest time an entry waits in the batcher (default 100 ms).
+    pub flush_interval: Duration,
+}
+
+impl Default for BatcherConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 100,
+            max_bytes: 256 * 1024,
+            flush_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl BatcherConfig {
+    /// Sets [`Self::max_entries`] (at least 1).
+    #[must_use]
+    pub fn with_max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n.max(1);
+        self
+    }
+
+    /// Sets [`Self::max_bytes`] (at least 1).
+    #[must_use]
+    pub fn with_max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n.max(1);
+        self
+    }
+
+    /// Sets [`Self::flush_interval`].
+    #[must_use]
+    pub fn with_flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+}
+
+/// Consecutive log entries of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogBatch {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt.
+    pub attempt: u32,
+    /// Entries with consecutive sequence numbers.
+    pub entries: Vec<LogEntry>,
+}
+
+impl LogBatch {
+    /// Sequence number of the first entry.
+    #[must_use]
+    pub fn first_sequence(&self) -> Option<u64> {
+        self.entries.first().map(|e| e.sequence)
+    }
+
+    /// Sequence number of the last entry.
+    #[must_use]
+    pub fn last_sequence(&self) -> Option<u64> {
+        self.entries.last().map(|e| e.sequence)
+    }
+
+    /// Bytes of data in the batch (without overhead).
+    #[must_use]
+    pub fn data_bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.data.len()).sum()
+    }
+}
+
+/// Turns a stream of [`LogLine`]s into sequenced [`LogBatch`]es.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogBatcher;
+
+impl LogBatcher {
+    /// Consumes `lines` until the channel closes, assigns sequence numbers starting at
+    /// `start_after + 1`, flushes on `max_entries` / `max_bytes` / `flush_interval` since the
+    /// first buffered entry, flushes the rest at the end, and sends batches into `out`
+    /// (awaiting when it is full). Returns the last sequence number used.
+    ///
+    /// If `out` is closed the batcher stops (and drops `lines`, so the producer sees a
+    /// closed channel) and returns the last sequence number it delivered.
+    pub async fn run(
+        config: BatcherConfig,
+        job_id: JobId,
+        attempt: u32,
+        start_after: u64,
+        mut lines: mpsc::Receiver<LogLine>,
+        out: mpsc::Sender<LogBatch>,
+    ) -> u64 {
+        let max_entries = config.max_entries.max(1);
+        let max_bytes = config.max_bytes.max(1);
+        let mut next = start_after;
+        let mut delivered = start_after;
+        let mut pending = Pending::new(job_id, attempt, max_entries);
+
+        loop {
+            let received = match pending.deadline {
+                Some(at) => tokio::select! {
+                    biased;
+                    line = lines.recv() => Some(line),
+                    () = tokio::time::sleep_until(at) => None,
+                },
+                None => Some(lines.recv().await),
+            };
+            let line = match received {
+                // Interval elapsed.
+                None => {
+                    if !pending.flush(&out, &mut delivered).await {
+                        return delivered;
+                    }
+                    continue;
+                }
+                // Channel closed: flush the rest.
+                Some(None) => {
+                    pending.flush(&out, &mut delivered).await;
+                    return delivered;
+                }
+                Some(Some(line)) => line,
+            };
+            let size = line.data.len() + ENTRY_OVERHEAD_BYTES;
+            if !pending.entries.is_empty()
+                && pending.bytes + size > max_bytes
+                && !pending.flush(&out, &mut delivered).await
+            {
+                return delivered;
+            }
+            next += 1;
+            if pending.entries.is_empty() {
+                pending.deadline = Some(Instant::now() + config.flush_interval);
+            }
+            pending
+                .entries
+                .push(LogEntry::new(next, line.stream, line.data));
+            pending.bytes += size;
+            if (pending.entries.len() >= max_entries || pending.bytes >= max_bytes)
+                && !pending.flush(&out, &mut delivered).await
+            {
+                return delivered;
+            }
+        }
+    }
+}
+
+/// The batch being filled.
+struct Pending {
+    job_id: JobId,
+    attempt: u32,
+    max_entries: usize,
+    entries: Vec<LogEntry>,
+    bytes: usize,
+    deadline: Option<Instant>,
+}
+
+impl Pending {
+    fn new(job_id: JobId, attempt: u32, max_entries: usize) -> Self {
+        Self {
+            job_id,
+            attempt,
+            max_entries,
+            entries: Vec::with_capacity(max_entries),
+            bytes: 0,
+            deadline: None,
+        }
+    }
+
+    /// Sends the buffered entries, if any. Returns false when `out` is closed.
+    async fn flush(&mut self, out: &mpsc::Sender<LogBatch>, delivered: &mut u64) -> bool {
+        if self.entries.is_empty() {
+            return true;
+        }
+        let batch = LogBatch {
+            job_id: self.job_id,
+            attempt: self.attempt,
+            entries: std::mem::replace(&mut self.entries, Vec::with_capacity(self.max_entries)),
+        };
+        self.bytes = 0;
+        self.deadline = None;
+        let last = batch.last_sequence().unwrap_or(*delivered);
+        if out.send(batch).await.is_err() {
+            return false;
+        }
+        *delivered = last;
+        true
+    }
+}
+
+/// Bounded buffer of sent-but-unacknowledged batches, for resend after a reconnect.
+#[derive(Debug)]
+pub struct UnackedBuffer {
+    max_entries: usize,
+    state: Mutex<Unacked>,
+    space: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Unacked {
+    batches: VecDeque<LogBatch>,
+    entries: usize,
+}
+
+impl UnackedBuffer {
+    /// A buffer holding at most `max_entries` entries (a single larger batch is still
+    /// accepted when the buffer is empty).
+    #[must_use]
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            max_entries: max_entries.max(1),
+            state: Mutex::new(Unacked::default()),
+            space: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Unacked> {
+        // A panic while holding the lock cannot leave the queue inconsistent (every
+        // mutation is a single push/pop/retain), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a sent batch; waits while the buffer is full (backpressure).
+    pub async fn push(&self, batch: LogBatch) {
+        let mut batch = Some(batch);
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = self.lock();
+                let n = batch.as_ref().map_or(0, |b| b.entries.len());
+                if state.entries == 0 || state.entries + n <= self.max_entries {
+                    if let Some(b) = batch.take() {
+                        state.entries += n;
+                        state.batches.push_back(b);
+                    }
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Tries to add a batch without waiting; gives it back when the buffer is full.
+    pub fn try_push(&self, batch: LogBatch) -> Result<(), LogBatch> {
+        let mut state = self.lock();
+        let n = batch.entries.len();
+        if state.entries == 0 || state.entries + n <= self.max_entries {
+            state.entries += n;
+            state.batches.push_back(batch);
+            Ok(())
+        } else {
+            Err(batch)
+        }
+    }
+
+    /// Drops every entry of (`job_id`, `attempt`) with a sequence number up to
+    /// `acked_sequence` (the server has stored them), and wakes waiting pushers.
+    pub fn ack(&self, job_id: JobId, attempt: u32, acked_sequence: u64) {
+        let mut state = self.lock();
+        let mut removed = 0;
+        state.batches.retain_mut(|b| {
+            if b.job_id != job_id || b.attempt != attempt {
+                return true;
+            }
+            let before = b.entries.len();
+            b.entries.retain(|e| e.sequence > acked_sequence);
+            removed += before - b.entries.len();
+            !b.entries.is_empty()
+        });
+        state.entries -= removed;
+        drop(state);
+        if removed > 0 {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// The unacknowledged batches, oldest first, for resending.
+    #[must_use]
+    pub fn pending(&self) -> Vec<LogBatch> {
+        self.lock().batches.iter().cloned().collect()
+    }
+
+    /// Number of unacknowledged entries.
+    #[must_use]
+    pub fn len_entries(&self) -> usize {
+        self.lock().entries
+    }
+
+    /// Whether everything was acknowledged.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len_entries() == 0
+    }
+
+    /// The capacity in entries.
+    #[must_use]
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+}
