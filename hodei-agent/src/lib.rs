@@ -8,4 +8,5 @@ pub mod config;
 pub mod metrics;
 pub mod tls;
 pub mod executor;
+pub mod client;
 pub mod batcher;

@@ -1,0 +1,210 @@
+//! Running the jobs the server sends: executor → batcher → unacknowledged buffer → stream.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hodei_core::proto::v1;
+use hodei_core::{JobId, JobSpec};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{RunningJob, Shared, lock};
+use crate::batcher::LogBatcher;
+use crate::executor::{ExecutionOutcome, ExecutionRequest, ExecutionResult};
+
+/// Handles `run_job`: validates it and starts the job in its own task.
+pub(super) fn start(shared: &Arc<Shared>, cmd: v1::RunJobCommand) {
+    let Ok(job_id) = cmd.job_id.parse::<JobId>() else {
+        tracing::error!(job_id = %cmd.job_id, "run_job with an invalid job id ignored");
+        return;
+    };
+    let attempt = cmd.attempt;
+    let key = (job_id, attempt);
+    let span = tracing::info_span!("job", %job_id, attempt, correlation_id = %cmd.correlation_id);
+    let _enter = span.enter();
+    if lock(&shared.jobs).contains_key(&key) || lock(&shared.results).contains_key(&key) {
+        tracing::debug!("run_job for an attempt already running or finished: ignored");
+        return;
+    }
+    let resume_after = cmd.resume_after_sequence;
+    if shared.draining.load(Ordering::Acquire) {
+        refuse(
+            shared,
+            key,
+            resume_after,
+            "worker is draining and takes no new jobs",
+        );
+        return;
+    }
+    let spec = match cmd.spec.map(JobSpec::try_from) {
+        Some(Ok(spec)) => spec,
+        Some(Err(e)) => {
+            refuse(shared, key, resume_after, &format!("invalid job spec: {e}"));
+            return;
+        }
+        None => {
+            refuse(shared, key, resume_after, "run_job without a spec");
+            return;
+        }
+    };
+    let cancel = CancellationToken::new();
+    {
+        let mut jobs = lock(&shared.jobs);
+        let max = usize::try_from(shared.config.max_concurrent_jobs).unwrap_or(usize::MAX);
+        if jobs.len() >= max {
+            drop(jobs);
+            refuse(
+                shared,
+                key,
+                resume_after,
+                "worker is at its max_concurrent_jobs",
+            );
+            return;
+        }
+        jobs.insert(
+            key,
+            RunningJob {
+                cancel: cancel.clone(),
+            },
+        );
+    }
+    tracing::info!(name = %spec.name, resume_after, "starting job");
+    let shared = shared.clone();
+    tokio::spawn(run(shared, job_id, attempt, spec, resume_after, cancel).instrument(span.clone()));
+}
+
+/// Handles `cancel_job`.
+pub(super) fn cancel(shared: &Shared, c: &v1::CancelJobCommand) {
+    let Ok(job_id) = c.job_id.parse::<JobId>() else {
+        tracing::warn!(job_id = %c.job_id, "cancel_job with an invalid job id ignored");
+        return;
+    };
+    match lock(&shared.jobs).get(&(job_id, c.attempt)) {
+        Some(job) => {
+            tracing::info!(%job_id, attempt = c.attempt, reason = %c.reason, "cancelling job");
+            job.cancel.cancel();
+        }
+        None => tracing::debug!(%job_id, attempt = c.attempt, "cancel_job for a job not running"),
+    }
+}
+
+/// Reports a job that was not started.
+fn refuse(shared: &Shared, key: (JobId, u32), resume_after: u64, why: &str) {
+    tracing::warn!(reason = why, "job not started");
+    let (job_id, attempt) = key;
+    lock(&shared.results).insert(
+        key,
+        v1::JobResultMessage {
+            job_id: job_id.to_string(),
+            attempt,
+            outcome: v1::JobOutcome::StartFailed as i32,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            error: why.to_owned(),
+            secrets_injected: Vec::new(),
+            log_bytes_dropped: 0,
+            last_sequence: resume_after,
+        },
+    );
+    shared.outbox.notify_one();
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    job_id: JobId,
+    attempt: u32,
+    spec: JobSpec,
+    resume_after: u64,
+    cancel: CancellationToken,
+) {
+    let key = (job_id, attempt);
+    lock(&shared.started).push(v1::JobStartedMessage {
+        job_id: job_id.to_string(),
+        attempt,
+    });
+    shared.outbox.notify_one();
+
+    let (line_tx, line_rx) = shared.executor.log_channel();
+    let (batch_tx, mut batch_rx) = mpsc::channel(8);
+    let batcher = tokio::spawn(
+        LogBatcher::run(
+            shared.batcher.clone(),
+            job_id,
+            attempt,
+            resume_after,
+            line_rx,
+            batch_tx,
+        )
+        .in_current_span(),
+    );
+    let pump = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = batch_rx.recv().await {
+                // Waits while the buffer is full: backpressure up to the job's pipes.
+                shared.unacked.push(batch).await;
+                shared.outbox.notify_one();
+            }
+        })
+    };
+
+    let mut req = ExecutionRequest::new(job_id, attempt, spec.command);
+    req.env = spec.env;
+    req.secrets = spec.secrets;
+    req.timeout = Duration::from_millis(spec.timeout_ms);
+    req.working_dir = spec.working_dir.map(PathBuf::from);
+    let result = shared.executor.execute(req, line_tx, cancel).await;
+
+    let last_sequence = match batcher.await {
+        Ok(seq) => seq,
+        Err(e) => {
+            tracing::error!(error = %e, "log batcher failed");
+            resume_after
+        }
+    };
+    if let Err(e) = pump.await {
+        tracing::error!(error = %e, "log pump failed");
+    }
+    tracing::info!(
+        outcome = ?result.outcome,
+        exit_code = ?result.exit_code,
+        duration_ms = u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+        last_sequence,
+        "job finished"
+    );
+    let msg = result_message(job_id, attempt, &result, last_sequence);
+    lock(&shared.results).insert(key, msg);
+    lock(&shared.jobs).remove(&key);
+    shared.outbox.notify_one();
+}
+
+fn result_message(
+    job_id: JobId,
+    attempt: u32,
+    r: &ExecutionResult,
+    last_sequence: u64,
+) -> v1::JobResultMessage {
+    let outcome = match r.outcome {
+        ExecutionOutcome::Exited => v1::JobOutcome::Exited,
+        ExecutionOutcome::Signaled => v1::JobOutcome::Signaled,
+        ExecutionOutcome::TimedOut => v1::JobOutcome::TimedOut,
+        ExecutionOutcome::Cancelled => v1::JobOutcome::Cancelled,
+        ExecutionOutcome::StartFailed => v1::JobOutcome::StartFailed,
+    };
+    v1::JobResultMessage {
+        job_id: job_id.to_string(),
+        attempt,
+        outcome: outcome as i32,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+        error: r.error.clone().unwrap_or_default(),
+        secrets_injected: r.secrets_injected.clone(),
+        log_bytes_dropped: r.log_bytes_dropped,
+        last_sequence,
+    }
+}
