@@ -1,3 +1,4 @@
 //! Adapters at the edge: gRPC (tonic) and REST (axum) over the control plane.
 
 pub mod grpc;
+pub mod log_follow;
