@@ -35,6 +35,7 @@
 pub mod domain;
 pub mod otp;
 pub mod provider;
+pub mod scheduler;
 pub mod store;
 
 #[cfg(feature = "server")]
@@ -73,3 +74,4 @@ pub use store::memory::{
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub use scheduler::{Decision, SchedulingSnapshot, Strategy, WaitReason};

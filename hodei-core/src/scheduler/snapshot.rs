@@ -1,0 +1,269 @@
+//! What the scheduler sees: plain values the control plane fills from its
+//! stores and providers before each decision.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{JobId, ProviderId, WorkerId};
+use crate::domain::provider::{Provider, ProviderCapabilities, ProviderStatus};
+use crate::domain::worker::{Worker, WorkerState};
+use crate::store::QueueEntry;
+
+/// Free resources of a worker for one more job.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerResources {
+    /// Free CPU cores.
+    pub cpu_cores: f64,
+    /// Free memory in MiB.
+    pub memory_mb: u64,
+    /// Whether it has a GPU.
+    pub gpu: bool,
+}
+
+impl WorkerResources {
+    /// Free CPU and memory, no GPU.
+    #[must_use]
+    pub fn new(cpu_cores: f64, memory_mb: u64) -> Self {
+        Self {
+            cpu_cores,
+            memory_mb,
+            gpu: false,
+        }
+    }
+
+    /// Sets whether it has a GPU.
+    #[must_use]
+    pub fn with_gpu(mut self, gpu: bool) -> Self {
+        self.gpu = gpu;
+        self
+    }
+}
+
+/// One worker, as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerView {
+    /// The worker.
+    pub id: WorkerId,
+    /// Its provider.
+    pub provider_id: ProviderId,
+    /// Its state; only `Ready` and `Busy` workers take jobs.
+    pub state: WorkerState,
+    /// Jobs it can take now.
+    pub free_slots: u32,
+    /// Its labels (matched by constraints, over its provider's labels).
+    pub labels: BTreeMap<String, String>,
+    /// Free resources; `None` = unknown, taken as its provider's capabilities.
+    pub resources: Option<WorkerResources>,
+}
+
+impl WorkerView {
+    /// A view with no labels and unknown resources.
+    #[must_use]
+    pub fn new(id: WorkerId, provider_id: ProviderId, state: WorkerState, free_slots: u32) -> Self {
+        Self {
+            id,
+            provider_id,
+            state,
+            free_slots,
+            labels: BTreeMap::new(),
+            resources: None,
+        }
+    }
+
+    /// The view of a worker aggregate: free slots from its concurrency and lifetime limits.
+    #[must_use]
+    pub fn from_worker(worker: &Worker) -> Self {
+        let running = u32::try_from(worker.current_jobs().len()).unwrap_or(u32::MAX);
+        let mut free = worker.max_concurrent_jobs().saturating_sub(running);
+        if let Some(max) = worker.max_jobs() {
+            free = free.min(max.saturating_sub(worker.jobs_run()));
+        }
+        if !worker.has_capacity() {
+            free = 0;
+        }
+        Self {
+            id: worker.id(),
+            provider_id: worker.provider_id(),
+            state: worker.state(),
+            free_slots: free,
+            labels: worker.labels().clone(),
+            resources: None,
+        }
+    }
+
+    /// Sets the labels.
+    #[must_use]
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// Sets the free resources.
+    #[must_use]
+    pub fn with_resources(mut self, resources: WorkerResources) -> Self {
+        self.resources = Some(resources);
+        self
+    }
+
+    /// Whether it can take a job at all (state and free slots).
+    #[must_use]
+    pub fn takes_jobs(&self) -> bool {
+        matches!(self.state, WorkerState::Ready | WorkerState::Busy) && self.free_slots > 0
+    }
+}
+
+/// One provider, as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProviderView {
+    /// Its id.
+    pub id: ProviderId,
+    /// Its unique name.
+    pub name: String,
+    /// What one worker can get.
+    pub capabilities: ProviderCapabilities,
+    /// Operational status; only `Active` providers get work.
+    pub status: ProviderStatus,
+    /// Workers it runs now.
+    pub active_workers: u32,
+    /// Most workers it may run.
+    pub max_workers: u32,
+    /// Cost of one worker-hour (from [`crate::provider::WorkerCost`]).
+    pub cost_per_hour: f64,
+    /// Expected time from create to registered (from [`crate::provider::WorkerCost`]).
+    pub estimated_startup: Duration,
+}
+
+impl ProviderView {
+    /// An `Active`, free, instant provider with no workers; `max_workers` from the capabilities.
+    #[must_use]
+    pub fn new(
+        id: ProviderId,
+        name: impl Into<String>,
+        capabilities: ProviderCapabilities,
+    ) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            max_workers: capabilities.max_workers,
+            capabilities,
+            status: ProviderStatus::Active,
+            active_workers: 0,
+            cost_per_hour: 0.0,
+            estimated_startup: Duration::ZERO,
+        }
+    }
+
+    /// The view of a provider aggregate.
+    #[must_use]
+    pub fn from_provider(provider: &Provider) -> Self {
+        let mut v = Self::new(
+            provider.id(),
+            provider.name(),
+            provider.capabilities().clone(),
+        );
+        v.status = provider.status();
+        v
+    }
+
+    /// Sets the status.
+    #[must_use]
+    pub fn with_status(mut self, status: ProviderStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Sets the worker counts.
+    #[must_use]
+    pub fn with_workers(mut self, active: u32, max: u32) -> Self {
+        self.active_workers = active;
+        self.max_workers = max;
+        self
+    }
+
+    /// Sets the cost per worker-hour.
+    #[must_use]
+    pub fn with_cost_per_hour(mut self, cost: f64) -> Self {
+        self.cost_per_hour = cost;
+        self
+    }
+
+    /// Sets the expected start-up time.
+    #[must_use]
+    pub fn with_estimated_startup(mut self, d: Duration) -> Self {
+        self.estimated_startup = d;
+        self
+    }
+
+    /// Whether it takes work at all (`Active`).
+    #[must_use]
+    pub fn is_available(&self) -> bool {
+        self.status == ProviderStatus::Active
+    }
+
+    /// Workers it may still create.
+    #[must_use]
+    pub fn free_worker_slots(&self) -> u32 {
+        self.max_workers.saturating_sub(self.active_workers)
+    }
+
+    /// Whether `preferred` (a name or an id) names this provider.
+    #[must_use]
+    pub fn matches_name_or_id(&self, preferred: &str) -> bool {
+        let p = preferred.trim();
+        self.name == p || self.id.to_string().eq_ignore_ascii_case(p)
+    }
+}
+
+/// Everything the scheduler decides from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SchedulingSnapshot {
+    /// Known workers.
+    pub workers: Vec<WorkerView>,
+    /// Registered providers.
+    pub providers: Vec<ProviderView>,
+}
+
+impl SchedulingSnapshot {
+    /// A snapshot of these workers and providers.
+    #[must_use]
+    pub fn new(workers: Vec<WorkerView>, providers: Vec<ProviderView>) -> Self {
+        Self { workers, providers }
+    }
+}
+
+/// A queued job, as the queue orderer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QueueView {
+    /// The job.
+    pub job_id: JobId,
+    /// Its priority (higher first).
+    pub priority: i32,
+    /// When it was queued.
+    pub enqueued_at: DateTime<Utc>,
+}
+
+impl QueueView {
+    /// A view of a queued job.
+    #[must_use]
+    pub fn new(job_id: JobId, priority: i32, enqueued_at: DateTime<Utc>) -> Self {
+        Self {
+            job_id,
+            priority,
+            enqueued_at,
+        }
+    }
+}
+
+impl From<&QueueEntry> for QueueView {
+    fn from(e: &QueueEntry) -> Self {
+        Self::new(e.job_id, e.priority, e.enqueued_at)
+    }
+}
