@@ -1,2 +1,80 @@
-//! Placeholder until the binary lands.
-fn main() {}
+//! `hodei-worker`: the reference worker agent, assembled from `hodei-agent`'s public API.
+//!
+//! Configured entirely by `HODEI_*` environment variables (see
+//! `hodei_agent::config`). Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 when the
+//! one-time token is invalid, used or expired, 3 when the server lost this worker's session,
+//! 1 for any other error. Log verbosity follows `RUST_LOG` (default `info`).
+
+use std::process::ExitCode;
+
+use hodei_agent::client::{CancellationToken, WorkerClient};
+use hodei_agent::config::AgentConfig;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = match AgentConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    tracing::info!(
+        worker_id = %config.worker_id,
+        server = %config.server_url,
+        mtls = config.tls.is_some(),
+        max_concurrent_jobs = config.max_concurrent_jobs,
+        "hodei-worker starting"
+    );
+    let client = match WorkerClient::builder(config).build() {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string(), e.exit_code()),
+    };
+
+    let shutdown = CancellationToken::new();
+    if let Err(e) = watch_signals(shutdown.clone()) {
+        return fail(&format!("cannot install signal handlers: {e}"), 1);
+    }
+    match client.run(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string(), e.exit_code()),
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful drain. Second: exit at once.
+fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if first {
+                tracing::info!(
+                    signal = name,
+                    "shutting down: draining jobs (send again to exit now)"
+                );
+                shutdown.cancel();
+                first = false;
+            } else {
+                tracing::warn!(signal = name, "second signal: exiting immediately");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+fn fail(message: &str, code: i32) -> ExitCode {
+    tracing::error!("{message}");
+    eprintln!("hodei-worker: {message}");
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

@@ -17,9 +17,8 @@
 //!    waits briefly for the last acknowledgements and unregisters.
 //!
 //! ```no_run
-//! use hodei_agent::client::WorkerClient;
+//! use hodei_agent::client::{CancellationToken, WorkerClient};
 //! use hodei_agent::config::AgentConfig;
-//! use tokio_util::sync::CancellationToken;
 //!
 //! # async fn demo() -> Result<(), hodei_agent::client::AgentError> {
 //! let config = AgentConfig::new("http://127.0.0.1:50051", "one-time-token");
@@ -44,9 +43,10 @@ use hodei_core::proto::v1;
 use hodei_core::proto::v1::worker_agent_service_client::WorkerAgentServiceClient;
 use hodei_core::{JobId, WorkerId, WorkerState};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
+
+pub use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{BatcherConfig, UnackedBuffer};
 use crate::config::{AgentConfig, ConfigError};
