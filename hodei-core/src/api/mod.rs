@@ -2,3 +2,4 @@
 
 pub mod grpc;
 pub mod log_follow;
+pub mod rest;

@@ -1,0 +1,344 @@
+//! JSON shapes of the REST API, built from the domain types. They carry the
+//! OpenAPI schemas, so the domain model stays free of documentation derives.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::job::{Job, JobState};
+use crate::domain::provider::{Provider, ProviderCapabilities, ProviderConfig};
+use crate::domain::worker::Worker;
+
+/// Lifecycle state of a job, lower-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobStateDto {
+    /// Stored and queued, waiting for a worker.
+    Pending,
+    /// On its way to a worker.
+    Scheduled,
+    /// Running on a worker.
+    Running,
+    /// Exited with code 0.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+    /// Ran past its timeout.
+    Timeout,
+}
+
+impl From<JobState> for JobStateDto {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Pending => Self::Pending,
+            JobState::Scheduled => Self::Scheduled,
+            JobState::Running => Self::Running,
+            JobState::Succeeded => Self::Succeeded,
+            JobState::Failed => Self::Failed,
+            JobState::Cancelled => Self::Cancelled,
+            JobState::Timeout => Self::Timeout,
+        }
+    }
+}
+
+/// A job as the API returns it. Secret values are never included: `spec`
+/// has its secrets removed and `secret_names` lists their names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct JobDto {
+    /// Job id (UUID).
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Name from the spec.
+    pub name: String,
+    /// Current state.
+    pub state: JobStateDto,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed in total.
+    pub max_attempts: u32,
+    /// Exit code of the current attempt, once it exited.
+    pub exit_code: Option<i32>,
+    /// Why the current attempt failed, if it did (already redacted).
+    pub error: Option<String>,
+    /// Worker of the current attempt.
+    #[schema(format = Uuid)]
+    pub worker_id: Option<String>,
+    /// Provider chosen for the current attempt.
+    #[schema(format = Uuid)]
+    pub provider_id: Option<String>,
+    /// Correlation id, to follow the job across services.
+    #[schema(format = Uuid)]
+    pub correlation_id: String,
+    /// Scheduling priority (higher first).
+    pub priority: i32,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When the current attempt started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished for good.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The spec as submitted, with secret values removed (the `JobSpec` JSON form).
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// Names of the job's secrets (never their values).
+    pub secret_names: Vec<String>,
+}
+
+impl From<&Job> for JobDto {
+    fn from(job: &Job) -> Self {
+        let ctx = job.execution_context();
+        let spec = job.spec();
+        Self {
+            id: job.id().to_string(),
+            name: spec.name.clone(),
+            state: job.state().into(),
+            attempts: job.attempts(),
+            max_attempts: job.max_attempts(),
+            exit_code: ctx.exit_code,
+            error: ctx.error.clone(),
+            worker_id: job.worker_id().map(|w| w.to_string()),
+            provider_id: ctx
+                .provider_id
+                .or(job.selected_provider())
+                .map(|p| p.to_string()),
+            correlation_id: job.correlation_id().to_string(),
+            priority: job.priority(),
+            created_at: job.created_at(),
+            started_at: ctx.started_at,
+            finished_at: job.finished_at(),
+            spec: serde_json::to_value(spec.redacted()).unwrap_or(serde_json::Value::Null),
+            secret_names: spec.secret_names().map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<JobDto>,
+}
+
+/// Body of `POST /api/v1/jobs/{id}/cancel` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CancelRequest {
+    /// Why; recorded on the job.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A worker as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct WorkerDto {
+    /// Worker id (UUID).
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Provider that created it.
+    #[schema(format = Uuid)]
+    pub provider_id: String,
+    /// That provider's name ("" if it is no longer registered).
+    pub provider_name: String,
+    /// Lifecycle state, lower-case (`creating`, `connecting`, `ready`, `busy`,
+    /// `draining`, `terminating`, `terminated`).
+    pub state: String,
+    /// Jobs it runs now.
+    pub current_jobs: Vec<String>,
+    /// Jobs it may run at once.
+    pub max_concurrent_jobs: u32,
+    /// Jobs it ran so far.
+    pub jobs_run: u32,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Last heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+}
+
+impl WorkerDto {
+    /// From a worker and its provider's name.
+    #[must_use]
+    pub fn new(w: &Worker, provider_name: &str) -> Self {
+        Self {
+            id: w.id().to_string(),
+            provider_id: w.provider_id().to_string(),
+            provider_name: provider_name.to_owned(),
+            state: w.state().to_string(),
+            current_jobs: w.current_jobs().iter().map(ToString::to_string).collect(),
+            max_concurrent_jobs: w.max_concurrent_jobs(),
+            jobs_run: w.jobs_run(),
+            labels: w.labels().clone(),
+            created_at: w.created_at(),
+            last_heartbeat: w.last_heartbeat(),
+        }
+    }
+}
+
+/// The workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct WorkerList {
+    /// The workers.
+    pub workers: Vec<WorkerDto>,
+}
+
+/// A provider as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct ProviderDto {
+    /// Provider id (UUID).
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Kind of infrastructure (`docker`, `kubernetes`, `bare_metal`, …).
+    #[serde(rename = "type")]
+    pub provider_type: String,
+    /// Operational status (`active`, `maintenance`, `disabled`, `overloaded`, `unhealthy`).
+    pub status: String,
+    /// Whether its last health check passed.
+    pub healthy: bool,
+    /// Jobs it runs now.
+    pub active_jobs: u32,
+    /// Workers of this provider that are not gone.
+    pub workers: u32,
+    /// Last health check.
+    pub last_health_check: Option<DateTime<Utc>>,
+    /// Last error it reported.
+    pub last_error: Option<String>,
+    /// What one worker can get (the `ProviderCapabilities` JSON form).
+    #[schema(value_type = Object)]
+    pub capabilities: serde_json::Value,
+    /// Its configuration (the `ProviderConfig` JSON form, tagged by `type`).
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
+impl ProviderDto {
+    /// From a provider and its live worker count.
+    #[must_use]
+    pub fn new(p: &Provider, workers: u32) -> Self {
+        Self {
+            id: p.id().to_string(),
+            name: p.name().to_owned(),
+            provider_type: p.provider_type().to_string(),
+            status: p.status().to_string(),
+            healthy: p.is_healthy(),
+            active_jobs: p.active_jobs(),
+            workers,
+            last_health_check: p.last_health_check(),
+            last_error: p.last_error().map(str::to_owned),
+            capabilities: json_or_null::<ProviderCapabilities>(p.capabilities()),
+            config: json_or_null::<ProviderConfig>(p.config()),
+        }
+    }
+}
+
+fn json_or_null<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// The providers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct ProviderList {
+    /// The providers.
+    pub providers: Vec<ProviderDto>,
+}
+
+/// Body of `POST /api/v1/providers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RegisterProviderRequest {
+    /// Unique name.
+    pub name: String,
+    /// The configuration (the `ProviderConfig` JSON form, tagged by `type`,
+    /// e.g. `{"type": "docker", "image": "hodei-worker:latest"}`).
+    #[schema(value_type = Object)]
+    pub config: ProviderConfig,
+}
+
+/// Documentation-only schema of the `JobSpec` JSON accepted by `POST /api/v1/jobs`.
+/// Unknown fields are refused.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = JobSpec)]
+#[allow(dead_code)]
+pub(crate) struct JobSpecDoc {
+    /// Human-readable name.
+    #[serde(default)]
+    name: String,
+    /// What to run: `{"type": "shell", "cmd": "echo", "args": ["hi"]}` or
+    /// `{"type": "script", "interpreter": "bash", "content": "echo hi"}`.
+    #[schema(value_type = Object)]
+    command: serde_json::Value,
+    /// Container or VM image, for providers that use one.
+    image: Option<String>,
+    /// Environment variables.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// Secrets: given to the job as one JSON object on stdin, redacted from
+    /// its output, never returned by the API.
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+    /// Resources: `cpu_cores` (default 1.0), `memory_mb` (512), `storage_mb`
+    /// (1024), `gpu_required` (false), `architecture`.
+    #[schema(value_type = Object)]
+    resources: Option<serde_json::Value>,
+    /// Timeout of one attempt in milliseconds (default 3 600 000; must be > 0).
+    #[schema(default = 3_600_000)]
+    timeout_ms: Option<u64>,
+    /// Placement constraints: `[{"key", "op", "values"}]`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    constraints: Option<Vec<serde_json::Value>>,
+    /// Input artifacts.
+    #[schema(value_type = Option<Vec<Object>>)]
+    inputs: Option<Vec<serde_json::Value>>,
+    /// Output artifacts.
+    #[schema(value_type = Option<Vec<Object>>)]
+    outputs: Option<Vec<serde_json::Value>>,
+    /// Scheduling preferences (`provider`, `priority`, …).
+    #[schema(value_type = Object)]
+    preferences: Option<serde_json::Value>,
+    /// Attempts allowed in total (default 3; 1 = no retry).
+    #[schema(default = 3)]
+    max_attempts: Option<u32>,
+    /// Working directory on the worker; absent = a fresh per-job directory.
+    working_dir: Option<String>,
+    /// Free-form labels.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// Guards [`JobSpecDoc`] against drifting from [`JobSpec`]: every field of the
+/// JSON form must be documented.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::spec::{CommandType, JobSpec};
+
+    #[test]
+    fn spec_doc_lists_every_spec_field() {
+        let spec = JobSpec::new("x", CommandType::shell("echo", ["hi"]));
+        let serde_json::Value::Object(fields) = serde_json::to_value(&spec).unwrap() else {
+            panic!("spec is an object");
+        };
+        let schema = serde_json::to_value(<JobSpecDoc as utoipa::PartialSchema>::schema()).unwrap();
+        for name in fields.keys() {
+            assert!(
+                schema["properties"].get(name).is_some(),
+                "JobSpec field {name} is missing from the OpenAPI schema"
+            );
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The REST adapter (axum): jobs, logs (text, followed text, Server-Sent
+//! Events), workers, providers, health, readiness, Prometheus metrics and the
+//! OpenAPI document, each a thin translation onto [`ControlPlane`] methods.
+//!
+//! Every error is JSON (`{"error": {"code", "message", "field", "details"}}`,
+//! see [`ErrorBody`]), including malformed bodies, unknown routes and wrong
+//! methods.
+//!
+//! | route | |
+//! |---|---|
+//! | `POST /api/v1/jobs` | submit a `JobSpec` → 201 [`JobDto`] |
+//! | `GET /api/v1/jobs?state=&limit=` | list, newest first |
+//! | `GET /api/v1/jobs/{id}` | one job |
+//! | `POST /api/v1/jobs/{id}/cancel` | cancel (optional `{"reason": "..."}`) |
+//! | `GET /api/v1/jobs/{id}/logs` | text; `?follow=true` streams; `Accept: text/event-stream` → SSE |
+//! | `GET /api/v1/workers`, `GET/POST /api/v1/providers` | listings, registration |
+//! | `GET /healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json` | operations |
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use hodei_core::control::ControlPlane;
+//! let cp = ControlPlane::builder().build();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! hodei_core::api::rest::serve_rest(cp, listener, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+
+mod dto;
+mod error;
+mod jobs;
+mod logs;
+mod ops;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tokio::sync::watch;
+use utoipa::OpenApi;
+
+pub use dto::{
+    CancelRequest, JobDto, JobList, JobStateDto, ProviderDto, ProviderList,
+    RegisterProviderRequest, WorkerDto, WorkerList,
+};
+pub use error::{ApiError, ApiJson, ErrorBody, ErrorDetail, FieldDetail, OptionalApiJson};
+
+use crate::control::ControlPlane;
+
+/// The OpenAPI document of the REST API, generated from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Hodei control plane", description = "Submit and follow jobs on ephemeral workers."),
+    paths(
+        jobs::create_job,
+        jobs::list_jobs,
+        jobs::get_job,
+        jobs::cancel_job,
+        logs::job_logs,
+        ops::list_workers,
+        ops::list_providers,
+        ops::register_provider,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+    ),
+    components(schemas(
+        JobDto, JobStateDto, JobList, CancelRequest, WorkerDto, WorkerList, ProviderDto,
+        ProviderList, RegisterProviderRequest, ErrorBody, ErrorDetail, FieldDetail,
+        dto::JobSpecDoc,
+    )),
+    tags(
+        (name = "jobs", description = "Submit, inspect, cancel jobs and read their logs"),
+        (name = "workers", description = "Workers known to the control plane"),
+        (name = "providers", description = "Sources of workers"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Shared by the handlers.
+#[derive(Clone)]
+struct AppState {
+    cp: ControlPlane,
+    /// Turns true when the server shuts down, ending open log streams (so a
+    /// graceful shutdown does not wait for running jobs).
+    closing: watch::Receiver<bool>,
+}
+
+/// Resolves once `rx` turns true; never when its sender is dropped unsent.
+async fn closing(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The REST API over a control plane. Log streams stay open until their job
+/// ends; use [`serve_rest`] to have them end at shutdown too.
+pub fn router(cp: ControlPlane) -> Router {
+    let (tx, rx) = watch::channel(false);
+    // Never signalled: the receiver waits forever once the sender is dropped.
+    drop(tx);
+    router_with(cp, rx)
+}
+
+fn router_with(cp: ControlPlane, closing: watch::Receiver<bool>) -> Router {
+    let state = AppState { cp, closing };
+    Router::new()
+        .route("/api/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
+        .route("/api/v1/jobs/{id}", get(jobs::get_job))
+        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/api/v1/jobs/{id}/logs", get(logs::job_logs))
+        .route("/api/v1/workers", get(ops::list_workers))
+        .route(
+            "/api/v1/providers",
+            get(ops::list_providers).post(ops::register_provider),
+        )
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}
+
+/// Serves the REST API on `listener` until `shutdown` resolves; then open log
+/// streams end and in-flight requests finish.
+pub async fn serve_rest(
+    cp: ControlPlane,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let app = router_with(cp, rx);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
