@@ -134,3 +134,180 @@ fn a_failed_reload_keeps_the_previous_certificate() {
     assert!(m.reload().is_err());
     assert!(m.certificate_info().subject.contains("good"));
 }
+
+mod mtls {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use hodei_agent::client::{AgentError, CancellationToken, WorkerClient};
+    use hodei_agent::config::{AgentConfig, BackoffConfig};
+    use hodei_agent::tls::CertificatePaths;
+    use hodei_core::proto::v1;
+    use hodei_core::proto::v1::worker_agent_service_server::{
+        WorkerAgentService, WorkerAgentServiceServer,
+    };
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+    use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// Answers Register with UNAUTHENTICATED: enough to prove the TLS handshake succeeded.
+    #[derive(Clone, Default)]
+    struct RefusingServer(Arc<AtomicU32>);
+
+    #[tonic::async_trait]
+    impl WorkerAgentService for RefusingServer {
+        async fn register(
+            &self,
+            _r: Request<v1::RegisterRequest>,
+        ) -> Result<Response<v1::RegisterResponse>, Status> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(Status::unauthenticated("invalid one-time token"))
+        }
+        type WorkerStreamStream = ReceiverStream<Result<v1::ServerMessage, Status>>;
+        async fn worker_stream(
+            &self,
+            _r: Request<Streaming<v1::WorkerMessage>>,
+        ) -> Result<Response<Self::WorkerStreamStream>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn update_worker_status(
+            &self,
+            _r: Request<v1::UpdateWorkerStatusRequest>,
+        ) -> Result<Response<v1::UpdateWorkerStatusResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn unregister_worker(
+            &self,
+            _r: Request<v1::UnregisterWorkerRequest>,
+        ) -> Result<Response<v1::UnregisterWorkerResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+    }
+
+    struct Pki {
+        ca_pem: String,
+        server: (String, String),
+        client: (String, String),
+        /// A client certificate from a CA the server does not trust.
+        rogue_client: (String, String),
+    }
+
+    fn leaf(
+        issuer: &Issuer<'_, KeyPair>,
+        san: &str,
+        eku: ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
+        let mut p = CertificateParams::new(vec![san.to_owned()]).unwrap();
+        p.extended_key_usages = vec![eku];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(p, key))
+    }
+
+    fn pki() -> Pki {
+        let (ca_pem, issuer) = ca("hodei test ca");
+        let (_, rogue) = ca("rogue ca");
+        Pki {
+            ca_pem,
+            server: leaf(&issuer, "localhost", ExtendedKeyUsagePurpose::ServerAuth),
+            client: leaf(&issuer, "worker", ExtendedKeyUsagePurpose::ClientAuth),
+            rogue_client: leaf(&rogue, "worker", ExtendedKeyUsagePurpose::ClientAuth),
+        }
+    }
+
+    async fn serve_mtls(pki: &Pki, svc: RefusingServer) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&pki.server.0, &pki.server.1))
+            .client_ca_root(Certificate::from_pem(&pki.ca_pem));
+        let router = Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(WorkerAgentServiceServer::new(svc));
+        tokio::spawn(async move {
+            router
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        port
+    }
+
+    fn write(dir: &std::path::Path, pki: &Pki, client: &(String, String)) -> CertificatePaths {
+        let paths = CertificatePaths {
+            client_cert_path: dir.join("client.crt"),
+            client_key_path: dir.join("client.key"),
+            ca_cert_path: dir.join("ca.crt"),
+        };
+        std::fs::write(&paths.client_cert_path, &client.0).unwrap();
+        std::fs::write(&paths.client_key_path, &client.1).unwrap();
+        std::fs::write(&paths.ca_cert_path, &pki.ca_pem).unwrap();
+        paths
+    }
+
+    fn config(port: u16, paths: CertificatePaths) -> AgentConfig {
+        let mut c = AgentConfig::new(format!("https://localhost:{port}"), "otp");
+        c.tls = Some(paths);
+        c.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(200));
+        c
+    }
+
+    #[tokio::test]
+    async fn registers_over_mutual_tls() {
+        let pki = pki();
+        let svc = RefusingServer::default();
+        let port = serve_mtls(&pki, svc.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let client = WorkerClient::builder(config(port, write(dir.path(), &pki, &pki.client)))
+            .build()
+            .unwrap();
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.run(CancellationToken::new()),
+        )
+        .await
+        .expect("run did not return");
+        // The handshake worked: the RPC reached the server and its answer came back.
+        assert!(matches!(res, Err(AgentError::InvalidOtp(_))), "{res:?}");
+        assert_eq!(svc.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_from_another_ca_is_rejected() {
+        let pki = pki();
+        let svc = RefusingServer::default();
+        let port = serve_mtls(&pki, svc.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let client =
+            WorkerClient::builder(config(port, write(dir.path(), &pki, &pki.rogue_client)))
+                .build()
+                .unwrap();
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(client.run(shutdown.clone()));
+        // The agent keeps retrying (a handshake failure looks like an unreachable server);
+        // the server never sees an RPC.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!agent.is_finished());
+        assert_eq!(svc.0.load(Ordering::SeqCst), 0);
+        shutdown.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(10), agent)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(res.is_ok(), "{res:?}");
+    }
+}
