@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::Utc;
 use hodei_core::{JobId, LogEntry};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -129,16 +130,18 @@ impl LogBatcher {
         let mut delivered = start_after;
         let mut pending = Pending::new(job_id, attempt, max_entries);
 
+        // Lines are taken from the channel in bulk: one wake-up per burst, not per line.
+        let mut inbox: Vec<LogLine> = Vec::with_capacity(max_entries);
         loop {
             let received = match pending.deadline {
                 Some(at) => tokio::select! {
                     biased;
-                    line = lines.recv() => Some(line),
+                    n = lines.recv_many(&mut inbox, max_entries) => Some(n),
                     () = tokio::time::sleep_until(at) => None,
                 },
-                None => Some(lines.recv().await),
+                None => Some(lines.recv_many(&mut inbox, max_entries).await),
             };
-            let line = match received {
+            match received {
                 // Interval elapsed.
                 None => {
                     if !pending.flush(&out, &mut delivered).await {
@@ -147,31 +150,38 @@ impl LogBatcher {
                     continue;
                 }
                 // Channel closed: flush the rest.
-                Some(None) => {
+                Some(0) => {
                     pending.flush(&out, &mut delivered).await;
                     return delivered;
                 }
-                Some(Some(line)) => line,
-            };
-            let size = line.data.len() + ENTRY_OVERHEAD_BYTES;
-            if !pending.entries.is_empty()
-                && pending.bytes + size > max_bytes
-                && !pending.flush(&out, &mut delivered).await
-            {
-                return delivered;
+                Some(_) => {}
             }
-            next += 1;
-            if pending.entries.is_empty() {
-                pending.deadline = Some(Instant::now() + config.flush_interval);
-            }
-            pending
-                .entries
-                .push(LogEntry::new(next, line.stream, line.data));
-            pending.bytes += size;
-            if (pending.entries.len() >= max_entries || pending.bytes >= max_bytes)
-                && !pending.flush(&out, &mut delivered).await
-            {
-                return delivered;
+            // One timestamp per burst: these lines were all read just now.
+            let now = Utc::now();
+            for line in inbox.drain(..) {
+                let size = line.data.len() + ENTRY_OVERHEAD_BYTES;
+                if !pending.entries.is_empty()
+                    && pending.bytes + size > max_bytes
+                    && !pending.flush(&out, &mut delivered).await
+                {
+                    return delivered;
+                }
+                next += 1;
+                if pending.entries.is_empty() {
+                    pending.deadline = Some(Instant::now() + config.flush_interval);
+                }
+                pending.entries.push(LogEntry {
+                    sequence: next,
+                    stream: line.stream,
+                    data: line.data,
+                    timestamp: now,
+                });
+                pending.bytes += size;
+                if (pending.entries.len() >= max_entries || pending.bytes >= max_bytes)
+                    && !pending.flush(&out, &mut delivered).await
+                {
+                    return delivered;
+                }
             }
         }
     }

@@ -359,10 +359,11 @@ impl LogCap {
 }
 
 /// Everything a pipe reader needs.
-struct ReaderCtx<'a> {
-    logs: &'a mpsc::Sender<LogLine>,
-    cap: &'a LogCap,
-    ended: &'a CancellationToken,
+#[derive(Clone)]
+struct ReaderCtx {
+    logs: mpsc::Sender<LogLine>,
+    cap: Arc<LogCap>,
+    ended: CancellationToken,
     drain_timeout: Duration,
     max_line_bytes: usize,
     redactor: Arc<Redactor>,
@@ -479,35 +480,40 @@ impl JobExecutor {
             })
         });
 
-        let cap = LogCap {
+        let cap = Arc::new(LogCap {
             cap: cfg.log_cap_bytes,
             used: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             capped: AtomicBool::new(false),
-        };
+        });
         let ended = CancellationToken::new();
         let ctx = ReaderCtx {
-            logs: &logs,
-            cap: &cap,
-            ended: &ended,
+            logs,
+            cap: Arc::clone(&cap),
+            ended: ended.clone(),
             drain_timeout: cfg.drain_timeout,
             max_line_bytes: cfg.max_line_bytes,
             redactor: Arc::clone(&redactor),
         };
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        // Each pipe is read by its own task (so stdout and stderr progress independently);
+        // the JoinSet aborts them if this future is dropped.
+        let mut readers = tokio::task::JoinSet::new();
+        if let Some(stdout) = child.stdout.take() {
+            readers.spawn(read_pipe(stdout, LogStream::Stdout, ctx.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            readers.spawn(read_pipe(stderr, LogStream::Stderr, ctx.clone()));
+        }
+        drop(ctx);
 
-        let supervise = async {
-            let r = supervise(&mut child, pgid, &req, cfg.kill_grace, &cancel, &marker).await;
-            let duration = spawned.elapsed();
-            ended.cancel();
-            (r, duration)
-        };
-        let ((ended_how, duration), (), ()) = tokio::join!(
-            supervise,
-            read_pipe(stdout, LogStream::Stdout, &ctx),
-            read_pipe(stderr, LogStream::Stderr, &ctx),
-        );
+        let ended_how = supervise(&mut child, pgid, &req, cfg.kill_grace, &cancel, &marker).await;
+        let duration = spawned.elapsed();
+        ended.cancel();
+        while let Some(joined) = readers.join_next().await {
+            if let Err(e) = joined {
+                tracing::warn!(error = %e, "a log reader task failed");
+            }
+        }
         if let Some(task) = stdin_task {
             task.abort();
         }
@@ -611,10 +617,7 @@ async fn supervise(
 }
 
 /// Reads one pipe to its end, sending redacted lines to the log channel.
-async fn read_pipe<R: AsyncRead + Unpin>(pipe: Option<R>, stream: LogStream, ctx: &ReaderCtx<'_>) {
-    let Some(pipe) = pipe else {
-        return;
-    };
+async fn read_pipe<R: AsyncRead + Unpin>(pipe: R, stream: LogStream, ctx: ReaderCtx) {
     let mut framed = FramedRead::with_capacity(
         pipe,
         LineDecoder::new(ctx.max_line_bytes),
@@ -645,7 +648,7 @@ async fn read_pipe<R: AsyncRead + Unpin>(pipe: Option<R>, stream: LogStream, ctx
             None => break,
             Some(Ok(frame)) => {
                 if let Some(data) = redactor.push(frame) {
-                    emit(ctx, stream, data, &mut open).await;
+                    emit(&ctx, stream, data, &mut open).await;
                 }
             }
             Some(Err(e)) => {
@@ -655,11 +658,11 @@ async fn read_pipe<R: AsyncRead + Unpin>(pipe: Option<R>, stream: LogStream, ctx
         }
     }
     if let Some(data) = redactor.finish() {
-        emit(ctx, stream, data, &mut open).await;
+        emit(&ctx, stream, data, &mut open).await;
     }
 }
 
-async fn emit(ctx: &ReaderCtx<'_>, stream: LogStream, data: Bytes, open: &mut bool) {
+async fn emit(ctx: &ReaderCtx, stream: LogStream, data: Bytes, open: &mut bool) {
     match ctx.cap.admit(data.len() as u64) {
         Ok(()) => {
             if *open && ctx.logs.send(LogLine { stream, data }).await.is_err() {
