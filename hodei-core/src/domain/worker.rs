@@ -332,6 +332,14 @@ impl Worker {
         self.max_jobs.is_some_and(|m| self.jobs_run >= m)
     }
 
+    fn refused(&self, to: &str) -> DomainError {
+        DomainError::InvalidStateTransition {
+            entity: "worker",
+            from: self.state.to_string(),
+            to: to.to_owned(),
+        }
+    }
+
     fn transition(&mut self, to: WorkerState) -> Result<(), DomainError> {
         if self.state == to {
             return Ok(());
@@ -349,6 +357,11 @@ impl Worker {
 
     /// `Creating -> Connecting`, with the provider's handle.
     pub fn created(&mut self, handle: WorkerHandle) -> Result<(), DomainError> {
+        // Only a worker being created gets its handle; `Ready|Busy -> Connecting`
+        // is for a dropped stream (`disconnected`), not for a late `created`.
+        if self.state != WorkerState::Creating {
+            return Err(self.refused("connecting (created)"));
+        }
         self.transition(WorkerState::Connecting)?;
         self.handle = Some(handle);
         Ok(())
@@ -374,6 +387,10 @@ impl Worker {
 
     /// The agent's stream dropped; it may come back.
     pub fn disconnected(&mut self) -> Result<(), DomainError> {
+        // A worker still being created has no stream, and `Connecting` needs its handle.
+        if self.state == WorkerState::Creating {
+            return Err(self.refused("connecting (disconnected)"));
+        }
         self.transition(WorkerState::Connecting)
     }
 
