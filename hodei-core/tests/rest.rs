@@ -643,3 +643,85 @@ async fn workers_providers_health_metrics_and_openapi() {
     assert!(schemas["JobDto"]["properties"]["state"].is_object());
     assert!(schemas["JobSpec"]["properties"]["timeout_ms"].is_object());
 }
+
+/// The replay-then-follow stream shared by gRPC `SubscribeLogs` and REST
+/// `?follow=true`: a burst far larger than the live fan-out buffer, appended
+/// while both readers are subscribed but not reading, arrives complete and in
+/// order on both (the follower falls back to the store on lag).
+#[tokio::test]
+async fn grpc_and_rest_followers_lose_nothing_under_a_burst() {
+    use hodei_core::proto::v1;
+    use hodei_core::proto::v1::log_stream_service_client::LogStreamServiceClient;
+
+    const LINES: u64 = 1500;
+    let app = spawn_app().await;
+    let (grpc_listener, grpc_addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(hodei_core::server::serve_grpc(
+        app.cp.clone(),
+        grpc_listener,
+        None,
+        std::future::pending(),
+    ));
+    let job = app.create_ok("burst").await;
+    app.append(&job.id, 1, &[(1, LogStream::Stdout, b"line 1")])
+        .await;
+
+    let mut grpc = LogStreamServiceClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .unwrap();
+    let mut grpc_stream = grpc
+        .subscribe_logs(v1::SubscribeLogsRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, grpc_stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.entries[0].sequence, 1);
+    let rest_body = app
+        .http
+        .get(app.url(&format!("/api/v1/jobs/{}/logs?follow=true", job.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest_body.status(), StatusCode::OK);
+
+    // One entry per batch: far more batches than the fan-out holds.
+    let id: JobId = job.id.parse().unwrap();
+    for seq in 2..=LINES {
+        app.cp
+            .logs()
+            .append(
+                id,
+                1,
+                vec![LogEntry::new(seq, LogStream::Stdout, format!("line {seq}"))],
+            )
+            .await
+            .unwrap();
+    }
+    app.cp.cancel_job(id, "burst done").await.unwrap();
+
+    let mut grpc_seqs = vec![1];
+    while let Some(chunk) = tokio::time::timeout(WAIT, grpc_stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        assert_eq!(chunk.attempt, 1);
+        grpc_seqs.extend(chunk.entries.iter().map(|e| e.sequence));
+    }
+    assert_eq!(grpc_seqs, (1..=LINES).collect::<Vec<_>>());
+
+    let text = tokio::time::timeout(WAIT, rest_body.text())
+        .await
+        .unwrap()
+        .unwrap();
+    let want: String = (1..=LINES).map(|s| format!("line {s}\n")).collect();
+    assert_eq!(text, want);
+}
