@@ -347,6 +347,8 @@ async fn follow_job(
     let mut finished: Option<(v1::Job, Instant)> = None;
     let mut waiting_since = Instant::now();
     let mut last_waiting_notice = Instant::now();
+    // The first notice after 10 s, then every 30 s.
+    let mut notice_gap = WAITING_NOTICE;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();
@@ -366,10 +368,12 @@ async fn follow_job(
             }
             ev = next_event(&mut events) => match ev {
                 Some(ev) if ev.job_id == id || ev.job_id.is_empty() => {
-                    if announce_states {
+                    let to = convert::job_state_from_proto(ev.to_state, "to_state").ok().flatten();
+                    // A poll may have announced this state already.
+                    if announce_states && to != Some(state) {
                         notice(&describe_event(&ev));
                     }
-                    if let Ok(Some(to)) = convert::job_state_from_proto(ev.to_state, "to_state") {
+                    if let Some(to) = to {
                         if to != state {
                             waiting_since = Instant::now();
                         }
@@ -407,7 +411,7 @@ async fn follow_job(
                         && s != state
                     {
                         waiting_since = Instant::now();
-                        if announce_states && events.is_none() {
+                        if announce_states {
                             notice(&format!("job {id} {state} → {s}"));
                         }
                         state = s;
@@ -423,10 +427,11 @@ async fn follow_job(
                 if announce_states
                     && finished.is_none()
                     && matches!(state, JobState::Pending | JobState::Scheduled)
-                    && last_waiting_notice.elapsed() >= WAITING_NOTICE
+                    && last_waiting_notice.elapsed() >= notice_gap
                     && waiting_since.elapsed() >= WAITING_NOTICE
                 {
                     last_waiting_notice = Instant::now();
+                    notice_gap = WAITING_NOTICE * 3;
                     notice(&format!(
                         "job {id} still {state} after {}s, waiting for a worker",
                         waiting_since.elapsed().as_secs()
