@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use hodei_core::domain::spec::MIN_SECRET_LEN;
 use hodei_core::{CommandType, JobId, LogStream};
 use nix::sys::signal::Signal;
@@ -57,6 +57,9 @@ use crate::redact::{Redactor, StreamRedactor};
 
 /// Size of the read buffer of each output pipe.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Most lines sent to the log channel with one reservation.
+const BURST_LINES: usize = 64;
 
 /// PATH given to jobs when the agent has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -625,7 +628,11 @@ async fn read_pipe<R: AsyncRead + Unpin>(pipe: R, stream: LogStream, ctx: Reader
     );
     let mut redactor = StreamRedactor::new(Arc::clone(&ctx.redactor));
     let mut open = true;
-    loop {
+    // Lines already decoded are sent as a burst: one channel reservation for many lines.
+    let burst_max = BURST_LINES.min(ctx.logs.max_capacity()).max(1);
+    let mut burst: Vec<LogLine> = Vec::with_capacity(burst_max);
+    let mut eof = false;
+    while !eof {
         let next = if ctx.ended.is_cancelled() {
             match tokio::time::timeout(ctx.drain_timeout, framed.next()).await {
                 Ok(next) => next,
@@ -644,47 +651,70 @@ async fn read_pipe<R: AsyncRead + Unpin>(pipe: R, stream: LogStream, ctx: Reader
                 () = ctx.ended.cancelled() => continue,
             }
         };
-        match next {
-            None => break,
-            Some(Ok(frame)) => {
-                if let Some(data) = redactor.push(frame) {
-                    emit(&ctx, stream, data, &mut open).await;
+        let mut next = Some(next);
+        while let Some(item) = next.take() {
+            match item {
+                None => eof = true,
+                Some(Ok(frame)) => {
+                    if let Some(data) = redactor.push(frame) {
+                        admit(&ctx, stream, data, &mut burst);
+                    }
+                    if burst.len() < burst_max {
+                        // Only what is ready now: never wait here.
+                        next = framed.next().now_or_never();
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(?stream, error = %e, "reading job output failed");
+                    eof = true;
                 }
             }
-            Some(Err(e)) => {
-                tracing::debug!(?stream, error = %e, "reading job output failed");
-                break;
-            }
         }
+        send_burst(&ctx, &mut burst, &mut open).await;
     }
     if let Some(data) = redactor.finish() {
-        emit(&ctx, stream, data, &mut open).await;
+        admit(&ctx, stream, data, &mut burst);
+    }
+    send_burst(&ctx, &mut burst, &mut open).await;
+}
+
+/// Applies the log cap to one line: keeps it in `burst`, or drops it (adding the one-time
+/// marker line).
+fn admit(ctx: &ReaderCtx, stream: LogStream, data: Bytes, burst: &mut Vec<LogLine>) {
+    match ctx.cap.admit(data.len() as u64) {
+        Ok(()) => burst.push(LogLine { stream, data }),
+        Err(true) => {
+            let cap = ctx.cap.cap.unwrap_or_default();
+            burst.push(LogLine::new(
+                LogStream::System,
+                format!(
+                    "[hodei] log output exceeded {cap} bytes; further output of this attempt is \
+                     discarded (the job keeps running)"
+                ),
+            ));
+        }
+        Err(false) => {}
     }
 }
 
-async fn emit(ctx: &ReaderCtx, stream: LogStream, data: Bytes, open: &mut bool) {
-    match ctx.cap.admit(data.len() as u64) {
-        Ok(()) => {
-            if *open && ctx.logs.send(LogLine { stream, data }).await.is_err() {
-                *open = false;
+/// Sends the burst in order, waiting for channel capacity (backpressure).
+async fn send_burst(ctx: &ReaderCtx, burst: &mut Vec<LogLine>, open: &mut bool) {
+    if burst.is_empty() {
+        return;
+    }
+    if !*open {
+        burst.clear();
+        return;
+    }
+    match ctx.logs.reserve_many(burst.len()).await {
+        Ok(permits) => {
+            for (permit, line) in permits.zip(burst.drain(..)) {
+                permit.send(line);
             }
         }
-        Err(first) => {
-            if first && *open {
-                let cap = ctx.cap.cap.unwrap_or_default();
-                let marker = format!(
-                    "[hodei] log output exceeded {cap} bytes; further output of this attempt is \
-                     discarded (the job keeps running)"
-                );
-                if ctx
-                    .logs
-                    .send(LogLine::new(LogStream::System, marker))
-                    .await
-                    .is_err()
-                {
-                    *open = false;
-                }
-            }
+        Err(_) => {
+            *open = false;
+            burst.clear();
         }
     }
 }
