@@ -172,7 +172,9 @@ impl Redactor {
         let Some(matcher) = &self.matcher else {
             return (buf.to_vec(), buf.len());
         };
-        let mut cut = buf.len().saturating_sub(self.max_pattern_len.saturating_sub(1));
+        let mut cut = buf
+            .len()
+            .saturating_sub(self.max_pattern_len.saturating_sub(1));
         let matches: Vec<_> = matcher.find_iter(buf).collect();
         for m in &matches {
             if m.start() < cut && m.end() > cut {
@@ -324,7 +326,10 @@ mod tests {
         let r = r(&[secret]);
         let json = serde_json::to_string(&serde_json::json!({ "k": secret })).unwrap();
         assert_eq!(red(&r, json.as_bytes()), b"{\"k\":\"***\"}".to_vec());
-        let url = format!("x={}", String::from_utf8(percent_encode(secret.as_bytes(), true, false)).unwrap());
+        let url = format!(
+            "x={}",
+            String::from_utf8(percent_encode(secret.as_bytes(), true, false)).unwrap()
+        );
         assert_eq!(red(&r, url.as_bytes()), b"x=***".to_vec());
     }
 
