@@ -2,11 +2,11 @@
 //!
 //! The worker agent runtime (filled in by the agent work).
 #![warn(missing_docs)]
-pub mod lines;
-pub mod redact;
-pub mod config;
-pub mod metrics;
-pub mod tls;
-pub mod executor;
-pub mod client;
 pub mod batcher;
+pub mod client;
+pub mod config;
+pub mod executor;
+pub mod lines;
+pub mod metrics;
+pub mod redact;
+pub mod tls;

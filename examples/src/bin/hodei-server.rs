@@ -1,2 +1,287 @@
-//! Placeholder until the binary lands.
-fn main() {}
+//! `hodei-server`: the reference control plane, assembled from the public API.
+//!
+//! With no configuration it runs the embedded defaults: in-memory store, the
+//! local process provider (spawning `hodei-worker` found next to this
+//! executable), gRPC on `GRPC_PORT` (50051) and REST on `HODEI_HTTP_PORT` (8080).
+//! `--demo` also submits a few jobs and prints their logs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
+use hodei_core::provider::FullProvider;
+use hodei_core::{CommandType, JobSpec, ProviderConfig};
+use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
+
+/// Hodei control plane.
+#[derive(Debug, Parser)]
+#[command(name = "hodei-server", version, about)]
+struct Args {
+    /// Submit a few demo jobs after start and print their logs.
+    #[arg(long)]
+    demo: bool,
+    /// Exit after the demo jobs finished (for scripts).
+    #[arg(long, requires = "demo")]
+    demo_exit: bool,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v:?} is invalid: {e}")),
+        _ => Ok(default),
+    }
+}
+
+/// Every setting, read from the environment in one place.
+struct Settings {
+    bind: IpAddr,
+    grpc_port: u16,
+    http_port: u16,
+    worker_server_address: String,
+    pool: PoolPolicy,
+    cp: ControlPlaneConfig,
+    metrics: bool,
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Self> {
+        if std::env::var("HODEI_DATABASE_URL").is_ok() || std::env::var("DATABASE_URL").is_ok() {
+            bail!(
+                "HODEI_DATABASE_URL/DATABASE_URL is set, but this build has no Postgres store yet \
+                 (hodei-store-postgres is not implemented). Unset it to run with the embedded \
+                 in-memory store."
+            );
+        }
+        let bind: IpAddr = env_or("HODEI_BIND_ADDRESS", IpAddr::from([0, 0, 0, 0]))?;
+        let grpc_port = env_or("GRPC_PORT", 50051u16)?;
+        let http_port = env_or("HODEI_HTTP_PORT", 8080u16)?;
+        let worker_server_address = std::env::var("HODEI_WORKER_SERVER_ADDRESS")
+            .unwrap_or_else(|_| format!("http://127.0.0.1:{grpc_port}"));
+        let max_jobs: u32 = env_or("HODEI_MAX_JOBS_PER_WORKER", 0u32)?;
+        let pool = PoolPolicy::default()
+            .min_idle(env_or("HODEI_POOL_MIN_IDLE", 0u32)?)
+            .max_workers(env_or("HODEI_MAX_WORKERS", 4u32)?)
+            .max_jobs_per_worker((max_jobs > 0).then_some(max_jobs))
+            .idle_timeout(Duration::from_secs(env_or(
+                "HODEI_IDLE_TIMEOUT_SECS",
+                300u64,
+            )?));
+        let mut cp = ControlPlaneConfig::default();
+        cp.worker_server_address = worker_server_address.clone();
+        cp.heartbeat_interval =
+            Duration::from_millis(env_or("HODEI_HEARTBEAT_INTERVAL_MS", 5_000u64)?);
+        cp.worker_lost_after =
+            Duration::from_millis(env_or("HODEI_WORKER_LOST_AFTER_MS", 15_000u64)?);
+        cp.registration_timeout =
+            Duration::from_secs(env_or("HODEI_REGISTRATION_TIMEOUT_SECS", 60u64)?);
+        let metrics = std::env::var("HODEI_METRICS_BACKEND").is_ok_and(|v| v == "memory");
+        Ok(Self {
+            bind,
+            grpc_port,
+            http_port,
+            worker_server_address,
+            pool,
+            cp,
+            metrics,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let settings = Settings::from_env()?;
+
+    let cp = ControlPlane::builder()
+        .config(settings.cp.clone())
+        .metrics(settings.metrics)
+        .build();
+    tracing::warn!(
+        "embedded development mode: in-memory store (state is lost at exit) and no API \
+         authentication: do not expose these ports"
+    );
+
+    let process_config = ProcessProviderConfig::from_env()
+        .context("process provider configuration")?
+        .with_max_workers(settings.pool.max_workers);
+    let agent_binary = process_config.resolve_agent_binary();
+    let process: Arc<dyn FullProvider> = Arc::new(ProcessProvider::new(process_config));
+    cp.register_provider(
+        process,
+        ProviderConfig::BareMetal {
+            agent_binary: agent_binary.map(|p| p.display().to_string()),
+            hosts: Vec::new(),
+        },
+        settings.pool.clone(),
+    )
+    .await
+    .context("registering the process provider")?;
+
+    let (grpc_listener, grpc_addr) =
+        hodei_core::server::bind(SocketAddr::new(settings.bind, settings.grpc_port)).await?;
+    let (http_listener, http_addr) =
+        hodei_core::server::bind(SocketAddr::new(settings.bind, settings.http_port)).await?;
+    tracing::info!(%grpc_addr, %http_addr, workers_connect_to = %settings.worker_server_address, "hodei-server listening");
+
+    let stop = tokio_util_shutdown();
+    let controller = tokio::spawn(cp.clone().run());
+    let grpc = tokio::spawn(hodei_core::server::serve_grpc(
+        cp.clone(),
+        grpc_listener,
+        None,
+        wait(stop.clone()),
+    ));
+    let rest = tokio::spawn(hodei_core::api::rest::serve_rest(
+        cp.clone(),
+        http_listener,
+        wait(stop.clone()),
+    ));
+
+    if args.demo {
+        let cp = cp.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_demo(&cp).await {
+                tracing::error!(error = %e, "demo failed");
+            }
+            if args.demo_exit {
+                let _ = stop.send(true);
+            }
+        });
+    }
+
+    let mut stop_rx = stop.subscribe();
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = stop_rx.changed() => {}
+    }
+    tracing::info!("shutting down");
+    // Destroy the workers first so no agent outlives the embedded server.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(15),
+        cp.retire_all_workers("server shutting down"),
+    )
+    .await;
+    let _ = stop.send(true);
+    cp.shutdown();
+    let _ = controller.await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = grpc.await;
+        let _ = rest.await;
+    })
+    .await;
+    Ok(())
+}
+
+fn tokio_util_shutdown() -> tokio::sync::watch::Sender<bool> {
+    tokio::sync::watch::channel(false).0
+}
+
+async fn wait(stop: tokio::sync::watch::Sender<bool>) {
+    let mut rx = stop.subscribe();
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Submits a few jobs, prints their logs and results.
+async fn run_demo(cp: &ControlPlane) -> anyhow::Result<()> {
+    let jobs = [
+        JobSpec::new(
+            "hello",
+            CommandType::shell("echo", ["Hello from a Hodei worker"]),
+        ),
+        JobSpec::new(
+            "script",
+            CommandType::script(
+                "bash",
+                "echo \"running on $(hostname) as job $HODEI_JOB_ID\"\nfor i in 1 2 3; do echo \"step $i\"; sleep 0.2; done\necho done",
+            ),
+        ),
+        JobSpec::new(
+            "secret",
+            CommandType::script(
+                "bash",
+                "secrets=$(cat); echo \"secrets on stdin (redacted in logs): $secrets\"",
+            ),
+        )
+        .with_secret("API_TOKEN", "demo-s3cr3t-token"),
+        JobSpec::new(
+            "failing",
+            CommandType::script("bash", "echo about to fail >&2; exit 3"),
+        )
+        .with_max_attempts(1),
+    ];
+    let mut events = cp.subscribe_job_events();
+    let mut ids = Vec::new();
+    for spec in jobs {
+        let job = cp.create_job(spec, None).await?;
+        println!("[demo] queued job {} ({})", job.id(), job.spec().name);
+        ids.push(job.id());
+    }
+    let mut remaining: std::collections::HashSet<_> = ids.iter().copied().collect();
+    while !remaining.is_empty() {
+        match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
+            Ok(Ok(ev)) if ev.to.is_terminal() && remaining.remove(&ev.job_id) => {}
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(_)) => break,
+            Err(_) => bail!("demo jobs did not finish within 60 s"),
+        }
+    }
+    for id in ids {
+        let job = cp.get_job(id).await?;
+        println!(
+            "[demo] job {} '{}' → {} (exit code {:?})",
+            id,
+            job.spec().name,
+            job.state(),
+            job.execution_context().exit_code
+        );
+        let entries = cp
+            .logs()
+            .read(id, hodei_core::store::LogCursor::default(), 10_000)
+            .await?;
+        for e in entries {
+            println!("    | {}", String::from_utf8_lossy(&e.entry.data));
+        }
+    }
+    println!(
+        "[demo] done. Try: hodei job run -- echo hi   (the server keeps running; Ctrl-C stops it)"
+    );
+    Ok(())
+}

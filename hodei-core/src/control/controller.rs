@@ -656,9 +656,11 @@ impl ControlPlane {
 
     /// Jobs currently assigned to a worker (for re-attachment checks).
     pub async fn jobs_of_worker(&self, worker_id: WorkerId) -> ControlResult<Vec<Job>> {
-        let mut filter = JobFilter::default();
-        filter.worker_id = Some(worker_id);
-        Ok(self.list_jobs(&filter).await?)
+        let filter = JobFilter {
+            worker_id: Some(worker_id),
+            ..JobFilter::default()
+        };
+        self.list_jobs(&filter).await
     }
 }
 

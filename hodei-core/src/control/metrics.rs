@@ -29,10 +29,13 @@ pub struct MetricsSummary {
     pub max_memory_bytes: u64,
 }
 
+/// Recent samples of one worker, oldest first.
+type Samples = VecDeque<(DateTime<Utc>, ResourceUsage)>;
+
 /// Keeps recent samples in memory and streams new ones.
 #[derive(Debug)]
 pub struct MetricsBackend {
-    samples: Mutex<HashMap<WorkerId, VecDeque<(DateTime<Utc>, ResourceUsage)>>>,
+    samples: Mutex<HashMap<WorkerId, Samples>>,
     live: broadcast::Sender<(WorkerId, DateTime<Utc>, ResourceUsage)>,
 }
 

@@ -221,6 +221,8 @@ impl ControlPlane {
     /// Asks the control loop and background tasks to stop.
     pub fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
+        // Ending the worker streams lets a graceful server shutdown complete.
+        lock(&self.inner.sessions).clear();
         self.wake();
     }
 

@@ -403,13 +403,29 @@ impl ControlPlane {
             .get(worker_id)
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
-        if w.current_jobs().is_empty() {
-            self.retire_worker(worker_id, reason).await;
-        } else {
-            self.worker_lost(worker_id, &format!("worker unregistered: {reason}"))
-                .await;
-        }
+        // The agent is waiting for this answer before it exits, and destroying
+        // it waits for it to exit: so destroy in the background.
+        let cp = self.clone();
+        let reason = reason.to_owned();
+        tokio::spawn(async move {
+            if w.current_jobs().is_empty() {
+                cp.retire_worker(worker_id, &reason).await;
+            } else {
+                cp.worker_lost(worker_id, &format!("worker unregistered: {reason}"))
+                    .await;
+            }
+        });
         Ok(())
+    }
+
+    /// Destroys every worker and waits for it (server shutdown): no agent
+    /// outlives an embedded server.
+    pub async fn retire_all_workers(&self, reason: &str) {
+        let ids: Vec<WorkerId> = match self.inner.stores.workers.list().await {
+            Ok(ws) => ws.iter().map(Worker::id).collect(),
+            Err(_) => return,
+        };
+        futures::future::join_all(ids.into_iter().map(|id| self.retire_worker(id, reason))).await;
     }
 
     /// Destroys a worker that has no job (idle timeout, ephemeral, unregistered).

@@ -265,13 +265,15 @@ impl JobQueryService for JobQueryApi {
         req: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
         let r = req.into_inner();
-        let mut filter = JobFilter::default();
-        filter.state = job_state_from_proto(r.state, "state").map_err(|e| status_from(e.into()))?;
-        filter.limit = Some(if r.limit == 0 {
-            100
-        } else {
-            r.limit.min(10_000) as usize
-        });
+        let filter = JobFilter {
+            state: job_state_from_proto(r.state, "state").map_err(|e| status_from(e.into()))?,
+            limit: Some(if r.limit == 0 {
+                100
+            } else {
+                r.limit.min(10_000) as usize
+            }),
+            ..JobFilter::default()
+        };
         let jobs = self.cp.list_jobs(&filter).await.map_err(status_from)?;
         Ok(Response::new(v1::ListJobsResponse {
             jobs: jobs.iter().map(Into::into).collect(),

@@ -1,0 +1,200 @@
+//! Starts the real `hodei-server` binary (which spawns real `hodei-worker`
+//! agents through the process provider) on free ports, and gives tests gRPC
+//! clients for it.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hodei_core::proto::v1;
+use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
+use hodei_core::proto::v1::job_query_service_client::JobQueryServiceClient;
+use hodei_core::proto::v1::log_stream_service_client::LogStreamServiceClient;
+use hodei_core::proto::v1::scheduler_service_client::SchedulerServiceClient;
+use hodei_core::proto::v1::worker_agent_service_client::WorkerAgentServiceClient;
+use hodei_core::{CommandType, JobSpec};
+use tonic::transport::Channel;
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) struct TestServer {
+    child: Child,
+    pub(crate) http: String,
+    pub(crate) channel: Channel,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // SIGTERM lets the server destroy its workers; then make sure.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a server with extra environment (e.g. `HODEI_MAX_WORKERS`).
+pub(crate) async fn start_server(env: &[(&str, &str)]) -> TestServer {
+    let grpc_port = free_port();
+    let http_port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hodei-server"));
+    cmd.env("GRPC_PORT", grpc_port.to_string())
+        .env("HODEI_HTTP_PORT", http_port.to_string())
+        .env("HODEI_BIND_ADDRESS", "127.0.0.1")
+        .env("HODEI_WORKER_BINARY", env!("CARGO_BIN_EXE_hodei-worker"))
+        .env_remove("HODEI_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .env(
+            "RUST_LOG",
+            std::env::var("HODEI_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn hodei-server");
+    let grpc = format!("http://127.0.0.1:{grpc_port}");
+    let http = format!("http://127.0.0.1:{http_port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let channel = loop {
+        if let Ok(ch) = Channel::from_shared(grpc.clone()).unwrap().connect().await {
+            break ch;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hodei-server did not start within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    TestServer {
+        child,
+        http,
+        channel,
+    }
+}
+
+impl TestServer {
+    pub(crate) fn jobs(&self) -> JobExecutionServiceClient<Channel> {
+        JobExecutionServiceClient::new(self.channel.clone())
+    }
+    pub(crate) fn query(&self) -> JobQueryServiceClient<Channel> {
+        JobQueryServiceClient::new(self.channel.clone())
+    }
+    pub(crate) fn logs(&self) -> LogStreamServiceClient<Channel> {
+        LogStreamServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+    pub(crate) fn scheduler(&self) -> SchedulerServiceClient<Channel> {
+        SchedulerServiceClient::new(self.channel.clone())
+    }
+    pub(crate) fn agent(&self) -> WorkerAgentServiceClient<Channel> {
+        WorkerAgentServiceClient::new(self.channel.clone())
+    }
+
+    pub(crate) async fn submit(&self, spec: JobSpec) -> String {
+        self.jobs()
+            .queue_job(v1::QueueJobRequest {
+                spec: Some((&spec).into()),
+                correlation_id: String::new(),
+            })
+            .await
+            .expect("queue job")
+            .into_inner()
+            .job
+            .expect("job")
+            .id
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> v1::Job {
+        self.query()
+            .get_job(v1::GetJobRequest { job_id: id.into() })
+            .await
+            .expect("get job")
+            .into_inner()
+            .job
+            .expect("job")
+    }
+
+    /// Waits until the job is terminal.
+    pub(crate) async fn wait_done(&self, id: &str, within: Duration) -> v1::Job {
+        let deadline = Instant::now() + within;
+        loop {
+            let j = self.get(id).await;
+            if j.state >= v1::JobState::Succeeded as i32 {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not finished within {within:?}: {j:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the job is running.
+    pub(crate) async fn wait_running(&self, id: &str, within: Duration) -> v1::Job {
+        let deadline = Instant::now() + within;
+        loop {
+            let j = self.get(id).await;
+            if j.state == v1::JobState::Running as i32 {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {id} not running: {j:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every stored log line of a job, as text.
+    pub(crate) async fn log_lines(&self, id: &str) -> Vec<String> {
+        let r = self
+            .logs()
+            .get_logs(v1::GetLogsRequest {
+                job_id: id.into(),
+                attempt: 0,
+            })
+            .await
+            .expect("get logs")
+            .into_inner();
+        r.chunks
+            .iter()
+            .flat_map(|c| c.entries.iter())
+            .filter(|e| e.stream != v1::LogStream::System as i32)
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect()
+    }
+}
+
+pub(crate) fn script(body: &str) -> JobSpec {
+    JobSpec::new("test", CommandType::script("bash", body))
+}
+
+pub(crate) fn state_name(s: i32) -> String {
+    v1::JobState::try_from(s)
+        .map(|s| s.as_str_name().to_owned())
+        .unwrap_or_else(|_| s.to_string())
+}
+
+/// Whether a process is alive (and not a zombie).
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
