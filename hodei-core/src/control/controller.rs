@@ -13,14 +13,13 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::events::{DecisionAction, DecisionRecord};
-use super::placement::{
-    self as scheduler, Decision, ProviderView, SchedulingSnapshot, Strategy, WorkerView,
-};
-use super::{ControlError, ControlPlane, ControlResult, ProviderEntry};
+use super::placement::{self, add_provisioning, has_any_capacity, take_slot};
+use super::{ControlError, ControlPlane, ControlResult, ProviderEntry, lock};
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
 use crate::domain::job::{Job, JobState};
 use crate::domain::worker::{Worker, WorkerSpec, WorkerState};
 use crate::otp::{generate_token, hash_token};
+use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot, Strategy, WorkerView};
 use crate::store::{JobFilter, QueueEntry};
 
 impl ControlPlane {
@@ -149,49 +148,31 @@ impl ControlPlane {
                 .iter()
                 .filter(|w| w.provider_id() == p.id() && !w.state().is_gone())
                 .count() as u32;
-            provider_views.push(ProviderView {
-                id: p.id(),
-                name: p.name().to_owned(),
-                capabilities: p.capabilities().clone(),
-                available: p.is_healthy()
-                    && matches!(
-                        p.status(),
-                        crate::domain::provider::ProviderStatus::Active
-                            | crate::domain::provider::ProviderStatus::Overloaded
-                    ),
-                status_reason: p.last_error().map(str::to_owned),
-                active_workers: alive,
-                max_workers: entry.policy.max_workers,
-                cost_per_hour: entry
-                    .provider
-                    .estimate_cost(&crate::domain::spec::JobSpec::new(
-                        "",
-                        crate::domain::spec::CommandType::shell("true", Vec::<String>::new()),
-                    ))
-                    .per_hour,
-                estimated_startup: entry.provider.estimated_startup_time(),
-            });
+            let probe = crate::domain::spec::JobSpec::new(
+                "",
+                crate::domain::spec::CommandType::shell("true", Vec::<String>::new()),
+            );
+            provider_views.push(
+                ProviderView::from_provider(&p)
+                    .with_workers(alive, entry.policy.max_workers)
+                    .with_cost_per_hour(entry.provider.estimate_cost(&probe).per_hour)
+                    .with_estimated_startup(entry.provider.estimated_startup_time()),
+            );
         }
+        let reserved = lock(&self.inner.reserved).clone();
         let worker_views = workers
             .iter()
-            .filter(|w| self.is_connected(w.id()) || w.state() != WorkerState::Ready)
-            .map(|w| WorkerView {
-                id: w.id(),
-                provider_id: w.provider_id(),
-                state: w.state(),
-                free_slots: if w.has_capacity() && self.is_connected(w.id()) {
-                    w.max_concurrent_jobs()
-                        .saturating_sub(w.current_jobs().len() as u32)
-                } else {
-                    0
-                },
-                labels: w.labels().clone(),
+            .map(|w| {
+                let mut v = WorkerView::from_worker(w);
+                // Only a connected worker can take a job; a worker being
+                // provisioned for a job is kept for that job.
+                if !self.is_connected(w.id()) || reserved.contains(&w.id()) {
+                    v.free_slots = 0;
+                }
+                v
             })
             .collect();
-        Ok(SchedulingSnapshot {
-            workers: worker_views,
-            providers: provider_views,
-        })
+        Ok(SchedulingSnapshot::new(worker_views, provider_views))
     }
 
     fn strategy(&self) -> Strategy {
@@ -246,7 +227,7 @@ impl ControlPlane {
             )));
         }
         let snapshot = self.snapshot().await?;
-        let d = scheduler::decide(self.strategy(), &job, &snapshot);
+        let d = placement::decide(self.strategy(), &job, &snapshot);
         Ok(self.record_decision(job_id, &d))
     }
 
@@ -274,7 +255,7 @@ impl ControlPlane {
             return Ok(());
         }
         let mut snapshot = self.snapshot().await?;
-        let order = scheduler::order_queue(self.strategy(), &entries, Utc::now());
+        let order = placement::order_queue(self.strategy(), &entries, Utc::now());
         for job_id in order {
             let Some(job) = self.inner.stores.jobs.get(job_id).await? else {
                 self.inner.stores.queue.remove(job_id).await?;
@@ -285,7 +266,7 @@ impl ControlPlane {
                 self.inner.stores.queue.remove(job_id).await?;
                 continue;
             }
-            if !snapshot.has_any_capacity() {
+            if !has_any_capacity(&snapshot) {
                 break;
             }
             if let Err(e) = self.dispatch_one(job, &mut snapshot).await {
@@ -300,16 +281,16 @@ impl ControlPlane {
         job: Job,
         snapshot: &mut SchedulingSnapshot,
     ) -> ControlResult<DecisionRecord> {
-        let decision = scheduler::decide(self.strategy(), &job, snapshot);
+        let decision = placement::decide(self.strategy(), &job, snapshot);
         let record = self.record_decision(job.id(), &decision);
         let _ = self.inner.decisions.send(record.clone());
         match decision {
             Decision::AssignWorker(w) => {
-                snapshot.take_slot(w);
+                take_slot(snapshot, w);
                 self.assign_to_worker(job.id(), w).await?;
             }
             Decision::Provision(p) => {
-                snapshot.add_provisioning(p);
+                add_provisioning(snapshot, p);
                 self.provision_for(job.id(), p).await?;
             }
             Decision::Wait(reason) => {
@@ -448,6 +429,22 @@ impl ControlPlane {
     async fn provisioning_saga(&self, entry: Arc<ProviderEntry>, worker: Worker, job: Option<Job>) {
         let worker_id = worker.id();
         let provider_id = worker.provider_id();
+        if job.is_some() {
+            lock(&self.inner.reserved).insert(worker_id);
+        }
+        self.provisioning_saga_inner(entry, worker_id, provider_id, job)
+            .await;
+        lock(&self.inner.reserved).remove(&worker_id);
+        self.wake();
+    }
+
+    async fn provisioning_saga_inner(
+        &self,
+        entry: Arc<ProviderEntry>,
+        worker_id: WorkerId,
+        provider_id: ProviderId,
+        job: Option<Job>,
+    ) {
         let mut registered = self.inner.worker_registered.subscribe();
         let otp = generate_token();
         let expires = Utc::now()
@@ -571,7 +568,7 @@ impl ControlPlane {
 
     /// The provisioned worker registered: give it the job it was made for.
     async fn bind_provisioned(&self, job_id: JobId, worker_id: WorkerId) -> ControlResult<()> {
-        {
+        let assigned: ControlResult<()> = async {
             let _g = self.inner.worker_lock.lock().await;
             let mut w = self
                 .inner
@@ -582,6 +579,25 @@ impl ControlPlane {
                 .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
             w.assign(job_id)?;
             self.inner.stores.workers.update(&w).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = assigned {
+            // Never leave the job stranded in `Scheduled`: back to the queue.
+            let why = format!("provisioned worker could not take the job: {e}");
+            let job = self
+                .transition_job(job_id, &why, |j| Ok(j.release(why.clone())?))
+                .await?;
+            self.inner
+                .stores
+                .queue
+                .enqueue(QueueEntry {
+                    job_id,
+                    priority: job.priority(),
+                    enqueued_at: job.created_at(),
+                })
+                .await?;
+            return Err(e);
         }
         let bound = self
             .update_job(job_id, |j| {
@@ -598,7 +614,7 @@ impl ControlPlane {
         let job = match bound {
             Ok((job, ())) => job,
             Err(e) => {
-                // The worker stays as an idle pool member.
+                // The job moved on (cancelled): the worker stays as an idle pool member.
                 self.release_worker_slot(worker_id, job_id).await?;
                 return Err(e);
             }

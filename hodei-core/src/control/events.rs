@@ -48,7 +48,7 @@ pub struct DecisionRecord {
     /// What was decided.
     pub action: DecisionAction,
     /// Strategy in force.
-    pub strategy: super::placement::Strategy,
+    pub strategy: crate::scheduler::Strategy,
     /// When.
     pub at: DateTime<Utc>,
 }

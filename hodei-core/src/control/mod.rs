@@ -29,19 +29,19 @@ mod placement;
 mod providers;
 mod workers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+pub use crate::scheduler::Strategy;
 pub use config::{ControlPlaneConfig, PoolPolicy};
 pub use error::{ControlError, ControlResult};
 pub use events::{DecisionAction, DecisionRecord, JobEvent};
 pub use jobs::QueueStatus;
 pub use logs::{LogChunk, LogHub};
 pub use metrics::{MetricsBackend, MetricsSummary};
-pub use placement::{AGING_POINTS_PER_MINUTE, Strategy};
 pub use providers::ProviderFactory;
 pub use workers::{RegisterOutcome, WorkerStreamHandle};
 
@@ -70,6 +70,9 @@ struct Inner {
     providers: RwLock<HashMap<ProviderId, Arc<ProviderEntry>>>,
     provider_factory: Option<ProviderFactory>,
     sessions: Mutex<HashMap<WorkerId, Session>>,
+    /// Workers being provisioned for a specific job: the dispatcher must not
+    /// give them another job between their registration and that binding.
+    reserved: Mutex<HashSet<WorkerId>>,
     next_conn: AtomicU64,
     job_events: broadcast::Sender<JobEvent>,
     decisions: broadcast::Sender<DecisionRecord>,
@@ -153,6 +156,7 @@ impl ControlPlaneBuilder {
                 providers: RwLock::new(HashMap::new()),
                 provider_factory: self.provider_factory,
                 sessions: Mutex::new(HashMap::new()),
+                reserved: Mutex::new(HashSet::new()),
                 next_conn: AtomicU64::new(1),
                 job_events: broadcast::channel(4096).0,
                 decisions: broadcast::channel(1024).0,
