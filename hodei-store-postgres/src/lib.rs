@@ -1,4 +1,313 @@
 //! # hodei-store-postgres
 //!
-//! Postgres implementations of the Hodei store traits (not built yet: see issue 5).
+//! Postgres implementations of every Hodei store trait
+//! ([`hodei_core::store`]), with the schema as embedded sqlx migrations.
+//! Several control-plane replicas can share one database: the queue claims
+//! with `FOR UPDATE SKIP LOCKED`, jobs carry an optimistic-concurrency
+//! version, and [`PgLeaderLease`] elects one replica for maintenance work.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use hodei_store_postgres::{PgStoreConfig, connect};
+//!
+//! let stores = match PgStoreConfig::from_env()? {
+//!     Some(config) => connect(&config).await?.stores(),
+//!     None => hodei_core::store::Stores::in_memory(),
+//! };
+//! # let _ = stores; Ok(()) }
+//! ```
+//!
+//! All statements are runtime queries (`sqlx::query` with binds), so the
+//! crate builds without a database.
 #![warn(missing_docs)]
+
+mod error;
+mod jobs;
+mod leader;
+mod logs;
+mod otp;
+mod providers;
+mod queue;
+mod workers;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hodei_core::store::Stores;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use error::PgStoreError;
+pub use jobs::PgJobRepository;
+pub use leader::PgLeaderLease;
+pub use logs::PgLogStore;
+pub use otp::PgOtpTokenStore;
+pub use providers::PgProviderConfigRepository;
+pub use queue::{PgJobQueue, QUEUE_CHANNEL};
+pub use sqlx;
+pub use workers::PgWorkerRegistry;
+
+/// The embedded schema migrations (`hodei-store-postgres/migrations`).
+///
+/// The migrator holds a Postgres advisory lock while it runs, so replicas
+/// starting at the same time apply each migration exactly once.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Default `HODEI_DB_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// Default `HODEI_DB_CONNECTION_TIMEOUT_SECS`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default largest stored form of one job (its spec with scripts, env and
+/// bookkeeping): 4 MiB.
+pub const DEFAULT_MAX_JOB_BYTES: usize = 4 * 1024 * 1024;
+
+/// How to reach the database.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgStoreConfig {
+    /// A `postgres://` URL.
+    pub url: String,
+    /// Pool size (`HODEI_DB_MAX_CONNECTIONS`, default 10). A
+    /// [`JobQueue::work_notifications`](hodei_core::store::JobQueue::work_notifications)
+    /// stream holds one connection while it lives.
+    pub max_connections: u32,
+    /// How long to wait for a connection (`HODEI_DB_CONNECTION_TIMEOUT_SECS`, default 30).
+    pub connect_timeout: Duration,
+    /// Largest stored form of one job; bigger jobs are
+    /// [`StoreError::Invalid`](hodei_core::store::StoreError::Invalid).
+    pub max_job_bytes: usize,
+}
+
+// The URL may carry a password: never print it.
+impl std::fmt::Debug for PgStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStoreConfig")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_job_bytes", &self.max_job_bytes)
+            .finish()
+    }
+}
+
+impl PgStoreConfig {
+    /// A configuration for `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_job_bytes: DEFAULT_MAX_JOB_BYTES,
+        }
+    }
+
+    /// Sets the pool size.
+    #[must_use]
+    pub fn with_max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets the connection timeout.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Sets the largest stored form of one job.
+    #[must_use]
+    pub fn with_max_job_bytes(mut self, n: usize) -> Self {
+        self.max_job_bytes = n;
+        self
+    }
+
+    /// From the environment: `HODEI_DATABASE_URL`, else `DATABASE_URL`;
+    /// `HODEI_DB_MAX_CONNECTIONS`; `HODEI_DB_CONNECTION_TIMEOUT_SECS`.
+    /// `Ok(None)` when no URL is set (use the in-memory store).
+    pub fn from_env() -> Result<Option<Self>, PgStoreError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`PgStoreConfig::from_env`], reading variables through `get`.
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, PgStoreError> {
+        let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let Some(url) = nonempty("HODEI_DATABASE_URL").or_else(|| nonempty("DATABASE_URL")) else {
+            return Ok(None);
+        };
+        let mut config = Self::new(url.trim());
+        if let Some(v) = nonempty("HODEI_DB_MAX_CONNECTIONS") {
+            let n: u32 = v.trim().parse().map_err(|_| {
+                PgStoreError::Config(format!(
+                    "HODEI_DB_MAX_CONNECTIONS={v:?} is not a positive integer"
+                ))
+            })?;
+            if n == 0 {
+                return Err(PgStoreError::Config(
+                    "HODEI_DB_MAX_CONNECTIONS must be at least 1".into(),
+                ));
+            }
+            config.max_connections = n;
+        }
+        if let Some(v) = nonempty("HODEI_DB_CONNECTION_TIMEOUT_SECS") {
+            let s: u64 = v.trim().parse().map_err(|_| {
+                PgStoreError::Config(format!(
+                    "HODEI_DB_CONNECTION_TIMEOUT_SECS={v:?} is not a whole number of seconds"
+                ))
+            })?;
+            config.connect_timeout = Duration::from_secs(s);
+        }
+        Ok(Some(config))
+    }
+
+    /// The parsed connection options.
+    pub fn connect_options(&self) -> Result<PgConnectOptions, PgStoreError> {
+        PgConnectOptions::from_str(&self.url)
+            .map_err(|e| PgStoreError::Config(format!("invalid database URL: {e}")))
+    }
+}
+
+/// Applies the embedded migrations to the database behind `pool` (safe to
+/// call from several replicas at once).
+pub async fn migrate(pool: &PgPool) -> Result<(), PgStoreError> {
+    MIGRATOR.run(pool).await.map_err(PgStoreError::Migrate)
+}
+
+/// Connects (creating the pool), runs the migrations, and returns the stores.
+pub async fn connect(config: &PgStoreConfig) -> Result<PgStores, PgStoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(config.connect_timeout)
+        .connect_with(config.connect_options()?)
+        .await
+        .map_err(PgStoreError::Connect)?;
+    PgStores::from_pool(pool, config.max_job_bytes).await
+}
+
+/// Every store on one pool.
+#[derive(Debug, Clone)]
+pub struct PgStores {
+    pool: PgPool,
+    jobs: Arc<PgJobRepository>,
+    queue: Arc<PgJobQueue>,
+    workers: Arc<PgWorkerRegistry>,
+    providers: Arc<PgProviderConfigRepository>,
+    logs: Arc<PgLogStore>,
+    otps: Arc<PgOtpTokenStore>,
+}
+
+impl PgStores {
+    /// Runs the migrations on `pool` and builds the stores on it.
+    pub async fn from_pool(pool: PgPool, max_job_bytes: usize) -> Result<Self, PgStoreError> {
+        migrate(&pool).await?;
+        Ok(Self {
+            jobs: Arc::new(PgJobRepository::new(pool.clone(), max_job_bytes)),
+            queue: Arc::new(PgJobQueue::new(pool.clone())),
+            workers: Arc::new(PgWorkerRegistry::new(pool.clone())),
+            providers: Arc::new(PgProviderConfigRepository::new(pool.clone())),
+            logs: Arc::new(PgLogStore::new(pool.clone())),
+            otps: Arc::new(PgOtpTokenStore::new(pool.clone())),
+            pool,
+        })
+    }
+
+    /// The bundle of trait objects the control plane takes.
+    #[must_use]
+    pub fn stores(&self) -> Stores {
+        Stores::new(
+            self.jobs.clone(),
+            self.queue.clone(),
+            self.workers.clone(),
+            self.providers.clone(),
+            self.logs.clone(),
+            self.otps.clone(),
+        )
+    }
+
+    /// The connection pool (for readiness checks, leases, custom queries).
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The concrete queue (for [`PgJobQueue::enqueue_many`]).
+    #[must_use]
+    pub fn queue(&self) -> Arc<PgJobQueue> {
+        self.queue.clone()
+    }
+
+    /// The concrete job repository.
+    #[must_use]
+    pub fn jobs(&self) -> Arc<PgJobRepository> {
+        self.jobs.clone()
+    }
+
+    /// A leader lease on this database (see [`PgLeaderLease`]).
+    #[must_use]
+    pub fn leader_lease(
+        &self,
+        name: impl Into<String>,
+        holder_id: impl Into<String>,
+        ttl: Duration,
+    ) -> PgLeaderLease {
+        PgLeaderLease::new(self.pool.clone(), name, holder_id, ttl)
+    }
+
+    /// Whether the database answers (`SELECT 1`), for readiness probes.
+    pub async fn ping(&self) -> Result<(), hodei_core::store::StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| error::map_err("ping", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn config_from_env_vars() {
+        assert!(PgStoreConfig::from_lookup(lookup(&[])).unwrap().is_none());
+        let c = PgStoreConfig::from_lookup(lookup(&[("DATABASE_URL", "postgres://a/b")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.url, "postgres://a/b");
+        assert_eq!(c.max_connections, 10);
+        assert_eq!(c.connect_timeout, Duration::from_secs(30));
+        let c = PgStoreConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://a/b"),
+            ("HODEI_DATABASE_URL", "postgres://h/db"),
+            ("HODEI_DB_MAX_CONNECTIONS", "3"),
+            ("HODEI_DB_CONNECTION_TIMEOUT_SECS", "7"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.url, "postgres://h/db", "HODEI_DATABASE_URL wins");
+        assert_eq!(c.max_connections, 3);
+        assert_eq!(c.connect_timeout, Duration::from_secs(7));
+        assert!(!format!("{c:?}").contains("postgres://"), "URL redacted");
+        for bad in [("HODEI_DB_MAX_CONNECTIONS", "x"), ("HODEI_DB_MAX_CONNECTIONS", "0")] {
+            let r = PgStoreConfig::from_lookup(lookup(&[("DATABASE_URL", "postgres://a/b"), bad]));
+            assert!(matches!(r, Err(PgStoreError::Config(_))), "{bad:?}");
+        }
+        let r = PgStoreConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://a/b"),
+            ("HODEI_DB_CONNECTION_TIMEOUT_SECS", "-1"),
+        ]));
+        assert!(matches!(r, Err(PgStoreError::Config(_))));
+    }
+}

@@ -1,0 +1,190 @@
+//! [`LogStore`] on the `job_logs` and `log_progress` tables.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use hodei_core::domain::ids::JobId;
+use hodei_core::domain::logs::{LogEntry, LogStream};
+use hodei_core::store::{LogCursor, LogStore, StoreError, StoredLogEntry};
+use sqlx::PgPool;
+
+use crate::error::{map_err, to_i32, to_i64, to_u64};
+
+/// Job logs in Postgres, one row per entry keyed by (job, attempt, sequence).
+///
+/// An append is one transaction: it locks the attempt's `log_progress` row,
+/// inserts the whole batch with one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT
+/// DO NOTHING` (a resent batch is harmless, the first write wins), then
+/// advances the stored highest contiguous sequence by scanning only the
+/// entries after it. Concurrent appends to one attempt serialise on the
+/// progress row, so the contiguous sequence is never under-reported.
+#[derive(Debug, Clone)]
+pub struct PgLogStore {
+    pool: PgPool,
+}
+
+impl PgLogStore {
+    /// A store on `pool`.
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn stream_name(s: LogStream) -> &'static str {
+    match s {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+        _ => "system",
+    }
+}
+
+fn parse_stream(s: &str) -> LogStream {
+    match s {
+        "stdout" => LogStream::Stdout,
+        "stderr" => LogStream::Stderr,
+        _ => LogStream::System,
+    }
+}
+
+#[async_trait]
+impl LogStore for PgLogStore {
+    async fn append(
+        &self,
+        job_id: JobId,
+        attempt: u32,
+        entries: &[LogEntry],
+    ) -> Result<u64, StoreError> {
+        if let Some(bad) = entries.iter().find(|e| e.sequence == 0) {
+            return Err(StoreError::Invalid {
+                field: "sequence".into(),
+                message: format!("log sequences start at 1, got {}", bad.sequence),
+            });
+        }
+        let attempt_i = to_i32("attempt", attempt)?;
+        if entries.is_empty() {
+            return self.last_sequence(job_id, attempt).await;
+        }
+        let mut seqs = Vec::with_capacity(entries.len());
+        let mut streams = Vec::with_capacity(entries.len());
+        let mut datas: Vec<&[u8]> = Vec::with_capacity(entries.len());
+        let mut stamps: Vec<DateTime<Utc>> = Vec::with_capacity(entries.len());
+        for e in entries {
+            seqs.push(to_i64("sequence", e.sequence)?);
+            streams.push(stream_name(e.stream));
+            datas.push(e.data.as_ref());
+            stamps.push(e.timestamp);
+        }
+        let err = |e| map_err("log entry", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Creates and locks the attempt's progress row.
+        let current: i64 = sqlx::query_scalar(
+            "INSERT INTO log_progress (job_id, attempt, contiguous) VALUES ($1, $2, 0) \
+             ON CONFLICT (job_id, attempt) DO UPDATE SET contiguous = log_progress.contiguous \
+             RETURNING contiguous",
+        )
+        .bind(job_id.as_uuid())
+        .bind(attempt_i)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "INSERT INTO job_logs (job_id, attempt, sequence, stream, data, ts) \
+             SELECT $1, $2, s.seq, s.stream, s.data, s.ts \
+             FROM UNNEST($3::bigint[], $4::text[], $5::bytea[], $6::timestamptz[]) AS s(seq, stream, data, ts) \
+             ON CONFLICT (job_id, attempt, sequence) DO NOTHING",
+        )
+        .bind(job_id.as_uuid())
+        .bind(attempt_i)
+        .bind(&seqs)
+        .bind(&streams)
+        .bind(&datas)
+        .bind(&stamps)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        // Row k (from 1) after `current` continues the run iff its sequence is current + k.
+        let contiguous: i64 = sqlx::query_scalar(
+            "WITH run AS ( \
+                SELECT coalesce(max(sequence), $3) AS c FROM ( \
+                    SELECT sequence, sequence - row_number() OVER (ORDER BY sequence) AS grp \
+                    FROM job_logs WHERE job_id = $1 AND attempt = $2 AND sequence > $3) t \
+                WHERE grp = $3) \
+             UPDATE log_progress p SET contiguous = run.c FROM run \
+             WHERE p.job_id = $1 AND p.attempt = $2 RETURNING p.contiguous",
+        )
+        .bind(job_id.as_uuid())
+        .bind(attempt_i)
+        .bind(current)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(to_u64(contiguous))
+    }
+
+    async fn read(
+        &self,
+        job_id: JobId,
+        after: LogCursor,
+        limit: usize,
+    ) -> Result<Vec<StoredLogEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let attempt = i64::from(after.attempt);
+        let sequence = i64::try_from(after.sequence).unwrap_or(i64::MAX);
+        let rows: Vec<(i32, i64, String, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT attempt, sequence, stream, data, ts FROM job_logs \
+             WHERE job_id = $1 AND (attempt, sequence) > ($2::int, $3) \
+             ORDER BY attempt, sequence LIMIT $4",
+        )
+        .bind(job_id.as_uuid())
+        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+        .bind(sequence)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err("log entry", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(attempt, sequence, stream, data, ts)| StoredLogEntry {
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                entry: LogEntry {
+                    sequence: to_u64(sequence),
+                    stream: parse_stream(&stream),
+                    data: Bytes::from(data),
+                    timestamp: ts,
+                },
+            })
+            .collect())
+    }
+
+    async fn last_sequence(&self, job_id: JobId, attempt: u32) -> Result<u64, StoreError> {
+        let Ok(attempt) = i32::try_from(attempt) else {
+            return Ok(0);
+        };
+        let c: Option<i64> = sqlx::query_scalar(
+            "SELECT contiguous FROM log_progress WHERE job_id = $1 AND attempt = $2",
+        )
+        .bind(job_id.as_uuid())
+        .bind(attempt)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| map_err("log entry", e))?;
+        Ok(c.map_or(0, to_u64))
+    }
+
+    async fn delete(&self, job_id: JobId) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "WITH l AS (DELETE FROM job_logs WHERE job_id = $1 RETURNING 1), \
+                  p AS (DELETE FROM log_progress WHERE job_id = $1) \
+             SELECT count(*) FROM l",
+        )
+        .bind(job_id.as_uuid())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_err("log entry", e))?;
+        Ok(to_u64(n))
+    }
+}

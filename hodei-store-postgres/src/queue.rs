@@ -1,0 +1,323 @@
+//! [`JobQueue`] on the `job_queue` table: `FOR UPDATE SKIP LOCKED` batch
+//! claims, leases, and LISTEN/NOTIFY wake-ups.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use hodei_core::domain::ids::JobId;
+use hodei_core::store::{JobQueue, Lease, QueueEntry, StoreError};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::error::map_err;
+
+/// The channel `enqueue`, `release` and `rescue_expired` notify on.
+pub const QUEUE_CHANNEL: &str = "hodei_queue";
+
+/// Columns a claim returns, in this order.
+type LeaseRow = (Uuid, i32, DateTime<Utc>, i64, Uuid, DateTime<Utc>);
+
+/// `now + d`, saturating at a far-future time Postgres can store.
+fn add_duration(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    let far = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(now); // 9999-12-31
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .map_or(far, |t| t.min(far))
+}
+
+fn limit_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Sorts claimed rows into claim order and turns them into leases.
+fn into_leases(mut rows: Vec<LeaseRow>) -> Vec<Lease> {
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
+    rows.into_iter()
+        .map(|(job_id, priority, enqueued_at, _, lease_id, expires_at)| Lease {
+            entry: QueueEntry {
+                job_id: JobId::from_uuid(job_id),
+                priority,
+                enqueued_at,
+            },
+            lease_id,
+            expires_at,
+        })
+        .collect()
+}
+
+/// The job queue in Postgres.
+///
+/// * `claim` takes up to `limit` unclaimed rows, highest priority then oldest,
+///   in one statement: a CTE selects them `FOR UPDATE SKIP LOCKED` and the
+///   update gives each a fresh lease id, so concurrent claimers (any number of
+///   replicas) never get one row twice and never wait on each other.
+/// * `complete` and `release` name the lease id; a lease that was rescued,
+///   released or removed in the meantime is [`StoreError::StaleLease`].
+/// * `enqueue`, `release` and `rescue_expired` send `NOTIFY hodei_queue`;
+///   [`JobQueue::work_notifications`] turns those into wake-ups.
+#[derive(Debug, Clone)]
+pub struct PgJobQueue {
+    pool: PgPool,
+}
+
+impl PgJobQueue {
+    /// A queue on `pool`.
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Enqueues many entries in one statement (entries already queued are
+    /// skipped) and sends one notification. Returns how many were added.
+    pub async fn enqueue_many(&self, entries: &[QueueEntry]) -> Result<u64, StoreError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = entries.iter().map(|e| *e.job_id.as_uuid()).collect();
+        let prios: Vec<i32> = entries.iter().map(|e| e.priority).collect();
+        let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.enqueued_at).collect();
+        let n: i64 = sqlx::query_scalar(
+            "WITH ins AS ( \
+                INSERT INTO job_queue (job_id, priority, enqueued_at) \
+                SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[]) \
+                ON CONFLICT (job_id) DO NOTHING RETURNING 1) \
+             SELECT n, CASE WHEN n > 0 THEN pg_notify($4, '') END \
+             FROM (SELECT count(*) AS n FROM ins) s",
+        )
+        .bind(&ids)
+        .bind(&prios)
+        .bind(&times)
+        .bind(QUEUE_CHANNEL)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_err("queue entry", e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn notify(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(QUEUE_CHANNEL)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("queue entry", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobQueue for PgJobQueue {
+    async fn enqueue(&self, entry: QueueEntry) -> Result<(), StoreError> {
+        self.enqueue_many(std::slice::from_ref(&entry)).await?;
+        Ok(())
+    }
+
+    async fn claim(&self, limit: usize, lease_for: Duration) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let expires_at = add_duration(Utc::now(), lease_for);
+        let rows: Vec<LeaseRow> = sqlx::query_as(
+            "WITH c AS ( \
+                SELECT job_id FROM job_queue WHERE lease_id IS NULL \
+                ORDER BY priority DESC, enqueued_at, seq \
+                LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             UPDATE job_queue q SET lease_id = gen_random_uuid(), lease_expires_at = $2 \
+             FROM c WHERE q.job_id = c.job_id \
+             RETURNING q.job_id, q.priority, q.enqueued_at, q.seq, q.lease_id, q.lease_expires_at",
+        )
+        .bind(limit_i64(limit))
+        .bind(expires_at)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err("queue entry", e))?;
+        Ok(into_leases(rows))
+    }
+
+    async fn claim_job(
+        &self,
+        job_id: JobId,
+        lease_for: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let expires_at = add_duration(Utc::now(), lease_for);
+        let row: Option<LeaseRow> = sqlx::query_as(
+            "UPDATE job_queue SET lease_id = gen_random_uuid(), lease_expires_at = $2 \
+             WHERE job_id = $1 AND lease_id IS NULL \
+             RETURNING job_id, priority, enqueued_at, seq, lease_id, lease_expires_at",
+        )
+        .bind(job_id.as_uuid())
+        .bind(expires_at)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| map_err("queue entry", e))?;
+        Ok(row.and_then(|r| into_leases(vec![r]).pop()))
+    }
+
+    async fn peek(&self, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        let rows: Vec<(Uuid, i32, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT job_id, priority, enqueued_at FROM job_queue WHERE lease_id IS NULL \
+             ORDER BY priority DESC, enqueued_at, seq LIMIT $1",
+        )
+        .bind(limit_i64(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err("queue entry", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, priority, enqueued_at)| QueueEntry {
+                job_id: JobId::from_uuid(id),
+                priority,
+                enqueued_at,
+            })
+            .collect())
+    }
+
+    async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
+        let n = sqlx::query("DELETE FROM job_queue WHERE job_id = $1 AND lease_id = $2")
+            .bind(lease.entry.job_id.as_uuid())
+            .bind(lease.lease_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("queue entry", e))?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::StaleLease {
+                job_id: lease.entry.job_id,
+            });
+        }
+        Ok(())
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let n = sqlx::query(
+            "WITH r AS (UPDATE job_queue SET lease_id = NULL, lease_expires_at = NULL \
+                        WHERE job_id = $1 AND lease_id = $2 RETURNING 1) \
+             SELECT pg_notify($3, '') FROM r",
+        )
+        .bind(lease.entry.job_id.as_uuid())
+        .bind(lease.lease_id)
+        .bind(QUEUE_CHANNEL)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err("queue entry", e))?
+        .len();
+        if n == 0 {
+            return Err(StoreError::StaleLease {
+                job_id: lease.entry.job_id,
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, job_id: JobId) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM job_queue WHERE job_id = $1")
+            .bind(job_id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("queue entry", e))?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, StoreError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE job_queue SET lease_id = NULL, lease_expires_at = NULL \
+             WHERE lease_id IS NOT NULL AND lease_expires_at < $1 RETURNING job_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err("queue entry", e))?;
+        if !ids.is_empty() {
+            self.notify().await?;
+        }
+        Ok(ids.into_iter().map(JobId::from_uuid).collect())
+    }
+
+    async fn len(&self) -> Result<usize, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM job_queue WHERE lease_id IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_err("queue entry", e))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// A stream of wake-ups fed by `LISTEN hodei_queue` on a dedicated
+    /// connection of the pool (held while the stream lives). Bursts of
+    /// notifications coalesce into one wake-up; after a lost connection the
+    /// listener reconnects and sends a wake-up, since notifications sent
+    /// meanwhile are lost. `None` outside a tokio runtime.
+    fn work_notifications(&self) -> Option<BoxStream<'static, ()>> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, rx) = mpsc::channel::<()>(1);
+        handle.spawn(listen(self.pool.clone(), tx));
+        Some(
+            futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|()| ((), rx))
+            })
+            .boxed(),
+        )
+    }
+}
+
+/// Forwards notifications on [`QUEUE_CHANNEL`] to `tx` until its receiver is dropped.
+async fn listen(pool: PgPool, tx: mpsc::Sender<()>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let listener = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(QUEUE_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            r = listener => r,
+            () = tx.closed() => return,
+        };
+        match listener.as_mut() {
+            Ok(l) => {
+                backoff = Duration::from_millis(100);
+                // Anything sent while we were (re)connecting was missed.
+                let _ = tx.try_send(());
+                loop {
+                    let next = tokio::select! {
+                        r = l.try_recv() => r,
+                        () = tx.closed() => return,
+                    };
+                    match next {
+                        Ok(Some(_)) => {
+                            // Full means a wake-up is already pending: coalesce.
+                            if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                                return;
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::warn!("queue listener lost its connection; reconnecting");
+                            let _ = tx.try_send(());
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "queue listener failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN on {QUEUE_CHANNEL}; retrying");
+            }
+        }
+        if pool.is_closed() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,151 @@
+//! [`WorkerRegistry`] on the `workers` table.
+
+use async_trait::async_trait;
+use hodei_core::domain::ids::WorkerId;
+use hodei_core::domain::worker::Worker;
+use hodei_core::store::{StoreError, WorkerRegistry};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{codec, is_unique_violation, map_err};
+
+/// Workers in Postgres: the serde form in `data`, the hash of the current
+/// session token in a unique `session_hash` column.
+#[derive(Debug, Clone)]
+pub struct PgWorkerRegistry {
+    pool: PgPool,
+}
+
+impl PgWorkerRegistry {
+    /// A registry on `pool`.
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn encode(worker: &Worker) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(worker).map_err(|e| codec("worker", e))
+}
+
+fn decode(data: serde_json::Value) -> Result<Worker, StoreError> {
+    serde_json::from_value(data).map_err(|e| codec("worker", e))
+}
+
+fn state_name(worker: &Worker) -> String {
+    format!("{:?}", worker.state()).to_lowercase()
+}
+
+fn not_found(id: WorkerId) -> StoreError {
+    StoreError::NotFound {
+        entity: "worker",
+        id: id.to_string(),
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for PgWorkerRegistry {
+    async fn register(&self, worker: &Worker) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO workers (id, provider_id, state, created_at, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(worker.id().as_uuid())
+        .bind(worker.provider_id().as_uuid())
+        .bind(state_name(worker))
+        .bind(worker.created_at())
+        .bind(encode(worker)?)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e, Some("workers_pkey")) => {
+                Err(StoreError::AlreadyExists {
+                    entity: "worker",
+                    id: worker.id().to_string(),
+                })
+            }
+            Err(e) => Err(map_err("worker", e)),
+        }
+    }
+
+    async fn get(&self, id: WorkerId) -> Result<Option<Worker>, StoreError> {
+        let data: Option<serde_json::Value> =
+            sqlx::query_scalar("SELECT data FROM workers WHERE id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| map_err("worker", e))?;
+        data.map(decode).transpose()
+    }
+
+    async fn update(&self, worker: &Worker) -> Result<(), StoreError> {
+        let n = sqlx::query("UPDATE workers SET state = $2, data = $3 WHERE id = $1")
+            .bind(worker.id().as_uuid())
+            .bind(state_name(worker))
+            .bind(encode(worker)?)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("worker", e))?
+            .rows_affected();
+        if n == 0 {
+            return Err(not_found(worker.id()));
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Worker>, StoreError> {
+        let rows: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT data FROM workers ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_err("worker", e))?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn remove(&self, id: WorkerId) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err("worker", e))?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn set_session(&self, id: WorkerId, token_hash: &str) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| map_err("session", e))?;
+        // A hash bound to another worker moves to this one.
+        sqlx::query("UPDATE workers SET session_hash = NULL WHERE session_hash = $1 AND id <> $2")
+            .bind(token_hash)
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err("session", e))?;
+        let n = sqlx::query("UPDATE workers SET session_hash = $2 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err("session", e))?
+            .rows_affected();
+        if n == 0 {
+            // Dropping the transaction rolls it back.
+            return Err(not_found(id));
+        }
+        tx.commit().await.map_err(|e| map_err("session", e))?;
+        Ok(())
+    }
+
+    async fn worker_for_session(&self, token_hash: &str) -> Result<Option<WorkerId>, StoreError> {
+        let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM workers WHERE session_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err("session", e))?;
+        Ok(id.map(WorkerId::from_uuid))
+    }
+}
