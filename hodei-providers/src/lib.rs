@@ -8,6 +8,7 @@
 //! | feature | provider | workers are |
 //! |---|---|---|
 //! | `process` (default) | [`process::ProcessProvider`] | local child processes |
+//! | `docker` | `docker::DockerProvider` | Docker containers of the worker image (bollard) |
 //!
 //! ```no_run
 //! # #[cfg(feature = "process")] {
@@ -26,3 +27,7 @@
 #[cfg(feature = "process")]
 #[cfg_attr(docsrs, doc(cfg(feature = "process")))]
 pub mod process;
+
+#[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
+pub mod docker;
