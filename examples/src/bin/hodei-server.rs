@@ -181,7 +181,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop.send(true);
     cp.shutdown();
     let _ = controller.await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+    // Open client connections (CLI followers, idle channels) get a short grace.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = grpc.await;
         let _ = rest.await;
     })
