@@ -131,9 +131,7 @@ impl PgStoreConfig {
     }
 
     /// Like [`PgStoreConfig::from_env`], reading variables through `get`.
-    pub fn from_lookup(
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Self>, PgStoreError> {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, PgStoreError> {
         let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let Some(url) = nonempty("HODEI_DATABASE_URL").or_else(|| nonempty("DATABASE_URL")) else {
             return Ok(None);
@@ -300,7 +298,10 @@ mod tests {
         assert_eq!(c.max_connections, 3);
         assert_eq!(c.connect_timeout, Duration::from_secs(7));
         assert!(!format!("{c:?}").contains("postgres://"), "URL redacted");
-        for bad in [("HODEI_DB_MAX_CONNECTIONS", "x"), ("HODEI_DB_MAX_CONNECTIONS", "0")] {
+        for bad in [
+            ("HODEI_DB_MAX_CONNECTIONS", "x"),
+            ("HODEI_DB_MAX_CONNECTIONS", "0"),
+        ] {
             let r = PgStoreConfig::from_lookup(lookup(&[("DATABASE_URL", "postgres://a/b"), bad]));
             assert!(matches!(r, Err(PgStoreError::Config(_))), "{bad:?}");
         }

@@ -33,12 +33,13 @@ impl OtpTokenStore for PgOtpTokenStore {
         worker_id: WorkerId,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query("INSERT INTO otp_tokens (hash, worker_id, expires_at) VALUES ($1, $2, $3)")
-            .bind(token_hash)
-            .bind(worker_id.as_uuid())
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await;
+        let r =
+            sqlx::query("INSERT INTO otp_tokens (hash, worker_id, expires_at) VALUES ($1, $2, $3)")
+                .bind(token_hash)
+                .bind(worker_id.as_uuid())
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await;
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e, None) => Err(StoreError::AlreadyExists {

@@ -39,15 +39,17 @@ fn limit_i64(limit: usize) -> i64 {
 fn into_leases(mut rows: Vec<LeaseRow>) -> Vec<Lease> {
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
     rows.into_iter()
-        .map(|(job_id, priority, enqueued_at, _, lease_id, expires_at)| Lease {
-            entry: QueueEntry {
-                job_id: JobId::from_uuid(job_id),
-                priority,
-                enqueued_at,
+        .map(
+            |(job_id, priority, enqueued_at, _, lease_id, expires_at)| Lease {
+                entry: QueueEntry {
+                    job_id: JobId::from_uuid(job_id),
+                    priority,
+                    enqueued_at,
+                },
+                lease_id,
+                expires_at,
             },
-            lease_id,
-            expires_at,
-        })
+        )
         .collect()
 }
 
@@ -257,9 +259,10 @@ impl JobQueue for PgJobQueue {
         let (tx, rx) = mpsc::channel::<()>(1);
         handle.spawn(listen(self.pool.clone(), tx));
         Some(
-            futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|()| ((), rx))
-            })
+            futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
+            )
             .boxed(),
         )
     }

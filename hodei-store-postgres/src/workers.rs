@@ -113,11 +113,7 @@ impl WorkerRegistry for PgWorkerRegistry {
     }
 
     async fn set_session(&self, id: WorkerId, token_hash: &str) -> Result<(), StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| map_err("session", e))?;
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("session", e))?;
         // A hash bound to another worker moves to this one.
         sqlx::query("UPDATE workers SET session_hash = NULL WHERE session_hash = $1 AND id <> $2")
             .bind(token_hash)
