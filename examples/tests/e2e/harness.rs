@@ -25,6 +25,7 @@ pub(crate) fn free_port() -> u16 {
 
 pub(crate) struct TestServer {
     child: Child,
+    pub(crate) grpc: String,
     pub(crate) http: String,
     pub(crate) channel: Channel,
 }
@@ -82,6 +83,7 @@ pub(crate) async fn start_server(env: &[(&str, &str)]) -> TestServer {
     };
     TestServer {
         child,
+        grpc,
         http,
         channel,
     }

@@ -361,3 +361,55 @@ async fn rest_refuses_invalid_specs_and_runs_valid_ones() {
         "only the valid job is stored"
     );
 }
+
+/// Runs the real `hodei` CLI against the test server.
+async fn cli(s: &TestServer, args: &[&str]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hodei"));
+    cmd.arg("--server").arg(&s.grpc).args(args);
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("cli finished in time")
+        .expect("cli ran")
+}
+
+#[tokio::test]
+async fn cli_job_run_streams_logs_and_exits_with_the_job_code() {
+    let s = start_server(&[]).await;
+    let out = cli(
+        &s,
+        &[
+            "job",
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+    let out = cli(&s, &["job", "run", "--timeout", "1s", "--", "sleep", "30"]).await;
+    assert_eq!(out.status.code(), Some(124), "timeout → 124: {out:?}");
+    let out = cli(
+        &s,
+        &[
+            "job",
+            "run",
+            "-e",
+            "WHO=world",
+            "--",
+            "sh",
+            "-c",
+            "echo hello $WHO",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello world\n");
+    let out = cli(&s, &["job", "list", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json list");
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}
