@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
+use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy, SecretSealer};
 use hodei_core::provider::FullProvider;
 use hodei_core::{CommandType, JobSpec, ProviderConfig};
 use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
@@ -108,9 +108,20 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::from_env()?;
 
+    let sealer = match std::env::var("HODEI_SECRETS_KEY") {
+        Ok(key) => SecretSealer::from_encoded(&key).context("HODEI_SECRETS_KEY")?,
+        Err(_) => {
+            tracing::warn!(
+                "HODEI_SECRETS_KEY is not set: job secrets are sealed with a random key that \
+                 lives only as long as this process"
+            );
+            SecretSealer::ephemeral()
+        }
+    };
     let cp = ControlPlane::builder()
         .config(settings.cp.clone())
         .metrics(settings.metrics)
+        .secrets(sealer)
         .build();
     tracing::warn!(
         "embedded development mode: in-memory store (state is lost at exit) and no API \

@@ -25,6 +25,7 @@ pub(crate) fn free_port() -> u16 {
 
 pub(crate) struct TestServer {
     child: Child,
+    log: tempfile::NamedTempFile,
     pub(crate) grpc: String,
     pub(crate) http: String,
     pub(crate) channel: Channel,
@@ -32,6 +33,9 @@ pub(crate) struct TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- hodei-server log ----\n{}", self.server_log());
+        }
         // SIGTERM lets the server destroy its workers; then make sure.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -64,6 +68,8 @@ pub(crate) async fn start_server(env: &[(&str, &str)]) -> TestServer {
             std::env::var("HODEI_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdin(Stdio::null());
+    let log = tempfile::NamedTempFile::new().expect("server log file");
+    cmd.stderr(log.reopen().expect("reopen log"));
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -83,6 +89,7 @@ pub(crate) async fn start_server(env: &[(&str, &str)]) -> TestServer {
     };
     TestServer {
         child,
+        log,
         grpc,
         http,
         channel,
@@ -90,6 +97,11 @@ pub(crate) async fn start_server(env: &[(&str, &str)]) -> TestServer {
 }
 
 impl TestServer {
+    /// What the server printed so far (its tracing output).
+    pub(crate) fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
     pub(crate) fn jobs(&self) -> JobExecutionServiceClient<Channel> {
         JobExecutionServiceClient::new(self.channel.clone())
     }

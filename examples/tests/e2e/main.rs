@@ -413,3 +413,69 @@ async fn cli_job_run_streams_logs_and_exits_with_the_job_code() {
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json list");
     assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 }
+
+#[tokio::test]
+async fn a_canary_secret_is_found_nowhere_but_in_the_job() {
+    const CANARY: &str = "canary-7f3a9c1e-secret";
+    let s = start_server(&[("RUST_LOG", "debug")]).await;
+    // The job proves it received the secret without printing it: a hash of stdin.
+    let spec = script("secrets=$(cat); echo \"raw: $secrets\"; echo \"sum: $(printf %s \"$secrets\" | sha256sum | cut -c1-16)\"")
+        .with_secret("API_TOKEN", CANARY);
+    let id = s.submit(spec).await;
+    let j = s.wait_done(&id, Duration::from_secs(30)).await;
+    assert_eq!(j.state, v1::JobState::Succeeded as i32, "{j:?}");
+    let lines = s.log_lines(&id).await;
+    let expected_json = format!("{{\"API_TOKEN\":\"{CANARY}\"}}");
+    let want_sum = {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(expected_json.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)[..16].to_owned()
+    };
+    assert!(
+        lines.contains(&format!("sum: {want_sum}")),
+        "the job read the secret: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("***")),
+        "redacted in logs: {lines:?}"
+    );
+    let everything = format!(
+        "{lines:?}\n{:?}\n{:?}\n{}",
+        s.get(&id).await,
+        s.query()
+            .list_jobs(v1::ListJobsRequest {
+                state: 0,
+                limit: 10
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+        reqwest::get(format!("{}/api/v1/jobs/{id}", s.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        !everything.contains(CANARY),
+        "canary leaked in API responses or logs"
+    );
+    let server_log = s.server_log();
+    assert!(server_log.contains("job queued"), "server log captured");
+    assert!(
+        !server_log.contains(CANARY),
+        "canary leaked into the server's tracing output"
+    );
+}

@@ -37,6 +37,9 @@ impl ControlPlane {
         correlation_id: Option<CorrelationId>,
     ) -> ControlResult<Job> {
         spec.validate()?;
+        // Secrets are stored only sealed; they are opened for the worker alone.
+        let mut spec = spec;
+        spec.secrets = self.inner.sealer.seal(&spec.secrets);
         let mut job = Job::new(spec);
         if let Some(c) = correlation_id {
             job = job.with_correlation_id(c);

@@ -27,6 +27,7 @@ mod logs;
 mod metrics;
 mod placement;
 mod providers;
+mod secrets;
 mod workers;
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +44,7 @@ pub use jobs::QueueStatus;
 pub use logs::{LogChunk, LogHub};
 pub use metrics::{MetricsBackend, MetricsSummary};
 pub use providers::ProviderFactory;
+pub use secrets::{SecretSealer, SecretsError};
 pub use workers::{RegisterOutcome, WorkerStreamHandle};
 
 use crate::domain::ids::{ProviderId, WorkerId};
@@ -83,6 +85,7 @@ struct Inner {
     /// Serialises read-modify-write of workers (the registry has no versions).
     worker_lock: tokio::sync::Mutex<()>,
     metrics: Option<Arc<MetricsBackend>>,
+    sealer: SecretSealer,
     shutdown: watch::Sender<bool>,
 }
 
@@ -109,6 +112,7 @@ pub struct ControlPlaneBuilder {
     strategy: Option<Strategy>,
     provider_factory: Option<ProviderFactory>,
     metrics: bool,
+    sealer: Option<SecretSealer>,
 }
 
 impl std::fmt::Debug for ControlPlaneBuilder {
@@ -144,6 +148,12 @@ impl ControlPlaneBuilder {
         self.metrics = enabled;
         self
     }
+    /// Key for job secrets at rest (default: a random key for this process,
+    /// which suits only the in-memory store).
+    pub fn secrets(mut self, sealer: SecretSealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
     /// Builds it. Call [`ControlPlane::run`] to start the control loop.
     pub fn build(self) -> ControlPlane {
         let stores = self.stores.unwrap_or_else(Stores::in_memory);
@@ -165,6 +175,7 @@ impl ControlPlaneBuilder {
                 strategy: RwLock::new(self.strategy.unwrap_or(Strategy::Priority)),
                 worker_lock: tokio::sync::Mutex::new(()),
                 metrics: self.metrics.then(|| Arc::new(MetricsBackend::default())),
+                sealer: self.sealer.unwrap_or_else(SecretSealer::ephemeral),
                 shutdown: watch::channel(false).0,
             }),
         }

@@ -203,8 +203,27 @@ impl ControlPlane {
     }
 
     /// Sends the job's current attempt to its worker.
+    /// A job whose secrets cannot be opened (another key) fails for good:
+    /// retrying cannot help.
     pub(super) async fn send_run(&self, worker_id: WorkerId, job: &Job) -> ControlResult<bool> {
         let attempt = job.execution_context().attempt;
+        let mut spec = job.spec().clone();
+        spec.secrets = match self.inner.sealer.open(&spec.secrets) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = e.to_string();
+                tracing::error!(job_id = %job.id(), error = %why, "cannot open job secrets");
+                self.transition_job(job.id(), &why, |j| {
+                    Ok(j.fail(crate::domain::job::AttemptResult::with_outcome(
+                        crate::domain::job::AttemptOutcome::StartFailed,
+                        Some(why.clone()),
+                    ))?)
+                })
+                .await?;
+                self.release_worker_slot(worker_id, job.id()).await?;
+                return Ok(true);
+            }
+        };
         let resume_after = self
             .inner
             .stores
@@ -217,7 +236,7 @@ impl ControlPlane {
                 v1::server_message::Payload::RunJob(v1::RunJobCommand {
                     job_id: job.id().to_string(),
                     attempt,
-                    spec: Some(v1::JobSpec::from(job.spec())),
+                    spec: Some(v1::JobSpec::from(&spec)),
                     correlation_id: job.correlation_id().to_string(),
                     resume_after_sequence: resume_after,
                 }),
