@@ -50,6 +50,9 @@ pub mod proto;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod tls;
 
 pub use domain::error::{DomainError, ProviderError};
 pub use domain::ids::{CorrelationId, InvalidId, JobId, ProviderId, WorkerId};

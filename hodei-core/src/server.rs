@@ -39,10 +39,62 @@ pub enum ServeError {
 /// Largest gRPC message accepted (log batches are far smaller).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Options of [`grpc_router_with`] and [`serve_grpc_with`]: TLS and API authentication.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Server TLS (and mTLS when it has a client CA), reloadable. `None` = plain TCP.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// API tokens for the client-facing services. `None` = open.
+    pub auth: Option<crate::api::auth::ApiAuth>,
+}
+
+impl ServerOptions {
+    /// No TLS, no authentication.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves over TLS with this (reloadable) configuration.
+    #[must_use]
+    pub fn with_tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Requires API tokens on the client-facing services.
+    #[must_use]
+    pub fn with_auth(mut self, auth: crate::api::auth::ApiAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+}
+
 /// Builds the router with every service, health and reflection.
 pub async fn grpc_router(
     cp: &ControlPlane,
     tls: Option<ServerTlsConfig>,
+) -> Result<Router, ServeError> {
+    build_router(cp, tls, None).await
+}
+
+/// Builds the router with every service, health and reflection, with API
+/// tokens enforced on the client-facing services when `options.auth` is set.
+///
+/// TLS from `options.tls` is not part of the router: it is applied by
+/// [`serve_grpc_with`] (or serve the router over [`ServerTls::incoming`](crate::tls::ServerTls::incoming)).
+pub async fn grpc_router_with(
+    cp: &ControlPlane,
+    options: &ServerOptions,
+) -> Result<Router, ServeError> {
+    build_router(cp, None, options.auth.clone()).await
+}
+
+async fn build_router(
+    cp: &ControlPlane,
+    tls: Option<ServerTlsConfig>,
+    auth: Option<crate::api::auth::ApiAuth>,
 ) -> Result<Router, ServeError> {
     use v1::job_execution_service_server::JobExecutionServiceServer;
     use v1::job_query_service_server::JobQueryServiceServer;
@@ -86,6 +138,9 @@ pub async fn grpc_router(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    // API tokens guard the client-facing services; the worker-facing RPCs,
+    // health and reflection are exempt (see `api::auth::grpc_required_scope`).
+    let guard = crate::api::auth::GrpcAuthLayer::new(auth);
     Ok(builder
         .add_service(health_service)
         .add_service(reflection)
@@ -93,16 +148,18 @@ pub async fn grpc_router(
             WorkerAgentServiceServer::new(WorkerAgentApi::new(cp.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(JobExecutionServiceServer::new(JobExecutionApi::new(
-            cp.clone(),
-        )))
-        .add_service(JobQueryServiceServer::new(JobQueryApi::new(cp.clone())))
-        .add_service(SchedulerServiceServer::new(SchedulerApi::new(cp.clone())))
-        .add_service(ProviderManagementServiceServer::new(
+        .add_service(
+            guard.wrap(JobExecutionServiceServer::new(JobExecutionApi::new(
+                cp.clone(),
+            ))),
+        )
+        .add_service(guard.wrap(JobQueryServiceServer::new(JobQueryApi::new(cp.clone()))))
+        .add_service(guard.wrap(SchedulerServiceServer::new(SchedulerApi::new(cp.clone()))))
+        .add_service(guard.wrap(ProviderManagementServiceServer::new(
             ProviderManagementApi::new(cp.clone()),
-        ))
-        .add_service(LogStreamServiceServer::new(LogStreamApi::new(cp.clone())))
-        .add_service(MetricsServiceServer::new(MetricsApi::new(cp.clone()))))
+        )))
+        .add_service(guard.wrap(LogStreamServiceServer::new(LogStreamApi::new(cp.clone()))))
+        .add_service(guard.wrap(MetricsServiceServer::new(MetricsApi::new(cp.clone())))))
 }
 
 /// Serves gRPC on `listener` until `shutdown` resolves.
@@ -116,6 +173,34 @@ pub async fn serve_grpc(
     router
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
+    Ok(())
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, with the TLS (mTLS,
+/// revocation, hot reload of rotated files: a watcher runs while serving) and
+/// API authentication of `options`.
+pub async fn serve_grpc_with(
+    cp: ControlPlane,
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let router = grpc_router_with(&cp, &options).await?;
+    match &options.tls {
+        Some(tls) => {
+            let watcher = tls.spawn_watcher();
+            let served = router
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+                .await;
+            watcher.abort();
+            served?;
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await?;
+        }
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! client over the generated `hodei.v1` stubs.
 
 mod args;
+mod certs;
 mod client;
 mod jobs;
 mod output;
@@ -48,6 +49,12 @@ pub(crate) enum Command {
     /// Inspect providers.
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// Create a CA, server and worker certificates for mTLS (no OpenSSL needed).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Create API tokens for clients.
+    #[command(subcommand)]
+    Token(certs::TokenCommand),
 }
 
 /// `hodei job …`.
@@ -165,6 +172,8 @@ pub(crate) enum ProviderCommand {
 /// Runs the parsed command; returns the process exit code.
 pub(crate) async fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
+        Command::Certs(cmd) => certs::run_certs(cmd),
+        Command::Token(cmd) => certs::run_token(cmd),
         Command::Job(cmd) => jobs::run(&cli.server, cli.output, cmd).await,
         Command::Worker(WorkerCommand::List) => {
             let channel = client::connect(&cli.server).await?;

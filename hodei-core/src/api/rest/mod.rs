@@ -106,6 +106,24 @@ pub fn router(cp: ControlPlane) -> Router {
     router_with(cp, rx)
 }
 
+/// The REST API with API tokens enforced (see [`crate::api::auth`]) when
+/// `auth` is set; `/healthz` and `/readyz` stay open.
+pub fn router_with_auth(cp: ControlPlane, auth: Option<crate::api::auth::ApiAuth>) -> Router {
+    let (tx, rx) = watch::channel(false);
+    drop(tx);
+    with_auth(router_with(cp, rx), auth)
+}
+
+fn with_auth(router: Router, auth: Option<crate::api::auth::ApiAuth>) -> Router {
+    match auth {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::api::auth::rest_auth,
+        )),
+        None => router,
+    }
+}
+
 fn router_with(cp: ControlPlane, closing: watch::Receiver<bool>) -> Router {
     let state = AppState { cp, closing };
     Router::new()
@@ -136,6 +154,23 @@ pub async fn serve_rest(
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
     let app = router_with(cp, rx);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await
+}
+
+/// Like [`serve_rest`], with API tokens enforced when `auth` is set.
+pub async fn serve_rest_with(
+    cp: ControlPlane,
+    listener: tokio::net::TcpListener,
+    auth: Option<crate::api::auth::ApiAuth>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let app = with_auth(router_with(cp, rx), auth);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

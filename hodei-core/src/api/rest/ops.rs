@@ -207,6 +207,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiEr
         "hodei_queue_oldest_pending_age_seconds {:.3}",
         status.oldest_pending_age_ms as f64 / 1000.0
     );
+    crate::tls::write_prometheus(&mut out);
     Ok((
         [(
             header::CONTENT_TYPE,
