@@ -15,6 +15,37 @@ use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy, SecretSe
 use hodei_core::provider::FullProvider;
 use hodei_core::{CommandType, JobSpec, ProviderConfig};
 use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
+use hodei_store_postgres::{PgLeaderLease, PgStoreConfig};
+
+/// The Postgres lease as the control plane's leader election.
+struct PgLeader {
+    lease: PgLeaderLease,
+    leading: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl hodei_core::store::LeaderElection for PgLeader {
+    async fn is_leader(&self) -> bool {
+        let now = match self.lease.try_acquire_or_renew().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "leader lease check failed");
+                false
+            }
+        };
+        let before = self.leading.swap(now, std::sync::atomic::Ordering::Relaxed);
+        if before != now {
+            tracing::info!(leading = now, "maintenance leadership changed");
+        }
+        now
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "hodei".into())
+}
 
 /// Hodei control plane.
 #[derive(Debug, Parser)]
@@ -50,22 +81,37 @@ struct Settings {
     pool: PoolPolicy,
     cp: ControlPlaneConfig,
     metrics: bool,
+    /// gRPC TLS (HODEI_TLS_CERT/KEY, mTLS with HODEI_TLS_CLIENT_CA, HODEI_TLS_REVOKED_SERIALS).
+    tls: Option<hodei_core::tls::ServerTlsSettings>,
+    /// API tokens (HODEI_API_TOKENS, HODEI_API_TOKENS_FILE); `None` = open API.
+    auth: Option<hodei_core::api::auth::ApiAuth>,
+    /// Client certificate, key and CA given to locally spawned workers
+    /// (HODEI_WORKER_TLS_CERT/KEY, HODEI_WORKER_TLS_CA defaulting to HODEI_TLS_CLIENT_CA).
+    worker_tls: Option<[String; 3]>,
 }
 
 impl Settings {
     fn from_env() -> anyhow::Result<Self> {
-        if std::env::var("HODEI_DATABASE_URL").is_ok() || std::env::var("DATABASE_URL").is_ok() {
-            bail!(
-                "HODEI_DATABASE_URL/DATABASE_URL is set, but this build has no Postgres store yet \
-                 (hodei-store-postgres is not implemented). Unset it to run with the embedded \
-                 in-memory store."
-            );
-        }
         let bind: IpAddr = env_or("HODEI_BIND_ADDRESS", IpAddr::from([0, 0, 0, 0]))?;
         let grpc_port = env_or("GRPC_PORT", 50051u16)?;
         let http_port = env_or("HODEI_HTTP_PORT", 8080u16)?;
+        let tls = hodei_core::tls::ServerTlsSettings::from_env().context("TLS configuration")?;
+        let auth = hodei_core::api::auth::ApiAuth::from_env().context("API tokens")?;
+        let worker_tls = match (
+            std::env::var("HODEI_WORKER_TLS_CERT"),
+            std::env::var("HODEI_WORKER_TLS_KEY"),
+            std::env::var("HODEI_WORKER_TLS_CA").or_else(|_| std::env::var("HODEI_TLS_CLIENT_CA")),
+        ) {
+            (Ok(c), Ok(k), Ok(ca)) => Some([c, k, ca]),
+            (Err(_), Err(_), _) => None,
+            _ => bail!(
+                "set HODEI_WORKER_TLS_CERT and HODEI_WORKER_TLS_KEY together (and \
+                 HODEI_WORKER_TLS_CA or HODEI_TLS_CLIENT_CA)"
+            ),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let worker_server_address = std::env::var("HODEI_WORKER_SERVER_ADDRESS")
-            .unwrap_or_else(|_| format!("http://127.0.0.1:{grpc_port}"));
+            .unwrap_or_else(|_| format!("{scheme}://localhost:{grpc_port}"));
         let max_jobs: u32 = env_or("HODEI_MAX_JOBS_PER_WORKER", 0u32)?;
         let pool = PoolPolicy::default()
             .min_idle(env_or("HODEI_POOL_MIN_IDLE", 0u32)?)
@@ -92,6 +138,9 @@ impl Settings {
             pool,
             cp,
             metrics,
+            tls,
+            auth,
+            worker_tls,
         })
     }
 }
@@ -108,8 +157,21 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::from_env()?;
 
+    let pg = match PgStoreConfig::from_env().context("database configuration")? {
+        Some(config) => Some(
+            hodei_store_postgres::connect(&config)
+                .await
+                .context("connecting to Postgres (HODEI_DATABASE_URL)")?,
+        ),
+        None => None,
+    };
     let sealer = match std::env::var("HODEI_SECRETS_KEY") {
         Ok(key) => SecretSealer::from_encoded(&key).context("HODEI_SECRETS_KEY")?,
+        Err(_) if pg.is_some() => bail!(
+            "HODEI_SECRETS_KEY is required with a database: job secrets are stored sealed with \
+             it and must still open after a restart (32 bytes, hex or base64; e.g. `openssl \
+             rand -hex 32`)"
+        ),
         Err(_) => {
             tracing::warn!(
                 "HODEI_SECRETS_KEY is not set: job secrets are sealed with a random key that \
@@ -118,21 +180,60 @@ async fn main() -> anyhow::Result<()> {
             SecretSealer::ephemeral()
         }
     };
-    let cp = ControlPlane::builder()
+    let mut builder = ControlPlane::builder()
         .config(settings.cp.clone())
         .metrics(settings.metrics)
-        .secrets(sealer)
-        .build();
-    tracing::warn!(
-        "embedded development mode: in-memory store (state is lost at exit) and no API \
-         authentication: do not expose these ports"
-    );
+        .secrets(sealer);
+    match &pg {
+        Some(pg) => {
+            let holder = format!("{}-{}", hostname(), uuid::Uuid::new_v4());
+            tracing::info!(%holder, "Postgres store; maintenance runs on the replica holding the lease");
+            builder = builder
+                .stores(pg.stores())
+                .leader_election(Arc::new(PgLeader {
+                    lease: pg.leader_lease("hodei-maintenance", holder, Duration::from_secs(15)),
+                    leading: std::sync::atomic::AtomicBool::new(false),
+                }));
+        }
+        None => tracing::warn!(
+            "embedded development mode: in-memory store (state is lost at exit); do not expose \
+             these ports without API tokens"
+        ),
+    }
+    let cp = builder.build();
 
     let process_config = ProcessProviderConfig::from_env()
         .context("process provider configuration")?
         .with_max_workers(settings.pool.max_workers);
+    // Local workers get their own client certificate (they inherit the
+    // server's environment, whose HODEI_TLS_CERT/KEY are the server's).
+    let process_config = match &settings.worker_tls {
+        Some([cert, key, ca]) => process_config
+            .with_env("HODEI_TLS_CERT", cert.clone())
+            .with_env("HODEI_TLS_KEY", key.clone())
+            .with_env("HODEI_TLS_CA", ca.clone()),
+        None if settings.tls.as_ref().is_some_and(|t| t.client_ca_path.is_some()) => {
+            tracing::warn!(
+                "mTLS is on but HODEI_WORKER_TLS_CERT/KEY are not set: locally spawned \
+                 workers cannot connect"
+            );
+            process_config
+        }
+        None => process_config,
+    };
     let agent_binary = process_config.resolve_agent_binary();
-    let process: Arc<dyn FullProvider> = Arc::new(ProcessProvider::new(process_config));
+    // Keep the provider's id across restarts (its workers are stored under it).
+    let process_id = match cp
+        .stores()
+        .providers
+        .get_by_name(&process_config.name)
+        .await
+    {
+        Ok(Some(p)) => p.id(),
+        _ => hodei_core::ProviderId::new(),
+    };
+    let process: Arc<dyn FullProvider> =
+        Arc::new(ProcessProvider::with_id(process_id, process_config));
     cp.register_provider(
         process,
         ProviderConfig::BareMetal {
@@ -152,15 +253,32 @@ async fn main() -> anyhow::Result<()> {
 
     let stop = tokio_util_shutdown();
     let controller = tokio::spawn(cp.clone().run());
-    let grpc = tokio::spawn(hodei_core::server::serve_grpc(
+    let mut server_options = hodei_core::server::ServerOptions::new();
+    if let Some(tls) = settings.tls.clone() {
+        server_options = server_options
+            .with_tls(hodei_core::tls::ServerTls::load(tls).context("loading TLS certificates")?);
+    }
+    match &settings.auth {
+        Some(auth) => {
+            tracing::info!(tokens = auth.tokens().len(), "API tokens required on gRPC and REST");
+            server_options = server_options.with_auth(auth.clone());
+        }
+        None => tracing::warn!(
+            "NO API AUTHENTICATION: HODEI_API_TOKENS/HODEI_API_TOKENS_FILE are not set, so anyone \
+             who reaches these ports can submit jobs and manage providers (create tokens with \
+             `hodei token create`)"
+        ),
+    }
+    let grpc = tokio::spawn(hodei_core::server::serve_grpc_with(
         cp.clone(),
         grpc_listener,
-        None,
+        server_options,
         wait(stop.clone()),
     ));
-    let rest = tokio::spawn(hodei_core::api::rest::serve_rest(
+    let rest = tokio::spawn(hodei_core::api::rest::serve_rest_with(
         cp.clone(),
         http_listener,
+        settings.auth.clone(),
         wait(stop.clone()),
     ));
 

@@ -54,8 +54,15 @@ impl Drop for TestServer {
 
 /// Starts a server with extra environment (e.g. `HODEI_MAX_WORKERS`).
 pub(crate) async fn start_server(env: &[(&str, &str)]) -> TestServer {
-    let grpc_port = free_port();
-    let http_port = free_port();
+    start_server_at(free_port(), free_port(), env).await
+}
+
+/// Starts a server on given ports (to restart one where its agents expect it).
+pub(crate) async fn start_server_at(
+    grpc_port: u16,
+    http_port: u16,
+    env: &[(&str, &str)],
+) -> TestServer {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hodei-server"));
     cmd.env("GRPC_PORT", grpc_port.to_string())
         .env("HODEI_HTTP_PORT", http_port.to_string())
@@ -97,6 +104,30 @@ pub(crate) async fn start_server(env: &[(&str, &str)]) -> TestServer {
 }
 
 impl TestServer {
+    /// `kill -9` of the server process (its agents keep running).
+    pub(crate) fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The gRPC port.
+    pub(crate) fn grpc_port(&self) -> u16 {
+        self.grpc
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The HTTP port.
+    pub(crate) fn http_port(&self) -> u16 {
+        self.http
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// What the server printed so far (its tracing output).
     pub(crate) fn server_log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
@@ -211,4 +242,46 @@ pub(crate) fn alive(pid: u32) -> bool {
             .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// Kills every process whose environment says it talks to this server
+/// (agents orphaned by a killed server), so tests leave nothing behind.
+pub(crate) fn kill_agents_of(grpc_port: u16) {
+    let needle = format!("HODEI_SERVER=http://127.0.0.1:{grpc_port}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+            && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// A fresh, empty database on the test Postgres, or `None` (with a loud
+/// message) when no Postgres is configured; under `CI=true` that is a failure.
+pub(crate) async fn fresh_database() -> Option<String> {
+    use hodei_store_postgres::sqlx::{Connection, Executor, PgConnection};
+    let Ok(base) = std::env::var("HODEI_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "HODEI_TEST_DATABASE_URL is not set (CI=true): Postgres tests cannot be skipped"
+        );
+        eprintln!("SKIP: HODEI_TEST_DATABASE_URL is not set; Postgres end-to-end test skipped");
+        return None;
+    };
+    let name = format!("hodei_e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&base)
+        .await
+        .expect("connect to test Postgres");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    Some(format!("{prefix}/{name}"))
 }

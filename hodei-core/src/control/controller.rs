@@ -65,11 +65,28 @@ impl ControlPlane {
 
     /// One reconcile pass.
     pub async fn reconcile(&self) -> ControlResult<()> {
-        self.inner.stores.queue.rescue_expired(Utc::now()).await?;
-        self.enforce_timeouts().await?;
+        if self.is_leader().await {
+            self.maintain().await?;
+        }
         self.find_lost_and_idle_workers().await?;
         self.dispatch().await?;
         self.keep_warm_pools().await?;
+        Ok(())
+    }
+
+    /// Whether this replica runs the maintenance work now.
+    pub async fn is_leader(&self) -> bool {
+        match &self.inner.leader {
+            Some(l) => l.is_leader().await,
+            None => true,
+        }
+    }
+
+    /// Leader-only work: return expired queue leases, time out jobs whose
+    /// agent is gone, prune old finished jobs.
+    async fn maintain(&self) -> ControlResult<()> {
+        self.inner.stores.queue.rescue_expired(Utc::now()).await?;
+        self.enforce_timeouts().await?;
         if let Some(retention) = self.inner.config.retention
             && let Ok(age) = chrono::Duration::from_std(retention)
         {

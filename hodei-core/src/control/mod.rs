@@ -50,7 +50,7 @@ pub use workers::{RegisterOutcome, WorkerStreamHandle};
 use crate::domain::ids::{ProviderId, WorkerId};
 use crate::proto::v1;
 use crate::provider::FullProvider;
-use crate::store::Stores;
+use crate::store::{LeaderElection, Stores};
 
 /// Outbound half of an open worker stream.
 type WorkerSender = mpsc::Sender<Result<v1::ServerMessage, tonic::Status>>;
@@ -86,6 +86,7 @@ struct Inner {
     worker_lock: tokio::sync::Mutex<()>,
     metrics: Option<Arc<MetricsBackend>>,
     sealer: SecretSealer,
+    leader: Option<Arc<dyn LeaderElection>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -113,6 +114,7 @@ pub struct ControlPlaneBuilder {
     provider_factory: Option<ProviderFactory>,
     metrics: bool,
     sealer: Option<SecretSealer>,
+    leader: Option<Arc<dyn LeaderElection>>,
 }
 
 impl std::fmt::Debug for ControlPlaneBuilder {
@@ -154,6 +156,12 @@ impl ControlPlaneBuilder {
         self.sealer = Some(sealer);
         self
     }
+    /// Leader election among replicas on one database (default: this
+    /// process is the only replica and always leads).
+    pub fn leader_election(mut self, leader: Arc<dyn LeaderElection>) -> Self {
+        self.leader = Some(leader);
+        self
+    }
     /// Builds it. Call [`ControlPlane::run`] to start the control loop.
     pub fn build(self) -> ControlPlane {
         let stores = self.stores.unwrap_or_else(Stores::in_memory);
@@ -176,6 +184,7 @@ impl ControlPlaneBuilder {
                 worker_lock: tokio::sync::Mutex::new(()),
                 metrics: self.metrics.then(|| Arc::new(MetricsBackend::default())),
                 sealer: self.sealer.unwrap_or_else(SecretSealer::ephemeral),
+                leader: self.leader,
                 shutdown: watch::channel(false).0,
             }),
         }

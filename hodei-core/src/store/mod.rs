@@ -350,3 +350,12 @@ impl std::fmt::Debug for Stores {
         f.debug_struct("Stores").finish_non_exhaustive()
     }
 }
+
+/// Decides which control-plane replica runs the maintenance work (lease
+/// rescuer, server-side timeouts, pruning) when several share one database.
+/// Every replica serves the APIs and dispatches; only the leader maintains.
+#[async_trait]
+pub trait LeaderElection: Send + Sync {
+    /// Whether this replica leads now, acquiring or renewing its lease as needed.
+    async fn is_leader(&self) -> bool;
+}
