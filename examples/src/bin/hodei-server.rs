@@ -14,6 +14,7 @@ use clap::Parser;
 use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy, SecretSealer};
 use hodei_core::provider::FullProvider;
 use hodei_core::{CommandType, JobSpec, ProviderConfig};
+use hodei_providers::docker::{DockerProvider, DockerProviderConfig};
 use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
 use hodei_store_postgres::{PgLeaderLease, PgStoreConfig};
 
@@ -111,7 +112,7 @@ impl Settings {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let worker_server_address = std::env::var("HODEI_WORKER_SERVER_ADDRESS")
-            .unwrap_or_else(|_| format!("{scheme}://localhost:{grpc_port}"));
+            .unwrap_or_else(|_| format!("{scheme}://127.0.0.1:{grpc_port}"));
         let max_jobs: u32 = env_or("HODEI_MAX_JOBS_PER_WORKER", 0u32)?;
         let pool = PoolPolicy::default()
             .min_idle(env_or("HODEI_POOL_MIN_IDLE", 0u32)?)
@@ -212,7 +213,11 @@ async fn main() -> anyhow::Result<()> {
             .with_env("HODEI_TLS_CERT", cert.clone())
             .with_env("HODEI_TLS_KEY", key.clone())
             .with_env("HODEI_TLS_CA", ca.clone()),
-        None if settings.tls.as_ref().is_some_and(|t| t.client_ca_path.is_some()) => {
+        None if settings
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_path.is_some()) =>
+        {
             tracing::warn!(
                 "mTLS is on but HODEI_WORKER_TLS_CERT/KEY are not set: locally spawned \
                  workers cannot connect"
@@ -245,6 +250,13 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("registering the process provider")?;
 
+    if matches!(
+        std::env::var("HODEI_DOCKER_ENABLED").as_deref(),
+        Ok("1" | "true" | "yes")
+    ) {
+        register_docker(&cp, &settings.pool).await?;
+    }
+
     let (grpc_listener, grpc_addr) =
         hodei_core::server::bind(SocketAddr::new(settings.bind, settings.grpc_port)).await?;
     let (http_listener, http_addr) =
@@ -260,7 +272,10 @@ async fn main() -> anyhow::Result<()> {
     }
     match &settings.auth {
         Some(auth) => {
-            tracing::info!(tokens = auth.tokens().len(), "API tokens required on gRPC and REST");
+            tracing::info!(
+                tokens = auth.tokens().len(),
+                "API tokens required on gRPC and REST"
+            );
             server_options = server_options.with_auth(auth.clone());
         }
         None => tracing::warn!(
@@ -347,6 +362,52 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Registers the Docker provider under the name `docker`, removes containers
+/// a crashed server left behind, and keeps doing so periodically.
+async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
+    let config = DockerProviderConfig::from_env().context("Docker provider configuration")?;
+    let id = match cp.stores().providers.get_by_name(&config.name).await {
+        Ok(Some(p)) => p.id(),
+        _ => hodei_core::ProviderId::new(),
+    };
+    // Lazy: a daemon that is down makes the provider unhealthy, not the server fail.
+    let docker = Arc::new(
+        DockerProvider::connect_lazy_with_id(id, config.clone())
+            .await
+            .context("Docker provider")?,
+    );
+    let policy = pool.clone().max_workers(config.max_workers);
+    cp.register_provider(
+        docker.clone(),
+        ProviderConfig::Docker {
+            image: config.image.clone(),
+            docker_host: config.docker_host.clone(),
+            network: Some(config.network_mode.as_docker().to_owned()),
+        },
+        policy,
+    )
+    .await
+    .context("registering the Docker provider")?;
+    let cp = cp.clone();
+    tokio::spawn(async move {
+        loop {
+            let known = match cp.stores().workers.list().await {
+                Ok(ws) => ws.iter().map(|w| w.id()).collect(),
+                Err(_) => std::collections::HashSet::new(),
+            };
+            match docker.cleanup_orphans(&known).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::warn!(?removed, "removed orphaned worker containers");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "orphan cleanup skipped"),
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    });
+    Ok(())
 }
 
 /// Submits a few jobs, prints their logs and results.

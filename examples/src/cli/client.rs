@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::{Interceptor, interceptor::InterceptedService};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// Why a command failed. Each variant prints as one clear line.
 #[derive(Debug)]
@@ -79,13 +81,78 @@ impl CliError {
     }
 }
 
+/// A connection to the server that adds `authorization: Bearer $HODEI_TOKEN`
+/// to every call when `HODEI_TOKEN` is set.
+pub(crate) type Channel = InterceptedService<tonic::transport::Channel, BearerToken>;
+
+/// Adds the API token to each request.
+#[derive(Clone)]
+pub(crate) struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The API token from `HODEI_TOKEN`.
+fn bearer_from_env() -> Result<BearerToken, CliError> {
+    match std::env::var("HODEI_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => format!("Bearer {}", t.trim())
+            .parse()
+            .map(|v| BearerToken(Some(v)))
+            .map_err(|_| CliError::Usage("HODEI_TOKEN contains invalid characters".into())),
+        _ => Ok(BearerToken(None)),
+    }
+}
+
+/// TLS for an `https://` server: CA from `HODEI_TLS_CA`, client certificate
+/// from `HODEI_TLS_CERT`/`HODEI_TLS_KEY` (when the server requires mTLS),
+/// server name from `HODEI_TLS_DOMAIN`.
+fn tls_from_env() -> Result<ClientTlsConfig, CliError> {
+    let read = |var: &str| -> Result<Option<Vec<u8>>, CliError> {
+        match std::env::var(var) {
+            Ok(p) if !p.trim().is_empty() => std::fs::read(p.trim())
+                .map(Some)
+                .map_err(|e| CliError::Usage(format!("{var}={p}: {e}"))),
+            _ => Ok(None),
+        }
+    };
+    let mut tls = ClientTlsConfig::new();
+    if let Some(ca) = read("HODEI_TLS_CA")? {
+        tls = tls.ca_certificate(Certificate::from_pem(ca));
+    }
+    match (read("HODEI_TLS_CERT")?, read("HODEI_TLS_KEY")?) {
+        (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(c, k)),
+        (None, None) => {}
+        _ => {
+            return Err(CliError::Usage(
+                "set both HODEI_TLS_CERT and HODEI_TLS_KEY, or neither".into(),
+            ));
+        }
+    }
+    if let Ok(d) = std::env::var("HODEI_TLS_DOMAIN") {
+        tls = tls.domain_name(d);
+    }
+    Ok(tls)
+}
+
 /// Connects to `server` (eagerly, so an absent server is reported at once).
 pub(crate) async fn connect(server: &str) -> Result<Channel, CliError> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
+    let bearer = bearer_from_env()?;
+    let mut endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|e| CliError::Usage(format!("invalid server address {server:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    endpoint.connect().await.map_err(|e| {
+    if server.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls_from_env()?)
+            .map_err(|e| CliError::Usage(format!("TLS configuration: {e}")))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
         let mut detail = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -96,5 +163,6 @@ pub(crate) async fn connect(server: &str) -> Result<Channel, CliError> {
             server: server.to_owned(),
             detail,
         }
-    })
+    })?;
+    Ok(InterceptedService::new(channel, bearer))
 }

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use super::client::Channel;
 use hodei_core::proto::convert;
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
 use hodei_core::proto::v1::job_query_service_client::JobQueryServiceClient;
 use hodei_core::proto::v1::log_stream_service_client::LogStreamServiceClient;
 use hodei_core::{JobSpec, JobState};
-use tonic::transport::Channel;
 
 use super::args::{self, RunCommand, RunSpecArgs};
 use super::client::{self, CliError};
