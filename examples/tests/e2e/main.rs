@@ -1,12 +1,10 @@
 //! End-to-end tests: the real `hodei-server` and `hodei-worker` binaries,
 //! real child processes, real sockets, the embedded in-memory store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod docker;
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod harness;
 mod postgres;
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod security;
 
 use std::time::Duration;
