@@ -49,6 +49,8 @@ pub const ENV_TLS_KEY: &str = "HODEI_TLS_KEY";
 pub const ENV_TLS_CLIENT_CA: &str = "HODEI_TLS_CLIENT_CA";
 /// Revoked client certificate serials, comma-separated hex.
 pub const ENV_TLS_REVOKED_SERIALS: &str = "HODEI_TLS_REVOKED_SERIALS";
+/// File of revoked serials (hex, one a line, `#` comments), re-read when it changes.
+pub const ENV_TLS_REVOKED_SERIALS_FILE: &str = "HODEI_TLS_REVOKED_SERIALS_FILE";
 
 /// Where the server's TLS material lives and how it is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,9 @@ pub struct ServerTlsSettings {
     pub client_ca_path: Option<PathBuf>,
     /// Serials of revoked client certificates, hex (`0x`, `:` and case ignored).
     pub revoked_serials: Vec<String>,
+    /// A file of more revoked serials (hex, one a line, `#` comments); it is
+    /// watched like the certificate files, so revoking needs no restart.
+    pub revoked_serials_file: Option<PathBuf>,
     /// Days before expiry at which a warning is logged (default 30 and 7).
     pub warn_thresholds_days: Vec<u32>,
     /// How often the watcher checks the files (default 30 s).
@@ -80,6 +85,7 @@ impl ServerTlsSettings {
             key_path: key_path.into(),
             client_ca_path: None,
             revoked_serials: Vec::new(),
+            revoked_serials_file: None,
             warn_thresholds_days: vec![30, 7],
             poll_interval: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
@@ -122,10 +128,11 @@ impl ServerTlsSettings {
         let key = get(ENV_TLS_KEY);
         let ca = get(ENV_TLS_CLIENT_CA);
         let revoked = get(ENV_TLS_REVOKED_SERIALS);
+        let revoked_file = get(ENV_TLS_REVOKED_SERIALS_FILE);
         let (cert, key) = match (cert, key) {
             (Some(c), Some(k)) => (c, k),
             (None, None) => {
-                if ca.is_some() || revoked.is_some() {
+                if ca.is_some() || revoked.is_some() || revoked_file.is_some() {
                     return Err(ServerTlsError::Config(format!(
                         "{ENV_TLS_CLIENT_CA}/{ENV_TLS_REVOKED_SERIALS} need {ENV_TLS_CERT} and {ENV_TLS_KEY}"
                     )));
@@ -149,6 +156,7 @@ impl ServerTlsSettings {
                     .collect()
             })
             .unwrap_or_default();
+        s.revoked_serials_file = revoked_file.map(|f| PathBuf::from(f.trim()));
         Ok(Some(s))
     }
 }
@@ -197,7 +205,7 @@ pub struct ServerCertificateInfo {
 struct Loaded {
     config: Arc<rustls::ServerConfig>,
     info: ServerCertificateInfo,
-    mtimes: [Option<SystemTime>; 3],
+    mtimes: [Option<SystemTime>; 4],
     warned: Option<u32>,
 }
 
@@ -489,13 +497,33 @@ impl ClientCertVerifier for RevocationCheckingVerifier {
     }
 }
 
-fn mtimes(s: &ServerTlsSettings) -> [Option<SystemTime>; 3] {
+fn mtimes(s: &ServerTlsSettings) -> [Option<SystemTime>; 4] {
     let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     [
         m(&s.cert_path),
         m(&s.key_path),
         s.client_ca_path.as_deref().and_then(m),
+        s.revoked_serials_file.as_deref().and_then(m),
     ]
+}
+
+/// Every revoked serial: the list plus the file's lines.
+fn revoked_serials(s: &ServerTlsSettings) -> Result<HashSet<String>, ServerTlsError> {
+    let mut all = s
+        .revoked_serials
+        .iter()
+        .map(|r| normalize_serial(r))
+        .collect::<Result<HashSet<_>, _>>()?;
+    if let Some(path) = &s.revoked_serials_file {
+        let text = String::from_utf8_lossy(&read(path)?).into_owned();
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if !line.is_empty() {
+                all.insert(normalize_serial(line)?);
+            }
+        }
+    }
+    Ok(all)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ServerTlsError> {
@@ -564,18 +592,14 @@ fn load_files(s: &ServerTlsSettings) -> Result<Loaded, ServerTlsError> {
             let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| ServerTlsError::Rustls(e.to_string()))?;
-            let revoked = s
-                .revoked_serials
-                .iter()
-                .map(|r| normalize_serial(r))
-                .collect::<Result<HashSet<_>, _>>()?;
+            let revoked = revoked_serials(s)?;
             builder.with_client_cert_verifier(Arc::new(RevocationCheckingVerifier {
                 inner: webpki,
                 revoked,
             }))
         }
         None => {
-            if !s.revoked_serials.is_empty() {
+            if !s.revoked_serials.is_empty() || s.revoked_serials_file.is_some() {
                 return Err(ServerTlsError::Config(
                     "revoked serials need a client CA (mTLS)".to_owned(),
                 ));

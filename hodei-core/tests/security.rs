@@ -785,3 +785,45 @@ async fn a_worker_cannot_complete_or_fail_another_workers_job_over_mtls() {
         .unwrap();
     assert_eq!(done.state, v1::JobState::Succeeded as i32);
 }
+
+#[tokio::test]
+async fn a_serial_added_to_the_revocation_file_is_refused_without_a_restart() {
+    let pki = Pki::new();
+    pki.write_server(&leaf(&pki.ca, "server", true, 500, false));
+    let worker = leaf(&pki.ca, "worker", false, 0x0abc_def0, false);
+    let other = leaf(&pki.ca, "other", false, 0x0123, false);
+    let revoked_file = pki.path("revoked.txt");
+    write_atomic(&revoked_file, "# revoked worker certificates\n");
+    let mut settings = pki.settings(&[]);
+    settings.revoked_serials_file = Some(revoked_file.clone());
+    let tls = ServerTls::load(settings).unwrap();
+    let cp = ControlPlane::builder().build();
+    let addr = serve(&cp, ServerOptions::new().with_tls(tls)).await;
+    let ca_pem = pki.ca.pem.clone();
+    call_over(addr, client_tls(&ca_pem, Some(&worker)))
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    write_atomic(
+        &revoked_file,
+        &format!(
+            "# revoked worker certificates\n{}  # lost laptop\n",
+            worker.serial
+        ),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while call_over(addr, client_tls(&ca_pem, Some(&worker)))
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revoked serial was still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    call_over(addr, client_tls(&ca_pem, Some(&other)))
+        .await
+        .expect("other certificates are still accepted");
+}
