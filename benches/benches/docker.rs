@@ -1,0 +1,277 @@
+//! Docker provider start-up against the real engine.
+//!
+//! 1. The floor: `docker run --rm --network host --entrypoint /usr/bin/true IMAGE`,
+//!    median of 10 (the cost of any container start on this machine).
+//! 2. Provision → agent registered, through the control plane: a job is
+//!    submitted to an empty pool, the Docker provider creates a container, the
+//!    agent in it registers; median of 10, and the ratio to the floor
+//!    (target ≤ 1.2×). Also create → container running as the provider measures it.
+//! 3. With a warm pool (`min_idle` 1): dispatch latency of a job to the warm
+//!    container worker (job created → job running), p50/p99 of 50.
+//!
+//! Without a reachable daemon it prints SKIP and exits 0 (fails under `CI=true`).
+//! Run: `cargo bench -p hodei-benches --bench docker`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
+use hodei_core::provider::WorkerCost;
+use hodei_core::{CommandType, JobId, JobSpec, JobState, ProviderConfig, WorkerState};
+use hodei_providers::docker::{DockerProvider, DockerProviderConfig};
+
+const RUNS: usize = 10;
+const DISPATCHES: usize = 50;
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn docker_ok() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn build_image() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/docker/build-worker-image.sh"
+    );
+    let out = Command::new(script)
+        .output()
+        .expect("run build-worker-image.sh");
+    assert!(
+        out.status.success(),
+        "build-worker-image.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn floor(image: &str) -> Vec<Duration> {
+    // One untimed run warms the image's layers into the page cache.
+    let run = || {
+        let t = Instant::now();
+        let s = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "--entrypoint",
+                "/usr/bin/true",
+                image,
+            ])
+            .status()
+            .expect("docker run");
+        assert!(s.success());
+        t.elapsed()
+    };
+    run();
+    (0..RUNS).map(|_| run()).collect()
+}
+
+async fn plane(provider: DockerProvider, policy: PoolPolicy) -> ControlPlane {
+    let (listener, addr): (_, SocketAddr) =
+        hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let mut config = ControlPlaneConfig::default();
+    config.worker_server_address = format!("http://{addr}");
+    let cp = ControlPlane::builder().config(config).build();
+    let image = provider.config().image.clone();
+    cp.register_provider(
+        Arc::new(provider),
+        ProviderConfig::Docker {
+            image,
+            docker_host: None,
+            network: Some("host".into()),
+        },
+        policy,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(cp.clone().run());
+    tokio::spawn(hodei_core::server::serve_grpc(
+        cp.clone(),
+        listener,
+        None,
+        std::future::pending(),
+    ));
+    cp
+}
+
+async fn registered_workers(cp: &ControlPlane) -> usize {
+    cp.stores()
+        .workers
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|w| matches!(w.state(), WorkerState::Ready | WorkerState::Busy))
+        .count()
+}
+
+async fn wait_state(cp: &ControlPlane, id: JobId, want: JobState, poll: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = cp.get_job(id).await.unwrap().state();
+        if s == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id}: {s:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(poll).await;
+    }
+}
+
+fn job() -> JobSpec {
+    JobSpec::new("bench", CommandType::shell("true", Vec::<String>::new())).with_provider("docker")
+}
+
+/// Provision → agent registered, `RUNS` times, each on an empty pool.
+async fn cold(config: DockerProviderConfig) -> Vec<Duration> {
+    let provider = DockerProvider::connect(config).await.unwrap();
+    let cp = plane(provider, PoolPolicy::default().max_jobs_per_worker(Some(1))).await;
+    let mut samples = Vec::new();
+    for _ in 0..=RUNS {
+        let t = Instant::now();
+        let j = cp.create_job(job(), None).await.unwrap();
+        while registered_workers(&cp).await == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no worker registered"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples.push(t.elapsed());
+        wait_state(&cp, j.id(), JobState::Succeeded, Duration::from_millis(5)).await;
+        cp.retire_all_workers("bench").await;
+    }
+    samples.remove(0); // warm-up
+    cp.shutdown();
+    samples
+}
+
+/// Dispatch latency to a warm container worker.
+async fn warm(config: DockerProviderConfig) -> Vec<Duration> {
+    let provider = DockerProvider::connect(config).await.unwrap();
+    let cp = plane(provider, PoolPolicy::default().min_idle(1).max_workers(1)).await;
+    let t = Instant::now();
+    while registered_workers(&cp).await == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "warm worker never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..=DISPATCHES {
+        let t = Instant::now();
+        let j = cp.create_job(job(), None).await.unwrap();
+        let mut poll = cp.subscribe_job_events();
+        // Running or beyond: the job reached the warm worker.
+        loop {
+            let s = cp.get_job(j.id()).await.unwrap().state();
+            if s != JobState::Pending && s != JobState::Scheduled {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(1), poll.recv()).await;
+        }
+        samples.push(t.elapsed());
+        wait_state(&cp, j.id(), JobState::Succeeded, Duration::from_millis(1)).await;
+    }
+    samples.remove(0);
+    cp.retire_all_workers("bench").await;
+    cp.shutdown();
+    samples
+}
+
+fn main() {
+    if !docker_ok() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("Docker daemon not reachable: CI=true requires it");
+        }
+        eprintln!("\n*** SKIP: Docker daemon not reachable: docker bench did not run ***\n");
+        return;
+    }
+    build_image();
+    let config = DockerProviderConfig::from_env()
+        .unwrap()
+        .with_label("hodei.bench", "docker");
+    let image = config.image.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let mut floor = floor(&image);
+    let mut cold = rt.block_on(cold(config.clone()));
+    let start_estimate = rt.block_on(async {
+        let p = DockerProvider::connect(config.clone()).await.unwrap();
+        // Provider-level: create → running, as the provider measures it.
+        let mut v = Vec::new();
+        for _ in 0..RUNS {
+            let spec = hodei_core::WorkerSpec::new(
+                hodei_core::WorkerId::new(),
+                hodei_core::provider::WorkerProviderIdentity::id(&p),
+                "http://127.0.0.1:1",
+                "bench",
+            );
+            let t = Instant::now();
+            let h = hodei_core::provider::WorkerLifecycle::create_worker(&p, &spec)
+                .await
+                .unwrap();
+            v.push(t.elapsed());
+            hodei_core::provider::WorkerLifecycle::destroy_worker(&p, &h)
+                .await
+                .unwrap();
+        }
+        (v, p.estimated_startup_time())
+    });
+    let mut warm = rt.block_on(warm(config));
+
+    let floor_med = median(&mut floor);
+    let cold_med = median(&mut cold);
+    let (mut create_running, ema) = start_estimate;
+    let create_med = median(&mut create_running);
+    println!("docker provider start-up ({RUNS} runs each, host network, image {image})");
+    println!(
+        "  floor `docker run --rm IMAGE true`        median {:8.1} ms",
+        ms(floor_med)
+    );
+    println!(
+        "  provider create → container running      median {:8.1} ms  (moving average {:.1} ms)",
+        ms(create_med),
+        ms(ema)
+    );
+    println!(
+        "  job submitted → agent registered (cold)  median {:8.1} ms  = {:.2}× the floor (target ≤ 1.2×)",
+        ms(cold_med),
+        cold_med.as_secs_f64() / floor_med.as_secs_f64()
+    );
+    let p50 = percentile(&mut warm, 0.5);
+    let p99 = percentile(&mut warm, 0.99);
+    println!(
+        "  warm pool (min_idle 1): dispatch latency p50 {:.2} ms, p99 {:.2} ms ({DISPATCHES} jobs)",
+        ms(p50),
+        ms(p99)
+    );
+}
