@@ -637,6 +637,7 @@ async fn log_throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadErro
     let worker = server.worker_pids().first().copied();
     let cpu_server0 = server.cpu_time().unwrap_or_default();
     let cpu_worker0 = worker.and_then(procfs::cpu_time).unwrap_or_default();
+    let cpu_self0 = procfs::cpu_time(std::process::id()).unwrap_or_default();
 
     eprintln!("[logs] one job printing {} MB", bytes / 1_000_000);
     let spec = spec_of("logs", CommandType::script("bash", generator.clone()));
@@ -695,6 +696,9 @@ async fn log_throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadErro
         .and_then(procfs::cpu_time)
         .unwrap_or_default()
         .saturating_sub(cpu_worker0);
+    let cpu_self = procfs::cpu_time(std::process::id())
+        .unwrap_or_default()
+        .saturating_sub(cpu_self0);
     drop(server);
 
     eprintln!("[logs] baseline again: generator | wc -c");
@@ -771,11 +775,12 @@ async fn log_throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadErro
         ),
     ));
     t.row(Row::info(
-        "CPU: server / agent",
+        "CPU: server / agent / subscriber (this tool)",
         format!(
-            "{:.2} s / {:.2} s (wall {:.2} s)",
+            "{:.2} s / {:.2} s / {:.2} s (wall {:.2} s)",
             cpu_server.as_secs_f64(),
             cpu_worker.as_secs_f64(),
+            cpu_self.as_secs_f64(),
             elapsed.as_secs_f64()
         ),
     ));
