@@ -51,6 +51,8 @@ pub const ENV_TLS_CLIENT_CA: &str = "HODEI_TLS_CLIENT_CA";
 pub const ENV_TLS_REVOKED_SERIALS: &str = "HODEI_TLS_REVOKED_SERIALS";
 /// File of revoked serials (hex, one a line, `#` comments), re-read when it changes.
 pub const ENV_TLS_REVOKED_SERIALS_FILE: &str = "HODEI_TLS_REVOKED_SERIALS_FILE";
+/// Seconds between checks of the files for changes (default 30).
+pub const ENV_TLS_RELOAD_INTERVAL_SECS: &str = "HODEI_TLS_RELOAD_INTERVAL_SECS";
 
 /// Where the server's TLS material lives and how it is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +159,14 @@ impl ServerTlsSettings {
             })
             .unwrap_or_default();
         s.revoked_serials_file = revoked_file.map(|f| PathBuf::from(f.trim()));
+        if let Some(v) = get(ENV_TLS_RELOAD_INTERVAL_SECS) {
+            let secs: u64 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ServerTlsError::Config(format!(
+                    "{ENV_TLS_RELOAD_INTERVAL_SECS}={v:?} is not a positive number of seconds"
+                ))
+            })?;
+            s.poll_interval = Duration::from_secs(secs);
+        }
         Ok(Some(s))
     }
 }
