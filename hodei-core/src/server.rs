@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic::transport::{Server, ServerTlsConfig};
 
@@ -171,7 +170,7 @@ pub async fn serve_grpc(
 ) -> Result<(), ServeError> {
     let router = grpc_router(&cp, tls).await?;
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown)
         .await?;
     Ok(())
 }
@@ -197,7 +196,7 @@ pub async fn serve_grpc_with(
         }
         None => {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown)
                 .await?;
         }
     }
@@ -213,4 +212,11 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeEr
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     Ok((l, local))
+}
+
+/// Accepted connections with `TCP_NODELAY`: tonic ignores its own `tcp_nodelay`
+/// setting for a listener it is handed, and without it every small message
+/// (a run command, an ack) waits ~40 ms for Nagle's algorithm.
+fn nodelay_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }

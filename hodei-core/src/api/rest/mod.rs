@@ -154,7 +154,7 @@ pub async fn serve_rest(
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
     let app = router_with(cp, rx);
-    axum::serve(listener, app)
+    axum::serve(nodelay(listener), app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = tx.send(true);
@@ -171,7 +171,7 @@ pub async fn serve_rest_with(
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
     let app = with_auth(router_with(cp, rx), auth);
-    axum::serve(listener, app)
+    axum::serve(nodelay(listener), app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = tx.send(true);
@@ -193,4 +193,15 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiEr
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+/// Log streams are many small writes: send them without Nagle's delay.
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        let _ = tcp.set_nodelay(true);
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
 }
