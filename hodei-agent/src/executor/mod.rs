@@ -509,13 +509,23 @@ impl JobExecutor {
         }
         drop(ctx);
 
-        let ended_how = supervise(&mut child, pgid, &req, cfg.kill_grace, &cancel, &marker).await;
+        let ended_how = supervise(&mut child, pgid, &req, cfg.kill_grace, &cancel).await;
         let duration = spawned.elapsed();
+        // The marker sweep runs while the readers drain, so the job's last lines
+        // reach the batcher without waiting for the scan of /proc.
+        let sweep = sweep_marked(marker.clone());
         ended.cancel();
         while let Some(joined) = readers.join_next().await {
             if let Err(e) = joined {
                 tracing::warn!(error = %e, "a log reader task failed");
             }
+        }
+        match sweep.await {
+            Ok(n) if n > 0 => {
+                tracing::debug!(killed = n, "killed processes that escaped the job's group")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scanning for leftover job processes failed"),
         }
         if let Some(task) = stdin_task {
             task.abort();
@@ -548,15 +558,13 @@ type Supervised = (
     Option<String>,
 );
 
-/// Waits for the main process, enforcing timeout and cancel; then kills the group and the
-/// marked processes.
+/// Waits for the main process, enforcing timeout and cancel; then kills the group.
 async fn supervise(
     child: &mut tokio::process::Child,
     pgid: u32,
     req: &ExecutionRequest,
     grace: Duration,
     cancel: &CancellationToken,
-    marker: &str,
 ) -> Supervised {
     enum Ended {
         Exited(std::io::Result<std::process::ExitStatus>),
@@ -606,17 +614,15 @@ async fn supervise(
             (outcome, status, Some(msg))
         }
     };
-    // Leftovers: the rest of the group, then everything carrying the marker.
+    // Leftovers in the group; the marked ones elsewhere are swept by `sweep_marked`.
     procs::signal_group(pgid, Signal::SIGKILL);
-    let marker = marker.to_owned();
-    match tokio::task::spawn_blocking(move || procs::kill_marked(&marker)).await {
-        Ok(n) if n > 0 => {
-            tracing::debug!(killed = n, "killed processes that escaped the job's group")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "scanning for leftover job processes failed"),
-    }
     result
+}
+
+/// Kills every process carrying the job's tracking marker (escaped with
+/// `setsid` or a double fork), on a blocking thread.
+fn sweep_marked(marker: String) -> tokio::task::JoinHandle<usize> {
+    tokio::task::spawn_blocking(move || procs::kill_marked(&marker))
 }
 
 /// Reads one pipe to its end, sending redacted lines to the log channel.
