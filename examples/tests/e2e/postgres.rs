@@ -6,6 +6,7 @@ use hodei_core::proto::v1;
 
 use crate::harness::*;
 
+const CANARY: &str = "canary-pg-5d1e9b7a";
 const KEY: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 
 #[tokio::test]
@@ -43,6 +44,49 @@ async fn kill_9_of_the_server_loses_no_job() {
         assert!(
             s2.log_lines(id).await.contains(&format!("done-{i}")),
             "job {i} logs kept"
+        );
+    }
+    // Secrets at rest: no table holds the canary in plaintext (nor in the logs).
+    {
+        use hodei_store_postgres::sqlx::{Connection, PgConnection, Row};
+        let mut conn = PgConnection::connect(&db).await.unwrap();
+        for table in [
+            "jobs",
+            "job_queue",
+            "workers",
+            "providers",
+            "job_logs",
+            "otp_tokens",
+        ] {
+            let row = hodei_store_postgres::sqlx::query(&format!(
+                "SELECT coalesce(string_agg(t::text, ''), '') AS dump FROM {table} t"
+            ))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            let dump: String = row.get("dump");
+            assert!(
+                !dump.contains(CANARY),
+                "table {table} holds the secret in plaintext"
+            );
+        }
+        let row = hodei_store_postgres::sqlx::query(
+            "SELECT count(*) AS n FROM job_logs WHERE position(convert_to($1, 'UTF8') in data) > 0",
+        )
+        .bind(CANARY)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(row.get::<i64, _>("n"), 0, "a log line holds the secret");
+        let row = hodei_store_postgres::sqlx::query(
+            "SELECT count(*) AS n FROM jobs WHERE data::text LIKE '%TOKEN%'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            row.get::<i64, _>("n") > 0,
+            "the scan looked at the stored specs"
         );
     }
     drop(s2);
