@@ -1,0 +1,499 @@
+//! Queue throughput and pickup latency: Hodei's Postgres `JobQueue` side by
+//! side with the `graphile_worker` crate, each on its own database of one
+//! Postgres server, in the same run.
+//!
+//! ```text
+//! HODEI_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo bench -p hodei-benches --bench queue
+//! HODEI_BENCH_QUICK=1 …   # N = 10k only
+//! ```
+//!
+//! Throughput: enqueue N no-op jobs in batches of 1,000, then K concurrent
+//! consumers claim and complete them until the queue is empty. Hodei runs
+//! twice: claiming one entry per round trip (like graphile's default fetch)
+//! and ten per round trip; every completion is its own statement. graphile
+//! runs with concurrency K and its defaults; its time ends when its jobs
+//! table is empty (completions are batched, so the handler count alone would
+//! flatter it). Latency: 200 jobs enqueued one at a time, 20 ms apart, into
+//! 8 idle consumers woken by LISTEN/NOTIFY; pickup = claim time − enqueue time.
+//! Dead tuples: `pg_stat_user_tables.n_dead_tup` of the queue table after
+//! each run (vacuumed before each run; autovacuum may run during it).
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    clippy::print_stdout
+)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use graphile_worker::{IntoTaskHandlerResult, JobSpec, TaskHandler, WorkerContext, WorkerOptions};
+use hodei_core::domain::ids::JobId;
+use hodei_core::store::QueueEntry;
+use hodei_store_postgres::{PgStoreConfig, PgStores, connect};
+use serde::{Deserialize, Serialize};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+
+const LEASE: Duration = Duration::from_secs(300);
+const ENQUEUE_BATCH: usize = 1000;
+const LATENCY_JOBS: usize = 200;
+const LATENCY_CONSUMERS: usize = 8;
+/// graphile_worker's poll interval in this bench.
+const GW_POLL_MS: u64 = 10;
+/// A graphile run that takes longer than this is stopped and reported as such.
+const GW_BUDGET: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------------------
+// Databases
+// ---------------------------------------------------------------------------
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host}/{db}?{q}"),
+        None => format!("{host}/{db}"),
+    }
+}
+
+async fn admin(url: &str, sql: &str) {
+    let mut c = PgConnection::connect(url).await.unwrap();
+    sqlx::query(sql).execute(&mut c).await.unwrap();
+    c.close().await.ok();
+}
+
+async fn dead_tuples(pool: &PgPool, schema: &str, table: &str) -> i64 {
+    // Other backends flush their statistics at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query_scalar(
+        "SELECT coalesce(n_dead_tup, 0) FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// Hodei
+// ---------------------------------------------------------------------------
+
+struct Run {
+    enqueue_per_s: f64,
+    jobs_per_s: f64,
+    dead: i64,
+}
+
+async fn hodei_throughput(stores: &PgStores, n: usize, k: usize, batch: usize) -> Run {
+    let pool = stores.pool().clone();
+    sqlx::query("TRUNCATE job_queue")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("VACUUM job_queue")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let q = stores.queue();
+    let t0 = Utc::now();
+    let started = Instant::now();
+    let all: Vec<QueueEntry> = (0..n)
+        .map(|i| QueueEntry {
+            job_id: JobId::new(),
+            priority: 0,
+            enqueued_at: t0 + chrono::TimeDelta::microseconds(i as i64),
+        })
+        .collect();
+    for chunk in all.chunks(ENQUEUE_BATCH) {
+        q.enqueue_many(chunk).await.unwrap();
+    }
+    let enqueue_per_s = n as f64 / started.elapsed().as_secs_f64();
+
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..k {
+        let q = stores.stores().queue;
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let leases = q.claim(batch, LEASE).await.unwrap();
+                if leases.is_empty() {
+                    break;
+                }
+                for l in &leases {
+                    q.complete(l).await.unwrap();
+                }
+                done.fetch_add(leases.len() as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        done.load(Ordering::Relaxed),
+        n as u64,
+        "every job done once"
+    );
+    Run {
+        enqueue_per_s,
+        jobs_per_s: n as f64 / secs,
+        dead: dead_tuples(&pool, "public", "job_queue").await,
+    }
+}
+
+async fn hodei_latency(stores: &PgStores) -> Vec<Duration> {
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    let mut consumers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(LATENCY_CONSUMERS);
+    for _ in 0..LATENCY_CONSUMERS {
+        let q = stores.stores().queue;
+        let lat = lat.clone();
+        let ready = ready_tx.clone();
+        consumers.push(tokio::spawn(async move {
+            let mut wakes = q.work_notifications().expect("notifications");
+            // The first wake-up confirms LISTEN is active.
+            wakes.next().await;
+            ready.send(()).await.ok();
+            loop {
+                let leases = q.claim(1, LEASE).await.unwrap();
+                let now = Utc::now();
+                for l in &leases {
+                    let d = (now - l.entry.enqueued_at).to_std().unwrap_or_default();
+                    lat.lock().unwrap().push(d);
+                    q.complete(l).await.unwrap();
+                }
+                if !leases.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    _ = wakes.next() => {}
+                    // Slow poll as the fallback.
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }));
+    }
+    for _ in 0..LATENCY_CONSUMERS {
+        ready_rx.recv().await;
+    }
+    let q = stores.stores().queue;
+    for _ in 0..LATENCY_JOBS {
+        q.enqueue(QueueEntry {
+            job_id: JobId::new(),
+            priority: 0,
+            enqueued_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while lat.lock().unwrap().len() < LATENCY_JOBS {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for c in consumers {
+        c.abort();
+        let _ = c.await;
+    }
+    let mut v = lat.lock().unwrap().clone();
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------
+// graphile_worker
+// ---------------------------------------------------------------------------
+
+static GW_DONE: AtomicU64 = AtomicU64::new(0);
+static GW_LAT: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Noop {
+    /// Enqueue time in microseconds since the epoch (0 = not measured).
+    t: i64,
+}
+
+impl TaskHandler for Noop {
+    const IDENTIFIER: &'static str = "noop";
+
+    async fn run(self, _ctx: WorkerContext) -> impl IntoTaskHandlerResult {
+        if self.t > 0 {
+            let d = Utc::now().timestamp_micros() - self.t;
+            GW_LAT
+                .lock()
+                .unwrap()
+                .push(Duration::from_micros(u64::try_from(d).unwrap_or(0)));
+        }
+        GW_DONE.fetch_add(1, Ordering::Relaxed);
+        Ok::<(), String>(())
+    }
+}
+
+async fn graphile_worker(url: &str, k: usize) -> Arc<graphile_worker::Worker> {
+    let w = WorkerOptions::default()
+        .database_url(url)
+        .max_pg_conn(u32::try_from(k).unwrap_or(32) + 4)
+        .concurrency(k)
+        // Its default poll leaves a busy queue waiting between fetches; a
+        // short poll is its fastest configuration.
+        .poll_interval(Duration::from_millis(GW_POLL_MS))
+        .schema("graphile_worker")
+        .define_job::<Noop>()
+        .listen_os_shutdown_signals(false)
+        .init()
+        .await
+        .expect("graphile_worker init");
+    Arc::new(w)
+}
+
+async fn gw_remaining(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM graphile_worker._private_jobs")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn graphile_throughput(url: &str, pool: &PgPool, n: usize, k: usize) -> Run {
+    sqlx::query("VACUUM graphile_worker._private_jobs")
+        .execute(pool)
+        .await
+        .unwrap();
+    let worker = graphile_worker(url, k).await;
+    let utils = worker.create_utils();
+    let spec = JobSpec::default();
+    let started = Instant::now();
+    let jobs: Vec<(Noop, &JobSpec)> = (0..ENQUEUE_BATCH).map(|_| (Noop { t: 0 }, &spec)).collect();
+    let mut left = n;
+    while left > 0 {
+        let m = left.min(ENQUEUE_BATCH);
+        utils.add_jobs(&jobs[..m]).await.expect("add_jobs");
+        left -= m;
+    }
+    let enqueue_per_s = n as f64 / started.elapsed().as_secs_f64();
+
+    GW_DONE.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let runner = {
+        let w = worker.clone();
+        tokio::spawn(async move { w.run().await })
+    };
+    let mut last = (0, Instant::now());
+    while GW_DONE.load(Ordering::Relaxed) < n as u64 || gw_remaining(pool).await > 0 {
+        let done = GW_DONE.load(Ordering::Relaxed);
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(20) || started.elapsed() > GW_BUDGET {
+            println!(
+                "graphile_worker: only {done} of {n} jobs after {:.0} s (K={k}); stopping this run",
+                started.elapsed().as_secs_f64()
+            );
+            worker.request_shutdown();
+            runner.abort();
+            sqlx::query("DELETE FROM graphile_worker._private_jobs")
+                .execute(pool)
+                .await
+                .unwrap();
+            return Run {
+                enqueue_per_s,
+                jobs_per_s: done as f64 / secs_until(started, Instant::now()),
+                dead: -1,
+            };
+        }
+        if runner.is_finished() {
+            let r = runner.await;
+            panic!(
+                "graphile_worker stopped after {} of {n} jobs: {r:?}",
+                GW_DONE.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    worker.request_shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(30), runner).await;
+    assert_eq!(
+        GW_DONE.load(Ordering::Relaxed),
+        n as u64,
+        "every job done once"
+    );
+    Run {
+        enqueue_per_s,
+        jobs_per_s: n as f64 / secs,
+        dead: dead_tuples(pool, "graphile_worker", "_private_jobs").await,
+    }
+}
+
+async fn graphile_latency(url: &str) -> Vec<Duration> {
+    GW_LAT.lock().unwrap().clear();
+    let worker = graphile_worker(url, LATENCY_CONSUMERS).await;
+    let utils = worker.create_utils();
+    let runner = {
+        let w = worker.clone();
+        tokio::spawn(async move { w.run().await })
+    };
+    // Let it start listening.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..LATENCY_JOBS {
+        let t = Utc::now().timestamp_micros();
+        utils
+            .add_job(Noop { t }, JobSpec::default())
+            .await
+            .expect("add_job");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while GW_LAT.lock().unwrap().len() < LATENCY_JOBS {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.request_shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(30), runner).await;
+    let mut v = GW_LAT.lock().unwrap().clone();
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------
+
+fn secs_until(a: Instant, b: Instant) -> f64 {
+    b.duration_since(a).as_secs_f64().max(1e-9)
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    // `cargo test --benches` runs bench binaries with `--bench` absent: skip then.
+    if !std::env::args().any(|a| a == "--bench") && std::env::var("HODEI_BENCH_FORCE").is_err() {
+        println!("queue bench: run it with `cargo bench -p hodei-benches --bench queue`");
+        return;
+    }
+    let Some(server) = std::env::var("HODEI_BENCH_DATABASE_URL")
+        .ok()
+        .or_else(|| std::env::var("HODEI_TEST_DATABASE_URL").ok())
+        .filter(|u| !u.trim().is_empty())
+    else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "CI=true and neither HODEI_BENCH_DATABASE_URL nor HODEI_TEST_DATABASE_URL is set"
+            );
+        }
+        println!(
+            "!!!!! SKIP queue bench: set HODEI_BENCH_DATABASE_URL or HODEI_TEST_DATABASE_URL !!!!!"
+        );
+        return;
+    };
+    let quick = std::env::var("HODEI_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let ns: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
+    let ks = [1usize, 8, 32];
+
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let hodei_db = format!("hodei_bench_{suffix}");
+    let gw_db = format!("graphile_bench_{suffix}");
+    admin(&server, &format!("CREATE DATABASE {hodei_db}")).await;
+    admin(&server, &format!("CREATE DATABASE {gw_db}")).await;
+    let hodei_url = with_database(&server, &hodei_db);
+    let gw_url = with_database(&server, &gw_db);
+
+    let stores = connect(&PgStoreConfig::new(&hodei_url).with_max_connections(40))
+        .await
+        .expect("hodei connect");
+    let gw_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&gw_url)
+        .await
+        .unwrap();
+    // Migrate graphile's schema once (kept alive until the end: dropping a
+    // worker signals its shutdown).
+    let gw_migrated = graphile_worker(&gw_url, 1).await;
+
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(stores.pool())
+        .await
+        .unwrap();
+    println!(
+        "queue bench — PostgreSQL {version}, {} CPUs; hodei-store-postgres vs graphile_worker 0.14",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:>7} {:>3} | {:>13} {:>13} {:>13} | {:>8} {:>8} | {:>10} {:>10} {:>10} | dead tuples h1/h10/gw",
+        "N",
+        "K",
+        "hodei b=1/s",
+        "hodei b=10/s",
+        "graphile/s",
+        "ratio b1",
+        "ratio b10",
+        "enq hodei/s",
+        "enq gw/s",
+        "enq ratio"
+    );
+    for &n in ns {
+        for &k in &ks {
+            let h1 = hodei_throughput(&stores, n, k, 1).await;
+            let h10 = hodei_throughput(&stores, n, k, 10).await;
+            let gw = graphile_throughput(&gw_url, &gw_pool, n, k).await;
+            println!(
+                "{:>7} {:>3} | {:>13.0} {:>13.0} {:>13.0} | {:>8.2} {:>8.2} | {:>10.0} {:>10.0} {:>10.2} | {}/{}/{}",
+                n,
+                k,
+                h1.jobs_per_s,
+                h10.jobs_per_s,
+                gw.jobs_per_s,
+                h1.jobs_per_s / gw.jobs_per_s,
+                h10.jobs_per_s / gw.jobs_per_s,
+                h1.enqueue_per_s,
+                gw.enqueue_per_s,
+                h1.enqueue_per_s / gw.enqueue_per_s,
+                h1.dead,
+                h10.dead,
+                gw.dead
+            );
+        }
+    }
+
+    let hl = hodei_latency(&stores).await;
+    let gl = graphile_latency(&gw_url).await;
+    println!(
+        "pickup latency into {LATENCY_CONSUMERS} idle consumers ({LATENCY_JOBS} jobs, 20 ms apart): \
+         hodei p50 {} p99 {} | graphile p50 {} p99 {}",
+        ms(pct(&hl, 0.5)),
+        ms(pct(&hl, 0.99)),
+        ms(pct(&gl, 0.5)),
+        ms(pct(&gl, 0.99)),
+    );
+
+    gw_migrated.request_shutdown();
+    drop(gw_migrated);
+    stores.pool().close().await;
+    gw_pool.close().await;
+    admin(&server, &format!("DROP DATABASE {hodei_db} WITH (FORCE)")).await;
+    admin(&server, &format!("DROP DATABASE {gw_db} WITH (FORCE)")).await;
+}
