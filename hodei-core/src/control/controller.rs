@@ -20,7 +20,7 @@ use crate::domain::job::{Job, JobState};
 use crate::domain::worker::{Worker, WorkerSpec, WorkerState};
 use crate::otp::{generate_token, hash_token};
 use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot, Strategy, WorkerView};
-use crate::store::{JobFilter, QueueEntry};
+use crate::store::JobFilter;
 
 impl ControlPlane {
     /// Runs the control loop until [`ControlPlane::shutdown`].
@@ -377,19 +377,7 @@ impl ControlPlane {
         why: &str,
     ) -> ControlResult<()> {
         self.release_worker_slot(worker_id, job_id).await?;
-        let job = self
-            .transition_job(job_id, why, |j| Ok(j.release(why)?))
-            .await?;
-        self.inner
-            .stores
-            .queue
-            .enqueue(QueueEntry {
-                job_id,
-                priority: job.priority(),
-                enqueued_at: job.created_at(),
-            })
-            .await?;
-        self.wake();
+        self.release_to_queue(job_id, why).await?;
         Ok(())
     }
 
@@ -567,16 +555,7 @@ impl ControlPlane {
                         })
                         .await;
                     if let Ok(j) = released {
-                        let _ = self
-                            .inner
-                            .stores
-                            .queue
-                            .enqueue(QueueEntry {
-                                job_id: j.id(),
-                                priority: j.priority(),
-                                enqueued_at: j.created_at(),
-                            })
-                            .await;
+                        let _ = self.enqueue_job(&j, j.created_at()).await;
                     }
                 }
             }
@@ -602,18 +581,7 @@ impl ControlPlane {
         if let Err(e) = assigned {
             // Never leave the job stranded in `Scheduled`: back to the queue.
             let why = format!("provisioned worker could not take the job: {e}");
-            let job = self
-                .transition_job(job_id, &why, |j| Ok(j.release(why.clone())?))
-                .await?;
-            self.inner
-                .stores
-                .queue
-                .enqueue(QueueEntry {
-                    job_id,
-                    priority: job.priority(),
-                    enqueued_at: job.created_at(),
-                })
-                .await?;
+            self.release_to_queue(job_id, &why).await?;
             return Err(e);
         }
         let bound = self

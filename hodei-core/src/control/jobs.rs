@@ -45,19 +45,41 @@ impl ControlPlane {
             job = job.with_correlation_id(c);
         }
         let stored = self.inner.stores.jobs.insert(&job).await?;
-        self.inner
-            .stores
-            .queue
-            .enqueue(QueueEntry {
-                job_id: stored.id(),
-                priority: stored.priority(),
-                enqueued_at: Utc::now(),
-            })
-            .await?;
+        self.enqueue_job(&stored, Utc::now()).await?;
         tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
         self.publish(&stored, None, JobState::Pending, String::new());
         self.wake();
         Ok(stored)
+    }
+
+    /// Puts a `Pending` job on the queue. `enqueued_at` orders it among equal
+    /// priorities: a job given back keeps its creation time, so its place.
+    pub(super) async fn enqueue_job(
+        &self,
+        job: &Job,
+        enqueued_at: chrono::DateTime<Utc>,
+    ) -> ControlResult<()> {
+        self.inner
+            .stores
+            .queue
+            .enqueue(QueueEntry {
+                job_id: job.id(),
+                priority: job.priority(),
+                enqueued_at,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `Scheduled -> Pending` without using the attempt (the job never ran),
+    /// back on the queue in its old place.
+    pub(super) async fn release_to_queue(&self, job_id: JobId, why: &str) -> ControlResult<Job> {
+        let job = self
+            .transition_job(job_id, why, |j| Ok(j.release(why)?))
+            .await?;
+        self.enqueue_job(&job, job.created_at()).await?;
+        self.wake();
+        Ok(job)
     }
 
     /// A job by id.
@@ -273,15 +295,7 @@ impl ControlPlane {
             })
             .await?;
         if job.state() == JobState::Pending {
-            self.inner
-                .stores
-                .queue
-                .enqueue(QueueEntry {
-                    job_id: id,
-                    priority: job.priority(),
-                    enqueued_at: Utc::now(),
-                })
-                .await?;
+            self.enqueue_job(&job, Utc::now()).await?;
             tracing::warn!(job_id = %id, attempt = job.attempts(), reason, "job requeued for retry");
         }
         self.wake();
