@@ -306,21 +306,15 @@ impl ControlPlane {
     pub async fn queue_status(&self) -> ControlResult<QueueStatus> {
         let counts = self.inner.stores.jobs.count_by_state().await?;
         let get = |s| counts.get(&s).copied().unwrap_or(0);
-        let oldest = self.inner.stores.queue.peek(1).await?;
         let mut status = QueueStatus {
             pending: get(JobState::Pending),
             scheduled: get(JobState::Scheduled),
             running: get(JobState::Running),
             oldest_pending_age_ms: 0,
         };
-        // peek is in claim order (priority first), so look at a few for the oldest.
+        // `peek` is in claim order (priority first): look at a page for the oldest.
         let sample = self.inner.stores.queue.peek(256).await?;
-        if let Some(min) = sample
-            .iter()
-            .chain(oldest.iter())
-            .map(|e| e.enqueued_at)
-            .min()
-        {
+        if let Some(min) = sample.iter().map(|e| e.enqueued_at).min() {
             status.oldest_pending_age_ms =
                 u64::try_from((Utc::now() - min).num_milliseconds()).unwrap_or(0);
         }
