@@ -23,9 +23,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hodei_core::cert_expiry::{self, CertExpiryError, CertificateExpiry, ExpiryTracker};
+use hodei_core::watch::FileStamps;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -96,19 +98,38 @@ pub enum TlsError {
 
 /// What is known about the loaded client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CertificateInfo {
     /// Subject distinguished name.
     pub subject: String,
     /// End of validity.
     pub not_after: DateTime<Utc>,
+    expiry: CertificateExpiry,
+}
+
+impl From<CertificateExpiry> for CertificateInfo {
+    fn from(expiry: CertificateExpiry) -> Self {
+        Self {
+            subject: expiry.subject.clone(),
+            not_after: expiry.not_after,
+            expiry,
+        }
+    }
+}
+
+impl CertificateInfo {
+    /// Serial of the certificate, lowercase hex without leading zeros.
+    #[must_use]
+    pub fn serial(&self) -> &str {
+        &self.expiry.serial
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Loaded {
     tls: ClientTlsConfig,
     info: CertificateInfo,
-    mtimes: [Option<SystemTime>; 3],
-    warned_threshold: Option<u32>,
+    stamps: FileStamps,
 }
 
 #[derive(Debug)]
@@ -116,6 +137,7 @@ struct Inner {
     paths: CertificatePaths,
     settings: TlsSettings,
     state: RwLock<Loaded>,
+    expiry: ExpiryTracker,
 }
 
 /// Loads client TLS material, warns before it expires and reloads it when the files change.
@@ -129,13 +151,15 @@ pub struct CertificateManager {
 impl CertificateManager {
     /// Loads and validates the three files.
     pub fn load(paths: CertificatePaths, settings: TlsSettings) -> Result<Self, TlsError> {
-        let mut loaded = load_files(&paths, &settings)?;
-        loaded.warned_threshold = log_expiry(&loaded.info, &settings.warn_thresholds_days, None);
+        let loaded = load_files(&paths, &settings)?;
+        let expiry = ExpiryTracker::new("client", settings.warn_thresholds_days.clone());
+        expiry.loaded(&loaded.info.expiry);
         Ok(Self {
             inner: Arc::new(Inner {
                 paths,
                 settings,
                 state: RwLock::new(loaded),
+                expiry,
             }),
         })
     }
@@ -161,28 +185,23 @@ impl CertificateManager {
     /// Whole days until the client certificate expires (negative once expired).
     #[must_use]
     pub fn days_to_expiry(&self) -> i64 {
-        days_until(self.certificate_info().not_after, Utc::now())
+        cert_expiry::days_until(self.certificate_info().not_after, Utc::now())
     }
 
     /// The smallest configured warning threshold the certificate is within, if any.
     #[must_use]
     pub fn expiry_warning(&self) -> Option<u32> {
-        crossed_threshold(
-            self.days_to_expiry(),
-            &self.inner.settings.warn_thresholds_days,
-        )
+        self.inner.expiry.crossed(self.days_to_expiry())
     }
 
     /// Reloads the files if any modification time changed. Returns whether it reloaded.
     ///
     /// On error the previous configuration stays in use.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let current = mtimes(&self.inner.paths);
-        if self.read_state(|s| s.mtimes) == current {
+        if self.read_state(|s| s.stamps.clone()) == stamps(&self.inner.paths) {
             // Still re-evaluate expiry warnings: time passes without file changes.
-            let (info, warned) = self.read_state(|s| (s.info.clone(), s.warned_threshold));
-            let now_warned = log_expiry(&info, &self.inner.settings.warn_thresholds_days, warned);
-            self.write_state(|s| s.warned_threshold = now_warned);
+            let info = self.read_state(|s| s.info.expiry.clone());
+            self.inner.expiry.recheck(&info);
             return Ok(false);
         }
         self.reload()?;
@@ -191,12 +210,8 @@ impl CertificateManager {
 
     /// Reloads the files unconditionally.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let mut loaded = load_files(&self.inner.paths, &self.inner.settings)?;
-        loaded.warned_threshold = log_expiry(
-            &loaded.info,
-            &self.inner.settings.warn_thresholds_days,
-            None,
-        );
+        let loaded = load_files(&self.inner.paths, &self.inner.settings)?;
+        self.inner.expiry.loaded(&loaded.info.expiry);
         tracing::info!(
             subject = %loaded.info.subject,
             not_after = %loaded.info.not_after,
@@ -245,47 +260,12 @@ impl CertificateManager {
     }
 }
 
-fn days_until(not_after: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
-    (not_after - now).num_days()
-}
-
-fn crossed_threshold(days: i64, thresholds: &[u32]) -> Option<u32> {
-    thresholds
-        .iter()
-        .copied()
-        .filter(|t| days <= i64::from(*t))
-        .min()
-}
-
-/// Logs an expiry warning when a new (smaller) threshold is crossed; returns the crossed one.
-fn log_expiry(info: &CertificateInfo, thresholds: &[u32], already: Option<u32>) -> Option<u32> {
-    let days = days_until(info.not_after, Utc::now());
-    let crossed = crossed_threshold(days, thresholds);
-    if days < 0 {
-        if already != crossed || already.is_none() {
-            tracing::error!(subject = %info.subject, not_after = %info.not_after, "client certificate has expired");
-        }
-    } else if let Some(t) = crossed
-        && already.is_none_or(|a| t < a)
-    {
-        tracing::warn!(
-            subject = %info.subject,
-            not_after = %info.not_after,
-            days_to_expiry = days,
-            threshold_days = t,
-            "client certificate expires soon"
-        );
-    }
-    crossed
-}
-
-fn mtimes(paths: &CertificatePaths) -> [Option<SystemTime>; 3] {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    [
-        m(&paths.client_cert_path),
-        m(&paths.client_key_path),
-        m(&paths.ca_cert_path),
-    ]
+fn stamps(paths: &CertificatePaths) -> FileStamps {
+    FileStamps::of([
+        Some(paths.client_cert_path.as_path()),
+        Some(paths.client_key_path.as_path()),
+        Some(paths.ca_cert_path.as_path()),
+    ])
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -318,37 +298,18 @@ fn pem_blocks(path: &Path, data: &[u8]) -> Result<Vec<Pem>, TlsError> {
 }
 
 fn parse_certificates(path: &Path, data: &[u8]) -> Result<CertificateInfo, TlsError> {
-    let blocks = pem_blocks(path, data)?;
-    let mut first = None;
-    for b in &blocks {
-        if b.label != "CERTIFICATE" {
-            return Err(TlsError::InvalidPem {
+    CertificateExpiry::from_pem(data)
+        .map(CertificateInfo::from)
+        .map_err(|e| match e {
+            CertExpiryError::X509(message) => TlsError::InvalidCertificate {
                 path: path.to_owned(),
-                message: format!("expected CERTIFICATE blocks, found {:?}", b.label),
-            });
-        }
-        let cert = b.parse_x509().map_err(|e| TlsError::InvalidCertificate {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        if first.is_none() {
-            let ts = cert.validity().not_after.timestamp();
-            let not_after = DateTime::<Utc>::from_timestamp(ts, 0).ok_or_else(|| {
-                TlsError::InvalidCertificate {
-                    path: path.to_owned(),
-                    message: format!("notAfter {ts} is out of range"),
-                }
-            })?;
-            first = Some(CertificateInfo {
-                subject: cert.subject().to_string(),
-                not_after,
-            });
-        }
-    }
-    first.ok_or_else(|| TlsError::InvalidPem {
-        path: path.to_owned(),
-        message: "no certificate found".to_owned(),
-    })
+                message,
+            },
+            other => TlsError::InvalidPem {
+                path: path.to_owned(),
+                message: other.to_string(),
+            },
+        })
 }
 
 fn check_key(path: &Path, data: &[u8]) -> Result<(), TlsError> {
@@ -365,7 +326,7 @@ fn check_key(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 
 fn load_files(paths: &CertificatePaths, settings: &TlsSettings) -> Result<Loaded, TlsError> {
     // Modification times first: a change racing with the read is seen on the next poll.
-    let mtimes = mtimes(paths);
+    let stamps = stamps(paths);
     let cert = read(&paths.client_cert_path)?;
     let key = read(&paths.client_key_path)?;
     let ca = read(&paths.ca_cert_path)?;
@@ -378,24 +339,58 @@ fn load_files(paths: &CertificatePaths, settings: &TlsSettings) -> Result<Loaded
     if let Some(domain) = &settings.domain_name {
         tls = tls.domain_name(domain.clone());
     }
-    Ok(Loaded {
-        tls,
-        info,
-        mtimes,
-        warned_threshold: None,
-    })
+    Ok(Loaded { tls, info, stamps })
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
+    fn write_pki(dir: &Path, days: u64) -> CertificatePaths {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["worker".into()]).unwrap();
+        let now = SystemTime::now();
+        params.not_before = (now - Duration::from_secs(86_400)).into();
+        params.not_after = (now + Duration::from_secs(86_400 * days + 3_600)).into();
+        let cert = params
+            .signed_by(&key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+            .unwrap();
+        let paths = CertificatePaths {
+            client_cert_path: dir.join("client.crt"),
+            client_key_path: dir.join("client.key"),
+            ca_cert_path: dir.join("ca.crt"),
+        };
+        std::fs::write(&paths.client_cert_path, cert.pem()).unwrap();
+        std::fs::write(&paths.client_key_path, key.serialize_pem()).unwrap();
+        std::fs::write(&paths.ca_cert_path, ca.pem()).unwrap();
+        paths
+    }
+
     #[test]
-    fn thresholds_pick_the_smallest_crossed() {
-        assert_eq!(crossed_threshold(40, &[30, 7]), None);
-        assert_eq!(crossed_threshold(30, &[30, 7]), Some(30));
-        assert_eq!(crossed_threshold(10, &[30, 7]), Some(30));
-        assert_eq!(crossed_threshold(3, &[30, 7]), Some(7));
-        assert_eq!(crossed_threshold(-1, &[30, 7]), Some(7));
+    fn load_reports_days_to_expiry_and_records_the_client_gauge() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_pki(dir.path(), 5);
+        let m = CertificateManager::load(paths.clone(), TlsSettings::default()).unwrap();
+        assert_eq!(m.days_to_expiry(), 5);
+        assert_eq!(m.expiry_warning(), Some(7));
+        assert_eq!(cert_expiry::recorded().get("client"), Some(&5));
+        // A rotated certificate is picked up, and the gauge follows it.
+        std::thread::sleep(Duration::from_millis(20));
+        write_pki(dir.path(), 90);
+        assert!(m.reload_if_changed().unwrap());
+        assert_eq!(m.days_to_expiry(), 90);
+        assert_eq!(m.expiry_warning(), None);
+        assert_eq!(cert_expiry::recorded().get("client"), Some(&90));
+        // A key in place of the certificate is refused as PEM of the wrong kind.
+        std::fs::copy(&paths.client_key_path, &paths.client_cert_path).unwrap();
+        assert!(matches!(m.reload(), Err(TlsError::InvalidPem { .. })));
+        assert_eq!(m.days_to_expiry(), 90, "the previous certificate stays");
     }
 }

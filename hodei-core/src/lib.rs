@@ -27,6 +27,7 @@
 //!
 //! ## Features
 //! - `proto`: generated `hodei.v1` types, client stubs and conversions.
+//! - `cert-expiry`: certificate expiry checks and the days-to-expiry gauge.
 //! - `server`: the control plane and its gRPC + REST adapters.
 //! - `testing`: store conformance suite and provider conformance kit.
 #![warn(missing_docs)]
@@ -37,10 +38,14 @@ pub mod otp;
 pub mod provider;
 pub mod scheduler;
 pub mod store;
+pub mod watch;
 
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod api;
+#[cfg(feature = "cert-expiry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cert-expiry")))]
+pub mod cert_expiry;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod control;

@@ -24,11 +24,10 @@
 //! # Ok::<(), hodei_core::tls::ServerTlsError>(())
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
@@ -40,6 +39,10 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use crate::cert_expiry::{self, CertificateExpiry, ExpiryTracker};
+pub use crate::cert_expiry::{record_days_to_expiry, write_prometheus};
+use crate::watch::FileStamps;
 
 /// Server certificate (PEM, leaf first).
 pub const ENV_TLS_CERT: &str = "HODEI_TLS_CERT";
@@ -211,18 +214,38 @@ pub struct ServerCertificateInfo {
     pub not_after: DateTime<Utc>,
 }
 
+impl From<CertificateExpiry> for ServerCertificateInfo {
+    fn from(c: CertificateExpiry) -> Self {
+        Self {
+            subject: c.subject,
+            serial: c.serial,
+            not_after: c.not_after,
+        }
+    }
+}
+
+impl ServerCertificateInfo {
+    fn expiry(&self) -> CertificateExpiry {
+        CertificateExpiry {
+            subject: self.subject.clone(),
+            serial: self.serial.clone(),
+            not_after: self.not_after,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Loaded {
     config: Arc<rustls::ServerConfig>,
     info: ServerCertificateInfo,
-    mtimes: [Option<SystemTime>; 4],
-    warned: Option<u32>,
+    stamps: FileStamps,
 }
 
 #[derive(Debug)]
 struct Inner {
     settings: ServerTlsSettings,
     state: RwLock<Loaded>,
+    expiry: ExpiryTracker,
 }
 
 /// The server's TLS configuration, reloadable. Cheap to clone; clones share state.
@@ -238,12 +261,14 @@ impl ServerTls {
     /// Unreadable or invalid files, a key not matching the certificate, a
     /// serial that is not hex.
     pub fn load(settings: ServerTlsSettings) -> Result<Self, ServerTlsError> {
-        let mut loaded = load_files(&settings)?;
-        loaded.warned = check_expiry(&loaded.info, &settings.warn_thresholds_days, None);
+        let loaded = load_files(&settings)?;
+        let expiry = ExpiryTracker::new("server", settings.warn_thresholds_days.clone());
+        expiry.loaded(&loaded.info.expiry());
         let this = Self {
             inner: Arc::new(Inner {
                 settings,
                 state: RwLock::new(loaded),
+                expiry,
             }),
         };
         tracing::info!(
@@ -277,7 +302,7 @@ impl ServerTls {
     /// Whole days until the server certificate expires (negative once expired).
     #[must_use]
     pub fn days_to_expiry(&self) -> i64 {
-        (self.certificate_info().not_after - Utc::now()).num_days()
+        cert_expiry::days_until(self.certificate_info().not_after, Utc::now())
     }
 
     /// Reloads when a file's modification time changed; otherwise re-checks
@@ -287,10 +312,9 @@ impl ServerTls {
     /// # Errors
     /// As [`load`](Self::load).
     pub fn reload_if_changed(&self) -> Result<bool, ServerTlsError> {
-        if self.read(|s| s.mtimes) == mtimes(&self.inner.settings) {
-            let (info, warned) = self.read(|s| (s.info.clone(), s.warned));
-            let now = check_expiry(&info, &self.inner.settings.warn_thresholds_days, warned);
-            self.write(|s| s.warned = now);
+        if self.read(|s| s.stamps.clone()) == stamps(&self.inner.settings) {
+            let info = self.read(|s| s.info.expiry());
+            self.inner.expiry.recheck(&info);
             return Ok(false);
         }
         self.reload()?;
@@ -302,12 +326,8 @@ impl ServerTls {
     /// # Errors
     /// As [`load`](Self::load); the previous configuration stays in use.
     pub fn reload(&self) -> Result<(), ServerTlsError> {
-        let mut loaded = load_files(&self.inner.settings)?;
-        loaded.warned = check_expiry(
-            &loaded.info,
-            &self.inner.settings.warn_thresholds_days,
-            None,
-        );
+        let loaded = load_files(&self.inner.settings)?;
+        self.inner.expiry.loaded(&loaded.info.expiry());
         tracing::info!(
             subject = %loaded.info.subject,
             serial = %loaded.info.serial,
@@ -434,7 +454,7 @@ pub fn normalize_serial(s: &str) -> Result<String, ServerTlsError> {
 /// The serial of a DER certificate in the form of [`normalize_serial`].
 fn serial_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    normalize_serial(&hex::encode(cert.raw_serial())).ok()
+    Some(cert_expiry::serial_hex(cert.raw_serial()))
 }
 
 /// A client-certificate verifier that refuses revoked serials, then delegates
@@ -507,14 +527,13 @@ impl ClientCertVerifier for RevocationCheckingVerifier {
     }
 }
 
-fn mtimes(s: &ServerTlsSettings) -> [Option<SystemTime>; 4] {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    [
-        m(&s.cert_path),
-        m(&s.key_path),
-        s.client_ca_path.as_deref().and_then(m),
-        s.revoked_serials_file.as_deref().and_then(m),
-    ]
+fn stamps(s: &ServerTlsSettings) -> FileStamps {
+    FileStamps::of([
+        Some(s.cert_path.as_path()),
+        Some(s.key_path.as_path()),
+        s.client_ca_path.as_deref(),
+        s.revoked_serials_file.as_deref(),
+    ])
 }
 
 /// Every revoked serial: the list plus the file's lines.
@@ -560,7 +579,7 @@ fn certs(path: &Path, data: &[u8]) -> Result<Vec<CertificateDer<'static>>, Serve
 }
 
 fn load_files(s: &ServerTlsSettings) -> Result<Loaded, ServerTlsError> {
-    let mtimes = mtimes(s);
+    let stamps = stamps(s);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&s.cert_path, &read(&s.cert_path)?)?;
     let key_pem = read(&s.key_path)?;
@@ -568,25 +587,12 @@ fn load_files(s: &ServerTlsSettings) -> Result<Loaded, ServerTlsError> {
         path: s.key_path.clone(),
         message: format!("no usable PRIVATE KEY: {e}"),
     })?;
-    let info = {
-        let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref()).map_err(|e| {
-            ServerTlsError::InvalidPem {
-                path: s.cert_path.clone(),
-                message: format!("not an X.509 certificate: {e}"),
-            }
+    let info = CertificateExpiry::from_der(chain[0].as_ref())
+        .map(ServerCertificateInfo::from)
+        .map_err(|e| ServerTlsError::InvalidPem {
+            path: s.cert_path.clone(),
+            message: e.to_string(),
         })?;
-        let ts = cert.validity().not_after.timestamp();
-        ServerCertificateInfo {
-            subject: cert.subject().to_string(),
-            serial: normalize_serial(&hex::encode(cert.raw_serial()))?,
-            not_after: DateTime::<Utc>::from_timestamp(ts, 0).ok_or_else(|| {
-                ServerTlsError::InvalidPem {
-                    path: s.cert_path.clone(),
-                    message: format!("notAfter {ts} is out of range"),
-                }
-            })?,
-        }
-    };
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerTlsError::Rustls(e.to_string()))?;
@@ -624,76 +630,8 @@ fn load_files(s: &ServerTlsSettings) -> Result<Loaded, ServerTlsError> {
     Ok(Loaded {
         config: Arc::new(config),
         info,
-        mtimes,
-        warned: None,
+        stamps,
     })
-}
-
-fn crossed_threshold(days: i64, thresholds: &[u32]) -> Option<u32> {
-    thresholds
-        .iter()
-        .copied()
-        .filter(|t| days <= i64::from(*t))
-        .min()
-}
-
-/// Records the metric, logs a warning when a new (smaller) threshold is crossed.
-fn check_expiry(
-    info: &ServerCertificateInfo,
-    thresholds: &[u32],
-    already: Option<u32>,
-) -> Option<u32> {
-    let days = (info.not_after - Utc::now()).num_days();
-    record_days_to_expiry("server", days);
-    let crossed = crossed_threshold(days, thresholds);
-    if info.not_after <= Utc::now() {
-        if already.is_none() || already != crossed {
-            tracing::error!(subject = %info.subject, not_after = %info.not_after, "the server TLS certificate has expired");
-        }
-    } else if let Some(t) = crossed
-        && already.is_none_or(|a| t < a)
-    {
-        tracing::warn!(
-            subject = %info.subject,
-            not_after = %info.not_after,
-            days_to_expiry = days,
-            threshold_days = t,
-            "the server TLS certificate expires soon: rotate it"
-        );
-    }
-    crossed
-}
-
-static DAYS_TO_EXPIRY: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
-
-/// Records the days to expiry of a certificate for [`write_prometheus`]
-/// (`name` is the `certificate` label, e.g. `server`).
-pub fn record_days_to_expiry(name: &str, days: i64) {
-    let mut m = match DAYS_TO_EXPIRY.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    m.insert(name.to_owned(), days);
-}
-
-/// Appends the gauge `hodei_tls_certificate_days_to_expiry{certificate=...}` in
-/// Prometheus text format (nothing when no certificate is loaded).
-pub fn write_prometheus(out: &mut String) {
-    let m = match DAYS_TO_EXPIRY.lock() {
-        Ok(g) => g.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
-    if m.is_empty() {
-        return;
-    }
-    out.push_str("# HELP hodei_tls_certificate_days_to_expiry Whole days until the certificate expires (negative once expired).\n");
-    out.push_str("# TYPE hodei_tls_certificate_days_to_expiry gauge\n");
-    for (name, days) in m {
-        let _ = writeln!(
-            out,
-            "hodei_tls_certificate_days_to_expiry{{certificate=\"{name}\"}} {days}"
-        );
-    }
 }
 
 #[cfg(test)]
@@ -730,6 +668,5 @@ mod tests {
         .unwrap();
         assert_eq!(s.client_ca_path, Some(PathBuf::from("/ca")));
         assert_eq!(s.revoked_serials, vec!["ab".to_owned(), "0x01".to_owned()]);
-        assert_eq!(crossed_threshold(5, &[30, 7]), Some(7));
     }
 }

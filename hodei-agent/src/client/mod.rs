@@ -399,6 +399,10 @@ impl Shared {
                     usage: Some(v1::ResourceUsage::from(&usage)),
                     timestamp_ms: chrono::Utc::now().timestamp_millis(),
                     dropped_messages: self.dropped.load(Ordering::Relaxed),
+                    certificate_days_to_expiry: self
+                        .certs
+                        .as_ref()
+                        .map(CertificateManager::days_to_expiry),
                 },
             )),
         }

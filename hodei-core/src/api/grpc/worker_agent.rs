@@ -78,6 +78,14 @@ impl WorkerAgentService for WorkerAgentApi {
                 while let Some(msg) = inbound.next().await {
                     match msg {
                         Ok(m) => {
+                            if let Some(v1::worker_message::Payload::Heartbeat(hb)) = &m.payload
+                                && let Some(days) = hb.certificate_days_to_expiry
+                            {
+                                crate::cert_expiry::record_worker_days_to_expiry(
+                                    &worker_id.to_string(),
+                                    days,
+                                );
+                            }
                             if let Err(e) = cp.handle_worker_message(worker_id, m).await {
                                 tracing::warn!(error = %e, "worker message refused");
                             }

@@ -207,7 +207,14 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiEr
         "hodei_queue_oldest_pending_age_seconds {:.3}",
         status.oldest_pending_age_ms as f64 / 1000.0
     );
-    crate::tls::write_prometheus(&mut out);
+    // Client certificates of gone workers leave the gauge.
+    let live: std::collections::HashSet<String> = workers
+        .iter()
+        .filter(|w| w.state() != WorkerState::Terminated)
+        .map(|w| w.id().to_string())
+        .collect();
+    crate::cert_expiry::retain_workers(|id| live.contains(id));
+    crate::cert_expiry::write_prometheus(&mut out);
     Ok((
         [(
             header::CONTENT_TYPE,
