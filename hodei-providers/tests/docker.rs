@@ -28,6 +28,8 @@ use tokio::sync::OnceCell;
 /// Label every container of this suite carries (leftovers of a crashed run are removed at start).
 const SUITE_LABEL: &str = "hodei.test-suite";
 const SUITE: &str = "hodei-providers-docker";
+/// Label naming the run of the suite a container belongs to.
+const RUN_LABEL: &str = "hodei.test-run";
 /// A server address where nothing listens: the agent keeps retrying, the container keeps running.
 const NOWHERE: &str = "http://127.0.0.1:1";
 
@@ -80,19 +82,49 @@ async fn setup() -> bool {
                 "build-worker-image.sh failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            // Leftovers of an earlier, crashed run of this suite.
-            let p = DockerProvider::connect(
-                DockerProviderConfig::default().with_label(SUITE_LABEL, SUITE),
-            )
-            .await
-            .unwrap();
-            let removed = p.cleanup_orphans(&HashSet::new()).await.unwrap();
-            if !removed.is_empty() {
-                eprintln!("removed leftovers of an earlier run: {removed:?}");
-            }
+            remove_leftovers_of_earlier_runs().await;
             true
         })
         .await
+}
+
+/// This run of the suite. nextest runs every test in its own process, so a
+/// per-process value would make each test treat the others' containers as
+/// leftovers (and kill them): use nextest's run id when there is one.
+fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| WorkerId::new().to_string())
+    })
+}
+
+/// Removes containers of this suite left by an earlier, crashed run; those of
+/// the current run (other tests running in parallel) are left alone.
+async fn remove_leftovers_of_earlier_runs() {
+    let docker = Docker::connect_with_local_defaults().unwrap();
+    let filters =
+        std::collections::HashMap::from([("label", vec![format!("{SUITE_LABEL}={SUITE}")])]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    for c in containers {
+        let run = c.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
+        if run.is_some_and(|r| r == run_id()) {
+            continue;
+        }
+        if let Some(id) = c.id {
+            eprintln!("removing a leftover of an earlier run: {:?}", c.names);
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output();
+        }
+    }
 }
 
 macro_rules! require_docker {
@@ -119,6 +151,7 @@ impl Cleanup {
     fn config(&self) -> DockerProviderConfig {
         DockerProviderConfig::default()
             .with_label(SUITE_LABEL, SUITE)
+            .with_label(RUN_LABEL, run_id())
             .with_label("hodei.test", &self.test_label)
             .with_stop_grace(Duration::from_secs(2))
     }
@@ -574,6 +607,15 @@ struct Plane {
 }
 
 async fn start_plane(provider: DockerProvider, policy: PoolPolicy) -> Plane {
+    // The control plane's warnings (worker lost, retries) land in the test's
+    // captured output, so a failure in CI explains itself.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,bollard=warn,hyper=warn,h2=warn,tower=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let (listener, addr): (_, SocketAddr) =
         hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
             .await
@@ -614,6 +656,14 @@ async fn wait_job(cp: &ControlPlane, id: JobId, within: Duration, want: JobState
         if job.state() == want {
             return job;
         }
+        // A finished job will not change: say at once why it ended.
+        assert!(
+            !job.state().is_terminal(),
+            "job {id} ended {:?}, not {want:?}, after {} attempt(s): {:?}",
+            job.state(),
+            job.attempts(),
+            job.execution_context()
+        );
         assert!(
             Instant::now() < deadline,
             "job {id} is {:?}, not {want:?}, after {within:?}",

@@ -39,6 +39,13 @@ if [[ ! -x "$binary" ]]; then
 fi
 [[ -x "$binary" ]] || die "agent binary $binary not found after the build"
 
+# Tests build the image from several processes at once: one build at a time
+# (the later ones then find the content unchanged and leave the image alone).
+if command -v flock >/dev/null; then
+    exec 9>"${TMPDIR:-/tmp}/hodei-worker-image.lock"
+    flock 9
+fi
+
 rootfs="$(mktemp -d "${TMPDIR:-/tmp}/hodei-rootfs.XXXXXX")"
 trap 'rm -rf "$rootfs"' EXIT
 

@@ -272,14 +272,19 @@ impl ControlPlane {
     pub(super) async fn fail_attempt(
         &self,
         id: JobId,
+        on_worker: WorkerId,
         reason: &str,
         retryable: bool,
     ) -> ControlResult<Job> {
         let job = self
             .transition_job(id, reason, |j| {
-                if !matches!(j.state(), JobState::Scheduled | JobState::Running) {
+                // Checked inside the update: a job already retried on another
+                // worker must not lose that new attempt to news of the old one.
+                if !matches!(j.state(), JobState::Scheduled | JobState::Running)
+                    || j.worker_id() != Some(on_worker)
+                {
                     return Err(ControlError::FailedPrecondition(format!(
-                        "job {} is {}",
+                        "job {} is {} and not on worker {on_worker}",
                         j.id(),
                         j.state()
                     )));

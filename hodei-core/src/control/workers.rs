@@ -476,6 +476,10 @@ impl ControlPlane {
             if w.state() == WorkerState::Terminated {
                 return;
             }
+            if w.state() == WorkerState::Terminating && w.current_jobs().is_empty() {
+                // Already being retired or handled as lost by another caller.
+                return;
+            }
             let jobs = w.current_jobs().to_vec();
             let _ = w.terminating();
             let _ = self.inner.stores.workers.update(&w).await;
@@ -490,7 +494,7 @@ impl ControlPlane {
             );
             if still_there
                 && let Err(e) = self
-                    .fail_attempt(job, &format!("worker lost: {reason}"), true)
+                    .fail_attempt(job, worker_id, &format!("worker lost: {reason}"), true)
                     .await
             {
                 tracing::warn!(job_id = %job, error = %e, "could not retry job of lost worker");
