@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `process` (default) | [`process::ProcessProvider`] | local child processes |
 //! | `docker` | `docker::DockerProvider` | Docker containers of the worker image (bollard) |
+//! | `kubernetes` | `kubernetes::KubernetesProvider` | Kubernetes pods of the worker image (kube-rs) |
 //!
 //! ```no_run
 //! # #[cfg(feature = "process")] {
@@ -31,3 +32,7 @@ pub mod process;
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub mod docker;
+
+#[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+pub mod kubernetes;

@@ -176,6 +176,13 @@ pub enum ProviderConfig {
         /// Extra pod labels.
         #[serde(default)]
         labels: BTreeMap<String, String>,
+        /// Node selector added to every worker pod.
+        #[serde(default)]
+        node_selector: BTreeMap<String, String>,
+        /// Tolerations of the worker pods, each `key[=value]:Effect`
+        /// (`Effect` = `NoSchedule`, `PreferNoSchedule` or `NoExecute`; empty = any).
+        #[serde(default)]
+        tolerations: Vec<String>,
     },
     /// Docker containers.
     Docker {

@@ -1,0 +1,131 @@
+//! The pod watcher: a `kube::runtime::watcher` on this provider's pods
+//! (by label), turned into [`WorkerEvent`]s, so a deleted, evicted or
+//! crashed pod is noticed at once rather than at heartbeat timeout.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use hodei_core::WorkerId;
+use hodei_core::provider::WorkerEvent;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::objects::{LABEL_WORKER_ID, scope_selector};
+use super::state::{is_running, pod_exit};
+use super::{Shared, Stage, lock};
+
+/// The worker a pod belongs to, from its label.
+pub(crate) fn pod_worker(pod: &Pod) -> Option<WorkerId> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(LABEL_WORKER_ID)
+        .and_then(|w| WorkerId::parse(w).ok())
+}
+
+/// Follows this provider's pods until the provider is dropped. The watcher
+/// re-lists after a desync and its stream is wrapped in kube's default
+/// backoff, so a failing API server is retried with growing pauses, never in a hot loop.
+pub(crate) async fn follow_pods(shared: Arc<Shared>) {
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    let cfg = watcher::Config::default().labels(&scope_selector(&shared.config, Some(shared.id)));
+    let mut stream = watcher(api, cfg).default_backoff().boxed();
+    let mut last_error: Option<String> = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                last_error = None;
+                on_apply(&shared, &pod);
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                last_error = None;
+                on_delete(&shared, &pod);
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            Err(e) => {
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(error = %msg, namespace = %shared.config.namespace,
+                        "kubernetes pod watch failed; retrying with backoff");
+                    last_error = Some(msg);
+                }
+            }
+        }
+    }
+}
+
+/// A pod was added or changed.
+pub(crate) fn on_apply(shared: &Shared, pod: &Pod) {
+    let Some(worker_id) = pod_worker(pod) else {
+        return;
+    };
+    let mut out = Vec::new();
+    {
+        let mut stages = lock(&shared.stages);
+        let stage = stages.entry(worker_id).or_insert_with(|| {
+            out.push(WorkerEvent::Created { worker_id });
+            Stage::Created
+        });
+        if *stage < Stage::Started && is_running(pod) {
+            *stage = Stage::Started;
+            out.push(WorkerEvent::Started { worker_id });
+            if let Some(t) = lock(&shared.created_at).remove(&worker_id) {
+                shared.record_startup(t.elapsed());
+            }
+        }
+        if *stage < Stage::Exited {
+            let destroying = lock(&shared.destroying).contains(&worker_id);
+            let exit = pod_exit(pod).or_else(|| {
+                pod.metadata.deletion_timestamp.as_ref().map(|_| {
+                    (
+                        None,
+                        format!(
+                            "pod {} is being deleted outside hodei (evicted, drained or deleted by hand)",
+                            pod.metadata.name.as_deref().unwrap_or("?")
+                        ),
+                    )
+                })
+            });
+            if let Some((exit_code, reason)) = exit {
+                *stage = Stage::Exited;
+                lock(&shared.live).remove(&worker_id);
+                if !destroying {
+                    tracing::warn!(%worker_id, ?exit_code, %reason, "worker pod ended on its own");
+                    out.push(WorkerEvent::Exited {
+                        worker_id,
+                        exit_code,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    for e in out {
+        let _ = shared.events.send(e);
+    }
+}
+
+/// A pod is gone from the API.
+pub(crate) fn on_delete(shared: &Shared, pod: &Pod) {
+    let Some(worker_id) = pod_worker(pod) else {
+        return;
+    };
+    let stage = lock(&shared.stages).remove(&worker_id);
+    lock(&shared.live).remove(&worker_id);
+    lock(&shared.created_at).remove(&worker_id);
+    let requested = lock(&shared.destroying).remove(&worker_id);
+    if !requested && stage != Some(Stage::Exited) {
+        let reason = format!(
+            "pod {} was deleted outside hodei (evicted, drained or deleted by hand)",
+            pod.metadata.name.as_deref().unwrap_or("?")
+        );
+        tracing::warn!(%worker_id, %reason, "worker pod vanished");
+        let _ = shared.events.send(WorkerEvent::Exited {
+            worker_id,
+            exit_code: pod_exit(pod).and_then(|(c, _)| c),
+            reason,
+        });
+    }
+    let _ = shared.events.send(WorkerEvent::Destroyed { worker_id });
+}
