@@ -185,6 +185,9 @@ pub async fn serve_grpc_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let router = grpc_router_with(&cp, &options).await?;
+    if let Some(auth) = &options.auth {
+        auth.start_watcher();
+    }
     match &options.tls {
         Some(tls) => {
             let watcher = tls.spawn_watcher();

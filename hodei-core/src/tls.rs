@@ -56,6 +56,10 @@ pub const ENV_TLS_REVOKED_SERIALS: &str = "HODEI_TLS_REVOKED_SERIALS";
 pub const ENV_TLS_REVOKED_SERIALS_FILE: &str = "HODEI_TLS_REVOKED_SERIALS_FILE";
 /// Seconds between checks of the files for changes (default 30).
 pub const ENV_TLS_RELOAD_INTERVAL_SECS: &str = "HODEI_TLS_RELOAD_INTERVAL_SECS";
+/// `1`/`true`/`yes`: serve the REST API over TLS too, with the certificate and
+/// key of `HODEI_TLS_CERT`/`HODEI_TLS_KEY` (server-side TLS only: REST clients
+/// authenticate with API tokens, not client certificates).
+pub const ENV_REST_TLS: &str = "HODEI_REST_TLS";
 
 /// Where the server's TLS material lives and how it is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +83,10 @@ pub struct ServerTlsSettings {
     pub poll_interval: Duration,
     /// Longest time a TLS handshake may take (default 10 s).
     pub handshake_timeout: Duration,
+    /// ALPN protocols offered (default `h2`, for gRPC).
+    pub alpn_protocols: Vec<Vec<u8>>,
+    /// The endpoint served, for logs (default `gRPC`).
+    pub endpoint: String,
 }
 
 impl ServerTlsSettings {
@@ -94,6 +102,39 @@ impl ServerTlsSettings {
             warn_thresholds_days: vec![30, 7],
             poll_interval: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            alpn_protocols: vec![b"h2".to_vec()],
+            endpoint: "gRPC".to_owned(),
+        }
+    }
+
+    /// The same certificate and key for the REST API: no client certificates
+    /// (REST clients authenticate with API tokens), ALPN `http/1.1`.
+    #[must_use]
+    pub fn for_rest(mut self) -> Self {
+        self.client_ca_path = None;
+        self.revoked_serials.clear();
+        self.revoked_serials_file = None;
+        self.alpn_protocols = vec![b"http/1.1".to_vec()];
+        self.endpoint = "REST".to_owned();
+        self
+    }
+
+    /// Whether `HODEI_REST_TLS` asks for TLS on the REST API.
+    ///
+    /// # Errors
+    /// [`ServerTlsError::Config`] for a value that is not a yes/no.
+    pub fn rest_tls_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<bool, ServerTlsError> {
+        match lookup(ENV_REST_TLS)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some(other) => Err(ServerTlsError::Config(format!(
+                "{ENV_REST_TLS}={other:?}: expected 1/true/yes or 0/false/no"
+            ))),
         }
     }
 
@@ -276,7 +317,8 @@ impl ServerTls {
             not_after = %this.certificate_info().not_after,
             client_auth = this.inner.settings.client_ca_path.is_some(),
             revoked_serials = this.inner.settings.revoked_serials.len(),
-            "TLS enabled on the gRPC endpoint"
+            endpoint = %this.inner.settings.endpoint,
+            "TLS enabled"
         );
         Ok(this)
     }
@@ -332,6 +374,7 @@ impl ServerTls {
             subject = %loaded.info.subject,
             serial = %loaded.info.serial,
             not_after = %loaded.info.not_after,
+            endpoint = %self.inner.settings.endpoint,
             "reloaded the server TLS certificate; new connections use it"
         );
         self.write(|s| *s = loaded);
@@ -407,6 +450,20 @@ impl ServerTls {
         tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 
+    /// Like [`incoming`](Self::incoming), as an [`axum::serve::Listener`]
+    /// (for the REST API): handshakes run concurrently, each with the
+    /// configuration current when its connection arrived.
+    ///
+    /// # Errors
+    /// The listener's local address cannot be read.
+    pub fn axum_listener(&self, listener: TcpListener) -> std::io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        Ok(TlsListener {
+            incoming: Box::pin(self.incoming(listener)),
+            local,
+        })
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Loaded) -> T) -> T {
         match self.inner.state.read() {
             Ok(g) => f(&g),
@@ -419,6 +476,51 @@ impl ServerTls {
             Ok(mut g) => f(&mut g),
             Err(p) => f(&mut p.into_inner()),
         }
+    }
+}
+
+type TlsIncoming = std::pin::Pin<
+    Box<
+        dyn Stream<Item = Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>>
+            + Send,
+    >,
+>;
+
+/// TLS connections for `axum::serve`, from [`ServerTls::axum_listener`].
+pub struct TlsListener {
+    incoming: TlsIncoming,
+    local: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures::StreamExt as _;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(stream)) => {
+                    let peer = stream.get_ref().0.peer_addr().unwrap_or(self.local);
+                    return (stream, peer);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "TLS accept failed"),
+                // The accept task only ends when this stream is dropped.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }
 
@@ -626,7 +728,7 @@ fn load_files(s: &ServerTlsSettings) -> Result<Loaded, ServerTlsError> {
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| ServerTlsError::Rustls(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols.clone_from(&s.alpn_protocols);
     Ok(Loaded {
         config: Arc::new(config),
         info,

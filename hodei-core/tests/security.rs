@@ -827,3 +827,203 @@ async fn a_serial_added_to_the_revocation_file_is_refused_without_a_restart() {
         .await
         .expect("other certificates are still accepted");
 }
+
+// ---------- live API tokens file, REST over TLS ----------
+
+async fn serve_rest(cp: &ControlPlane, options: ServerOptions) -> SocketAddr {
+    let (listener, addr) = hodei_core::server::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let cp = cp.clone();
+    tokio::spawn(async move {
+        hodei_core::api::rest::serve_rest_with_options(
+            cp,
+            listener,
+            options,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// Polls `GET url` with `token` until it answers `want` (the watcher re-reads
+/// the file every 50 ms); returns how long that took.
+async fn until_status(http: &reqwest::Client, url: &str, token: &str, want: u16) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let got = http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if got.as_u16() == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still {got} instead of {want} after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn tokens_added_to_or_removed_from_the_tokens_file_apply_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    let (a, b) = (generate_token(), generate_token());
+    let line = |name: &str, secret: &str| {
+        ApiToken::from_secret(name, Scope::Submit, secret).config_line() + "\n"
+    };
+    write_atomic(&file, &format!("# operators\n{}", line("a", &a)));
+    let auth = ApiAuth::from_lookup(|k| match k {
+        "HODEI_API_TOKENS_FILE" => Some(file.display().to_string()),
+        "HODEI_API_TOKENS_RELOAD_INTERVAL_SECS" => None,
+        _ => None,
+    })
+    .unwrap()
+    .unwrap()
+    .with_poll_interval(Duration::from_millis(50));
+    assert_eq!(auth.file(), Some(file.as_path()));
+    let cp = ControlPlane::builder().build();
+    let addr = serve_rest(&cp, ServerOptions::new().with_auth(auth.clone())).await;
+    let url = format!("http://{addr}/api/v1/jobs");
+    let http = reqwest::Client::new();
+
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&b)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // b added: accepted.
+    write_atomic(&file, &format!("{}{}", line("a", &a), line("b", &b)));
+    until_status(&http, &url, &b, 200).await;
+    assert_eq!(auth.tokens().len(), 2);
+
+    // A malformed file is refused: the previous tokens stay.
+    write_atomic(&file, "b:submit:not-hex\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&b)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // a removed: 401; b still works.
+    write_atomic(&file, &line("b", &b));
+    until_status(&http, &url, &a, 401).await;
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&b)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Every token removed: every call refused (not an open API).
+    write_atomic(&file, "# nobody\n");
+    until_status(&http, &url, &b, 401).await;
+    assert!(auth.tokens().is_empty());
+    let open = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+}
+
+#[tokio::test]
+async fn rest_over_tls_serves_https_with_the_server_certificate_and_refuses_plain_http() {
+    let pki = Pki::new();
+    pki.write_server(&leaf(&pki.ca, "localhost", true, 7, false));
+    // The gRPC settings (with client CA and revocations), reused for REST.
+    let tls = ServerTls::load(pki.settings(&["ab"]).for_rest()).unwrap();
+    assert!(tls.settings().client_ca_path.is_none());
+    let t = tokens();
+    let cp = ControlPlane::builder().build();
+    let addr = serve_rest(
+        &cp,
+        ServerOptions::new().with_tls(tls).with_auth(t.auth.clone()),
+    )
+    .await;
+    let https = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca.pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", addr.port());
+    // No client certificate needed; API tokens still apply.
+    let r = https.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = https
+        .get(format!("{base}/api/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = https
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&t.submit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("hodei_tls_certificate_days_to_expiry{certificate=\"server\"}")
+    );
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/healthz", addr.port()))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+    // A client that does not trust the CA is refused.
+    let untrusting = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    assert!(
+        untrusting
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}

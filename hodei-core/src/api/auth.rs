@@ -28,20 +28,30 @@
 
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::watch::FileStamps;
+
 /// Environment variable with inline token lines (`name:scope:sha256hex`, comma or newline separated).
 pub const ENV_API_TOKENS: &str = "HODEI_API_TOKENS";
-/// Environment variable naming a file of token lines (one a line, `#` comments).
+/// Environment variable naming a file of token lines (one a line, `#` comments);
+/// the file is re-read when it changes.
 pub const ENV_API_TOKENS_FILE: &str = "HODEI_API_TOKENS_FILE";
+/// Seconds between checks of the tokens file for changes (default 10).
+pub const ENV_API_TOKENS_RELOAD_INTERVAL_SECS: &str = "HODEI_API_TOKENS_RELOAD_INTERVAL_SECS";
+
+/// Default time between checks of the tokens file.
+const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -172,18 +182,65 @@ pub enum AuthError {
     },
 }
 
-/// The configured API tokens. Cheap to clone.
+/// The configured API tokens. Cheap to clone; clones share the token set.
+///
+/// Built from a tokens file ([`with_file`](Self::with_file), or
+/// `HODEI_API_TOKENS_FILE` through [`from_env`](Self::from_env)), the set
+/// follows the file: [`reload_if_changed`](Self::reload_if_changed) re-reads it
+/// when its modification time changed, and the watcher that
+/// [`start_watcher`](Self::start_watcher) runs (the gRPC and REST servers start
+/// it) does so every [`poll_interval`](Self::poll_interval), so adding or
+/// removing a line takes effect without a restart. A file that no longer
+/// parses is refused and the previous set stays; a file with no token left
+/// refuses every call.
 #[derive(Debug, Clone)]
 pub struct ApiAuth {
+    inner: Arc<AuthInner>,
+}
+
+#[derive(Debug)]
+struct AuthInner {
+    /// Inline token lines (`HODEI_API_TOKENS`), always part of the set.
+    inline: Vec<ApiToken>,
+    /// The tokens file, re-read when it changes.
+    file: Option<PathBuf>,
+    poll_interval: Duration,
+    state: RwLock<AuthState>,
+    watching: AtomicBool,
+}
+
+#[derive(Debug)]
+struct AuthState {
     tokens: Arc<Vec<ApiToken>>,
+    stamps: FileStamps,
 }
 
 impl ApiAuth {
-    /// Auth over these tokens.
+    /// Auth over these tokens (fixed: no file to follow).
     #[must_use]
     pub fn new(tokens: Vec<ApiToken>) -> Self {
+        Self::build(tokens, None, FileStamps::default(), Vec::new())
+    }
+
+    fn build(
+        inline: Vec<ApiToken>,
+        file: Option<PathBuf>,
+        stamps: FileStamps,
+        from_file: Vec<ApiToken>,
+    ) -> Self {
+        let mut all = inline.clone();
+        all.extend(from_file);
         Self {
-            tokens: Arc::new(tokens),
+            inner: Arc::new(AuthInner {
+                inline,
+                file,
+                poll_interval: DEFAULT_RELOAD_INTERVAL,
+                state: RwLock::new(AuthState {
+                    tokens: Arc::new(all),
+                    stamps,
+                }),
+                watching: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -194,53 +251,79 @@ impl ApiAuth {
     /// [`AuthConfigError::Invalid`] for a malformed line (the message never
     /// contains the hash), or when no token is given at all.
     pub fn parse(spec: &str) -> Result<Self, AuthConfigError> {
-        let mut tokens = Vec::new();
-        for (i, raw) in spec.split([',', '\n']).enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut parts = line.splitn(3, ':');
-            let (Some(name), Some(scope), Some(hash)) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(AuthConfigError::Invalid(format!(
-                    "entry {} is not name:scope:sha256hex",
-                    i + 1
-                )));
-            };
-            let name = name.trim();
-            if name.is_empty() {
-                return Err(AuthConfigError::Invalid(format!(
-                    "entry {} has an empty name",
-                    i + 1
-                )));
-            }
-            let scope: Scope = scope.parse()?;
-            let bytes = hex::decode(hash.trim()).map_err(|_| {
-                AuthConfigError::Invalid(format!("token {name:?}: the hash is not hexadecimal"))
-            })?;
-            let hash: [u8; 32] = bytes.try_into().map_err(|_| {
-                AuthConfigError::Invalid(format!(
-                    "token {name:?}: the hash must be a SHA-256 (64 hex digits)"
-                ))
-            })?;
-            tokens.push(ApiToken {
-                name: name.to_owned(),
-                scope,
-                hash,
-            });
-        }
+        let tokens = parse_lines(spec)?;
         if tokens.is_empty() {
             return Err(AuthConfigError::Invalid("no token given".to_owned()));
         }
         Ok(Self::new(tokens))
     }
 
-    /// Reads `HODEI_API_TOKENS` and `HODEI_API_TOKENS_FILE` (both may be set;
-    /// their tokens add up). `None` when neither is set: the API runs open.
+    /// The tokens of `inline` (lines as for [`parse`](Self::parse), may be
+    /// empty) plus those of the file at `path`, which is followed: see
+    /// [`reload_if_changed`](Self::reload_if_changed).
     ///
     /// # Errors
-    /// A malformed entry or an unreadable file.
+    /// A malformed entry, an unreadable file, or no token at all.
+    pub fn with_file(inline: &str, path: impl Into<PathBuf>) -> Result<Self, AuthConfigError> {
+        let path = path.into();
+        let inline = parse_lines(inline)?;
+        let stamps = FileStamps::of([Some(path.as_path())]);
+        let from_file = read_tokens_file(&path)?;
+        if inline.is_empty() && from_file.is_empty() {
+            return Err(AuthConfigError::Invalid(format!(
+                "no token given ({} has none)",
+                path.display()
+            )));
+        }
+        Ok(Self::build(inline, Some(path), stamps, from_file))
+    }
+
+    /// How often the watcher checks the tokens file (default 10 s).
+    #[must_use]
+    pub fn with_poll_interval(self, every: Duration) -> Self {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.poll_interval = every;
+                inner
+            }
+            Err(shared) => {
+                let state = read_lock(&shared.state);
+                AuthInner {
+                    inline: shared.inline.clone(),
+                    file: shared.file.clone(),
+                    poll_interval: every,
+                    state: RwLock::new(AuthState {
+                        tokens: Arc::clone(&state.tokens),
+                        stamps: state.stamps.clone(),
+                    }),
+                    watching: AtomicBool::new(false),
+                }
+            }
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// How often the watcher checks the tokens file.
+    #[must_use]
+    pub fn poll_interval(&self) -> Duration {
+        self.inner.poll_interval
+    }
+
+    /// The tokens file this set follows, if any.
+    #[must_use]
+    pub fn file(&self) -> Option<&Path> {
+        self.inner.file.as_deref()
+    }
+
+    /// Reads `HODEI_API_TOKENS` and `HODEI_API_TOKENS_FILE` (both may be set;
+    /// their tokens add up; the file is followed, checked every
+    /// `HODEI_API_TOKENS_RELOAD_INTERVAL_SECS`, default 10). `None` when
+    /// neither is set: the API runs open.
+    ///
+    /// # Errors
+    /// A malformed entry, an unreadable file, a file with no token, a bad interval.
     pub fn from_env() -> Result<Option<Self>, AuthConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -248,42 +331,117 @@ impl ApiAuth {
     /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
     ///
     /// # Errors
-    /// A malformed entry or an unreadable file.
+    /// As [`from_env`](Self::from_env).
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, AuthConfigError> {
-        let mut spec = String::new();
-        if let Some(v) = lookup(ENV_API_TOKENS).filter(|v| !v.trim().is_empty()) {
-            spec.push_str(&v);
-            spec.push('\n');
-        }
-        if let Some(p) = lookup(ENV_API_TOKENS_FILE).filter(|v| !v.trim().is_empty()) {
-            let path = PathBuf::from(p.trim());
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| AuthConfigError::Io { path, source })?;
-            spec.push_str(&text);
-        }
-        if spec.trim().is_empty() {
-            return Ok(None);
-        }
-        Self::parse(&spec).map(Some)
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let inline = get(ENV_API_TOKENS).unwrap_or_default();
+        let auth = match get(ENV_API_TOKENS_FILE) {
+            Some(p) => Self::with_file(&inline, PathBuf::from(p.trim()))?,
+            None if inline.trim().is_empty() => return Ok(None),
+            None => Self::parse(&inline)?,
+        };
+        Ok(Some(match get(ENV_API_TOKENS_RELOAD_INTERVAL_SECS) {
+            Some(v) => {
+                let secs: u64 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    AuthConfigError::Invalid(format!(
+                        "{ENV_API_TOKENS_RELOAD_INTERVAL_SECS}={v:?} is not a positive number of seconds"
+                    ))
+                })?;
+                auth.with_poll_interval(Duration::from_secs(secs))
+            }
+            None => auth,
+        }))
     }
 
-    /// The configured tokens (names and scopes; hashes stay private).
+    /// The tokens in force now (names and scopes; hashes stay private).
     #[must_use]
-    pub fn tokens(&self) -> &[ApiToken] {
-        &self.tokens
+    pub fn tokens(&self) -> Vec<ApiToken> {
+        self.current().as_ref().clone()
+    }
+
+    fn current(&self) -> Arc<Vec<ApiToken>> {
+        Arc::clone(&read_lock(&self.inner.state).tokens)
+    }
+
+    /// Re-reads the tokens file when its modification time changed. Returns
+    /// whether the set was replaced. On error (unreadable file, malformed
+    /// line) the previous set stays and the next call tries again.
+    ///
+    /// # Errors
+    /// [`AuthConfigError`] from reading or parsing the file.
+    pub fn reload_if_changed(&self) -> Result<bool, AuthConfigError> {
+        let Some(path) = &self.inner.file else {
+            return Ok(false);
+        };
+        let stamps = FileStamps::of([Some(path.as_path())]);
+        if read_lock(&self.inner.state).stamps == stamps {
+            return Ok(false);
+        }
+        let from_file = read_tokens_file(path)?;
+        let mut all = self.inner.inline.clone();
+        all.extend(from_file);
+        let names: Vec<&str> = all.iter().map(ApiToken::name).collect();
+        if all.is_empty() {
+            tracing::warn!(file = %path.display(), "the API tokens file has no token left: every API call is refused");
+        } else {
+            tracing::info!(file = %path.display(), tokens = ?names, "reloaded the API tokens");
+        }
+        let mut state = self
+            .inner
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.tokens = Arc::new(all);
+        state.stamps = stamps;
+        Ok(true)
+    }
+
+    /// Starts (once per token set: later calls do nothing; needs a tokio
+    /// runtime) a task that runs
+    /// [`reload_if_changed`](Self::reload_if_changed) every
+    /// [`poll_interval`](Self::poll_interval). Nothing to do without a file.
+    /// The task ends when the last clone of this `ApiAuth` is dropped.
+    pub fn start_watcher(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no tokio runtime: the API tokens file is not watched");
+            return;
+        };
+        if self.inner.file.is_none() || self.inner.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let every = self.inner.poll_interval;
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let this = ApiAuth { inner };
+                match tokio::task::spawn_blocking(move || this.reload_if_changed()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(
+                        error = %e,
+                        "API tokens reload failed; keeping the previous tokens"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "API tokens reload task failed"),
+                }
+            }
+        });
     }
 
     /// The token matching `secret`, comparing hashes in constant time with every
     /// configured token (the loop does not stop at the first match).
     #[must_use]
-    pub fn authenticate(&self, secret: &str) -> Option<&ApiToken> {
+    pub fn authenticate(&self, secret: &str) -> Option<ApiToken> {
         let h = sha256(secret);
         let mut found = None;
-        for t in self.tokens.iter() {
+        for t in self.current().iter() {
             if bool::from(t.hash.ct_eq(&h)) && found.is_none() {
-                found = Some(t);
+                found = Some(t.clone());
             }
         }
         found
@@ -294,7 +452,7 @@ impl ApiAuth {
     /// # Errors
     /// [`AuthError::Unauthenticated`] without a valid bearer token,
     /// [`AuthError::PermissionDenied`] when its scope is too small.
-    pub fn check(&self, headers: &HeaderMap, required: Scope) -> Result<&ApiToken, AuthError> {
+    pub fn check(&self, headers: &HeaderMap, required: Scope) -> Result<ApiToken, AuthError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(AuthError::Unauthenticated(
                 "missing API token (send authorization: Bearer <token>)",
@@ -326,6 +484,60 @@ impl ApiAuth {
             })
         }
     }
+}
+
+fn read_lock(l: &RwLock<AuthState>) -> std::sync::RwLockReadGuard<'_, AuthState> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read_tokens_file(path: &Path) -> Result<Vec<ApiToken>, AuthConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AuthConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_lines(&text)
+}
+
+/// Token lines `name:scope:sha256hex` (comma or newline separated, `#`
+/// comments); none is fine here.
+fn parse_lines(spec: &str) -> Result<Vec<ApiToken>, AuthConfigError> {
+    let mut tokens = Vec::new();
+    for (i, raw) in spec.split([',', '\n']).enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.splitn(3, ':');
+        let (Some(name), Some(scope), Some(hash)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthConfigError::Invalid(format!(
+                "entry {} is not name:scope:sha256hex",
+                i + 1
+            )));
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(AuthConfigError::Invalid(format!(
+                "entry {} has an empty name",
+                i + 1
+            )));
+        }
+        let scope: Scope = scope.parse()?;
+        let bytes = hex::decode(hash.trim()).map_err(|_| {
+            AuthConfigError::Invalid(format!("token {name:?}: the hash is not hexadecimal"))
+        })?;
+        let hash: [u8; 32] = bytes.try_into().map_err(|_| {
+            AuthConfigError::Invalid(format!(
+                "token {name:?}: the hash must be a SHA-256 (64 hex digits)"
+            ))
+        })?;
+        tokens.push(ApiToken {
+            name: name.to_owned(),
+            scope,
+            hash,
+        });
+    }
+    Ok(tokens)
 }
 
 fn sha256(s: &str) -> [u8; 32] {

@@ -169,14 +169,45 @@ pub async fn serve_rest_with(
     auth: Option<crate::api::auth::ApiAuth>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let mut options = crate::server::ServerOptions::new();
+    options.auth = auth;
+    serve_rest_with_options(cp, listener, options, shutdown).await
+}
+
+/// Like [`serve_rest`], with the API tokens of `options` (their file is
+/// watched) and its TLS: HTTPS only, the certificate reloaded when its files
+/// change. Use [`ServerTlsSettings::for_rest`](crate::tls::ServerTlsSettings::for_rest)
+/// to reuse the gRPC certificate without asking REST clients for one.
+pub async fn serve_rest_with_options(
+    cp: ControlPlane,
+    listener: tokio::net::TcpListener,
+    options: crate::server::ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Some(auth) = &options.auth {
+        auth.start_watcher();
+    }
     let (tx, rx) = watch::channel(false);
-    let app = with_auth(router_with(cp, rx), auth);
-    axum::serve(nodelay(listener), app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
-        .await
+    let app = with_auth(router_with(cp, rx), options.auth);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    };
+    match options.tls {
+        Some(tls) => {
+            let watcher = tls.spawn_watcher();
+            let served = axum::serve(tls.axum_listener(listener)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+            watcher.abort();
+            served
+        }
+        None => {
+            axum::serve(nodelay(listener), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
