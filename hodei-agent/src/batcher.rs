@@ -4,7 +4,9 @@
 //! numbers `1, 2, …` per (job, attempt), without gaps, and sends them in batches: a batch is
 //! flushed when it reaches [`BatcherConfig::max_entries`] entries or
 //! [`BatcherConfig::max_bytes`] bytes, when [`BatcherConfig::flush_interval`] has passed since
-//! its first entry, and at the end. Sending awaits when the output channel is full, which in
+//! its first entry, and at the end. After a quiet period the first output is sent at once
+//! ([`BatcherConfig::eager_after_idle`]): a job's first line reaches a follower without
+//! waiting for the interval, while a steady producer is still batched. Sending awaits when the output channel is full, which in
 //! turn stops the batcher reading lines and so pauses the job's pipe: backpressure all the
 //! way, nothing dropped.
 //!
@@ -38,6 +40,9 @@ pub struct BatcherConfig {
     pub max_bytes: usize,
     /// Longest time an entry waits in the batcher (default 100 ms).
     pub flush_interval: Duration,
+    /// Whether output arriving when no batch was sent for a whole `flush_interval` goes out
+    /// as soon as nothing more is ready, instead of after the interval (default `true`).
+    pub eager_after_idle: bool,
 }
 
 impl Default for BatcherConfig {
@@ -46,6 +51,7 @@ impl Default for BatcherConfig {
             max_entries: 100,
             max_bytes: 256 * 1024,
             flush_interval: Duration::from_millis(100),
+            eager_after_idle: true,
         }
     }
 }
@@ -69,6 +75,13 @@ impl BatcherConfig {
     #[must_use]
     pub fn with_flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = interval;
+        self
+    }
+
+    /// Sets [`Self::eager_after_idle`].
+    #[must_use]
+    pub fn with_eager_after_idle(mut self, eager: bool) -> Self {
+        self.eager_after_idle = eager;
         self
     }
 }
@@ -111,7 +124,8 @@ pub struct LogBatcher;
 impl LogBatcher {
     /// Consumes `lines` until the channel closes, assigns sequence numbers starting at
     /// `start_after + 1`, flushes on `max_entries` / `max_bytes` / `flush_interval` since the
-    /// first buffered entry, flushes the rest at the end, and sends batches into `out`
+    /// first buffered entry (at once after a quiet period, see
+    /// [`BatcherConfig::eager_after_idle`]), flushes the rest at the end, and sends batches into `out`
     /// (awaiting when it is full). Returns the last sequence number used.
     ///
     /// If `out` is closed the batcher stops (and drops `lines`, so the producer sees a
@@ -168,7 +182,15 @@ impl LogBatcher {
                 }
                 next += 1;
                 if pending.entries.is_empty() {
-                    pending.deadline = Some(Instant::now() + config.flush_interval);
+                    let idle = pending
+                        .last_flush
+                        .is_none_or(|t| t.elapsed() >= config.flush_interval);
+                    // After a quiet period: out as soon as nothing more is ready.
+                    pending.deadline = Some(if config.eager_after_idle && idle {
+                        Instant::now()
+                    } else {
+                        Instant::now() + config.flush_interval
+                    });
                 }
                 pending.entries.push(LogEntry {
                     sequence: next,
@@ -195,6 +217,7 @@ struct Pending {
     entries: Vec<LogEntry>,
     bytes: usize,
     deadline: Option<Instant>,
+    last_flush: Option<Instant>,
 }
 
 impl Pending {
@@ -206,6 +229,7 @@ impl Pending {
             entries: Vec::with_capacity(max_entries),
             bytes: 0,
             deadline: None,
+            last_flush: None,
         }
     }
 
@@ -221,6 +245,7 @@ impl Pending {
         };
         self.bytes = 0;
         self.deadline = None;
+        self.last_flush = Some(Instant::now());
         let last = batch.last_sequence().unwrap_or(*delivered);
         if out.send(batch).await.is_err() {
             return false;

@@ -8,6 +8,13 @@
 //! `BytesCodec` chunks in a separate step would have to copy every partial tail into the
 //! next chunk).
 //!
+//! With [`LineDecoder::grouped`], every complete line already in the buffer is cut off in one
+//! frame (the lines separated by `\n`, without the last newline), up to `max_line_bytes`:
+//! a job printing a million short lines then costs a few thousand frames, log entries and
+//! store writes instead of a million, which is how the log path keeps up with a raw pipe
+//! (GitLab ships trace chunks and Buildkite log chunks for the same reason). A line is never
+//! split between two frames unless it is longer than `max_line_bytes`.
+//!
 //! Lines longer than `max_line_bytes` are cut into [`Frame::Fragment`]s of exactly
 //! `max_line_bytes`; the final part of such a line is an ordinary [`Frame::Line`]. A last line
 //! without a trailing newline is returned at end of input. Bytes are never interpreted:
@@ -19,7 +26,8 @@ use tokio_util::codec::Decoder;
 /// One piece of output cut by [`LineDecoder`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// A complete line (or the last part of an over-long line), without its newline.
+    /// A complete line (or the last part of an over-long line), without its newline. From a
+    /// [grouped](LineDecoder::grouped) decoder, one or more complete lines separated by `\n`.
     Line(Bytes),
     /// A `max_line_bytes` piece of an over-long line; more of the same line follows.
     Fragment(Bytes),
@@ -49,6 +57,8 @@ pub struct LineDecoder {
     max_line_bytes: usize,
     /// How far into the buffer we already looked for a newline (avoids rescanning).
     scanned: usize,
+    /// Whether one frame carries every complete line available (see the module docs).
+    grouped: bool,
 }
 
 impl LineDecoder {
@@ -58,6 +68,17 @@ impl LineDecoder {
         Self {
             max_line_bytes: max_line_bytes.max(1),
             scanned: 0,
+            grouped: false,
+        }
+    }
+
+    /// A decoder whose frames carry every complete line available at once, up to
+    /// `max_line_bytes` (over-long lines are fragmented as with [`LineDecoder::new`]).
+    #[must_use]
+    pub fn grouped(max_line_bytes: usize) -> Self {
+        Self {
+            grouped: true,
+            ..Self::new(max_line_bytes)
         }
     }
 
@@ -75,7 +96,14 @@ impl Decoder for LineDecoder {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
         let limit = buf.len().min(self.max_line_bytes);
         let start = self.scanned.min(limit);
-        if let Some(pos) = memchr_newline(&buf[start..limit]) {
+        let found = if self.grouped {
+            // The last newline: everything before it is complete lines. (The part before
+            // `start` holds no newline, or it would have been cut off already.)
+            memchr::memrchr(b'\n', &buf[start..limit])
+        } else {
+            memchr_newline(&buf[start..limit])
+        };
+        if let Some(pos) = found {
             let end = start + pos;
             let mut line = buf.split_to(end + 1);
             line.truncate(end);
@@ -163,6 +191,52 @@ mod tests {
                 line(b"e"),
             ]
         );
+    }
+
+    fn run_grouped(input: &[&[u8]], max: usize) -> Vec<Frame> {
+        let mut d = LineDecoder::grouped(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in input {
+            buf.extend_from_slice(chunk);
+            while let Some(f) = d.decode(&mut buf).unwrap() {
+                out.push(f);
+            }
+        }
+        while let Some(f) = d.decode_eof(&mut buf).unwrap() {
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn grouped_frames_carry_all_complete_lines_and_keep_partial_ones_whole() {
+        let out = run_grouped(&[b"ab\ncd\ne", b"f\n\ng", b"h"], 100);
+        assert_eq!(out, vec![line(b"ab\ncd"), line(b"ef\n"), line(b"gh")]);
+    }
+
+    #[test]
+    fn grouped_frames_stay_within_the_limit_and_fragment_long_lines() {
+        // Limit 8: "aaa\nbbb" (7) fits, "ccc" waits for its newline; a 10-byte line is cut.
+        let out = run_grouped(&[b"aaa\nbbb\nccc\n0123456789\n"], 8);
+        assert_eq!(
+            out,
+            vec![
+                line(b"aaa\nbbb"),
+                line(b"ccc"),
+                frag(b"01234567"),
+                line(b"89"),
+            ]
+        );
+        // Concatenated with newlines, the frames give back the input exactly.
+        let mut again = Vec::new();
+        for f in &out {
+            again.extend_from_slice(f.data());
+            if matches!(f, Frame::Line(_)) {
+                again.push(b'\n');
+            }
+        }
+        assert_eq!(again, b"aaa\nbbb\nccc\n0123456789\n");
     }
 
     #[test]

@@ -93,10 +93,58 @@ async fn flushes_by_bytes() {
 }
 
 #[tokio::test]
+async fn first_output_after_a_quiet_period_goes_out_at_once_then_batches() {
+    let (tx, rx) = mpsc::channel(100);
+    let (otx, mut orx) = mpsc::channel(100);
+    let cfg = BatcherConfig::default().with_flush_interval(Duration::from_millis(300));
+    let task = tokio::spawn(LogBatcher::run(cfg, JobId::new(), 1, 0, rx, otx));
+
+    // Quiet so far: the first line is sent at once.
+    let t0 = Instant::now();
+    tx.send(line(1)).await.unwrap();
+    let first = recv(&mut orx).await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(first.entries.len(), 1);
+
+    // Right after a batch: the next lines wait for the interval and travel together.
+    let t1 = Instant::now();
+    tx.send(line(2)).await.unwrap();
+    tx.send(line(3)).await.unwrap();
+    let second = recv(&mut orx).await;
+    assert!(
+        t1.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t1.elapsed()
+    );
+    assert_eq!(second.first_sequence(), Some(2));
+    assert_eq!(second.entries.len(), 2);
+
+    // Quiet again for longer than the interval: at once again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let t2 = Instant::now();
+    tx.send(line(4)).await.unwrap();
+    let third = recv(&mut orx).await;
+    assert!(
+        t2.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t2.elapsed()
+    );
+    assert_eq!(third.first_sequence(), Some(4));
+    drop(tx);
+    assert_eq!(task.await.unwrap(), 4);
+}
+
+#[tokio::test]
 async fn flushes_by_interval_from_the_first_entry() {
     let (tx, rx) = mpsc::channel(100);
     let (otx, mut orx) = mpsc::channel(100);
-    let cfg = BatcherConfig::default().with_flush_interval(Duration::from_millis(200));
+    let cfg = BatcherConfig::default()
+        .with_flush_interval(Duration::from_millis(200))
+        .with_eager_after_idle(false);
     let task = tokio::spawn(LogBatcher::run(cfg, JobId::new(), 1, 0, rx, otx));
 
     // Nothing is buffered: no timer runs, no empty batch is sent.
@@ -224,4 +272,11 @@ async fn unacked_buffer_blocks_when_full_until_acked() {
     buf.ack(job, 1, 25);
     buf.push(batch(job, 1, 26..=60)).await;
     assert_eq!(buf.len_entries(), 35);
+}
+
+async fn recv(orx: &mut mpsc::Receiver<LogBatch>) -> LogBatch {
+    tokio::time::timeout(Duration::from_secs(5), orx.recv())
+        .await
+        .unwrap()
+        .unwrap()
 }

@@ -43,7 +43,22 @@ async fn run_with(
         lines
     });
     let res = exec.execute(req, tx, cancel).await;
-    (res, collector.await.unwrap())
+    (res, split_groups(collector.await.unwrap()))
+}
+
+/// The executor sends groups of lines (`group_lines`, the default): the tests
+/// look at single lines.
+fn split_groups(entries: Vec<LogLine>) -> Vec<LogLine> {
+    entries
+        .into_iter()
+        .flat_map(|e| {
+            let stream = e.stream;
+            e.data
+                .split(|b| *b == b'\n')
+                .map(|l| LogLine::new(stream, l.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 async fn run(exec: &JobExecutor, req: ExecutionRequest) -> (ExecutionResult, Vec<LogLine>) {
@@ -557,4 +572,57 @@ async fn term_ignoring_job_is_killed_after_the_grace() {
     );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(text(&lines, LogStream::Stdout), vec!["started"]);
+}
+
+#[tokio::test]
+async fn lines_read_together_travel_as_one_entry_and_give_back_the_same_text() {
+    let script = "for i in $(seq 1 2000); do echo \"line $i\"; done\necho err >&2\n";
+    let expected: String = (1..=2000).map(|i| format!("line {i}\n")).collect();
+    for group in [true, false] {
+        let exec = JobExecutor::new(
+            ExecutorConfig::default()
+                .with_work_root(std::env::temp_dir().join("hodei-group-test"))
+                .with_group_lines(group),
+        );
+        let (tx, mut rx) = mpsc::channel(16);
+        let collector = tokio::spawn(async move {
+            let mut entries = Vec::new();
+            while let Some(l) = rx.recv().await {
+                entries.push(l);
+            }
+            entries
+        });
+        let req = ExecutionRequest::new(JobId::new(), 1, CommandType::script("bash", script));
+        let res = exec.execute(req, tx, CancellationToken::new()).await;
+        assert!(res.success(), "{res:?}");
+        let entries = collector.await.unwrap();
+        let stdout: Vec<&LogLine> = entries
+            .iter()
+            .filter(|e| e.stream == LogStream::Stdout)
+            .collect();
+        // Printing every entry followed by a newline gives the job's output exactly.
+        let text: String = stdout
+            .iter()
+            .map(|e| format!("{}\n", String::from_utf8_lossy(&e.data)))
+            .collect();
+        assert_eq!(text, expected, "group_lines={group}");
+        if group {
+            assert!(
+                stdout.len() < 2000,
+                "{} entries for 2000 lines: nothing was grouped",
+                stdout.len()
+            );
+        } else {
+            assert_eq!(stdout.len(), 2000);
+        }
+        assert!(
+            stdout.iter().all(|e| e.data.len() <= 64 * 1024),
+            "a group exceeds max_line_bytes"
+        );
+        assert_eq!(text_of(&entries, LogStream::Stderr), vec!["err".to_owned()]);
+    }
+}
+
+fn text_of(entries: &[LogLine], stream: LogStream) -> Vec<String> {
+    text(&split_groups(entries.to_vec()), stream)
 }

@@ -54,18 +54,24 @@ async fn hundred_megabytes_arrive_complete_in_order_with_bounded_memory() {
 
     let mut expected = 1u64;
     let mut bytes = 0u64;
-    while let Some(line) = rx.recv().await {
-        assert_eq!(line.stream, LogStream::Stdout);
-        assert_eq!(line.data.len() as u64, LINE_LEN);
-        let n: u64 = std::str::from_utf8(&line.data).unwrap().parse().unwrap();
-        assert_eq!(n, expected, "out of order or missing");
-        expected += 1;
-        bytes += line.data.len() as u64 + 1;
-        if expected < 2000 && expected.is_multiple_of(100) {
+    let mut entries = 0u64;
+    while let Some(entry) = rx.recv().await {
+        assert_eq!(entry.stream, LogStream::Stdout);
+        entries += 1;
+        // An entry holds the complete lines read together (`group_lines`).
+        for line in entry.data.split(|b| *b == b'\n') {
+            assert_eq!(line.len() as u64, LINE_LEN);
+            let n: u64 = std::str::from_utf8(line).unwrap().parse().unwrap();
+            assert_eq!(n, expected, "out of order or missing");
+            expected += 1;
+            bytes += line.len() as u64 + 1;
+        }
+        if expected < 20_000 && entries.is_multiple_of(10) {
             // Keep reading slowly for a while.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    eprintln!("{LINES} lines in {entries} entries");
     let res = job.await.unwrap();
     assert!(res.success(), "{res:?}");
     assert_eq!(res.log_bytes_dropped, 0);

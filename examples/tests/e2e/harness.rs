@@ -218,7 +218,13 @@ impl TestServer {
             .iter()
             .flat_map(|c| c.entries.iter())
             .filter(|e| e.stream != v1::LogStream::System as i32)
-            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            // An entry holds one or more lines (the agent groups lines read together).
+            .flat_map(|e| {
+                String::from_utf8_lossy(&e.data)
+                    .split('\n')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 }

@@ -182,7 +182,12 @@ async fn subscribe_logs_gets_every_line_in_order() {
             assert_eq!(e.sequence, last_seq + 1, "sequence without gaps");
             last_seq = e.sequence;
             if e.stream == v1::LogStream::Stdout as i32 {
-                out.push(String::from_utf8_lossy(&e.data).into_owned());
+                // An entry holds one or more lines (the agent groups lines read together).
+                out.extend(
+                    String::from_utf8_lossy(&e.data)
+                        .split('\n')
+                        .map(str::to_owned),
+                );
             }
         }
     }

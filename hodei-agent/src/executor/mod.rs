@@ -25,7 +25,8 @@
 //!   process has ended (any outcome) the group is SIGKILLed, and so is every process whose
 //!   environment carries this attempt's marker (escapees via `setsid` or double fork).
 //! * **Output.** stdout and stderr are read as `Bytes` by a `FramedRead` with a zero-copy
-//!   [`LineDecoder`], redacted, and sent line by line to the bounded log channel: when the
+//!   [`LineDecoder`], redacted, and sent to the bounded log channel (by default as groups
+//!   of the complete lines read together, see [`ExecutorConfig::group_lines`]): when the
 //!   channel is full reading pauses and the child blocks on its pipe (backpressure; nothing
 //!   is dropped). Past [`ExecutorConfig::log_cap_bytes`] lines are read and discarded, one
 //!   [`LogStream::System`] marker line says so, and the count is in the result.
@@ -73,8 +74,15 @@ pub struct ExecutorConfig {
     /// Log bytes kept per attempt (stdout + stderr); past it output is discarded
     /// (default 100 MiB; `None` = no cap).
     pub log_cap_bytes: Option<u64>,
-    /// Longest log line; longer lines are split (default 64 KiB).
+    /// Longest log line; longer lines are split (default 64 KiB). Also the most bytes one
+    /// group of lines carries (see [`Self::group_lines`]).
     pub max_line_bytes: usize,
+    /// Whether the complete lines read together from a pipe travel as one [`LogLine`]
+    /// (its data holds them separated by `\n`, without the last newline), up to
+    /// [`Self::max_line_bytes`] (default `true`). Printing each entry followed by a newline
+    /// gives the same text either way; grouping makes the cost per read instead of per
+    /// line all the way to the store. `false` gives one entry per line.
+    pub group_lines: bool,
     /// Directory under which each attempt gets its private directory
     /// (default `$TMPDIR/hodei-jobs`).
     pub work_root: PathBuf,
@@ -96,6 +104,7 @@ impl Default for ExecutorConfig {
             kill_grace: Duration::from_secs(10),
             log_cap_bytes: Some(100 * 1024 * 1024),
             max_line_bytes: 64 * 1024,
+            group_lines: true,
             work_root: std::env::temp_dir().join("hodei-jobs"),
             log_channel_capacity: 1024,
             drain_timeout: Duration::from_secs(5),
@@ -129,6 +138,13 @@ impl ExecutorConfig {
     #[must_use]
     pub fn with_max_line_bytes(mut self, max: usize) -> Self {
         self.max_line_bytes = max.max(1);
+        self
+    }
+
+    /// Sets [`Self::group_lines`].
+    #[must_use]
+    pub fn with_group_lines(mut self, group: bool) -> Self {
+        self.group_lines = group;
         self
     }
 
@@ -227,7 +243,8 @@ impl ExecutionRequest {
     }
 }
 
-/// One line of output, without its newline (or a piece of an over-long line).
+/// One line of output, without its newline (or a piece of an over-long line); with
+/// [`ExecutorConfig::group_lines`], one or more complete lines separated by `\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// Which stream it came from.
@@ -344,20 +361,32 @@ struct LogCap {
 }
 
 impl LogCap {
-    /// Whether `len` more bytes may be kept; when not, counts them as dropped and returns
-    /// `Err(first)` where `first` says whether this is the first dropped line.
-    fn admit(&self, len: u64) -> Result<(), bool> {
+    /// Takes `len` bytes of the budget if they all fit (and nothing was dropped yet).
+    fn try_take(&self, len: u64) -> bool {
         let Some(cap) = self.cap else {
-            return Ok(());
+            return true;
         };
-        if !self.capped.load(Ordering::Relaxed) {
-            let before = self.used.fetch_add(len, Ordering::Relaxed);
-            if before.saturating_add(len) <= cap {
-                return Ok(());
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if self.capped.load(Ordering::Relaxed) || used.saturating_add(len) > cap {
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + len,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
             }
         }
+    }
+
+    /// Counts `len` bytes as dropped; returns whether they are the first dropped ones.
+    fn drop_bytes(&self, len: u64) -> bool {
         self.dropped.fetch_add(len, Ordering::Relaxed);
-        Err(!self.capped.swap(true, Ordering::Relaxed))
+        !self.capped.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -369,6 +398,7 @@ struct ReaderCtx {
     ended: CancellationToken,
     drain_timeout: Duration,
     max_line_bytes: usize,
+    group_lines: bool,
     redactor: Arc<Redactor>,
 }
 
@@ -496,6 +526,7 @@ impl JobExecutor {
             ended: ended.clone(),
             drain_timeout: cfg.drain_timeout,
             max_line_bytes: cfg.max_line_bytes,
+            group_lines: cfg.group_lines,
             redactor: Arc::clone(&redactor),
         };
         // Each pipe is read by its own task (so stdout and stderr progress independently);
@@ -627,11 +658,12 @@ fn sweep_marked(marker: String) -> tokio::task::JoinHandle<usize> {
 
 /// Reads one pipe to its end, sending redacted lines to the log channel.
 async fn read_pipe<R: AsyncRead + Unpin>(pipe: R, stream: LogStream, ctx: ReaderCtx) {
-    let mut framed = FramedRead::with_capacity(
-        pipe,
-        LineDecoder::new(ctx.max_line_bytes),
-        READ_BUFFER_BYTES,
-    );
+    let decoder = if ctx.group_lines {
+        LineDecoder::grouped(ctx.max_line_bytes)
+    } else {
+        LineDecoder::new(ctx.max_line_bytes)
+    };
+    let mut framed = FramedRead::with_capacity(pipe, decoder, READ_BUFFER_BYTES);
     let mut redactor = StreamRedactor::new(Arc::clone(&ctx.redactor));
     let mut open = true;
     // Lines already decoded are sent as a burst: one channel reservation for many lines.
@@ -684,22 +716,53 @@ async fn read_pipe<R: AsyncRead + Unpin>(pipe: R, stream: LogStream, ctx: Reader
     send_burst(&ctx, &mut burst, &mut open).await;
 }
 
-/// Applies the log cap to one line: keeps it in `burst`, or drops it (adding the one-time
-/// marker line).
+/// Applies the log cap to one line or group of lines: keeps it in `burst`, or keeps the
+/// whole lines that still fit and drops the rest (adding the one-time marker line). The
+/// budget counts line bytes, not the newlines between grouped lines, so it means the same
+/// with and without [`ExecutorConfig::group_lines`].
 fn admit(ctx: &ReaderCtx, stream: LogStream, data: Bytes, burst: &mut Vec<LogLine>) {
-    match ctx.cap.admit(data.len() as u64) {
-        Ok(()) => burst.push(LogLine { stream, data }),
-        Err(true) => {
-            let cap = ctx.cap.cap.unwrap_or_default();
-            burst.push(LogLine::new(
-                LogStream::System,
-                format!(
-                    "[hodei] log output exceeded {cap} bytes; further output of this attempt is \
-                     discarded (the job keeps running)"
-                ),
-            ));
+    if ctx.cap.cap.is_none() {
+        burst.push(LogLine { stream, data });
+        return;
+    }
+    let newlines = memchr::memchr_iter(b'\n', &data).count();
+    let line_bytes = (data.len() - newlines) as u64;
+    if ctx.cap.try_take(line_bytes) {
+        burst.push(LogLine { stream, data });
+        return;
+    }
+    // Over the cap: keep the whole lines of the group that still fit, in order.
+    let mut kept_end = 0;
+    let mut start = 0;
+    while start <= data.len() {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
+        if !ctx.cap.try_take((end - start) as u64) {
+            break;
         }
-        Err(false) => {}
+        kept_end = end;
+        start = end + 1;
+    }
+    if start > 0 {
+        burst.push(LogLine {
+            stream,
+            data: data.slice(..kept_end),
+        });
+    }
+    if start > data.len() {
+        // Every line fitted after all (the other stream's share moved meanwhile).
+        return;
+    }
+    let rest = &data[start..];
+    let dropped = (rest.len() - memchr::memchr_iter(b'\n', rest).count()) as u64;
+    if ctx.cap.drop_bytes(dropped) {
+        let cap = ctx.cap.cap.unwrap_or_default();
+        burst.push(LogLine::new(
+            LogStream::System,
+            format!(
+                "[hodei] log output exceeded {cap} bytes; further output of this attempt is \
+                 discarded (the job keeps running)"
+            ),
+        ));
     }
 }
 
