@@ -84,6 +84,8 @@ struct Settings {
     metrics: bool,
     /// gRPC TLS (HODEI_TLS_CERT/KEY, mTLS with HODEI_TLS_CLIENT_CA, HODEI_TLS_REVOKED_SERIALS).
     tls: Option<hodei_core::tls::ServerTlsSettings>,
+    /// REST TLS (HODEI_REST_TLS=1): the same certificate and key, no client certificates.
+    rest_tls: Option<hodei_core::tls::ServerTlsSettings>,
     /// API tokens (HODEI_API_TOKENS, HODEI_API_TOKENS_FILE); `None` = open API.
     auth: Option<hodei_core::api::auth::ApiAuth>,
     /// Client certificate, key and CA given to locally spawned workers
@@ -97,6 +99,20 @@ impl Settings {
         let grpc_port = env_or("GRPC_PORT", 50051u16)?;
         let http_port = env_or("HODEI_HTTP_PORT", 8080u16)?;
         let tls = hodei_core::tls::ServerTlsSettings::from_env().context("TLS configuration")?;
+        let rest_tls = match hodei_core::tls::ServerTlsSettings::rest_tls_from_lookup(|k| {
+            std::env::var(k).ok()
+        })
+        .context("REST TLS configuration")?
+        {
+            false => None,
+            true => match &tls {
+                Some(t) => Some(t.clone().for_rest()),
+                None => bail!(
+                    "HODEI_REST_TLS needs the server certificate: set HODEI_TLS_CERT and \
+                         HODEI_TLS_KEY"
+                ),
+            },
+        };
         let auth = hodei_core::api::auth::ApiAuth::from_env().context("API tokens")?;
         let worker_tls = match (
             std::env::var("HODEI_WORKER_TLS_CERT"),
@@ -140,6 +156,7 @@ impl Settings {
             cp,
             metrics,
             tls,
+            rest_tls,
             auth,
             worker_tls,
         })
@@ -274,6 +291,7 @@ async fn main() -> anyhow::Result<()> {
         Some(auth) => {
             tracing::info!(
                 tokens = auth.tokens().len(),
+                file = ?auth.file(),
                 "API tokens required on gRPC and REST"
             );
             server_options = server_options.with_auth(auth.clone());
@@ -290,10 +308,27 @@ async fn main() -> anyhow::Result<()> {
         server_options,
         wait(stop.clone()),
     ));
-    let rest = tokio::spawn(hodei_core::api::rest::serve_rest_with(
+    let mut rest_options = hodei_core::server::ServerOptions::new();
+    if let Some(auth) = settings.auth.clone() {
+        rest_options = rest_options.with_auth(auth);
+    }
+    match settings.rest_tls.clone() {
+        Some(tls) => {
+            rest_options = rest_options.with_tls(
+                hodei_core::tls::ServerTls::load(tls)
+                    .context("loading the REST TLS certificate")?,
+            );
+        }
+        None if settings.tls.is_some() => tracing::warn!(
+            "the REST API is plain HTTP while gRPC uses TLS: set HODEI_REST_TLS=1 to serve it \
+             over HTTPS with the same certificate"
+        ),
+        None => {}
+    }
+    let rest = tokio::spawn(hodei_core::api::rest::serve_rest_with_options(
         cp.clone(),
         http_listener,
-        settings.auth.clone(),
+        rest_options,
         wait(stop.clone()),
     ));
 

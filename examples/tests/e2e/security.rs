@@ -209,6 +209,10 @@ async fn mtls_with_certificates_from_hodei_certs_runs_jobs_and_refuses_bad_clien
         .env("HODEI_WORKER_TLS_CERT", p(d, "local-workers.crt"))
         .env("HODEI_WORKER_TLS_KEY", p(d, "local-workers.key"))
         .env("HODEI_API_TOKENS", &line)
+        // REST over HTTPS with the same server certificate.
+        .env("HODEI_REST_TLS", "1")
+        // Agents report their certificate's days to expiry in heartbeats.
+        .env("HODEI_HEARTBEAT_INTERVAL_MS", "300")
         .env(
             "RUST_LOG",
             std::env::var("HODEI_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -293,18 +297,83 @@ async fn mtls_with_certificates_from_hodei_certs_runs_jobs_and_refuses_bad_clien
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("Unauthenticated"));
 
-    // The days-to-expiry gauge is on /metrics.
-    let metrics = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{http_port}/metrics"))
+    // REST is HTTPS with the server certificate, trusted through the CA that
+    // `hodei certs` made; no client certificate is needed, the token still is.
+    let ca_pem = std::fs::read(d.join("ca.crt")).unwrap();
+    let https = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let rest = format!("https://127.0.0.1:{http_port}");
+    let r = https
+        .get(format!("{rest}/api/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = https
+        .get(format!("{rest}/api/v1/jobs"))
         .bearer_auth(&token)
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let jobs = r.text().await.unwrap();
+    assert!(jobs.contains("\"id\""), "{jobs}");
+    // Plain HTTP on the REST port gets no answer; a client without the CA is refused.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{http_port}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+    let untrusting = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
         .unwrap();
     assert!(
+        untrusting
+            .get(format!("{rest}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+
+    // The days-to-expiry gauge on /metrics: the server's certificate (365
+    // days), and the local worker's client certificate (90 days) as its agent
+    // reports it in heartbeats.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let metrics = https
+            .get(format!("{rest}/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("certificate=\"worker\"") || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
         metrics.contains("hodei_tls_certificate_days_to_expiry{certificate=\"server\"} 36"),
+        "{metrics}"
+    );
+    let worker_days: Vec<i64> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(
+                "hodei_tls_certificate_days_to_expiry{certificate=\"worker\",worker_id=\"",
+            )
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        !worker_days.is_empty() && worker_days.iter().all(|d| (89..=90).contains(d)),
         "{metrics}"
     );
 }
