@@ -310,4 +310,98 @@ mod mtls {
             .unwrap();
         assert!(res.is_ok(), "{res:?}");
     }
+
+    /// The real control plane over mTLS (hodei-core's `ServerTls`) and a real
+    /// agent: the agent's heartbeats carry its certificate's days to expiry and
+    /// the server exports them per worker.
+    #[tokio::test]
+    async fn heartbeats_report_the_client_certificate_days_to_expiry_to_the_server() {
+        use hodei_core::cert_expiry;
+        use hodei_core::control::{ControlPlane, ControlPlaneConfig};
+        use hodei_core::{ProviderId, Worker, WorkerHandle, WorkerId};
+
+        let pki = pki();
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key, ca) = (
+            dir.path().join("server.crt"),
+            dir.path().join("server.key"),
+            dir.path().join("ca.crt"),
+        );
+        std::fs::write(&crt, &pki.server.0).unwrap();
+        std::fs::write(&key, &pki.server.1).unwrap();
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let tls = hodei_core::tls::ServerTls::load(
+            hodei_core::tls::ServerTlsSettings::new(&crt, &key).with_client_ca(&ca),
+        )
+        .unwrap();
+        let mut cp_config = ControlPlaneConfig::default();
+        cp_config.heartbeat_interval = Duration::from_millis(100);
+        let cp = ControlPlane::builder().config(cp_config).build();
+        let (listener, addr) = hodei_core::server::bind(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let served = cp.clone();
+        tokio::spawn(async move {
+            hodei_core::server::serve_grpc_with(
+                served,
+                listener,
+                hodei_core::server::ServerOptions::new().with_tls(tls),
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
+        });
+
+        // A worker the control plane expects, with its one-time token.
+        let id = WorkerId::new();
+        let provider = ProviderId::new();
+        let mut worker = Worker::new(id, provider);
+        worker
+            .created(WorkerHandle::new(id, provider, "tls-worker"))
+            .unwrap();
+        cp.stores().workers.register(&worker).await.unwrap();
+        let otp = hodei_core::otp::generate_token();
+        cp.stores()
+            .otps
+            .insert(
+                &hodei_core::otp::hash_token(&otp),
+                id,
+                chrono::Utc::now() + chrono::Duration::minutes(5),
+            )
+            .await
+            .unwrap();
+
+        let agent_dir = tempfile::tempdir().unwrap();
+        let mut c = config(addr.port(), write(agent_dir.path(), &pki, &pki.client));
+        c.otp = otp;
+        c.worker_id = id;
+        let client = WorkerClient::builder(c).build().unwrap();
+        let expected = client.certificates().unwrap().days_to_expiry();
+        assert!(expected > 300, "rcgen's default validity: {expected}");
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(client.run(shutdown.clone()));
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(days) = cert_expiry::recorded_workers().get(&id.to_string()) {
+                assert_eq!(*days, expected);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no heartbeat with the certificate's days to expiry"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut metrics = String::new();
+        cert_expiry::write_prometheus(&mut metrics);
+        assert!(
+            metrics.contains(&format!(
+                "hodei_tls_certificate_days_to_expiry{{certificate=\"worker\",worker_id=\"{id}\"}} {expected}"
+            )),
+            "{metrics}"
+        );
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    }
 }

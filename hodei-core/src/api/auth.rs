@@ -745,6 +745,51 @@ mod tests {
     }
 
     #[test]
+    fn tokens_file_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        let (a, b) = (generate_token(), generate_token());
+        let line_a = ApiToken::from_secret("a", Scope::Submit, &a).config_line();
+        let line_b = ApiToken::from_secret("b", Scope::Admin, &b).config_line();
+        std::fs::write(&file, format!("# ops\n{line_b}\n")).unwrap();
+        let path = file.display().to_string();
+        let env = |inline: &str, interval: Option<&'static str>| {
+            let (path, inline) = (path.clone(), inline.to_owned());
+            move |k: &str| match k {
+                ENV_API_TOKENS => Some(inline.clone()),
+                ENV_API_TOKENS_FILE => Some(path.clone()),
+                ENV_API_TOKENS_RELOAD_INTERVAL_SECS => interval.map(str::to_owned),
+                _ => None,
+            }
+        };
+        // Inline and file tokens add up; only the file is followed.
+        let inline = line_a.as_str();
+        let auth = ApiAuth::from_lookup(env(inline, Some("2")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(auth.tokens().len(), 2);
+        assert_eq!(auth.poll_interval(), Duration::from_secs(2));
+        assert!(!auth.reload_if_changed().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&file, "# none left\n").unwrap();
+        assert!(auth.reload_if_changed().unwrap());
+        assert_eq!(
+            auth.authenticate(&a).map(|t| t.scope()),
+            Some(Scope::Submit)
+        );
+        assert!(auth.authenticate(&b).is_none());
+        // At start, a file with no token and nothing inline is an error, not an open API.
+        assert!(ApiAuth::from_lookup(env("", None)).is_err());
+        assert!(ApiAuth::from_lookup(env(inline, Some("0"))).is_err());
+        // A missing file is an error too.
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(
+            ApiAuth::from_lookup(env(inline, None)),
+            Err(AuthConfigError::Io { .. })
+        ));
+    }
+
+    #[test]
     fn header_checks() {
         let t = generate_token();
         let auth = ApiAuth::new(vec![ApiToken::from_secret("ci", Scope::Submit, &t)]);
