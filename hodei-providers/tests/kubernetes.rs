@@ -1247,9 +1247,120 @@ struct FakeCluster {
     /// Held watch requests: (from resource version, responder).
     watchers: Vec<(u64, SendResponse<Response<Body>>)>,
     started: HashMap<String, Instant>,
+    /// When set, the kubelet runs this agent binary as the pod's container.
+    agent: Option<PathBuf>,
+    /// Running containers: pod name → (process, its log file, its `/tmp`).
+    procs: HashMap<String, (std::process::Child, PathBuf, tempfile::TempDir)>,
+    /// Containers of deleted pods, stopping (SIGTERM sent).
+    stopping: Vec<std::process::Child>,
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        for (_, (mut c, _, _)) in self.procs.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for mut c in self.stopping.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl FakeCluster {
+    /// The container's environment as the kubelet resolves it: literals, and
+    /// `secretKeyRef`s read from the Secrets (`Err` names a missing one).
+    /// `/tmp` is the pod's emptyDir, here a temporary directory.
+    fn resolve_env(
+        &self,
+        pod: &Value,
+        tmp: &std::path::Path,
+    ) -> Result<Vec<(String, String)>, String> {
+        use base64::Engine;
+        let mut out = Vec::new();
+        for e in pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = e["name"].as_str().unwrap().to_owned();
+            let value = if let Some(v) = e["value"].as_str() {
+                match v.strip_prefix("/tmp") {
+                    Some(rest) => format!("{}{rest}", tmp.display()),
+                    None => v.to_owned(),
+                }
+            } else {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                let sname = r["name"].as_str().unwrap();
+                let key = r["key"].as_str().unwrap();
+                let data = self
+                    .secrets
+                    .get(sname)
+                    .and_then(|s| s["data"][key].as_str())
+                    .ok_or_else(|| format!("secret \"{sname}\" not found"))?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap();
+                String::from_utf8(bytes).unwrap()
+            };
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    /// Starts the agent for a pod, or says why it cannot.
+    fn run_container(&mut self, name: &str, pod: &Value) -> Result<(), String> {
+        let Some(agent) = self.agent.clone() else {
+            return Ok(());
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let env = self.resolve_env(pod, tmp.path())?;
+        let log = tmp.path().join("container.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(agent)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start the agent: {e}"))?;
+        self.procs.insert(name.to_owned(), (child, log, tmp));
+        Ok(())
+    }
+
+    /// The kubelet noticing containers that exited on their own.
+    fn reap(&mut self) {
+        let exited: Vec<(String, i32)> = self
+            .procs
+            .iter_mut()
+            .filter_map(|(n, (c, _, _))| {
+                c.try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|st| (n.clone(), st.code().unwrap_or(137)))
+            })
+            .collect();
+        for (name, code) in exited {
+            let Some(mut pod) = self.pods.get(&name).cloned() else {
+                continue;
+            };
+            pod["status"]["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
+            pod["status"]["containerStatuses"][0]["ready"] = json!(false);
+            pod["status"]["containerStatuses"][0]["state"] = json!({"terminated": {
+                "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                "startedAt": ago(1), "finishedAt": ago(0)}});
+            self.bump(&mut pod);
+            self.pods.insert(name, pod.clone());
+            self.emit("MODIFIED", &pod);
+        }
+        self.stopping
+            .retain_mut(|c| c.try_wait().ok().flatten().is_none());
+    }
+
     fn bump(&mut self, obj: &mut Value) {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -1292,6 +1403,13 @@ impl FakeCluster {
             let Some(mut pod) = self.pods.get(&name).cloned() else {
                 continue;
             };
+            if let Err(why) = self.run_container(&name, &pod) {
+                // As the kubelet does: the container waits, and is retried.
+                pod["status"]["containerStatuses"][0]["state"] = json!({"waiting": {
+                    "reason": "CreateContainerConfigError", "message": why}});
+                self.started.insert(name, Instant::now());
+                continue;
+            }
             pod["status"] = json!({
                 "phase": "Running", "podIP": "10.244.0.7", "startTime": ago(0),
                 "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 0,
@@ -1302,6 +1420,29 @@ impl FakeCluster {
             self.pods.insert(name, pod.clone());
             self.emit("MODIFIED", &pod);
         }
+        self.reap();
+    }
+
+    /// Deletes a pod (its container gets SIGTERM, its owned Secret is
+    /// garbage-collected, watchers see DELETED), as the API server and kubelet do.
+    fn delete_pod(&mut self, name: &str) -> Option<Value> {
+        let mut pod = self.pods.remove(name)?;
+        self.started.remove(name);
+        if let Some((child, _, _)) = self.procs.remove(name) {
+            // The kubelet's SIGTERM; SIGKILL when the fake is dropped.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            self.stopping.push(child);
+        }
+        pod["metadata"]["deletionTimestamp"] = json!(ago(0));
+        self.bump(&mut pod);
+        let uid = pod["metadata"]["uid"].clone();
+        self.secrets
+            .retain(|_, s| s["metadata"]["ownerReferences"][0]["uid"] != uid);
+        self.emit("DELETED", &pod);
+        Some(pod)
     }
 
     fn handle(&mut self, method: &str, uri: &str, body: Value, send: SendResponse<Response<Body>>) {
@@ -1396,18 +1537,29 @@ impl FakeCluster {
             }
             ("GET", p) if p.starts_with(&format!("{pods}/")) && p.ends_with("/log") => {
                 let name = p.trim_end_matches("/log").rsplit('/').next().unwrap();
-                if self.pods.contains_key(name) {
-                    let r = Response::builder()
-                        .status(200)
-                        .header("content-type", "text/plain")
-                        .body(Body::from(
-                            b"hodei-worker starting\nregistering with the control plane\n".to_vec(),
-                        ))
-                        .unwrap();
-                    send.send_response(r);
-                } else {
-                    reply(send, 404, not_found("pods", name));
+                if !self.pods.contains_key(name) {
+                    return reply(send, 404, not_found("pods", name));
                 }
+                let text = match self.procs.get(name) {
+                    Some((_, log, _)) => std::fs::read_to_string(log).unwrap_or_default(),
+                    None => {
+                        "hodei-worker starting\nregistering with the control plane\n".to_owned()
+                    }
+                };
+                let tail: Option<usize> = uri
+                    .split(['?', '&'])
+                    .find_map(|kv| kv.strip_prefix("tailLines="))
+                    .and_then(|n| n.parse().ok());
+                let lines: Vec<&str> = text.lines().collect();
+                let from = tail.map_or(0, |n| lines.len().saturating_sub(n));
+                let mut body = lines[from..].join("\n");
+                body.push('\n');
+                let r = Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain")
+                    .body(Body::from(body.into_bytes()))
+                    .unwrap();
+                send.send_response(r);
             }
             ("GET", p) if p.starts_with(&format!("{pods}/")) => {
                 let name = p.rsplit('/').next().unwrap();
@@ -1418,18 +1570,8 @@ impl FakeCluster {
             }
             ("DELETE", p) if p.starts_with(&format!("{pods}/")) => {
                 let name = p.rsplit('/').next().unwrap().to_owned();
-                match self.pods.remove(&name) {
-                    Some(mut pod) => {
-                        self.started.remove(&name);
-                        pod["metadata"]["deletionTimestamp"] = json!(ago(0));
-                        self.bump(&mut pod);
-                        // Owner-referenced secrets are garbage-collected.
-                        let uid = pod["metadata"]["uid"].clone();
-                        self.secrets
-                            .retain(|_, s| s["metadata"]["ownerReferences"][0]["uid"] != uid);
-                        self.emit("DELETED", &pod);
-                        reply(send, 200, pod);
-                    }
+                match self.delete_pod(&name) {
+                    Some(pod) => reply(send, 200, pod),
                     None => reply(send, 404, not_found("pods", &name)),
                 }
             }
@@ -1446,11 +1588,15 @@ impl FakeCluster {
     }
 }
 
-#[tokio::test]
-async fn passes_the_provider_conformance_kit_against_a_fake_api_server() {
-    use hodei_core::testing::provider::{ConformanceOptions, provider_conformance};
+type Cluster = Arc<std::sync::Mutex<FakeCluster>>;
+
+/// A kube client over tower-test's mock, answered by a [`FakeCluster`]
+/// (whose kubelet runs `agent` as the container when given).
+fn fake_cluster(agent: Option<PathBuf>) -> (kube::Client, Cluster, tokio::task::JoinHandle<()>) {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let cluster = Arc::new(std::sync::Mutex::new(FakeCluster::default()));
+    let mut fake = FakeCluster::default();
+    fake.agent = agent;
+    let cluster = Arc::new(std::sync::Mutex::new(fake));
     let server = {
         let cluster = cluster.clone();
         tokio::spawn(async move {
@@ -1470,7 +1616,13 @@ async fn passes_the_provider_conformance_kit_against_a_fake_api_server() {
             }
         })
     };
-    let client = kube::Client::new(svc, "default");
+    (kube::Client::new(svc, "default"), cluster, server)
+}
+
+#[tokio::test]
+async fn passes_the_provider_conformance_kit_against_a_fake_api_server() {
+    use hodei_core::testing::provider::{ConformanceOptions, provider_conformance};
+    let (client, cluster, server) = fake_cluster(None);
     let provider = Arc::new(
         KubernetesProvider::with_client(ProviderId::new(), test_config(), client).unwrap(),
     );
@@ -1670,4 +1822,202 @@ fn the_deploy_manifests_validate_against_the_kubernetes_schemas() {
         "no wildcards"
     );
     validate(&files);
+}
+
+// ---------------------------------------------------------------------------
+// End to end: the control plane runs jobs in "pods" whose container is the
+// real agent, started by the fake kubelet with the env it resolves (the OTP
+// from the Secret), while the provider only speaks to the fake API.
+// ---------------------------------------------------------------------------
+
+/// The agent binary next to this test binary (target/debug/hodei-worker), built when missing.
+fn agent_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()?
+    } else {
+        dir
+    };
+    let p = dir.join("hodei-worker");
+    if p.is_file() {
+        return Some(p);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .current_dir(repo_root())
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "hodei-examples",
+            "--bin",
+            "hodei-worker",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if built && p.is_file() {
+        return Some(p);
+    }
+    let msg = "the hodei-worker binary is missing and `cargo build -p hodei-examples --bin hodei-worker` failed";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}: CI=true requires it");
+    }
+    eprintln!("\n*** SKIP: {msg}: the Kubernetes end-to-end test did not run ***\n");
+    None
+}
+
+async fn wait_job(
+    cp: &hodei_core::control::ControlPlane,
+    id: JobId,
+    within: Duration,
+    want: JobState,
+) -> Job {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = cp.get_job(id).await.unwrap();
+        if job.state() == want {
+            return job;
+        }
+        assert!(
+            !job.state().is_terminal(),
+            "job {id} ended {:?}, not {want:?}: {:?}",
+            job.state(),
+            job.execution_context()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "job {id} is {:?}, not {want:?}, after {within:?}",
+            job.state()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn job_output(cp: &hodei_core::control::ControlPlane, id: JobId) -> String {
+    let entries = cp
+        .logs()
+        .read(id, hodei_core::store::LogCursor::default(), 10_000)
+        .await
+        .unwrap();
+    entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.entry.data).into_owned())
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+#[tokio::test]
+async fn the_control_plane_runs_jobs_in_pods_and_survives_a_pod_deleted_mid_job() {
+    use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
+    let Some(agent) = agent_binary() else { return };
+    let (client, cluster, server) = fake_cluster(Some(agent));
+    let (listener, addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut config = ControlPlaneConfig::default();
+    config.worker_server_address = format!("http://{addr}");
+    config.heartbeat_interval = Duration::from_secs(1);
+    let cp = ControlPlane::builder().config(config).build();
+    let kconfig = test_config();
+    let provider = Arc::new(
+        KubernetesProvider::with_client(ProviderId::new(), kconfig.clone(), client).unwrap(),
+    );
+    cp.register_provider(
+        provider.clone(),
+        kconfig.to_provider_config(),
+        PoolPolicy::default(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(cp.clone().run());
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(hodei_core::server::serve_grpc(
+        cp.clone(),
+        listener,
+        None,
+        async move {
+            let _ = stop_rx.changed().await;
+        },
+    ));
+
+    // A job runs in a pod; the agent got its token from the Secret.
+    let echo = JobSpec::new(
+        "echo",
+        CommandType::shell("echo", ["hello", "from", "a", "pod"]),
+    )
+    .with_provider("kubernetes");
+    let job = cp.create_job(echo, None).await.unwrap();
+    let done = wait_job(&cp, job.id(), Duration::from_secs(60), JobState::Succeeded).await;
+    assert_eq!(done.attempts(), 1);
+    let out = job_output(&cp, job.id()).await;
+    assert!(out.contains("hello from a pod"), "{out:?}");
+    {
+        let c = cluster.lock().unwrap();
+        assert_eq!(c.pods.len(), 1, "one worker pod");
+        let pod = c.pods.values().next().unwrap();
+        let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+        let otp = env.iter().find(|e| e["name"] == "HODEI_OTP").unwrap();
+        assert!(otp.get("value").is_none(), "{otp}");
+        assert!(otp["valueFrom"]["secretKeyRef"].is_object(), "{otp}");
+        assert_eq!(c.secrets.len(), 1, "its token secret");
+        let secret = c.secrets.values().next().unwrap();
+        assert_eq!(
+            secret["metadata"]["ownerReferences"][0]["uid"],
+            pod["metadata"]["uid"]
+        );
+    }
+
+    // `kubectl delete pod` while a job runs: the watcher reports it at once,
+    // the job is retried on a new worker (pod) and succeeds.
+    let slow = JobSpec::new(
+        "slow",
+        CommandType::script("bash", "echo started\nsleep 2\necho finished\n"),
+    )
+    .with_provider("kubernetes")
+    .with_max_attempts(2);
+    let job = cp.create_job(slow, None).await.unwrap();
+    let running = wait_job(&cp, job.id(), Duration::from_secs(60), JobState::Running).await;
+    let first = running.worker_id().unwrap();
+    let deleted_at = Instant::now();
+    assert!(
+        cluster
+            .lock()
+            .unwrap()
+            .delete_pod(&pod_name(first))
+            .is_some(),
+        "the running job's pod exists"
+    );
+    let done = wait_job(&cp, job.id(), Duration::from_secs(60), JobState::Succeeded).await;
+    eprintln!(
+        "pod deleted mid-job; retried and succeeded after {:?}",
+        deleted_at.elapsed()
+    );
+    assert_eq!(done.attempts(), 2);
+    assert_ne!(done.worker_id(), Some(first));
+    assert!(job_output(&cp, job.id()).await.contains("finished"));
+
+    // Retiring the workers deletes their pods; the owned secrets go with them.
+    tokio::time::timeout(Duration::from_secs(30), cp.retire_all_workers("test done"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (pods, secrets) = {
+            let c = cluster.lock().unwrap();
+            (c.pods.len(), c.secrets.len())
+        };
+        if pods == 0 && secrets == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pods} pods, {secrets} secrets left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cp.shutdown();
+    let _ = stop.send(true);
+    drop(provider);
+    server.abort();
 }
