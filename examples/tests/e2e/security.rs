@@ -123,6 +123,69 @@ async fn api_tokens_guard_the_cli_and_rest_while_workers_still_run_jobs() {
     assert!(r.status() != 401 && r.status() != 403, "{}", r.status());
 }
 
+/// Polls `GET url` with `token` until it answers `want`; panics after 15 s.
+async fn until_status(http: &reqwest::Client, url: &str, token: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if got.as_u16() == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {got}, expected {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn tokens_added_to_and_removed_from_the_tokens_file_apply_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.txt");
+    let (alice, alice_line) = new_token("submit", "alice");
+    let (bob, bob_line) = new_token("submit", "bob");
+    std::fs::write(&file, format!("# operators\n{alice_line}\n")).unwrap();
+    let path = file.display().to_string();
+    let s = start_server(&[
+        ("HODEI_API_TOKENS_FILE", &path),
+        ("HODEI_API_TOKENS_RELOAD_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/jobs", s.http);
+    until_status(&http, &url, &alice, 200).await;
+    let r = http.get(&url).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // bob's line added: accepted without a restart, by REST and by the CLI (gRPC).
+    std::fs::write(&file, format!("{alice_line}\n{bob_line}\n")).unwrap();
+    until_status(&http, &url, &bob, 200).await;
+    let out = hodei(
+        &["--server", &s.grpc, "job", "list"],
+        &[("HODEI_TOKEN", &bob)],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // alice's line removed: refused.
+    std::fs::write(&file, format!("{bob_line}\n")).unwrap();
+    until_status(&http, &url, &alice, 401).await;
+    let out = hodei(
+        &["--server", &s.grpc, "job", "list"],
+        &[("HODEI_TOKEN", &alice)],
+    );
+    assert!(
+        text(&out.stderr).contains("Unauthenticated"),
+        "{}",
+        text(&out.stderr)
+    );
+    let r = http.get(&url).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 // ---------- mTLS through the real binaries ----------
 
 struct Server {
