@@ -848,19 +848,18 @@ async fn serve_rest(cp: &ControlPlane, options: ServerOptions) -> SocketAddr {
     addr
 }
 
+async fn status(http: &reqwest::Client, url: &str, token: &str) -> u16 {
+    let r = http.get(url).bearer_auth(token).send().await.unwrap();
+    r.status().as_u16()
+}
+
 /// Polls `GET url` with `token` until it answers `want` (the watcher re-reads
 /// the file every 50 ms); returns how long that took.
 async fn until_status(http: &reqwest::Client, url: &str, token: &str, want: u16) -> Duration {
     let start = std::time::Instant::now();
     loop {
-        let got = http
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if got.as_u16() == want {
+        let got = status(http, url, token).await;
+        if got == want {
             return start.elapsed();
         }
         assert!(
@@ -894,24 +893,8 @@ async fn tokens_added_to_or_removed_from_the_tokens_file_apply_without_a_restart
     let url = format!("http://{addr}/api/v1/jobs");
     let http = reqwest::Client::new();
 
-    assert_eq!(
-        http.get(&url)
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        http.get(&url)
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status(&http, &url, &a).await, 200);
+    assert_eq!(status(&http, &url, &b).await, 401);
 
     // b added: accepted.
     write_atomic(&file, &format!("{}{}", line("a", &a), line("b", &b)));
@@ -921,37 +904,13 @@ async fn tokens_added_to_or_removed_from_the_tokens_file_apply_without_a_restart
     // A malformed file is refused: the previous tokens stay.
     write_atomic(&file, "b:submit:not-hex\n");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        http.get(&url)
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        http.get(&url)
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&http, &url, &a).await, 200);
+    assert_eq!(status(&http, &url, &b).await, 200);
 
     // a removed: 401; b still works.
     write_atomic(&file, &line("b", &b));
     until_status(&http, &url, &a, 401).await;
-    assert_eq!(
-        http.get(&url)
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&http, &url, &b).await, 200);
 
     // Every token removed: every call refused (not an open API).
     write_atomic(&file, "# nobody\n");
