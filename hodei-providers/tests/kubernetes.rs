@@ -1150,6 +1150,37 @@ async fn the_watch_reports_a_pod_deleted_mid_job_at_once() {
 }
 
 #[tokio::test]
+async fn a_pod_deleted_during_a_watch_desync_is_noticed_at_the_relist() {
+    let (p, api) = provider(test_config());
+    let mut events = p.events();
+    let worker = WorkerId::new();
+    api.push_watch("ADDED", pod_json(worker, p.id(), &ago(0), "Pending", None));
+    assert_eq!(
+        next_event(&mut events).await,
+        WorkerEvent::Created { worker_id: worker }
+    );
+    // The watch expires (410 Gone) and the pod is deleted before the re-list,
+    // so no DELETED event ever comes: the re-list (empty) must reveal it.
+    api.push_watch(
+        "ERROR",
+        status(410, "Expired", "too old resource version: 7 (4242)"),
+    );
+    match next_event(&mut events).await {
+        WorkerEvent::Exited {
+            worker_id, reason, ..
+        } => {
+            assert_eq!(worker_id, worker);
+            assert!(reason.contains("deleted outside hodei"), "{reason}");
+        }
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    assert_eq!(
+        next_event(&mut events).await,
+        WorkerEvent::Destroyed { worker_id: worker }
+    );
+}
+
+#[tokio::test]
 async fn the_watch_reports_evictions_and_measures_startup() {
     let (p, mut api) = provider(test_config());
     let mut events = p.events();

@@ -2,6 +2,7 @@
 //! (by label), turned into [`WorkerEvent`]s, so a deleted, evicted or
 //! crashed pod is noticed at once rather than at heartbeat timeout.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -32,17 +33,43 @@ pub(crate) async fn follow_pods(shared: Arc<Shared>) {
     let cfg = watcher::Config::default().labels(&scope_selector(&shared.config, Some(shared.id)));
     let mut stream = watcher(api, cfg).default_backoff().boxed();
     let mut last_error: Option<String> = None;
+    // Workers listed by the current (re-)list: a pod known before a watch
+    // desync that is absent from the new list was deleted in the gap.
+    let mut listed: Option<HashSet<WorkerId>> = None;
     while let Some(item) = stream.next().await {
         match item {
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+            Ok(watcher::Event::Apply(pod)) => {
                 last_error = None;
+                on_apply(&shared, &pod);
+            }
+            Ok(watcher::Event::InitApply(pod)) => {
+                if let (Some(seen), Some(w)) = (listed.as_mut(), pod_worker(&pod)) {
+                    seen.insert(w);
+                }
                 on_apply(&shared, &pod);
             }
             Ok(watcher::Event::Delete(pod)) => {
                 last_error = None;
                 on_delete(&shared, &pod);
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
+            Ok(watcher::Event::InitDone) => {
+                last_error = None;
+                let seen = listed.take().unwrap_or_default();
+                let vanished: Vec<WorkerId> = lock(&shared.stages)
+                    .keys()
+                    .filter(|w| !seen.contains(w))
+                    .copied()
+                    .collect();
+                for worker_id in vanished {
+                    gone(
+                        &shared,
+                        worker_id,
+                        &super::objects::pod_name(worker_id),
+                        None,
+                    );
+                }
+            }
             Err(e) => {
                 let msg = e.to_string();
                 if last_error.as_deref() != Some(msg.as_str()) {
@@ -111,19 +138,28 @@ pub(crate) fn on_delete(shared: &Shared, pod: &Pod) {
     let Some(worker_id) = pod_worker(pod) else {
         return;
     };
+    gone(
+        shared,
+        worker_id,
+        pod.metadata.name.as_deref().unwrap_or("?"),
+        pod_exit(pod).and_then(|(c, _)| c),
+    );
+}
+
+/// A worker's pod no longer exists: `Exited` unless it was destroyed on
+/// request or already reported, then `Destroyed`.
+fn gone(shared: &Shared, worker_id: WorkerId, name: &str, exit_code: Option<i32>) {
     let stage = lock(&shared.stages).remove(&worker_id);
     lock(&shared.live).remove(&worker_id);
     lock(&shared.created_at).remove(&worker_id);
     let requested = lock(&shared.destroying).remove(&worker_id);
     if !requested && stage != Some(Stage::Exited) {
-        let reason = format!(
-            "pod {} was deleted outside hodei (evicted, drained or deleted by hand)",
-            pod.metadata.name.as_deref().unwrap_or("?")
-        );
+        let reason =
+            format!("pod {name} was deleted outside hodei (evicted, drained or deleted by hand)");
         tracing::warn!(%worker_id, %reason, "worker pod vanished");
         let _ = shared.events.send(WorkerEvent::Exited {
             worker_id,
-            exit_code: pod_exit(pod).and_then(|(c, _)| c),
+            exit_code,
             reason,
         });
     }
