@@ -15,6 +15,11 @@ use crate::api::grpc::{
 use crate::control::ControlPlane;
 use crate::proto::v1;
 
+/// HTTP/2 flow-control window per stream, for servers and clients of the wire contract.
+pub const HTTP2_STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 flow-control window per connection.
+pub const HTTP2_CONNECTION_WINDOW: u32 = 4 << 20;
+
 /// Errors starting or running the gRPC server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -133,6 +138,10 @@ async fn build_router(
 
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        // HTTP/2's default 64 KiB window would stall every log batch (up to 256 KiB)
+        // for a window update round trip; credit costs no memory until data flows.
+        .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+        .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;

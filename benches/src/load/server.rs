@@ -112,6 +112,9 @@ impl ServerProcess {
         let url = format!("http://127.0.0.1:{grpc_port}");
         let endpoint = Endpoint::from_shared(url)?
             .tcp_nodelay(true)
+            // As the CLI and the agent do: no window-update stall per log chunk.
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(4 << 20))
             .connect_timeout(Duration::from_secs(1));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -146,7 +146,10 @@ pub(crate) async fn connect(server: &str) -> Result<Channel, CliError> {
     let mut endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|e| CliError::Usage(format!("invalid server address {server:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // Followed logs arrive in chunks of up to 256 KiB: no window-update stall per chunk.
+        .initial_stream_window_size(Some(1 << 20))
+        .initial_connection_window_size(Some(4 << 20));
     if server.starts_with("https://") {
         endpoint = endpoint
             .tls_config(tls_from_env()?)

@@ -354,6 +354,10 @@ impl Shared {
             .map_err(err)?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
+            // Log batches are up to 256 KiB: HTTP/2's default 64 KiB window would stall
+            // each on a window update round trip.
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(4 << 20))
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
