@@ -15,6 +15,7 @@ use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy, SecretSe
 use hodei_core::provider::FullProvider;
 use hodei_core::{CommandType, JobSpec, ProviderConfig};
 use hodei_providers::docker::{DockerProvider, DockerProviderConfig};
+use hodei_providers::kubernetes::{KubernetesProvider, KubernetesProviderConfig};
 use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
 use hodei_store_postgres::{PgLeaderLease, PgStoreConfig};
 
@@ -273,6 +274,12 @@ async fn main() -> anyhow::Result<()> {
     ) {
         register_docker(&cp, &settings.pool).await?;
     }
+    if matches!(
+        std::env::var("HODEI_K8S_ENABLED").as_deref(),
+        Ok("1" | "true" | "yes")
+    ) {
+        register_kubernetes(&cp, &settings.pool).await?;
+    }
 
     let (grpc_listener, grpc_addr) =
         hodei_core::server::bind(SocketAddr::new(settings.bind, settings.grpc_port)).await?;
@@ -438,6 +445,49 @@ async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "orphan cleanup skipped"),
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    });
+    Ok(())
+}
+
+/// Registers the Kubernetes provider (one pod per worker, see
+/// docs/KUBERNETES.md) and removes pods a crashed server left behind, at start
+/// and periodically.
+async fn register_kubernetes(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
+    let config =
+        KubernetesProviderConfig::from_env().context("Kubernetes provider configuration")?;
+    let id = match cp.stores().providers.get_by_name(&config.name).await {
+        Ok(Some(p)) => p.id(),
+        _ => hodei_core::ProviderId::new(),
+    };
+    // Makes no API call: an unreachable cluster makes the provider unhealthy, not the server fail.
+    let k8s = Arc::new(
+        KubernetesProvider::connect_with_id(id, config.clone())
+            .await
+            .context("Kubernetes provider")?,
+    );
+    cp.register_provider(
+        k8s.clone(),
+        config.to_provider_config(),
+        pool.clone().max_workers(config.max_workers),
+    )
+    .await
+    .context("registering the Kubernetes provider")?;
+    let cp = cp.clone();
+    tokio::spawn(async move {
+        loop {
+            let known = match cp.stores().workers.list().await {
+                Ok(ws) => ws.iter().map(|w| w.id()).collect(),
+                Err(_) => std::collections::HashSet::new(),
+            };
+            match k8s.cleanup_orphans(&known).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::warn!(?removed, "removed orphaned worker pods");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "Kubernetes orphan cleanup skipped"),
             }
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
