@@ -83,6 +83,11 @@ struct Settings {
     pool: PoolPolicy,
     cp: ControlPlaneConfig,
     metrics: bool,
+    /// Maintenance leader lease among replicas on one database (HODEI_LEADER_LEASE_SECS, 15).
+    leader_lease: Duration,
+    /// Name of the local process provider (HODEI_PROCESS_PROVIDER_NAME, `process`);
+    /// give each replica on one database its own, since its workers are local processes.
+    process_provider_name: Option<String>,
     /// gRPC TLS (HODEI_TLS_CERT/KEY, mTLS with HODEI_TLS_CLIENT_CA, HODEI_TLS_REVOKED_SERIALS).
     tls: Option<hodei_core::tls::ServerTlsSettings>,
     /// REST TLS (HODEI_REST_TLS=1): the same certificate and key, no client certificates.
@@ -148,6 +153,11 @@ impl Settings {
         cp.registration_timeout =
             Duration::from_secs(env_or("HODEI_REGISTRATION_TIMEOUT_SECS", 60u64)?);
         let metrics = std::env::var("HODEI_METRICS_BACKEND").is_ok_and(|v| v == "memory");
+        let leader_lease = Duration::from_secs(env_or("HODEI_LEADER_LEASE_SECS", 15u64)?.max(1));
+        let process_provider_name = std::env::var("HODEI_PROCESS_PROVIDER_NAME")
+            .ok()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
         Ok(Self {
             bind,
             grpc_port,
@@ -156,6 +166,8 @@ impl Settings {
             pool,
             cp,
             metrics,
+            leader_lease,
+            process_provider_name,
             tls,
             rest_tls,
             auth,
@@ -206,11 +218,11 @@ async fn main() -> anyhow::Result<()> {
     match &pg {
         Some(pg) => {
             let holder = format!("{}-{}", hostname(), uuid::Uuid::new_v4());
-            tracing::info!(%holder, "Postgres store; maintenance runs on the replica holding the lease");
+            tracing::info!(%holder, lease_secs = settings.leader_lease.as_secs_f64(), "Postgres store; maintenance runs on the replica holding the lease");
             builder = builder
                 .stores(pg.stores())
                 .leader_election(Arc::new(PgLeader {
-                    lease: pg.leader_lease("hodei-maintenance", holder, Duration::from_secs(15)),
+                    lease: pg.leader_lease("hodei-maintenance", holder, settings.leader_lease),
                     leading: std::sync::atomic::AtomicBool::new(false),
                 }));
         }
@@ -224,6 +236,10 @@ async fn main() -> anyhow::Result<()> {
     let process_config = ProcessProviderConfig::from_env()
         .context("process provider configuration")?
         .with_max_workers(settings.pool.max_workers);
+    let process_config = match &settings.process_provider_name {
+        Some(name) => process_config.with_name(name.clone()),
+        None => process_config,
+    };
     // Local workers get their own client certificate (they inherit the
     // server's environment, whose HODEI_TLS_CERT/KEY are the server's).
     let process_config = match &settings.worker_tls {

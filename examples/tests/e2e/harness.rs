@@ -291,3 +291,161 @@ pub(crate) async fn fresh_database() -> Option<String> {
     let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
     Some(format!("{prefix}/{name}"))
 }
+
+/// The server's log without ANSI colour codes (so fields read `key=value`).
+pub(crate) fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ … final byte in @..~
+            if chars.next() == Some('[') {
+                for d in chars.by_ref() {
+                    if ('@'..='~').contains(&d) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A throwaway PostgreSQL 15 cluster owned by one test, which may stop and
+/// start it (unlike the shared one in `HODEI_TEST_DATABASE_URL`): `initdb` as
+/// the user `postgres` (through `runuser`) into a temp dir, on a free port.
+/// Stopped (`-m immediate`) and removed on drop.
+pub(crate) struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    /// Starts a cluster, or `None` (with a loud message) when the PostgreSQL
+    /// 15 binaries, the `postgres` user or root rights are missing; under
+    /// `CI=true` that is a failure.
+    pub(crate) fn start() -> Option<Self> {
+        let missing = if !std::path::Path::new(PG_BIN).join("initdb").exists() {
+            Some(format!("PostgreSQL 15 binaries not found at {PG_BIN}"))
+        } else if !Command::new("id")
+            .arg("postgres")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            Some("no user `postgres`".to_owned())
+        } else if !Command::new("runuser")
+            .args(["-u", "postgres", "--", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            Some("cannot run commands as `postgres` (runuser needs root)".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = missing {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{why} (CI=true): this test needs a PostgreSQL it may stop"
+            );
+            eprintln!("SKIP: {why}; test that restarts its own PostgreSQL skipped");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("hodei-own-pg")
+            .tempdir()
+            .expect("temp dir");
+        let ok = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(ok.success(), "chown of the cluster dir");
+        let data = dir.path().join("data");
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres"])
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = Self {
+            dir,
+            port: free_port(),
+        };
+        pg.start_again();
+        Some(pg)
+    }
+
+    /// `postgres://…/postgres` on this cluster.
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("pg_ctl")
+    }
+
+    /// Starts the (stopped) cluster on its port and waits until it accepts connections.
+    pub(crate) fn start_again(&self) {
+        let log = self.dir.path().join("log");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = self.pg_ctl(&[
+            "-l",
+            &log.display().to_string(),
+            "-w",
+            "-t",
+            "120",
+            "-o",
+            &opts,
+            "start",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// `pg_ctl -m fast stop`: disconnects every client and shuts down.
+    pub(crate) fn stop_fast(&self) {
+        let out = self.pg_ctl(&["-m", "fast", "-w", "-t", "120", "stop"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+}

@@ -355,7 +355,7 @@ impl ControlPlane {
                 return Err(e);
             }
         };
-        self.inner.stores.queue.complete(&lease).await?;
+        self.drop_claimed_entry(&lease).await;
         if !self.send_run(worker_id, &job).await? {
             // The stream went away between the snapshot and now: undo.
             self.undo_assignment(
@@ -368,6 +368,18 @@ impl ControlPlane {
             tracing::info!(%job_id, %worker_id, attempt = job.execution_context().attempt, "job dispatched");
         }
         Ok(())
+    }
+
+    /// Deletes the queue entry of a job this controller has just moved out of
+    /// `Pending` (the versioned job update is what counts). A failure is not
+    /// the job's: another replica's dispatch pass may have removed the entry
+    /// as stale in between (`StaleLease`), or a rescued entry is removed by
+    /// the next pass that finds the job no longer pending. Failing here would
+    /// leave the job assigned but never sent.
+    async fn drop_claimed_entry(&self, lease: &crate::store::Lease) {
+        if let Err(e) = self.inner.stores.queue.complete(lease).await {
+            tracing::debug!(job_id = %lease.entry.job_id, error = %e, "queue entry already gone");
+        }
     }
 
     async fn undo_assignment(
@@ -407,7 +419,7 @@ impl ControlPlane {
                 return Err(e);
             }
         };
-        self.inner.stores.queue.complete(&lease).await?;
+        self.drop_claimed_entry(&lease).await;
         let worker = self.new_worker(&entry, provider_id).await?;
         let cp = self.clone();
         tokio::spawn(async move {

@@ -86,8 +86,16 @@ impl WorkerAgentService for WorkerAgentApi {
                                     days,
                                 );
                             }
-                            if let Err(e) = cp.handle_worker_message(worker_id, m).await {
-                                tracing::warn!(error = %e, "worker message refused");
+                            match cp.handle_worker_message(worker_id, m).await {
+                                Ok(()) => {}
+                                // The agent resends what is unacknowledged only on a
+                                // new stream: end this one so nothing it sent while the
+                                // store was down (a result, a log batch) is lost.
+                                Err(e @ crate::control::ControlError::Unavailable(_)) => {
+                                    tracing::warn!(error = %e, "store unavailable; closing the worker stream so the agent resends");
+                                    break;
+                                }
+                                Err(e) => tracing::warn!(error = %e, "worker message refused"),
                             }
                         }
                         Err(e) => {
