@@ -154,8 +154,60 @@ fn compare_to_raw_pipe(rt: &Runtime) {
     );
 }
 
+/// Time from `execute` to the first line in hand, and to `execute` returning, for
+/// `echo x`; next to a raw `tokio::process` spawn of the same command.
+fn compare_start_latency(rt: &Runtime) {
+    const N: usize = 200;
+    let exec = executor();
+    let (mut raw_first, mut raw_done, mut first, mut done) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..N {
+        rt.block_on(async {
+            use tokio::io::AsyncBufReadExt;
+            let t = Instant::now();
+            let mut child = tokio::process::Command::new("echo")
+                .arg("x")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).await.unwrap();
+            raw_first.push(t.elapsed());
+            child.wait().await.unwrap();
+            raw_done.push(t.elapsed());
+
+            let (tx, mut rx) = exec.log_channel();
+            let t = Instant::now();
+            let req = ExecutionRequest::new(JobId::new(), 1, CommandType::shell("echo", ["x"]));
+            let run = tokio::spawn({
+                let exec = exec.clone();
+                async move { exec.execute(req, tx, CancellationToken::new()).await }
+            });
+            rx.recv().await.unwrap();
+            first.push(t.elapsed());
+            assert!(run.await.unwrap().success());
+            done.push(t.elapsed());
+        });
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "agent/start_latency (echo x, N={N}, medians): first line {:.2} ms vs raw spawn {:.2} ms \
+         ({:.1}x); until the result {:.2} ms vs raw spawn + wait {:.2} ms ({:.1}x)",
+        ms(median(first.clone())),
+        ms(median(raw_first.clone())),
+        ms(median(first)) / ms(median(raw_first)),
+        ms(median(done.clone())),
+        ms(median(raw_done.clone())),
+        ms(median(done)) / ms(median(raw_done)),
+    );
+}
+
 fn benches(c: &mut Criterion) {
     let rt = runtime();
+    compare_start_latency(&rt);
+    if std::env::var_os("HODEI_BENCH_ONLY_LATENCY").is_some() {
+        return;
+    }
 
     let lines: Vec<Bytes> = (0..100_000)
         .map(|i| Bytes::from(format!("{i:0>99}")))

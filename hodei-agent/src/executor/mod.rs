@@ -452,7 +452,7 @@ impl JobExecutor {
         let job_dir =
             cfg.work_root
                 .join(format!("{}-{}-{}", req.job_id, req.attempt, &marker[..8]));
-        if let Err(e) = prepare::create_job_dir(&cfg.work_root, &job_dir).await {
+        if let Err(e) = prepare::create_job_dir(&cfg.work_root, &job_dir) {
             let msg = format!(
                 "creating the job directory {} failed: {e}",
                 job_dir.display()
@@ -461,7 +461,7 @@ impl JobExecutor {
         }
         let _cleanup = DirCleanup(job_dir.clone());
 
-        let prepared = match prepare::prepare(&req.command, &job_dir).await {
+        let prepared = match prepare::prepare(&req.command, &job_dir) {
             Ok(p) => p,
             Err(e) => {
                 return ExecutionResult::start_failed(redactor.redact_str(&e.to_string()), started);
@@ -544,7 +544,9 @@ impl JobExecutor {
         let duration = spawned.elapsed();
         // The marker sweep runs while the readers drain, so the job's last lines
         // reach the batcher without waiting for the scan of /proc.
-        let sweep = sweep_marked(marker.clone());
+        // Only processes created since the job's own can carry its marker: for a short
+        // job the sweep reads a handful of environments instead of every process's.
+        let sweep = sweep_marked(marker.clone(), (pgid > 1).then_some((pgid, spawned)));
         ended.cancel();
         while let Some(joined) = readers.join_next().await {
             if let Err(e) = joined {
@@ -652,8 +654,11 @@ async fn supervise(
 
 /// Kills every process carrying the job's tracking marker (escaped with
 /// `setsid` or a double fork), on a blocking thread.
-fn sweep_marked(marker: String) -> tokio::task::JoinHandle<usize> {
-    tokio::task::spawn_blocking(move || procs::kill_marked(&marker))
+fn sweep_marked(
+    marker: String,
+    first_pid: Option<(u32, Instant)>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::task::spawn_blocking(move || procs::kill_marked(&marker, first_pid))
 }
 
 /// Reads one pipe to its end, sending redacted lines to the log channel.

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use hodei_core::CommandType;
-use tokio::io::AsyncWriteExt;
 
 /// Header injected into scripts of shells that support `pipefail` (bash, zsh, ksh, mksh).
 pub const STRICT_HEADER: &str = "set -euo pipefail\n";
@@ -36,13 +35,24 @@ pub(crate) fn shell_family(program: &str) -> Option<ShellFamily> {
 }
 
 /// Creates `dir` (and `work_root` above it) with mode 0700. Fails if `dir` already exists.
-pub(crate) async fn create_job_dir(work_root: &Path, dir: &Path) -> std::io::Result<()> {
-    let mut root = tokio::fs::DirBuilder::new();
-    root.recursive(true).mode(0o700);
-    root.create(work_root).await?;
-    let mut builder = tokio::fs::DirBuilder::new();
+///
+/// Synchronous on purpose: one `mkdir` takes microseconds, while a hop to the blocking
+/// pool and back is a measurable part of a job's start latency.
+pub(crate) fn create_job_dir(work_root: &Path, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut builder = std::fs::DirBuilder::new();
     builder.mode(0o700);
-    builder.create(dir).await
+    match builder.create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // First job (or the root was removed): create the root, then retry.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(work_root)?;
+            builder.create(dir)
+        }
+        other => other,
+    }
 }
 
 /// What to spawn for a command.
@@ -67,7 +77,7 @@ pub(crate) enum PrepareError {
 
 /// Turns a command into program + arguments; for a script, writes the script file into
 /// `dir` (mode 0700, with the shell header for shell interpreters).
-pub(crate) async fn prepare(command: &CommandType, dir: &Path) -> Result<Prepared, PrepareError> {
+pub(crate) fn prepare(command: &CommandType, dir: &Path) -> Result<Prepared, PrepareError> {
     match command {
         CommandType::Shell { cmd, args } => {
             if cmd.trim().is_empty() {
@@ -98,9 +108,7 @@ pub(crate) async fn prepare(command: &CommandType, dir: &Path) -> Result<Prepare
                 None => "",
             };
             let file = dir.join("script");
-            write_script(&file, header, content)
-                .await
-                .map_err(PrepareError::Write)?;
+            write_script(&file, header, content).map_err(PrepareError::Write)?;
             args.push(file.to_string_lossy().into_owned());
             Ok(Prepared { program, args })
         }
@@ -108,18 +116,22 @@ pub(crate) async fn prepare(command: &CommandType, dir: &Path) -> Result<Prepare
     }
 }
 
-async fn write_script(file: &PathBuf, header: &str, content: &str) -> std::io::Result<()> {
-    let mut f = tokio::fs::OpenOptions::new()
+/// Writes the script in one `write` (synchronous, like [`create_job_dir`]: a script is small
+/// and goes to the page cache; each blocking-pool hop would cost more than the write).
+/// Scripts far larger than a page cache write are the exception, not the case to tune for.
+fn write_script(file: &PathBuf, header: &str, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut body = Vec::with_capacity(header.len() + content.len() + 1);
+    body.extend_from_slice(header.as_bytes());
+    body.extend_from_slice(content.as_bytes());
+    if !content.ends_with('\n') {
+        body.push(b'\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o700)
-        .open(file)
-        .await?;
-    f.write_all(header.as_bytes()).await?;
-    f.write_all(content.as_bytes()).await?;
-    if !content.ends_with('\n') {
-        f.write_all(b"\n").await?;
-    }
-    f.flush().await?;
-    Ok(())
+        .open(file)?;
+    f.write_all(&body)
 }

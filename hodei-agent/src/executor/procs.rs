@@ -28,12 +28,17 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) {
 ///
 /// A process that re-executes itself with a cleared environment loses the marker and cannot
 /// be found this way.
-pub(crate) fn kill_marked(marker: &str) -> usize {
+///
+/// `first_pid`: the job's first process and when it was spawned. When process ids cannot
+/// have wrapped around since (see [`PidWindow`]), only processes created after it can carry
+/// the marker, so only their environments are read: a handful instead of every process's.
+pub(crate) fn kill_marked(marker: &str, first_pid: Option<(u32, std::time::Instant)>) -> usize {
     let needle = format!("{MARKER_ENV}={marker}");
     let own = std::process::id();
     let mut total = 0;
     for _pass in 0..10 {
-        let killed = sweep(needle.as_bytes(), own);
+        let window = first_pid.and_then(|(pid, at)| PidWindow::since(pid, at.elapsed()));
+        let killed = sweep(needle.as_bytes(), own, window);
         total += killed;
         if killed == 0 {
             break;
@@ -43,7 +48,47 @@ pub(crate) fn kill_marked(marker: &str) -> usize {
     total
 }
 
-fn sweep(needle: &[u8], own: u32) -> usize {
+/// The process ids handed out since a given one: Linux allocates them cyclically, so they
+/// are `first..=last` (or, after a wrap, `first..` and `..=last`), where `last` is the pid
+/// namespace's `ns_last_pid`. Only valid while fewer than `pid_max` processes were created
+/// meanwhile, which the caller ensures by using it for short jobs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PidWindow {
+    first: u32,
+    last: u32,
+}
+
+impl PidWindow {
+    /// Process creations per second assumed possible at most (a fork bomb on a large host
+    /// reaches tens of thousands).
+    pub(crate) const MAX_FORKS_PER_SEC: f64 = 100_000.0;
+
+    /// The window from `first` (the job's first process, created `age` ago) to the last pid
+    /// allocated now. `None` (scan everything) when the kernel does not tell, or when in
+    /// `age` more processes than `pid_max` could have been created at
+    /// [`Self::MAX_FORKS_PER_SEC`], so the ids may have wrapped past `first`.
+    pub(crate) fn since(first: u32, age: std::time::Duration) -> Option<Self> {
+        let read =
+            |path: &str| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+        let pid_max = read("/proc/sys/kernel/pid_max")?;
+        if age.as_secs_f64() * Self::MAX_FORKS_PER_SEC >= f64::from(pid_max) {
+            return None;
+        }
+        let last = read("/proc/sys/kernel/ns_last_pid")?;
+        Some(Self { first, last })
+    }
+
+    /// Whether `pid` was allocated within the window.
+    pub(crate) fn contains(self, pid: u32) -> bool {
+        if self.first <= self.last {
+            (self.first..=self.last).contains(&pid)
+        } else {
+            pid >= self.first || pid <= self.last
+        }
+    }
+}
+
+fn sweep(needle: &[u8], own: u32, window: Option<PidWindow>) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -59,6 +104,12 @@ fn sweep(needle: &[u8], own: u32) -> usize {
         if u32::try_from(pid).is_ok_and(|p| p == own) || pid <= 1 {
             continue;
         }
+        if let Some(w) = window
+            && u32::try_from(pid).is_ok_and(|p| !w.contains(p))
+        {
+            // Older than the job: cannot carry its marker.
+            continue;
+        }
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
@@ -70,4 +121,42 @@ fn sweep(needle: &[u8], own: u32) -> usize {
         }
     }
     killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_window_follows_the_cyclic_allocation() {
+        let w = PidWindow {
+            first: 100,
+            last: 200,
+        };
+        assert!(w.contains(100) && w.contains(150) && w.contains(200));
+        assert!(!w.contains(99) && !w.contains(201) && !w.contains(5));
+        // Wrapped around pid_max since the job started.
+        let w = PidWindow {
+            first: 4_000_000,
+            last: 350,
+        };
+        assert!(w.contains(4_000_000) && w.contains(4_194_303) && w.contains(300));
+        assert!(w.contains(350) && !w.contains(351) && !w.contains(3_999_999));
+    }
+
+    #[test]
+    fn an_old_job_scans_everything() {
+        // 32 768 pids at 100 000 forks/s: wrapped after 0.33 s.
+        assert!(PidWindow::since(1, std::time::Duration::from_secs(3600)).is_none());
+    }
+
+    #[test]
+    fn the_kernel_tells_the_last_pid() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let w = PidWindow::since(me, std::time::Duration::from_millis(1))
+            .expect("ns_last_pid and pid_max readable");
+        assert!(w.contains(child.id()), "{w:?} vs child {}", child.id());
+        child.wait().unwrap();
+    }
 }
