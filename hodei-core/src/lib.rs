@@ -71,7 +71,9 @@ pub use domain::spec::{
     JobPreferences, JobResources, JobSpec, ValidationErrors,
 };
 pub use domain::template::{JobTemplate, TemplateParameter};
-pub use domain::worker::{Worker, WorkerHandle, WorkerSpec, WorkerState};
+pub use domain::worker::{
+    WORKER_ENV_JOB_TIMEOUT_SECS, Worker, WorkerHandle, WorkerSpec, WorkerState,
+};
 pub use provider::{CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerEvent};
 pub use store::Stores;
 pub use store::memory::{

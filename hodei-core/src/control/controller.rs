@@ -17,7 +17,7 @@ use super::placement::{self, add_provisioning, has_any_capacity, take_slot};
 use super::{ControlError, ControlPlane, ControlResult, ProviderEntry, lock};
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
 use crate::domain::job::{Job, JobState};
-use crate::domain::worker::{Worker, WorkerSpec, WorkerState};
+use crate::domain::worker::{WORKER_ENV_JOB_TIMEOUT_SECS, Worker, WorkerSpec, WorkerState};
 use crate::otp::{generate_token, hash_token};
 use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot, Strategy, WorkerView};
 use crate::store::JobFilter;
@@ -485,6 +485,14 @@ impl ControlPlane {
             if let Some(job) = &job {
                 spec.resources = job.spec().resources.clone();
                 spec.image = job.spec().image.clone();
+                // An ephemeral worker lives for this one job: providers may bound its
+                // lifetime by the job's timeout (Kubernetes `activeDeadlineSeconds`).
+                if entry.policy.max_jobs_per_worker == Some(1) && job.spec().timeout_ms > 0 {
+                    spec.env.insert(
+                        WORKER_ENV_JOB_TIMEOUT_SECS.to_owned(),
+                        job.spec().timeout_ms.div_ceil(1000).to_string(),
+                    );
+                }
             }
             let handle = entry.provider.create_worker(&spec).await.map_err(|e| {
                 format!(

@@ -100,6 +100,11 @@ impl fmt::Display for WorkerState {
     }
 }
 
+/// Key of [`WorkerSpec::env`] set to the job's timeout in whole seconds when the worker is
+/// made for that one job only (an ephemeral worker): providers may bound the worker's
+/// lifetime by it (the Kubernetes provider sets `activeDeadlineSeconds`).
+pub const WORKER_ENV_JOB_TIMEOUT_SECS: &str = "HODEI_JOB_TIMEOUT_SECS";
+
 /// What a provider needs to create one worker.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -30,7 +30,7 @@ pub const AGENT_CONTAINER: &str = "agent";
 pub const OTP_KEY: &str = "otp";
 /// Environment key of [`WorkerSpec::env`] naming the job's timeout in seconds;
 /// when present it sets the pod's `activeDeadlineSeconds` (plus start-up and grace allowances).
-pub const ENV_JOB_TIMEOUT_SECS: &str = "HODEI_JOB_TIMEOUT_SECS";
+pub const ENV_JOB_TIMEOUT_SECS: &str = hodei_core::WORKER_ENV_JOB_TIMEOUT_SECS;
 /// Extended resource name of NVIDIA GPUs.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Allowance added to a job timeout for the pod to start and the agent to register.
