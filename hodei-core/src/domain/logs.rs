@@ -1,4 +1,6 @@
-//! Log entries: one line (or fragment of an over-long line) of a job attempt's output.
+//! Log entries: one or more lines (or a fragment of an over-long line) of a job attempt's
+//! output. Agents group the complete lines they read together into one entry (GitLab's trace
+//! chunks, Buildkite's log chunks): the cost of the log path is then per read, not per line.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -17,15 +19,16 @@ pub enum LogStream {
     System,
 }
 
-/// One entry of a job attempt's output. `data` holds raw bytes (not necessarily UTF-8),
-/// without the trailing newline.
+/// One entry of a job attempt's output. `data` holds raw bytes (not necessarily UTF-8):
+/// one or more lines separated by `\n`, without the trailing newline, so printing each
+/// entry followed by a newline gives the output exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Per-(job, attempt) sequence number, from 1, without gaps.
     pub sequence: u64,
     /// Source stream.
     pub stream: LogStream,
-    /// The bytes of the line.
+    /// The bytes of the line(s).
     pub data: Bytes,
     /// When the agent read it.
     pub timestamp: DateTime<Utc>,
