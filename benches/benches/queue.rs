@@ -5,14 +5,17 @@
 //! ```text
 //! HODEI_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!     cargo bench -p hodei-benches --bench queue
-//! HODEI_BENCH_QUICK=1 …   # N = 10k only
+//! HODEI_BENCH_FULL=1 …    # N = 10k and 100k (about 15 minutes on 2 cores)
 //! ```
+//!
+//! Without `HODEI_BENCH_FULL=1` the sweep is K ∈ {1, 8, 32} at N = 10k only.
 //!
 //! Throughput: enqueue N no-op jobs in batches of 1,000, then K concurrent
 //! consumers claim and complete them until the queue is empty. Hodei runs
 //! twice: claiming one entry per round trip (like graphile's default fetch)
 //! and ten per round trip; every completion is its own statement. graphile
-//! runs with concurrency K and its defaults; its time ends when its jobs
+//! runs with concurrency K, twice: its default fetch mode, and its LocalQueue
+//! batch-fetch mode (`gw LQ`, 100 jobs per fetch); its time ends when its jobs
 //! table is empty (completions are batched, so the handler count alone would
 //! flatter it). Latency: 200 jobs enqueued one at a time, 20 ms apart, into
 //! 8 idle consumers woken by LISTEN/NOTIFY; pickup = claim time − enqueue time.
@@ -246,8 +249,22 @@ impl TaskHandler for Noop {
     }
 }
 
-async fn graphile_worker(url: &str, k: usize) -> Arc<graphile_worker::Worker> {
-    let w = WorkerOptions::default()
+/// graphile's LocalQueue: jobs fetched per batch into each local cache.
+const GW_LOCAL_QUEUE_SIZE: usize = 100;
+
+/// A graphile worker with concurrency `k`; `local_queue` turns on its
+/// LocalQueue batch-fetch mode (one fetch of up to [`GW_LOCAL_QUEUE_SIZE`]
+/// jobs shared by the `k` slots).
+async fn graphile_worker(url: &str, k: usize, local_queue: bool) -> Arc<graphile_worker::Worker> {
+    let mut o = WorkerOptions::default();
+    if local_queue {
+        o = o.local_queue(
+            graphile_worker::LocalQueueConfig::builder()
+                .size(GW_LOCAL_QUEUE_SIZE)
+                .build(),
+        );
+    }
+    let w = o
         .database_url(url)
         .max_pg_conn(u32::try_from(k).unwrap_or(32) + 4)
         .concurrency(k)
@@ -270,12 +287,18 @@ async fn gw_remaining(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
-async fn graphile_throughput(url: &str, pool: &PgPool, n: usize, k: usize) -> Run {
+async fn graphile_throughput(
+    url: &str,
+    pool: &PgPool,
+    n: usize,
+    k: usize,
+    local_queue: bool,
+) -> Run {
     sqlx::query("VACUUM graphile_worker._private_jobs")
         .execute(pool)
         .await
         .unwrap();
-    let worker = graphile_worker(url, k).await;
+    let worker = graphile_worker(url, k, local_queue).await;
     let utils = worker.create_utils();
     let spec = JobSpec::default();
     let started = Instant::now();
@@ -342,7 +365,7 @@ async fn graphile_throughput(url: &str, pool: &PgPool, n: usize, k: usize) -> Ru
 
 async fn graphile_latency(url: &str) -> Vec<Duration> {
     GW_LAT.lock().unwrap().clear();
-    let worker = graphile_worker(url, LATENCY_CONSUMERS).await;
+    let worker = graphile_worker(url, LATENCY_CONSUMERS, false).await;
     let utils = worker.create_utils();
     let runner = {
         let w = worker.clone();
@@ -410,8 +433,13 @@ async fn main() {
         );
         return;
     };
-    let quick = std::env::var("HODEI_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let ns: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
+    let full = std::env::var("HODEI_BENCH_FULL").is_ok_and(|v| v == "1");
+    let ns: &[usize] = if full {
+        &[10_000, 100_000]
+    } else {
+        println!("N = 10k only; HODEI_BENCH_FULL=1 adds the N = 100k sweep");
+        &[10_000]
+    };
     let ks = [1usize, 8, 32];
 
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -432,7 +460,7 @@ async fn main() {
         .unwrap();
     // Migrate graphile's schema once (kept alive until the end: dropping a
     // worker signals its shutdown).
-    let gw_migrated = graphile_worker(&gw_url, 1).await;
+    let gw_migrated = graphile_worker(&gw_url, 1, false).await;
 
     let version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(stores.pool())
@@ -443,14 +471,16 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:>7} {:>3} | {:>13} {:>13} {:>13} | {:>8} {:>8} | {:>10} {:>10} {:>10} | dead tuples h1/h10/gw",
+        "{:>7} {:>3} | {:>12} {:>12} {:>12} {:>12} | {:>8} {:>8} {:>8} | {:>10} {:>10} {:>9} | dead tuples h1/h10/gw/gwLQ",
         "N",
         "K",
         "hodei b=1/s",
         "hodei b=10/s",
         "graphile/s",
-        "ratio b1",
-        "ratio b10",
+        "gw LQ/s",
+        "b1/gw",
+        "b10/gw",
+        "b10/LQ",
         "enq hodei/s",
         "enq gw/s",
         "enq ratio"
@@ -459,22 +489,26 @@ async fn main() {
         for &k in &ks {
             let h1 = hodei_throughput(&stores, n, k, 1).await;
             let h10 = hodei_throughput(&stores, n, k, 10).await;
-            let gw = graphile_throughput(&gw_url, &gw_pool, n, k).await;
+            let gw = graphile_throughput(&gw_url, &gw_pool, n, k, false).await;
+            let lq = graphile_throughput(&gw_url, &gw_pool, n, k, true).await;
             println!(
-                "{:>7} {:>3} | {:>13.0} {:>13.0} {:>13.0} | {:>8.2} {:>8.2} | {:>10.0} {:>10.0} {:>10.2} | {}/{}/{}",
+                "{:>7} {:>3} | {:>12.0} {:>12.0} {:>12.0} {:>12.0} | {:>8.2} {:>8.2} {:>8.2} | {:>10.0} {:>10.0} {:>9.2} | {}/{}/{}/{}",
                 n,
                 k,
                 h1.jobs_per_s,
                 h10.jobs_per_s,
                 gw.jobs_per_s,
+                lq.jobs_per_s,
                 h1.jobs_per_s / gw.jobs_per_s,
                 h10.jobs_per_s / gw.jobs_per_s,
+                h10.jobs_per_s / lq.jobs_per_s,
                 h1.enqueue_per_s,
                 gw.enqueue_per_s,
                 h1.enqueue_per_s / gw.enqueue_per_s,
                 h1.dead,
                 h10.dead,
-                gw.dead
+                gw.dead,
+                lq.dead
             );
         }
     }
