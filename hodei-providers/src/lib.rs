@@ -10,6 +10,7 @@
 //! | `process` (default) | [`process::ProcessProvider`] | local child processes |
 //! | `docker` | `docker::DockerProvider` | Docker containers of the worker image (bollard) |
 //! | `kubernetes` | `kubernetes::KubernetesProvider` | Kubernetes pods of the worker image (kube-rs) |
+//! | `qemu` | `qemu::QemuMicroVmProvider` | QEMU microvm guests (KVM or software emulation) |
 //!
 //! ```no_run
 //! # #[cfg(feature = "process")] {
@@ -36,3 +37,7 @@ pub mod docker;
 #[cfg(feature = "kubernetes")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
 pub mod kubernetes;
+
+#[cfg(feature = "qemu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "qemu")))]
+pub mod qemu;
