@@ -17,6 +17,7 @@ use hodei_core::{CommandType, JobSpec, ProviderConfig};
 use hodei_providers::docker::{DockerProvider, DockerProviderConfig};
 use hodei_providers::kubernetes::{KubernetesProvider, KubernetesProviderConfig};
 use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
+use hodei_providers::qemu::{QemuMicroVmProvider, QemuProviderConfig};
 use hodei_store_postgres::{PgLeaderLease, PgStoreConfig};
 
 /// The Postgres lease as the control plane's leader election.
@@ -296,6 +297,12 @@ async fn main() -> anyhow::Result<()> {
     ) {
         register_kubernetes(&cp, &settings.pool).await?;
     }
+    if matches!(
+        std::env::var("HODEI_QEMU_ENABLED").as_deref(),
+        Ok("1" | "true" | "yes")
+    ) {
+        register_qemu(&cp, &settings.pool).await?;
+    }
 
     let (grpc_listener, grpc_addr) =
         hodei_core::server::bind(SocketAddr::new(settings.bind, settings.grpc_port)).await?;
@@ -508,6 +515,33 @@ async fn register_kubernetes(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Re
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
     });
+    Ok(())
+}
+
+/// Registers the QEMU microVM provider under the name `qemu` (see docs/MICROVM.md);
+/// VMs a crashed server left behind are removed when it starts.
+async fn register_qemu(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
+    let config = QemuProviderConfig::from_env().context("QEMU provider configuration")?;
+    let id = match cp.stores().providers.get_by_name(&config.name).await {
+        Ok(Some(p)) => p.id(),
+        _ => hodei_core::ProviderId::new(),
+    };
+    let qemu = QemuMicroVmProvider::with_id(id, config.clone()).context("QEMU provider")?;
+    let settings = [
+        ("kernel", &config.kernel),
+        ("initrd", &config.initrd),
+        ("rootfs", &config.rootfs),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.display().to_string()))
+    .collect();
+    cp.register_provider(
+        Arc::new(qemu),
+        ProviderConfig::Custom { settings },
+        pool.clone().max_workers(config.max_workers),
+    )
+    .await
+    .context("registering the QEMU provider")?;
     Ok(())
 }
 
