@@ -379,15 +379,25 @@ async fn leftovers_of_a_crashed_server_are_removed_at_start() {
     // A worker dir whose owner is gone, with a process running "in" it.
     let dir = guard.dir.path().join(WorkerId::new().to_string());
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new("sh")
+    // Killed on drop, so a failing assertion cannot leave it running.
+    let mut child = tokio::process::Command::new("sh")
         .args(["-c", "while :; do sleep 1; done", dir.to_str().unwrap()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let pid = child.id().unwrap();
+    // Until `sh` has exec'd, /proc/<pid>/cmdline is still this test's.
+    let needle = dir.to_string_lossy().into_owned();
+    wait_until(Duration::from_secs(10), "sh started", || {
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+            .contains(&needle)
+    })
+    .await;
     std::fs::write(dir.join("owner"), "999999999 1").unwrap();
-    std::fs::write(dir.join("qemu.pid"), child.id().to_string()).unwrap();
+    std::fs::write(dir.join("qemu.pid"), pid.to_string()).unwrap();
     // A dir of a live owner (this process) is left alone.
     let mine = guard.dir.path().join(WorkerId::new().to_string());
     std::fs::create_dir_all(&mine).unwrap();
@@ -408,14 +418,10 @@ async fn leftovers_of_a_crashed_server_are_removed_at_start() {
             .unwrap();
     assert!(!dir.exists(), "the orphan's dir is removed");
     assert!(mine.exists(), "a live server's dir stays");
-    let status = tokio::time::timeout(Duration::from_secs(5), async {
-        tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap()
-    })
-    .await
-    .expect("the orphan's process was not killed")
-    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("the orphan's process was not killed")
+        .unwrap();
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
@@ -593,6 +599,117 @@ async fn a_job_runs_in_a_vm_its_logs_arrive_and_the_vm_is_gone_after() {
     })
     .await;
     assert_eq!(provider.live_workers(), 0);
+    cp.shutdown();
+    let _ = plane.stop.send(true);
+}
+
+/// The provider's `tsc_early_khz` (TCG only: without it the PIT calibration sometimes hangs the boot).
+fn tsc_arg() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let mhz: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    if mhz > 0.0 {
+        format!("tsc_early_khz={}", (mhz * 1000.0) as u64)
+    } else {
+        String::new()
+    }
+}
+
+/// Benchmark (ignored; run with `cargo nextest run -p hodei-providers --features qemu
+/// --test qemu --run-ignored only --no-capture`): boot → agent registered, median of 5,
+/// next to a bare QEMU boot of the same kernel to its first console line in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: boots 10 VMs"]
+async fn bench_boot_to_registered() {
+    let guest = require_qemu!();
+    let guard = VmGuard::new();
+    let provider = Arc::new(QemuMicroVmProvider::new(guard.config(&guest)).unwrap());
+    let kvm = provider.uses_kvm();
+    let plane = start_plane(Arc::clone(&provider)).await;
+    let cp = &plane.cp;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+
+    let mut bare = Vec::new();
+    let mut bare_init = Vec::new();
+    let mut registered = Vec::new();
+    let mut succeeded = Vec::new();
+    for round in 0..5 {
+        // Bare QEMU: same machine, kernel and initramfs, no disk or network.
+        let console = guard.dir.path().join(format!("bare-{round}.log"));
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new("qemu-system-x86_64")
+            .args(["-M", "microvm,x-option-roms=off,rtc=on,pit=on,pic=on"])
+            .args(if kvm {
+                ["-accel", "kvm", "-cpu", "host"]
+            } else {
+                ["-accel", "tcg", "-cpu", "max"]
+            })
+            .args(["-m", "512", "-smp", "1", "-nodefaults", "-no-user-config"])
+            .args(["-display", "none", "-no-reboot", "-kernel"])
+            .arg(guest.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(guest.join("initramfs.cpio.gz"))
+            .arg("-append")
+            .arg(format!("console=ttyS0 panic=-1 {}", tsc_arg()))
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let c = console.clone();
+        wait_until(Duration::from_secs(60), "first console line", move || {
+            std::fs::read(&c).is_ok_and(|b| b.contains(&b'\n'))
+        })
+        .await;
+        bare.push(started.elapsed());
+        let c = console.clone();
+        wait_until(Duration::from_secs(60), "kernel runs /init", move || {
+            std::fs::read_to_string(&c).is_ok_and(|t| t.contains("Run /init"))
+        })
+        .await;
+        bare_init.push(started.elapsed());
+        let _ = child.kill().await;
+
+        // Through the provider: create_job → the agent in a new VM registered and got the job.
+        let started = Instant::now();
+        let spec = JobSpec::new("true", CommandType::shell("true", [""; 0])).with_provider("qemu");
+        let job = cp.create_job(spec, None).await.unwrap();
+        loop {
+            if cp.get_job(job.id()).await.unwrap().worker_id().is_some() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "no worker");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        registered.push(started.elapsed());
+        wait_job(cp, job.id(), Duration::from_secs(60), JobState::Succeeded).await;
+        succeeded.push(started.elapsed());
+        tokio::time::timeout(Duration::from_secs(60), cp.retire_all_workers("next round"))
+            .await
+            .unwrap();
+        let g = &guard;
+        wait_until(Duration::from_secs(30), "VM gone", || g.qemus().is_empty()).await;
+    }
+    eprintln!(
+        "BENCH qemu microvm ({}): bare boot to first console line median {:?} {bare:?}, to the kernel \
+         running the initramfs /init median {:?}; create_job -> agent registered and dispatched median {:?} {registered:?}; \
+         -> job succeeded median {:?}",
+        if kvm { "kvm" } else { "tcg" },
+        median(bare.clone()),
+        median(bare_init.clone()),
+        median(registered.clone()),
+        median(succeeded.clone()),
+    );
     cp.shutdown();
     let _ = plane.stop.send(true);
 }
