@@ -74,6 +74,20 @@ async fn setup() -> Option<PathBuf> {
                 eprintln!("\n*** SKIP: {msg}: the QEMU provider tests did not run ***\n");
                 return None;
             }
+            // VMs of an earlier run killed before its guards ran (e.g. a test timed out and
+            // was SIGKILLed): a provider on each such work dir kills the QEMU whose owner
+            // process is gone; work dirs of tests running now are left alone.
+            for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("hodei-qemu-test")
+                {
+                    let _ = QemuMicroVmProvider::new(
+                        QemuProviderConfig::default().with_work_dir(entry.path()),
+                    );
+                }
+            }
             let out_dir = repo_root().join("target/microvm-test");
             let agent = agent_binary();
             let script = repo_root().join("scripts/microvm/build-guest.sh");

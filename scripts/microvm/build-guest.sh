@@ -76,7 +76,15 @@ if [ -z "$kpkg" ]; then
   kpkg=$(ls "$cache"/linux-image-*-cloud-amd64_*.deb 2>/dev/null | head -n1 | xargs -r basename | cut -d_ -f1 || true)
 fi
 if [ -z "$kpkg" ]; then
-  kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1 || true)
+  resolve_kernel() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1 || true
+  }
+  kpkg=$(resolve_kernel)
+  if [ -z "$kpkg" ] && [ "$(id -u)" = 0 ]; then
+    say "apt-get update (no package lists)"
+    apt-get update -qq >/dev/null 2>&1 || true
+    kpkg=$(resolve_kernel)
+  fi
   [ -n "$kpkg" ] || die "cannot resolve linux-image-cloud-amd64 (apt-get update?) — or set HODEI_GUEST_KERNEL_PACKAGE"
 fi
 kdeb=$(download "$kpkg")
