@@ -149,7 +149,14 @@ mod tests {
     use super::*;
 
     fn run(input: &[&[u8]], max: usize) -> Vec<Frame> {
-        let mut d = LineDecoder::new(max);
+        decode_all(LineDecoder::new(max), input)
+    }
+
+    fn run_grouped(input: &[&[u8]], max: usize) -> Vec<Frame> {
+        decode_all(LineDecoder::grouped(max), input)
+    }
+
+    fn decode_all(mut d: LineDecoder, input: &[&[u8]]) -> Vec<Frame> {
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for chunk in input {
@@ -191,22 +198,6 @@ mod tests {
                 line(b"e"),
             ]
         );
-    }
-
-    fn run_grouped(input: &[&[u8]], max: usize) -> Vec<Frame> {
-        let mut d = LineDecoder::grouped(max);
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for chunk in input {
-            buf.extend_from_slice(chunk);
-            while let Some(f) = d.decode(&mut buf).unwrap() {
-                out.push(f);
-            }
-        }
-        while let Some(f) = d.decode_eof(&mut buf).unwrap() {
-            out.push(f);
-        }
-        out
     }
 
     #[test]

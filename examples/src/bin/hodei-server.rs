@@ -429,14 +429,47 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The id a provider had in the store (so its workers stay its own across
+/// restarts), or a new one.
+async fn provider_id_of(cp: &ControlPlane, name: &str) -> hodei_core::ProviderId {
+    match cp.stores().providers.get_by_name(name).await {
+        Ok(Some(p)) => p.id(),
+        _ => hodei_core::ProviderId::new(),
+    }
+}
+
+/// Removes, at once and then every minute, the workers (`what`: containers,
+/// pods) that a provider still holds but the registry does not know: what a
+/// crashed server left behind.
+fn spawn_orphan_cleanup<F, Fut>(cp: &ControlPlane, what: &'static str, cleanup: F)
+where
+    F: Fn(std::collections::HashSet<hodei_core::WorkerId>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<String>, hodei_core::ProviderError>> + Send,
+{
+    let cp = cp.clone();
+    tokio::spawn(async move {
+        loop {
+            let known = match cp.stores().workers.list().await {
+                Ok(ws) => ws.iter().map(|w| w.id()).collect(),
+                Err(_) => std::collections::HashSet::new(),
+            };
+            match cleanup(known).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::warn!(?removed, "removed orphaned worker {what}");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "orphan cleanup of {what} skipped"),
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    });
+}
+
 /// Registers the Docker provider under the name `docker`, removes containers
 /// a crashed server left behind, and keeps doing so periodically.
 async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
     let config = DockerProviderConfig::from_env().context("Docker provider configuration")?;
-    let id = match cp.stores().providers.get_by_name(&config.name).await {
-        Ok(Some(p)) => p.id(),
-        _ => hodei_core::ProviderId::new(),
-    };
+    let id = provider_id_of(cp, &config.name).await;
     // Lazy: a daemon that is down makes the provider unhealthy, not the server fail.
     let docker = Arc::new(
         DockerProvider::connect_lazy_with_id(id, config.clone())
@@ -455,22 +488,9 @@ async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result
     )
     .await
     .context("registering the Docker provider")?;
-    let cp = cp.clone();
-    tokio::spawn(async move {
-        loop {
-            let known = match cp.stores().workers.list().await {
-                Ok(ws) => ws.iter().map(|w| w.id()).collect(),
-                Err(_) => std::collections::HashSet::new(),
-            };
-            match docker.cleanup_orphans(&known).await {
-                Ok(removed) if !removed.is_empty() => {
-                    tracing::warn!(?removed, "removed orphaned worker containers");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "orphan cleanup skipped"),
-            }
-            tokio::time::sleep(Duration::from_secs(60)).await;
-        }
+    spawn_orphan_cleanup(cp, "containers", move |known| {
+        let docker = docker.clone();
+        async move { docker.cleanup_orphans(&known).await }
     });
     Ok(())
 }
@@ -481,10 +501,7 @@ async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result
 async fn register_kubernetes(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
     let config =
         KubernetesProviderConfig::from_env().context("Kubernetes provider configuration")?;
-    let id = match cp.stores().providers.get_by_name(&config.name).await {
-        Ok(Some(p)) => p.id(),
-        _ => hodei_core::ProviderId::new(),
-    };
+    let id = provider_id_of(cp, &config.name).await;
     // Makes no API call: an unreachable cluster makes the provider unhealthy, not the server fail.
     let k8s = Arc::new(
         KubernetesProvider::connect_with_id(id, config.clone())
@@ -498,22 +515,9 @@ async fn register_kubernetes(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Re
     )
     .await
     .context("registering the Kubernetes provider")?;
-    let cp = cp.clone();
-    tokio::spawn(async move {
-        loop {
-            let known = match cp.stores().workers.list().await {
-                Ok(ws) => ws.iter().map(|w| w.id()).collect(),
-                Err(_) => std::collections::HashSet::new(),
-            };
-            match k8s.cleanup_orphans(&known).await {
-                Ok(removed) if !removed.is_empty() => {
-                    tracing::warn!(?removed, "removed orphaned worker pods");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "Kubernetes orphan cleanup skipped"),
-            }
-            tokio::time::sleep(Duration::from_secs(60)).await;
-        }
+    spawn_orphan_cleanup(cp, "pods", move |known| {
+        let k8s = k8s.clone();
+        async move { k8s.cleanup_orphans(&known).await }
     });
     Ok(())
 }
@@ -522,10 +526,7 @@ async fn register_kubernetes(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Re
 /// VMs a crashed server left behind are removed when it starts.
 async fn register_qemu(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
     let config = QemuProviderConfig::from_env().context("QEMU provider configuration")?;
-    let id = match cp.stores().providers.get_by_name(&config.name).await {
-        Ok(Some(p)) => p.id(),
-        _ => hodei_core::ProviderId::new(),
-    };
+    let id = provider_id_of(cp, &config.name).await;
     let qemu = QemuMicroVmProvider::with_id(id, config.clone()).context("QEMU provider")?;
     let settings = [
         ("kernel", &config.kernel),
