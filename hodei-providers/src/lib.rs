@@ -11,6 +11,7 @@
 //! | `docker` | `docker::DockerProvider` | Docker containers of the worker image (bollard) |
 //! | `kubernetes` | `kubernetes::KubernetesProvider` | Kubernetes pods of the worker image (kube-rs) |
 //! | `qemu` | `qemu::QemuMicroVmProvider` | QEMU microvm guests (KVM or software emulation) |
+//! | `firecracker` | `firecracker::FirecrackerProvider` | Firecracker microVMs (hardware KVM) |
 //!
 //! ```no_run
 //! # #[cfg(feature = "process")] {
@@ -41,3 +42,7 @@ pub mod kubernetes;
 #[cfg(feature = "qemu")]
 #[cfg_attr(docsrs, doc(cfg(feature = "qemu")))]
 pub mod qemu;
+
+#[cfg(feature = "firecracker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "firecracker")))]
+pub mod firecracker;
