@@ -150,13 +150,14 @@ impl Bed {
         let api = FakeApi::start(root.join("api.sock"), fail);
         let script = format!(
             "#!/bin/sh\n\
-             # Stand-in for firecracker: links the API socket to the test server, then sleeps.\n\
+             # Stand-in for firecracker: links the API socket to the test server, then waits.\n\
              if [ \"$1\" = --version ]; then echo 'Firecracker v1.16.0 (stand-in)'; exit 0; fi\n\
              while [ $# -gt 0 ]; do [ \"$1\" = --api-sock ] && sock=$2; shift; done\n\
              ln -s '{}' \"$sock\" || exit 3\n\
              echo 'serial: guest booting'\n\
              echo 'serial: agent started'\n\
-             exec sleep 300\n",
+             # Stays this shell, so its command line (with --id) is what /proc shows.\n\
+             while :; do sleep 1; done\n",
             api.socket.display()
         );
         write_exec(&root.join("firecracker"), &script);
@@ -607,4 +608,134 @@ fn the_schema_validator_rejects_bad_bodies() {
         // Only when python3/yaml/jsonschema are missing (and CI is not set).
         Ok(ran) => assert!(!ran, "a bad body passed validation"),
     }
+}
+
+/// The provider conformance kit, against the stand-in API and process (no guest boots).
+#[tokio::test]
+async fn passes_the_provider_conformance_kit_with_the_stand_in() {
+    use hodei_core::provider::{FullProvider, WorkerEvent};
+    use hodei_core::testing::provider::{ConformanceOptions, provider_conformance};
+    let bed = Bed::new(None);
+    let provider = Arc::new(bed.provider());
+    let id = provider.id();
+    let p: Arc<dyn FullProvider> = provider.clone();
+    let report = provider_conformance(
+        p,
+        move || WorkerSpec::new(WorkerId::new(), id, "http://10.0.0.1:1", "conformance-otp"),
+        ConformanceOptions::default()
+            .with_ready_timeout(Duration::from_secs(10))
+            .with_terminate_timeout(Duration::from_secs(10))
+            .with_event_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap_or_else(|f| panic!("Firecracker provider fails the kit: {f}"));
+    assert!(report.health.message.contains("KVM"), "{:?}", report.health);
+    let usage = report.metrics.expect("metrics while running");
+    assert_eq!(usage.memory_limit_bytes, 512 * 1024 * 1024);
+    assert!(
+        report
+            .events
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::Destroyed { .. })),
+        "{:?}",
+        report.events
+    );
+    assert_eq!(provider.live_workers(), 0);
+    assert!(!provider.worker_dir(report.worker_id).exists());
+}
+
+/// A Firecracker process killed from outside is noticed at once.
+#[tokio::test]
+async fn an_exit_from_outside_is_an_exited_event() {
+    use futures::StreamExt;
+    use hodei_core::provider::{WorkerEvent, WorkerEventSource};
+    let bed = Bed::new(None);
+    let p = bed.provider();
+    let mut events = p.events();
+    let s = spec(&p, 1.0, 256);
+    let handle = p.create_worker(&s).await.unwrap();
+    let pid = p.pid(s.worker_id).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(e) = events.next().await {
+            if let WorkerEvent::Exited {
+                worker_id, reason, ..
+            } = e
+            {
+                return (worker_id, reason);
+            }
+        }
+        panic!("event stream ended");
+    })
+    .await
+    .expect("Exited within 3 s");
+    assert_eq!(exited.0, s.worker_id);
+    assert!(exited.1.contains("SIGKILL"), "{}", exited.1);
+    assert_eq!(
+        p.get_worker_status(&handle).await.unwrap(),
+        hodei_core::WorkerState::Terminated
+    );
+    p.destroy_worker(&handle).await.unwrap();
+    assert!(!p.worker_dir(s.worker_id).exists());
+}
+
+/// `pid starttime`, as the provider tags a worker directory's owner.
+fn owner_tag_of(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    format!("{pid} {}", rest.split_whitespace().nth(19).unwrap())
+}
+
+/// Directories whose owner is gone are removed and their Firecracker killed; a
+/// live owner's are kept.
+#[tokio::test]
+async fn orphans_of_a_dead_owner_are_removed_at_start() {
+    let bed = Bed::new(None);
+    let work = bed.root().join("work");
+    let orphan_id = WorkerId::new().to_string();
+    let kept_id = WorkerId::new().to_string();
+    let orphan = work.join(&orphan_id);
+    let kept = work.join(&kept_id);
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::create_dir_all(&kept).unwrap();
+    // A "Firecracker" of the orphan: its id is on its command line.
+    let mut child = std::process::Command::new(bed.root().join("firecracker"))
+        .arg("--id")
+        .arg(&orphan_id)
+        .arg("--api-sock")
+        .arg(orphan.join("fc.sock"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(orphan.join("firecracker.pid"), child.id().to_string()).unwrap();
+    std::fs::write(orphan.join("owner"), "4194303 1").unwrap();
+    std::fs::write(kept.join("owner"), owner_tag_of(std::process::id())).unwrap();
+    // Started (its socket link exists) before the provider looks.
+    for _ in 0..500 {
+        if orphan.join("fc.sock").symlink_metadata().is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(orphan.join("fc.sock").symlink_metadata().is_ok());
+    let _p = bed.provider();
+    assert!(!orphan.exists(), "orphan dir kept");
+    assert!(kept.exists(), "a live owner's dir was removed");
+    let status = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("orphaned firecracker killed");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status:?}");
 }
