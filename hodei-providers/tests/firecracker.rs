@@ -163,6 +163,7 @@ impl Bed {
         write_exec(&root.join("firecracker"), &script);
         std::fs::write(root.join("vmlinux"), b"ELF stand-in kernel").unwrap();
         std::fs::write(root.join("rootfs.ext4"), b"base root filesystem").unwrap();
+        std::fs::write(root.join("initramfs.cpio.gz"), b"initramfs").unwrap();
         std::fs::write(root.join("kvm"), b"").unwrap();
         std::fs::write(root.join("cpuinfo"), "processor : 0\nflags : fpu vmx sse\n").unwrap();
         Self { tmp, api }
@@ -177,6 +178,7 @@ impl Bed {
         FirecrackerProviderConfig::default()
             .with_binary(r.join("firecracker"))
             .with_kernel(r.join("vmlinux"))
+            .with_initrd(Some(r.join("initramfs.cpio.gz")))
             .with_rootfs(r.join("rootfs.ext4"))
             .with_work_dir(r.join("work"))
             .with_kvm_paths(r.join("kvm"), r.join("cpuinfo"))
@@ -300,6 +302,7 @@ async fn provisions_with_the_exact_api_sequence_and_valid_bodies() {
         body("/boot-source")["kernel_image_path"],
         json!(d("vmlinux"))
     );
+    assert_eq!(body("/boot-source")["initrd_path"], json!(d("initrd")));
     let boot_args = body("/boot-source")["boot_args"]
         .as_str()
         .unwrap()
@@ -517,6 +520,11 @@ async fn missing_binary_kernel_or_kvm_are_typed_errors() {
         matches!(&err, ProviderError::ImageNotFound { hint, .. } if hint.contains("build-guest.sh")),
         "{err:?}"
     );
+    let err = check(bed.config().with_initrd(Some(root.join("no-initrd")))).await;
+    assert!(
+        matches!(&err, ProviderError::ImageNotFound { image, .. } if image.contains("initramfs")),
+        "{err:?}"
+    );
     let err = check(bed.config().with_rootfs(root.join("no-rootfs"))).await;
     assert!(
         matches!(&err, ProviderError::ImageNotFound { .. }),
@@ -563,7 +571,11 @@ async fn boots_the_guest_image_for_real_where_possible() {
             config.binary.display()
         ));
     }
-    for (what, path) in [("kernel", &config.kernel), ("rootfs", &config.rootfs)] {
+    let initrd = config.initrd.iter().map(|p| ("initramfs", p));
+    for (what, path) in [("kernel", &config.kernel), ("rootfs", &config.rootfs)]
+        .into_iter()
+        .chain(initrd)
+    {
         if !path.is_file() {
             missing.push(format!(
                 "the guest {what} {} (scripts/microvm/build-guest.sh)",

@@ -10,6 +10,9 @@ use hodei_core::{JobResources, ProviderError};
 pub const ENV_FC_BINARY: &str = "HODEI_FC_BINARY";
 /// Guest kernel (ELF `vmlinux`), default `target/microvm/vmlinux`.
 pub const ENV_FC_KERNEL_PATH: &str = "HODEI_FC_KERNEL_PATH";
+/// Guest initramfs (loads the virtio modules, mounts `/dev/vda`), default
+/// `target/microvm/initramfs.cpio.gz`; empty string: boot without one.
+pub const ENV_FC_INITRD_PATH: &str = "HODEI_FC_INITRD_PATH";
 /// Base root filesystem image (never written), default `target/microvm/rootfs.ext4`.
 pub const ENV_FC_ROOTFS_PATH: &str = "HODEI_FC_ROOTFS_PATH";
 /// Directory of the per-worker directories, default `$TMPDIR/hodei-firecracker`.
@@ -32,7 +35,8 @@ const DEFAULT_GUEST_DIR: &str = "target/microvm";
 
 /// The hint every "guest image missing" error carries.
 pub const FC_GUEST_IMAGE_HINT: &str = "build the guest image with `scripts/microvm/build-guest.sh` \
-     and point HODEI_FC_KERNEL_PATH (its `vmlinux`) / HODEI_FC_ROOTFS_PATH (its `rootfs.ext4`) at it";
+     and point HODEI_FC_KERNEL_PATH (its `vmlinux`) / HODEI_FC_INITRD_PATH (its \
+     `initramfs.cpio.gz`) / HODEI_FC_ROOTFS_PATH (its `rootfs.ext4`) at it";
 
 /// Firecracker's vCPU limit.
 pub const MAX_VCPUS: u32 = 32;
@@ -81,6 +85,8 @@ pub struct FirecrackerProviderConfig {
     pub binary: PathBuf,
     /// Guest kernel (uncompressed ELF `vmlinux`).
     pub kernel: PathBuf,
+    /// Guest initramfs (`None`: the kernel mounts the root disk itself).
+    pub initrd: Option<PathBuf>,
     /// Base root filesystem; each worker boots from its own copy.
     pub rootfs: PathBuf,
     /// Where the per-worker directories live (without the jailer).
@@ -114,6 +120,7 @@ impl Default for FirecrackerProviderConfig {
             name: "firecracker".to_owned(),
             binary: PathBuf::from("firecracker"),
             kernel: guest.join("vmlinux"),
+            initrd: Some(guest.join("initramfs.cpio.gz")),
             rootfs: guest.join("rootfs.ext4"),
             work_dir: std::env::temp_dir().join("hodei-firecracker"),
             jailer: None,
@@ -156,6 +163,9 @@ impl FirecrackerProviderConfig {
         }
         if let Some(v) = get(ENV_FC_KERNEL_PATH) {
             c.kernel = v.into();
+        }
+        if let Some(v) = lookup(ENV_FC_INITRD_PATH) {
+            c.initrd = (!v.trim().is_empty()).then(|| v.into());
         }
         if let Some(v) = get(ENV_FC_ROOTFS_PATH) {
             c.rootfs = v.into();
@@ -207,6 +217,7 @@ impl FirecrackerProviderConfig {
     pub fn with_guest_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         self.kernel = dir.join("vmlinux");
+        self.initrd = Some(dir.join("initramfs.cpio.gz"));
         self.rootfs = dir.join("rootfs.ext4");
         self
     }
@@ -229,6 +240,13 @@ impl FirecrackerProviderConfig {
     #[must_use]
     pub fn with_kernel(mut self, path: impl Into<PathBuf>) -> Self {
         self.kernel = path.into();
+        self
+    }
+
+    /// Sets the initramfs (`None`: none).
+    #[must_use]
+    pub fn with_initrd(mut self, path: Option<PathBuf>) -> Self {
+        self.initrd = path;
         self
     }
 
@@ -363,6 +381,7 @@ mod tests {
     fn env_overrides_defaults() {
         let c = FirecrackerProviderConfig::from_lookup(|k| match k {
             ENV_FC_KERNEL_PATH => Some("/g/vmlinux".into()),
+            ENV_FC_INITRD_PATH => Some(String::new()),
             ENV_FC_USE_JAILER => Some("true".into()),
             ENV_FC_JAILER_UID => Some("1000".into()),
             ENV_FC_MAX_WORKERS => Some("2".into()),
@@ -371,10 +390,16 @@ mod tests {
         .unwrap();
         assert_eq!(c.kernel, PathBuf::from("/g/vmlinux"));
         assert_eq!(c.max_workers, 2);
+        assert_eq!(c.initrd, None);
         assert_eq!(c.jailer.as_ref().map(|j| j.uid), Some(1000));
         assert!(c.rootfs.ends_with("rootfs.ext4"));
         let plain = FirecrackerProviderConfig::from_lookup(|_| None).unwrap();
         assert!(plain.jailer.is_none());
+        assert!(
+            plain
+                .initrd
+                .is_some_and(|p| p.ends_with("initramfs.cpio.gz"))
+        );
     }
 
     #[test]

@@ -39,10 +39,10 @@ mod config;
 
 pub use api::{FirecrackerApi, FirecrackerApiError};
 pub use config::{
-    ENV_FC_BINARY, ENV_FC_CHROOT_BASE, ENV_FC_JAILER_BINARY, ENV_FC_JAILER_GID, ENV_FC_JAILER_UID,
-    ENV_FC_KERNEL_PATH, ENV_FC_MAX_WORKERS, ENV_FC_ROOTFS_PATH, ENV_FC_USE_JAILER, ENV_FC_WORK_DIR,
-    FC_GUEST_IMAGE_HINT, FirecrackerProviderConfig, JailerConfig, MAX_VCPUS, jailer_args,
-    vcpu_count,
+    ENV_FC_BINARY, ENV_FC_CHROOT_BASE, ENV_FC_INITRD_PATH, ENV_FC_JAILER_BINARY, ENV_FC_JAILER_GID,
+    ENV_FC_JAILER_UID, ENV_FC_KERNEL_PATH, ENV_FC_MAX_WORKERS, ENV_FC_ROOTFS_PATH,
+    ENV_FC_USE_JAILER, ENV_FC_WORK_DIR, FC_GUEST_IMAGE_HINT, FirecrackerProviderConfig,
+    JailerConfig, MAX_VCPUS, jailer_args, vcpu_count,
 };
 
 use std::collections::HashMap;
@@ -89,6 +89,7 @@ const LOG_FILE: &str = "firecracker.log";
 const METRICS_FILE: &str = "metrics.json";
 const STDERR_FILE: &str = "stderr.log";
 const KERNEL_FILE: &str = "vmlinux";
+const INITRD_FILE: &str = "initrd";
 const ROOTFS_FILE: &str = "rootfs.ext4";
 
 /// One microVM and what the provider knows about it.
@@ -329,10 +330,16 @@ impl FirecrackerProvider {
                 json!({"log_path": p(LOG_FILE), "level": "Info", "show_level": true}),
             ),
             ("/metrics".into(), json!({"metrics_path": p(METRICS_FILE)})),
-            (
-                "/boot-source".into(),
-                json!({"kernel_image_path": p(KERNEL_FILE), "boot_args": self.config.boot_args}),
-            ),
+            ("/boot-source".into(), {
+                let mut b = json!({
+                    "kernel_image_path": p(KERNEL_FILE),
+                    "boot_args": self.config.boot_args,
+                });
+                if self.config.initrd.is_some() {
+                    b["initrd_path"] = json!(p(INITRD_FILE));
+                }
+                b
+            }),
             (
                 "/drives/rootfs".into(),
                 json!({
@@ -366,10 +373,14 @@ impl FirecrackerProvider {
     /// What is missing to boot a microVM, with what to do about it; the
     /// Firecracker version when nothing is.
     async fn preflight(&self) -> Result<String, ProviderError> {
+        let initrd = self.config.initrd.iter().map(|p| ("initramfs", p));
         for (what, path) in [
             ("kernel", &self.config.kernel),
             ("root filesystem", &self.config.rootfs),
-        ] {
+        ]
+        .into_iter()
+        .chain(initrd)
+        {
             if !path.is_file() {
                 return Err(ProviderError::ImageNotFound {
                     image: format!("{what} {}", path.display()),
@@ -442,11 +453,15 @@ impl FirecrackerProvider {
             owner_tag(std::process::id()).unwrap_or_default(),
         )
         .map_err(|e| internal("cannot write the worker dir", e))?;
-        let kernel = dir.join(KERNEL_FILE);
-        if std::fs::hard_link(&self.config.kernel, &kernel).is_err() {
-            tokio::fs::copy(&self.config.kernel, &kernel)
-                .await
-                .map_err(|e| internal("cannot copy the kernel", e))?;
+        let boot_files = std::iter::once((&self.config.kernel, KERNEL_FILE))
+            .chain(self.config.initrd.iter().map(|p| (p, INITRD_FILE)));
+        for (from, name) in boot_files {
+            let to = dir.join(name);
+            if std::fs::hard_link(from, &to).is_err() {
+                tokio::fs::copy(from, &to)
+                    .await
+                    .map_err(|e| internal(&format!("cannot copy {}", from.display()), e))?;
+            }
         }
         tokio::fs::copy(&self.config.rootfs, dir.join(ROOTFS_FILE))
             .await
@@ -456,7 +471,9 @@ impl FirecrackerProvider {
                 .map_err(|e| internal(&format!("cannot create {f}"), e))?;
         }
         if let Some(j) = &self.config.jailer {
-            for f in [KERNEL_FILE, ROOTFS_FILE, LOG_FILE, METRICS_FILE] {
+            // The files Firecracker writes (the kernel and initramfs may be
+            // hard links of the originals: only read, never chowned).
+            for f in [ROOTFS_FILE, LOG_FILE, METRICS_FILE] {
                 nix::unistd::chown(
                     &dir.join(f),
                     Some(nix::unistd::Uid::from_raw(j.uid)),
