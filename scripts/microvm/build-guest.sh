@@ -23,7 +23,9 @@
 #
 # The guest's /sbin/init: mounts /proc, /sys, /dev, /tmp; reads the worker's settings
 # (KEY=VALUE lines: HODEI_OTP, HODEI_SERVER, ...) from QEMU's fw_cfg item
-# `opt/hodei/config` (so the OTP is never on the kernel command line); brings eth0 up
+# `opt/hodei/config` (so the OTP is never on the kernel command line) or, without it
+# (Firecracker), from MMDS V2 at 169.254.169.254 (PUT /latest/api/token, then GET
+# /hodei/otp, /hodei/server_address, ..., /hodei/env/<KEY>); brings eth0 up
 # (HODEI_GUEST_IP, default 10.0.2.15/24 via 10.0.2.2 — QEMU user networking — or
 # `dhcp` for busybox udhcpc); runs hodei-worker with its output on the console; powers
 # the VM off when the agent exits.
@@ -246,7 +248,8 @@ EOF
   chmod 755 "$root/usr/share/udhcpc/default.script"
   cat > "$root/sbin/init" <<'EOF'
 #!/bin/sh
-# Guest init: network, worker settings from fw_cfg, run the agent, power off when it exits.
+# Guest init: network, worker settings from fw_cfg (QEMU) or MMDS V2 (Firecracker), run the agent,
+# power off when it exits.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -260,8 +263,37 @@ echo "hodei-guest: init $(cut -d' ' -f1 /proc/uptime)s"
 # Settings: KEY=VALUE lines from fw_cfg (never from the kernel command line).
 cfg=/sys/firmware/qemu_fw_cfg/by_name/opt/hodei/config/raw
 if [ ! -r "$cfg" ]; then
-  echo "hodei-guest: no worker settings at $cfg (pass -fw_cfg name=opt/hodei/config,file=...)"
-  off
+  # Firecracker: MMDS V2 on eth0 (PUT a session token, then GET /hodei/<key>, plain text).
+  mmds_addr=${HODEI_MMDS_ADDR:-169.254.169.254}
+  mmds_body() { awk 'b { print } /^\r?$/ { b = 1 }'; }
+  mmds_get() {
+    printf 'GET %s HTTP/1.1\r\nHost: %s\r\nX-metadata-token: %s\r\nConnection: close\r\n\r\n' \
+      "$1" "$mmds_addr" "$token" | nc -w 3 "$mmds_addr" 80 | mmds_body
+  }
+  if [ -z "${HODEI_MMDS_ADDR:-}" ]; then
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add 169.254.0.2/16 dev eth0 2>/dev/null
+  fi
+  token=$(printf 'PUT /latest/api/token HTTP/1.1\r\nHost: %s\r\nX-metadata-token-ttl-seconds: 300\r\nConnection: close\r\n\r\n' \
+    "$mmds_addr" | nc -w 3 "$mmds_addr" 80 | mmds_body | tr -d '\r\n')
+  if [ -n "$token" ]; then
+    cfg=/run/hodei-mmds.env
+    : > "$cfg"; chmod 600 "$cfg"
+    for pair in HODEI_OTP:otp HODEI_SERVER:server_address HODEI_WORKER_ID:worker_id \
+                HODEI_MAX_CONCURRENT_JOBS:max_concurrent_jobs; do
+      v=$(mmds_get "/hodei/${pair#*:}" | tr -d '\r\n')
+      [ -n "$v" ] && printf '%s=%s\n' "${pair%%:*}" "$v" >> "$cfg"
+    done
+    for k in $(mmds_get /hodei/env/ | tr -d '\r'); do
+      printf '%s=%s\n' "$k" "$(mmds_get "/hodei/env/$k" | tr -d '\r\n')" >> "$cfg"
+    done
+    grep -q '^HODEI_OTP=' "$cfg" || token=
+  fi
+  if [ -z "$token" ]; then
+    echo "hodei-guest: no worker settings (neither fw_cfg opt/hodei/config nor MMDS V2 at $mmds_addr)"
+    off
+  fi
 fi
 while IFS= read -r line || [ -n "$line" ]; do
   key=${line%%=*}
