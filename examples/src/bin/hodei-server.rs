@@ -15,6 +15,7 @@ use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy, SecretSe
 use hodei_core::provider::FullProvider;
 use hodei_core::{CommandType, JobSpec, ProviderConfig};
 use hodei_providers::docker::{DockerProvider, DockerProviderConfig};
+use hodei_providers::firecracker::{FirecrackerProvider, FirecrackerProviderConfig};
 use hodei_providers::kubernetes::{KubernetesProvider, KubernetesProviderConfig};
 use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
 use hodei_providers::qemu::{QemuMicroVmProvider, QemuProviderConfig};
@@ -303,6 +304,12 @@ async fn main() -> anyhow::Result<()> {
     ) {
         register_qemu(&cp, &settings.pool).await?;
     }
+    if matches!(
+        std::env::var("HODEI_FC_ENABLED").as_deref(),
+        Ok("1" | "true" | "yes")
+    ) {
+        register_firecracker(&cp, &settings.pool).await?;
+    }
 
     let (grpc_listener, grpc_addr) =
         hodei_core::server::bind(SocketAddr::new(settings.bind, settings.grpc_port)).await?;
@@ -519,6 +526,28 @@ async fn register_kubernetes(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Re
         let k8s = k8s.clone();
         async move { k8s.cleanup_orphans(&known).await }
     });
+    Ok(())
+}
+
+/// Registers the Firecracker provider under the name `firecracker` (needs
+/// hardware KVM, the `firecracker` binary and the guest image; see
+/// docs/MICROVM.md). Without them it registers but reports itself unhealthy.
+async fn register_firecracker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
+    let config =
+        FirecrackerProviderConfig::from_env().context("Firecracker provider configuration")?;
+    let id = provider_id_of(cp, &config.name).await;
+    let fc = FirecrackerProvider::with_id(id, config.clone()).context("Firecracker provider")?;
+    let settings = [("kernel", &config.kernel), ("rootfs", &config.rootfs)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.display().to_string()))
+        .collect();
+    cp.register_provider(
+        Arc::new(fc),
+        ProviderConfig::Custom { settings },
+        pool.clone().max_workers(config.max_workers),
+    )
+    .await
+    .context("registering the Firecracker provider")?;
     Ok(())
 }
 
