@@ -50,9 +50,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::host::hardware_kvm_usable_at;
+use crate::host::{
+    CLOCK_TICKS_PER_SEC, create_private_dir, internal, lock, owner_tag, proc_cpu_ticks, proc_kb,
+    to_pid,
+};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
@@ -65,7 +70,6 @@ use hodei_core::{
     WorkerSpec, WorkerState,
 };
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::{broadcast, watch};
@@ -77,8 +81,6 @@ pub const DEFAULT_STARTUP: Duration = Duration::from_millis(500);
 pub const MAX_TAP_NAME: usize = 15;
 /// After SIGKILL, how long to wait for the process to exit.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// Linux `USER_HZ`.
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// Files of a worker directory.
 const OWNER_FILE: &str = "owner";
@@ -132,14 +134,6 @@ impl std::fmt::Debug for FirecrackerProvider {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn internal(what: &str, e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Internal(format!("{what}: {e}"))
-}
-
 fn api_error(e: FirecrackerApiError) -> ProviderError {
     match e {
         e @ FirecrackerApiError::Rejected { .. } => ProviderError::InvalidConfig(e.to_string()),
@@ -185,21 +179,6 @@ pub fn mmds_payload(
             "max_concurrent_jobs": spec.max_concurrent_jobs.to_string(),
             "env": env,
         }
-    })
-}
-
-/// Whether `device` opens read-write and `cpuinfo` lists `vmx` or `svm`.
-#[must_use]
-pub fn hardware_kvm_usable_at(device: &Path, cpuinfo: &Path) -> bool {
-    let dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(device)
-        .is_ok();
-    dev && std::fs::read_to_string(cpuinfo).is_ok_and(|c| {
-        c.lines()
-            .filter(|l| l.starts_with("flags"))
-            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
     })
 }
 
@@ -701,10 +680,6 @@ async fn stop_vm(
     }
 }
 
-fn to_pid(pid: u32) -> Pid {
-    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
-}
-
 fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(0), _) => "the microVM stopped (the agent exited)".to_owned(),
@@ -715,24 +690,6 @@ fn describe_exit(status: ExitStatus) -> String {
         }
         (None, None) => "Firecracker exited".to_owned(),
     }
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), ProviderError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(dir)
-        .map_err(|e| internal(&format!("cannot create {}", dir.display()), e))
-}
-
-/// `pid starttime` of a process: identifies it even if the pid is reused later.
-fn owner_tag(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let start = rest.split_whitespace().nth(19)?;
-    Some(format!("{pid} {start}"))
 }
 
 /// Removes worker entries of `parent` whose owner process is gone, killing
@@ -781,39 +738,6 @@ fn remove_orphans(parent: &Path, jailed: bool) -> usize {
         }
     }
     removed
-}
-
-fn host_capabilities(max_workers: u32) -> ProviderCapabilities {
-    let mut caps = ProviderCapabilities::default();
-    caps.max_cpu_cores = std::thread::available_parallelism()
-        .map_or(1.0, |n| n.get() as f64)
-        .min(f64::from(MAX_VCPUS));
-    if let Some(mb) = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|i| proc_kb(&i, "MemTotal:"))
-    {
-        caps.max_memory_mb = mb / 1024;
-    }
-    caps.gpu = false;
-    caps.architectures = vec![std::env::consts::ARCH.to_owned()];
-    caps.max_workers = max_workers;
-    caps.supports_images = false;
-    caps
-}
-
-fn proc_kb(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-fn proc_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
 
 #[async_trait]
@@ -992,6 +916,13 @@ impl WorkerProviderIdentity for FirecrackerProvider {
     fn capabilities(&self) -> ProviderCapabilities {
         self.capabilities.clone()
     }
+}
+
+/// The host's size, as what one microVM can get (at most Firecracker's vCPU limit).
+fn host_capabilities(max_workers: u32) -> ProviderCapabilities {
+    let mut caps = crate::host::host_capabilities(max_workers);
+    caps.max_cpu_cores = caps.max_cpu_cores.min(f64::from(MAX_VCPUS));
+    caps
 }
 
 #[cfg(test)]

@@ -34,9 +34,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::host::{CLOCK_TICKS_PER_SEC, host_capabilities, lock, proc_cpu_ticks, proc_kb};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
@@ -61,8 +62,6 @@ pub const DEFAULT_STARTUP: Duration = Duration::from_millis(50);
 const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Exited workers remembered (for `Terminated` status and their logs).
 const EXITED_KEPT: usize = 256;
-/// Linux `USER_HZ`: the unit of the tick counts in `/proc/<pid>/stat`.
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 /// How long to wait for a process to be reaped after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -108,11 +107,6 @@ impl std::fmt::Debug for ProcessProvider {
             .field("live_workers", &self.live.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these short locks leaves consistent data.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ProcessProvider {
@@ -396,46 +390,6 @@ fn push_line(
     logs.push_back(text);
 }
 
-/// The host's size, as what one worker can get.
-fn host_capabilities(max_workers: u32) -> ProviderCapabilities {
-    let mut caps = ProviderCapabilities::default();
-    caps.max_cpu_cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-    if let Some(mb) = host_memory_mb() {
-        caps.max_memory_mb = mb;
-    }
-    caps.gpu = false;
-    caps.architectures = vec![std::env::consts::ARCH.to_owned()];
-    caps.max_workers = max_workers;
-    caps.supports_images = false;
-    caps
-}
-
-/// `MemTotal` from `/proc/meminfo`, in MiB.
-fn host_memory_mb() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb = proc_status_kb(&info, "MemTotal:")?;
-    Some(kb / 1024)
-}
-
-/// A `Key:   123 kB` value from `/proc/meminfo` or `/proc/<pid>/status`.
-fn proc_status_kb(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-/// utime + stime of a process, in clock ticks, from `/proc/<pid>/stat`.
-fn proc_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// `read_bytes` / `write_bytes` from `/proc/<pid>/io`.
 fn proc_io(io: &str) -> (u64, u64) {
     let get = |key: &str| {
@@ -592,7 +546,7 @@ impl WorkerMetrics for ProcessProvider {
             }
             *sample = (now, ticks);
         }
-        usage.memory_bytes = proc_status_kb(&status, "VmRSS:").unwrap_or(0) * 1024;
+        usage.memory_bytes = proc_kb(&status, "VmRSS:").unwrap_or(0) * 1024;
         if let Ok(io) = tokio::fs::read_to_string(dir.join("io")).await {
             (usage.disk_read_bytes, usage.disk_write_bytes) = proc_io(&io);
         }
@@ -639,7 +593,7 @@ mod tests {
     #[test]
     fn parses_status_and_io() {
         let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t  4321 kB\n";
-        assert_eq!(proc_status_kb(status, "VmRSS:"), Some(4321));
+        assert_eq!(proc_kb(status, "VmRSS:"), Some(4321));
         assert_eq!(
             proc_io("rchar: 1\nread_bytes: 4096\nwrite_bytes: 8192\n"),
             (4096, 8192)

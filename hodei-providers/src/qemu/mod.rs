@@ -42,9 +42,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::host::hardware_kvm_usable;
+use crate::host::{
+    CLOCK_TICKS_PER_SEC, create_private_dir, internal, lock, owner_tag, proc_cpu_ticks, proc_kb,
+    to_pid,
+};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
@@ -57,7 +62,6 @@ use hodei_core::{
     WorkerSpec, WorkerState,
 };
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::Command;
@@ -74,8 +78,6 @@ const QMP_READY: Duration = Duration::from_secs(15);
 const QMP_TIMEOUT: Duration = Duration::from_secs(3);
 /// After `quit` (or SIGKILL), how long to wait for QEMU to exit.
 const QUIT_WAIT: Duration = Duration::from_secs(5);
-/// Linux `USER_HZ`.
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// Files of a worker directory.
 const OWNER_FILE: &str = "owner";
@@ -125,14 +127,6 @@ impl std::fmt::Debug for QemuMicroVmProvider {
             .field("live_workers", &self.live.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn internal(what: &str, e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Internal(format!("{what}: {e}"))
 }
 
 impl QemuMicroVmProvider {
@@ -614,10 +608,6 @@ async fn qmp_command(socket: &Path, command: &str) -> Result<serde_json::Value, 
         .map_err(|_| format!("QMP `{command}` timed out"))?
 }
 
-fn to_pid(pid: u32) -> Pid {
-    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
-}
-
 fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(0), _) => "the VM powered off (the agent exited)".to_owned(),
@@ -655,23 +645,6 @@ pub fn guest_server_address(address: &str, host_from_guest: &str) -> String {
     }
 }
 
-/// Whether `/dev/kvm` can be opened and the CPU has hardware virtualisation
-/// (`vmx`/`svm`): a `/dev/kvm` without them (e.g. a paravirtual module) fails to
-/// run a guest.
-#[must_use]
-pub fn hardware_kvm_usable() -> bool {
-    let dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    dev && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-        c.lines()
-            .filter(|l| l.starts_with("flags"))
-            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-    })
-}
-
 /// The host's TSC rate in kHz (from `cpu MHz`), which TCG guests see too.
 fn host_tsc_khz() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
@@ -686,16 +659,6 @@ fn host_tsc_khz() -> Option<u64> {
     (mhz > 0.0).then_some((mhz * 1000.0) as u64)
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), ProviderError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(dir)
-        .map_err(|e| internal(&format!("cannot create {}", dir.display()), e))
-}
-
 fn write_private(path: &Path, text: &str) -> Result<(), ProviderError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -708,15 +671,6 @@ fn write_private(path: &Path, text: &str) -> Result<(), ProviderError> {
         .map_err(|e| internal(&format!("cannot write {}", path.display()), e))?;
     f.write_all(text.as_bytes())
         .map_err(|e| internal(&format!("cannot write {}", path.display()), e))
-}
-
-/// `pid starttime` of a process: identifies it even if the pid is reused later.
-fn owner_tag(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // Field 22 (starttime); `rest` starts at field 3.
-    let start = rest.split_whitespace().nth(19)?;
-    Some(format!("{pid} {start}"))
 }
 
 /// Removes worker dirs of `work_dir` whose owner process is gone, killing their QEMU.
@@ -757,38 +711,6 @@ fn remove_orphans(work_dir: &Path) -> usize {
         }
     }
     removed
-}
-
-/// The host's size, as what one VM can get.
-fn host_capabilities(max_workers: u32) -> ProviderCapabilities {
-    let mut caps = ProviderCapabilities::default();
-    caps.max_cpu_cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
-    if let Some(mb) = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|i| proc_kb(&i, "MemTotal:"))
-    {
-        caps.max_memory_mb = mb / 1024;
-    }
-    caps.gpu = false;
-    caps.architectures = vec!["x86_64".to_owned()];
-    caps.max_workers = max_workers;
-    caps.supports_images = false;
-    caps
-}
-
-fn proc_kb(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-fn proc_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
 
 #[async_trait]
@@ -972,6 +894,14 @@ impl WorkerProviderIdentity for QemuMicroVmProvider {
     fn capabilities(&self) -> ProviderCapabilities {
         self.capabilities.clone()
     }
+}
+
+/// The host's size, as what one VM can get; the guest is always x86_64
+/// (`qemu-system-x86_64`), whatever the host.
+fn host_capabilities(max_workers: u32) -> ProviderCapabilities {
+    let mut caps = crate::host::host_capabilities(max_workers);
+    caps.architectures = vec!["x86_64".to_owned()];
+    caps
 }
 
 #[cfg(test)]
