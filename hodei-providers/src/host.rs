@@ -10,8 +10,9 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
-use hodei_core::{ProviderCapabilities, ProviderError};
+use hodei_core::{ProviderCapabilities, ProviderError, ResourceUsage};
 use nix::unistd::Pid;
 
 /// `sysconf(_SC_CLK_TCK)` on every Linux the project runs on.
@@ -90,6 +91,49 @@ pub(crate) fn host_capabilities(max_workers: u32) -> ProviderCapabilities {
     caps.max_workers = max_workers;
     caps.supports_images = false;
     caps
+}
+
+/// CPU (since the previous `sample`, which it updates) and resident memory of
+/// process `pid`, from `/proc`, into `usage`. Returns `false` (and leaves
+/// `usage` alone) when the process is gone.
+pub(crate) async fn sample_process(
+    pid: u32,
+    sample: &Mutex<(Instant, u64)>,
+    usage: &mut ResourceUsage,
+) -> bool {
+    let dir = format!("/proc/{pid}");
+    let (Ok(stat), Ok(status)) = (
+        tokio::fs::read_to_string(format!("{dir}/stat")).await,
+        tokio::fs::read_to_string(format!("{dir}/status")).await,
+    ) else {
+        return false;
+    };
+    if let Some(ticks) = proc_cpu_ticks(&stat) {
+        let now = Instant::now();
+        let mut sample = lock(sample);
+        let secs = now.duration_since(sample.0).as_secs_f64();
+        if secs > 0.0 {
+            usage.cpu_percent =
+                ticks.saturating_sub(sample.1) as f64 / CLOCK_TICKS_PER_SEC / secs * 100.0;
+        }
+        *sample = (now, ticks);
+    }
+    usage.memory_bytes = proc_kb(&status, "VmRSS:").unwrap_or(0) * 1024;
+    true
+}
+
+/// The last `tail` lines (all without it) of a text file such as a VM's
+/// serial console; a missing file has none.
+pub(crate) async fn tail_file_lines(path: &Path, tail: Option<usize>) -> Vec<String> {
+    let bytes = tokio::fs::read(path).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+    lines
+        .iter()
+        .skip(skip)
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .collect()
 }
 
 /// Whether hardware KVM works: `/dev/kvm` opens read-write *and* the CPU has

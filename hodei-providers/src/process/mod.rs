@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::host::{CLOCK_TICKS_PER_SEC, host_capabilities, lock, proc_cpu_ticks, proc_kb};
+use crate::host::{host_capabilities, lock, sample_process};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
@@ -529,25 +529,11 @@ impl WorkerMetrics for ProcessProvider {
         if w.exited().is_some() {
             return Ok(usage);
         }
-        let dir = PathBuf::from(format!("/proc/{}", w.pid));
-        let stat = tokio::fs::read_to_string(dir.join("stat")).await;
-        let status = tokio::fs::read_to_string(dir.join("status")).await;
-        let (Ok(stat), Ok(status)) = (stat, status) else {
+        if !sample_process(w.pid, &w.cpu_sample, &mut usage).await {
             // It exited between the check and the read.
             return Ok(usage);
-        };
-        if let Some(ticks) = proc_cpu_ticks(&stat) {
-            let now = Instant::now();
-            let mut sample = lock(&w.cpu_sample);
-            let secs = now.duration_since(sample.0).as_secs_f64();
-            if secs > 0.0 {
-                let used = ticks.saturating_sub(sample.1) as f64 / CLOCK_TICKS_PER_SEC;
-                usage.cpu_percent = used / secs * 100.0;
-            }
-            *sample = (now, ticks);
         }
-        usage.memory_bytes = proc_kb(&status, "VmRSS:").unwrap_or(0) * 1024;
-        if let Ok(io) = tokio::fs::read_to_string(dir.join("io")).await {
+        if let Ok(io) = tokio::fs::read_to_string(format!("/proc/{}/io", w.pid)).await {
             (usage.disk_read_bytes, usage.disk_write_bytes) = proc_io(&io);
         }
         Ok(usage)
@@ -583,6 +569,7 @@ impl WorkerProviderIdentity for ProcessProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::{proc_cpu_ticks, proc_kb};
 
     #[test]
     fn parses_proc_stat_with_odd_command_names() {

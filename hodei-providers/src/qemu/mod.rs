@@ -47,8 +47,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::host::hardware_kvm_usable;
 use crate::host::{
-    CLOCK_TICKS_PER_SEC, create_private_dir, internal, lock, owner_tag, proc_cpu_ticks, proc_kb,
-    to_pid,
+    create_private_dir, internal, lock, owner_tag, sample_process, tail_file_lines, to_pid,
 };
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
@@ -802,17 +801,7 @@ impl WorkerLogs for QemuMicroVmProvider {
         let vm = self
             .find(handle.worker_id)
             .ok_or(ProviderError::WorkerNotFound(handle.worker_id))?;
-        let bytes = tokio::fs::read(vm.dir.join(CONSOLE_FILE))
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
-        Ok(lines
-            .iter()
-            .skip(skip)
-            .map(|l| l.trim_end_matches('\r').to_owned())
-            .collect())
+        Ok(tail_file_lines(&vm.dir.join(CONSOLE_FILE), tail).await)
     }
 }
 
@@ -848,24 +837,7 @@ impl WorkerMetrics for QemuMicroVmProvider {
         if vm.exited() {
             return Ok(usage);
         }
-        let dir = PathBuf::from(format!("/proc/{}", vm.pid));
-        let (Ok(stat), Ok(status)) = (
-            tokio::fs::read_to_string(dir.join("stat")).await,
-            tokio::fs::read_to_string(dir.join("status")).await,
-        ) else {
-            return Ok(usage);
-        };
-        if let Some(ticks) = proc_cpu_ticks(&stat) {
-            let now = Instant::now();
-            let mut sample = lock(&vm.cpu_sample);
-            let secs = now.duration_since(sample.0).as_secs_f64();
-            if secs > 0.0 {
-                usage.cpu_percent =
-                    ticks.saturating_sub(sample.1) as f64 / CLOCK_TICKS_PER_SEC / secs * 100.0;
-            }
-            *sample = (now, ticks);
-        }
-        usage.memory_bytes = proc_kb(&status, "VmRSS:").unwrap_or(0) * 1024;
+        sample_process(vm.pid, &vm.cpu_sample, &mut usage).await;
         Ok(usage)
     }
 }
