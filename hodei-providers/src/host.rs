@@ -158,6 +158,32 @@ pub fn hardware_kvm_usable_at(device: &Path, cpuinfo: &Path) -> bool {
     })
 }
 
+/// The server address as the guest reaches it: loopback hosts become `host_from_guest`.
+#[cfg(any(feature = "qemu", feature = "firecracker"))]
+#[must_use]
+pub fn guest_server_address(address: &str, host_from_guest: &str) -> String {
+    let (scheme, rest) = address.split_once("://").unwrap_or(("http", address));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, p)) => (h, p),
+            None => (authority, ""),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, &authority[h.len()..][..p.len() + 1]),
+            None => (authority, ""),
+        }
+    };
+    let loopback = matches!(host, "127.0.0.1" | "localhost" | "::1" | "0.0.0.0" | "::")
+        || host.starts_with("127.");
+    if loopback {
+        format!("{scheme}://{host_from_guest}{port}{path}")
+    } else {
+        address.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

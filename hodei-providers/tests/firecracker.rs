@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hodei_core::provider::{WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerProviderIdentity};
+use hodei_core::provider::{
+    WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics, WorkerProviderIdentity,
+};
 use hodei_core::{JobResources, ProviderError, WorkerHandle, WorkerId, WorkerSpec};
 use hodei_providers::firecracker::{
     FirecrackerProvider, FirecrackerProviderConfig, JailerConfig, jailer_args, mmds_payload,
@@ -101,11 +103,16 @@ impl FakeApi {
                             doc.len()
                         )
                     } else {
-                        recorded.lock().unwrap().push(Call {
+                        let mut calls = recorded.lock().unwrap();
+                        if body == Some(json!({"action_type": "FlushMetrics"})) {
+                            flush_metrics(&calls);
+                        }
+                        calls.push(Call {
                             method: method.clone(),
                             path: path.clone(),
                             body,
                         });
+                        drop(calls);
                         match &fail {
                             Some((p, fault)) if *p == path => {
                                 let doc = json!({ "fault_message": fault }).to_string();
@@ -134,6 +141,24 @@ impl FakeApi {
             .iter()
             .map(|c| format!("{} {}", c.method, c.path))
             .collect()
+    }
+}
+
+/// What one flush of the stand-in writes: Firecracker's format, counters as deltas.
+const METRICS_LINE: &str = r#"{"utc_timestamp_ms":1764000000000,"api_server":{"process_startup_time_us":1},"block":{"read_bytes":4096,"write_bytes":512,"flush_count":1},"net":{"rx_bytes_count":1500,"tx_bytes_count":700},"vcpu":{"exit_io_in":3}}"#;
+
+/// Appends one metrics line to the file the provider configured with `PUT /metrics`.
+fn flush_metrics(calls: &[Call]) {
+    let path = calls
+        .iter()
+        .rev()
+        .find(|c| c.path == "/metrics")
+        .and_then(|c| c.body.as_ref()?["metrics_path"].as_str().map(PathBuf::from));
+    if let Some(path) = path {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+            let _ = writeln!(f, "{METRICS_LINE}");
+        }
     }
 }
 
@@ -183,6 +208,9 @@ impl Bed {
             .with_work_dir(r.join("work"))
             .with_kvm_paths(r.join("kvm"), r.join("cpuinfo"))
             .with_destroy_grace(Duration::from_millis(100))
+            // Taps are made for real only inside the network namespace of
+            // `tap_devices_are_made_and_removed_in_a_network_namespace`.
+            .with_create_tap(false)
     }
 
     fn provider(&self) -> FirecrackerProvider {
@@ -338,6 +366,16 @@ async fn provisions_with_the_exact_api_sequence_and_valid_bodies() {
         body("/mmds")["hodei"]["server_address"],
         json!("http://10.0.0.1:50051")
     );
+    // The guest's end of the worker's /30 link, and its gateway.
+    assert_eq!(
+        body("/mmds")["hodei"]["env"]["HODEI_GUEST_IP"],
+        json!("172.30.0.2/30")
+    );
+    assert_eq!(
+        body("/mmds")["hodei"]["env"]["HODEI_GUEST_GATEWAY"],
+        json!("172.30.0.1")
+    );
+    assert_eq!(handle.metadata.get("guest_ip").unwrap(), "172.30.0.2");
     assert_eq!(body("/actions"), json!({"action_type": "InstanceStart"}));
     // No secret anywhere but MMDS.
     for c in &calls {
@@ -353,6 +391,17 @@ async fn provisions_with_the_exact_api_sequence_and_valid_bodies() {
     // Logs: the serial console (the stand-in's stdout), with tail.
     let logs = p.get_worker_logs(&handle, Some(1)).await.unwrap();
     assert_eq!(logs, ["serial: agent started"]);
+
+    // Metrics: each request flushes, and the file's deltas add up.
+    let first = p.get_worker_metrics(&handle).await.unwrap();
+    let second = p.get_worker_metrics(&handle).await.unwrap();
+    assert_eq!(first.net_rx_bytes, 1500);
+    assert_eq!((second.net_rx_bytes, second.net_tx_bytes), (3000, 1400));
+    assert_eq!(
+        (second.disk_read_bytes, second.disk_write_bytes),
+        (8192, 1024)
+    );
+    assert!(second.memory_bytes > 0, "{second:?}");
 
     // Destroy: SendCtrlAltDel, grace, kill; directory gone; idempotent.
     p.destroy_worker(&handle).await.expect("destroy");
@@ -644,6 +693,16 @@ async fn passes_the_provider_conformance_kit_with_the_stand_in() {
     assert!(report.health.message.contains("KVM"), "{:?}", report.health);
     let usage = report.metrics.expect("metrics while running");
     assert_eq!(usage.memory_limit_bytes, 512 * 1024 * 1024);
+    // From the metrics file the stand-in wrote on `FlushMetrics`.
+    assert_eq!(
+        (
+            usage.disk_read_bytes,
+            usage.disk_write_bytes,
+            usage.net_rx_bytes,
+            usage.net_tx_bytes
+        ),
+        (4096, 512, 1500, 700)
+    );
     assert!(
         report
             .events
@@ -750,4 +809,242 @@ async fn orphans_of_a_dead_owner_are_removed_at_start() {
     .expect("orphaned firecracker killed");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9), "{status:?}");
+}
+
+/// `ip` with `args`, in this thread's network namespace: (success, stdout + stderr).
+fn ip(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn tap_exists(name: &str) -> bool {
+    ip(&["link", "show", "dev", name]).0
+}
+
+/// Moves this thread (and what it starts from now on) into a new network
+/// namespace; `false`, after saying why, where that is not allowed.
+fn enter_new_network_namespace() -> bool {
+    let why = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+        Ok(()) if ip(&["link", "set", "lo", "up"]).0 => None,
+        Ok(()) => Some("`ip` (iproute2) does not run".to_owned()),
+        Err(e) => Some(format!(
+            "unshare(CLONE_NEWNET): {e} (needs root / CAP_SYS_ADMIN)"
+        )),
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            let msg = format!("cannot test tap devices in a network namespace: {why}");
+            assert!(!ci(), "{msg}: CI=true requires it");
+            eprintln!("SKIPPED: {msg}");
+            false
+        }
+    }
+}
+
+/// Tap devices for real, inside a network namespace this test creates: made
+/// with the host end of each worker's /30 before Firecracker starts, the
+/// guest told its end through MMDS, removed when Firecracker exits, on a
+/// refused API call, and for orphans; a tap left behind is replaced; a
+/// `ip` without `CAP_NET_ADMIN` is a typed error that leaves nothing behind.
+#[test]
+fn tap_devices_are_made_and_removed_in_a_network_namespace() {
+    if !enter_new_network_namespace() {
+        return;
+    }
+    // One thread: everything below (and every process it starts) stays in the namespace.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures::StreamExt;
+        use hodei_core::provider::{WorkerEvent, WorkerEventSource};
+        let bed = Bed::new(None);
+        let p = FirecrackerProvider::new(bed.config().with_create_tap(true)).unwrap();
+        let health = p.health_check().await.unwrap();
+        assert!(health.healthy, "{health:?}");
+        let mut events = p.events();
+
+        let mut s1 = spec(&p, 1.0, 256);
+        s1.server_address = "http://127.0.0.1:50051".into();
+        let h1 = p.create_worker(&s1).await.expect("create with a tap");
+        let tap1 = tap_name("hfc", s1.worker_id);
+        let (ok, addr) = ip(&["-o", "-4", "addr", "show", "dev", &tap1]);
+        assert!(ok && addr.contains("inet 172.30.0.1/30"), "{addr}");
+        let (_, link) = ip(&["-d", "-o", "link", "show", "dev", &tap1]);
+        assert!(link.contains(",UP"), "not up: {link}");
+        assert!(
+            link.contains("tun type tap") && link.contains("persist on"),
+            "{link}"
+        );
+        // The guest is told its end; a loopback server address becomes the host end.
+        let mmds = bed
+            .api
+            .calls()
+            .into_iter()
+            .rfind(|c| c.path == "/mmds")
+            .unwrap()
+            .body
+            .unwrap();
+        assert_eq!(
+            mmds["hodei"]["server_address"],
+            json!("http://172.30.0.1:50051")
+        );
+        assert_eq!(
+            mmds["hodei"]["env"]["HODEI_GUEST_IP"],
+            json!("172.30.0.2/30")
+        );
+        assert_eq!(
+            mmds["hodei"]["env"]["HODEI_GUEST_GATEWAY"],
+            json!("172.30.0.1")
+        );
+
+        // A second worker takes the next link.
+        let s2 = spec(&p, 1.0, 256);
+        let h2 = p.create_worker(&s2).await.unwrap();
+        let tap2 = tap_name("hfc", s2.worker_id);
+        let (_, addr) = ip(&["-o", "-4", "addr", "show", "dev", &tap2]);
+        assert!(addr.contains("inet 172.30.0.5/30"), "{addr}");
+        assert_eq!(h2.metadata.get("guest_ip").unwrap(), "172.30.0.6");
+
+        // Destroy removes the tap; the other stays.
+        p.destroy_worker(&h1).await.unwrap();
+        assert!(!tap_exists(&tap1), "{tap1} left after destroy");
+        assert!(tap_exists(&tap2));
+
+        // Firecracker killed from outside: the tap is gone by the Exited event.
+        let pid = p.pid(s2.worker_id).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(e) = events.next().await {
+                if matches!(e, WorkerEvent::Exited { worker_id, .. } if worker_id == s2.worker_id) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("Exited within 5 s");
+        assert!(!tap_exists(&tap2), "{tap2} left after Firecracker exited");
+        p.destroy_worker(&h2).await.expect("destroy after exit");
+
+        // A tap of the same name left behind is replaced; the freed first link is reused.
+        let s3 = spec(&p, 1.0, 256);
+        let tap3 = tap_name("hfc", s3.worker_id);
+        assert!(ip(&["tuntap", "add", "dev", &tap3, "mode", "tap"]).0);
+        let h3 = p.create_worker(&s3).await.expect("create over a stale tap");
+        let (_, addr) = ip(&["-o", "-4", "addr", "show", "dev", &tap3]);
+        assert!(addr.contains("inet 172.30.0.1/30"), "{addr}");
+        p.destroy_worker(&h3).await.unwrap();
+        assert!(!tap_exists(&tap3));
+        assert_eq!(p.live_workers(), 0);
+
+        // Made for the jailer: owned by its uid/gid.
+        let link = hodei_providers::firecracker::link_addresses(
+            std::net::Ipv4Addr::new(10, 77, 0, 0),
+            24,
+            3,
+        )
+        .unwrap();
+        hodei_providers::firecracker::create_tap(
+            Path::new("ip"),
+            "hfcjailed",
+            &link,
+            Some((4242, 4343)),
+        )
+        .await
+        .unwrap();
+        let (_, jailed) = ip(&["-d", "-o", "link", "show", "dev", "hfcjailed"]);
+        assert!(jailed.contains("user 4242 group 4343"), "{jailed}");
+        assert!(
+            ip(&["-o", "-4", "addr", "show", "dev", "hfcjailed"])
+                .1
+                .contains("10.77.0.13/30")
+        );
+        assert!(
+            hodei_providers::firecracker::remove_tap(Path::new("ip"), "hfcjailed")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hodei_providers::firecracker::remove_tap(Path::new("ip"), "hfcjailed")
+                .await
+                .unwrap(),
+            "removing twice is a no-op"
+        );
+    });
+
+    rt.block_on(async {
+        // A refused API call: the tap goes with the rest.
+        let bed = Bed::new(Some(("/machine-config", "Invalid machine configuration")));
+        let p = FirecrackerProvider::new(bed.config().with_create_tap(true)).unwrap();
+        let s = spec(&p, 1.0, 256);
+        p.create_worker(&s).await.unwrap_err();
+        assert!(!tap_exists(&tap_name("hfc", s.worker_id)));
+        assert!(!p.worker_dir(s.worker_id).exists());
+
+        // An orphan's tap is removed with its directory when a provider starts.
+        let orphan = WorkerId::new();
+        let dir = bed.root().join("work").join(orphan.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("owner"), "4194303 1").unwrap();
+        let orphan_tap = tap_name("hfc", orphan);
+        assert!(ip(&["tuntap", "add", "dev", &orphan_tap, "mode", "tap"]).0);
+        let _p2 = FirecrackerProvider::new(bed.config().with_create_tap(true)).unwrap();
+        assert!(!tap_exists(&orphan_tap), "orphan tap kept");
+        assert!(!dir.exists());
+    });
+
+    // Without CAP_NET_ADMIN (the real `ip`, run as nobody with no capabilities).
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            !ci(),
+            "setpriv (util-linux) is missing: CI=true requires it"
+        );
+        eprintln!("SKIPPED: setpriv missing, the not-permitted case is not tested");
+        return;
+    }
+    rt.block_on(async {
+        let bed = Bed::new(None);
+        let wrapper = bed.root().join("ip-unprivileged");
+        write_exec(
+            &wrapper,
+            "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups \
+             --inh-caps=-all --bounding-set=-all ip \"$@\"\n",
+        );
+        let p = FirecrackerProvider::new(
+            bed.config()
+                .with_create_tap(true)
+                .with_ip_binary(&wrapper),
+        )
+        .unwrap();
+        let s = spec(&p, 1.0, 256);
+        let err = p.create_worker(&s).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Unavailable(m) if m.contains("CAP_NET_ADMIN") && m.contains("HODEI_FC_CREATE_TAP")),
+            "{err:?}"
+        );
+        assert!(!tap_exists(&tap_name("hfc", s.worker_id)));
+        assert!(!p.worker_dir(s.worker_id).exists());
+        assert!(bed.api.calls().is_empty(), "Firecracker was configured");
+        assert_eq!(p.live_workers(), 0);
+    });
 }

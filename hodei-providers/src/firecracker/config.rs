@@ -1,6 +1,7 @@
 //! Configuration of the [`FirecrackerProvider`](super::FirecrackerProvider).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +30,12 @@ pub const ENV_FC_JAILER_GID: &str = "HODEI_FC_JAILER_GID";
 pub const ENV_FC_CHROOT_BASE: &str = "HODEI_FC_CHROOT_BASE";
 /// Most microVMs alive at once (default 4).
 pub const ENV_FC_MAX_WORKERS: &str = "HODEI_FC_MAX_WORKERS";
+/// `false` when the per-worker tap devices are made by someone else (default `true`).
+pub const ENV_FC_CREATE_TAP: &str = "HODEI_FC_CREATE_TAP";
+/// Where the per-worker `/30` links come from (default `172.30.0.0/16`).
+pub const ENV_FC_TAP_SUBNET: &str = "HODEI_FC_TAP_SUBNET";
+/// iproute2's `ip`, or a wrapper holding `CAP_NET_ADMIN` (default `ip` on `PATH`).
+pub const ENV_FC_IP_BINARY: &str = "HODEI_FC_IP_BINARY";
 
 /// What the guest gets when `build-guest.sh` is run from the repository root.
 const DEFAULT_GUEST_DIR: &str = "target/microvm";
@@ -105,6 +112,16 @@ pub struct FirecrackerProviderConfig {
     pub boot_args: String,
     /// Prefix of the per-worker tap device names (the name is at most 15 bytes).
     pub tap_prefix: String,
+    /// Create each worker's tap device (and remove it after). Default `true`;
+    /// `false`: the taps `tap_prefix` + worker id must exist, or Firecracker
+    /// must be allowed to create them.
+    pub create_tap: bool,
+    /// Network the per-worker `/30` links are taken from. Default `172.30.0.0`.
+    pub tap_subnet: Ipv4Addr,
+    /// Prefix length of [`tap_subnet`](Self::tap_subnet), at most 30. Default 16.
+    pub tap_subnet_prefix_len: u8,
+    /// iproute2's `ip` (or a privileged wrapper). Default `ip`.
+    pub ip_binary: PathBuf,
     /// The KVM device whose access health checks and boots require. Default `/dev/kvm`.
     pub kvm_device: PathBuf,
     /// Where the CPU flags (`vmx`/`svm`) are read. Default `/proc/cpuinfo`.
@@ -130,6 +147,10 @@ impl Default for FirecrackerProviderConfig {
             api_timeout: Duration::from_secs(5),
             boot_args: "console=ttyS0 reboot=k panic=1 pci=off".to_owned(),
             tap_prefix: "hfc".to_owned(),
+            create_tap: true,
+            tap_subnet: Ipv4Addr::new(172, 30, 0, 0),
+            tap_subnet_prefix_len: 16,
+            ip_binary: PathBuf::from("ip"),
             kvm_device: PathBuf::from("/dev/kvm"),
             cpuinfo: PathBuf::from("/proc/cpuinfo"),
             extra_env: BTreeMap::new(),
@@ -183,16 +204,27 @@ impl FirecrackerProviderConfig {
                 n => n,
             };
         }
-        let use_jailer = match get(ENV_FC_USE_JAILER).map(|v| v.trim().to_ascii_lowercase()) {
-            None => false,
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
-            Some(v) => {
-                return Err(ProviderError::InvalidConfig(format!(
-                    "{ENV_FC_USE_JAILER}={v:?}: expected true or false"
-                )));
-            }
+        let boolean = |k: &str, default: bool| match get(k).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(ProviderError::InvalidConfig(format!(
+                "{k}={v:?}: expected true or false"
+            ))),
         };
+        c.create_tap = boolean(ENV_FC_CREATE_TAP, true)?;
+        if let Some(v) = get(ENV_FC_TAP_SUBNET) {
+            (c.tap_subnet, c.tap_subnet_prefix_len) = parse_subnet(&v).ok_or_else(|| {
+                ProviderError::InvalidConfig(format!(
+                    "{ENV_FC_TAP_SUBNET}={v:?}: expected an IPv4 network with a prefix length \
+                     of at most 30, like 172.30.0.0/16"
+                ))
+            })?;
+        }
+        if let Some(v) = get(ENV_FC_IP_BINARY) {
+            c.ip_binary = v.into();
+        }
+        let use_jailer = boolean(ENV_FC_USE_JAILER, false)?;
         if use_jailer {
             let mut j = JailerConfig::default();
             if let Some(v) = get(ENV_FC_JAILER_BINARY) {
@@ -298,12 +330,41 @@ impl FirecrackerProviderConfig {
         self
     }
 
+    /// Sets whether the provider creates the tap devices.
+    #[must_use]
+    pub fn with_create_tap(mut self, create: bool) -> Self {
+        self.create_tap = create;
+        self
+    }
+
+    /// Sets the network of the per-worker links (`prefix_len` at most 30).
+    #[must_use]
+    pub fn with_tap_subnet(mut self, subnet: Ipv4Addr, prefix_len: u8) -> Self {
+        self.tap_subnet = subnet;
+        self.tap_subnet_prefix_len = prefix_len;
+        self
+    }
+
+    /// Sets the `ip` binary (or a privileged wrapper).
+    #[must_use]
+    pub fn with_ip_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ip_binary = path.into();
+        self
+    }
+
     /// Adds an environment variable given to every agent.
     #[must_use]
     pub fn with_env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.extra_env.insert(k.into(), v.into());
         self
     }
+}
+
+/// `a.b.c.d/n` with `n` at most 30 (room for one `/30` link).
+fn parse_subnet(v: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, len) = v.trim().split_once('/')?;
+    let len: u8 = len.parse().ok()?;
+    (len <= super::tap::LINK_PREFIX_LEN).then_some((addr.parse().ok()?, len))
 }
 
 /// The vCPU count of a job (its CPU cores rounded up), validated against
@@ -385,6 +446,8 @@ mod tests {
             ENV_FC_USE_JAILER => Some("true".into()),
             ENV_FC_JAILER_UID => Some("1000".into()),
             ENV_FC_MAX_WORKERS => Some("2".into()),
+            ENV_FC_CREATE_TAP => Some("no".into()),
+            ENV_FC_TAP_SUBNET => Some("10.9.0.0/24".into()),
             _ => None,
         })
         .unwrap();
@@ -392,9 +455,15 @@ mod tests {
         assert_eq!(c.max_workers, 2);
         assert_eq!(c.initrd, None);
         assert_eq!(c.jailer.as_ref().map(|j| j.uid), Some(1000));
+        assert!(!c.create_tap);
+        assert_eq!(
+            (c.tap_subnet, c.tap_subnet_prefix_len),
+            (Ipv4Addr::new(10, 9, 0, 0), 24)
+        );
         assert!(c.rootfs.ends_with("rootfs.ext4"));
         let plain = FirecrackerProviderConfig::from_lookup(|_| None).unwrap();
         assert!(plain.jailer.is_none());
+        assert!(plain.create_tap);
         assert!(
             plain
                 .initrd
@@ -408,6 +477,10 @@ mod tests {
             (ENV_FC_USE_JAILER, "maybe"),
             (ENV_FC_MAX_WORKERS, "0"),
             (ENV_FC_MAX_WORKERS, "x"),
+            (ENV_FC_CREATE_TAP, "sometimes"),
+            (ENV_FC_TAP_SUBNET, "172.30.0.0"),
+            (ENV_FC_TAP_SUBNET, "172.30.0.0/31"),
+            (ENV_FC_TAP_SUBNET, "fd00::/64"),
         ] {
             let err = FirecrackerProviderConfig::from_lookup(|q| {
                 (q == k || q == ENV_FC_USE_JAILER).then(|| {

@@ -15,14 +15,24 @@
 //!   server address), then `/actions` `InstanceStart`. A rejected call aborts:
 //!   the process is killed, the directory removed, and the error carries
 //!   Firecracker's `fault_message`.
+//! - **Network:** each worker gets a `/30` of
+//!   [`tap_subnet`](FirecrackerProviderConfig::tap_subnet) ([`link_addresses`]):
+//!   the provider creates the tap with the host end on it before Firecracker
+//!   starts and removes it when Firecracker exits (see [`create_tap`]; needs
+//!   `CAP_NET_ADMIN`, or `create_tap = false` and taps made by someone else).
+//!   The guest gets its end and gateway through MMDS, and a server address on
+//!   loopback is rewritten to the host end, so the server must listen there
+//!   too (e.g. `0.0.0.0`).
 //! - **Destroy:** `SendCtrlAltDel`, `destroy_grace`, SIGKILL; the directory
-//!   goes with it. Idempotent. Directories and microVMs left by a crashed
-//!   server (their owner process is gone) are removed when a provider starts.
+//!   and the tap go with it. Idempotent. Directories, taps and microVMs left
+//!   by a crashed server (their owner process is gone) are removed when a
+//!   provider starts.
 //! - **Health:** the binary runs (`--version`), `/dev/kvm` is usable *and* the
-//!   CPU has hardware virtualisation (`vmx`/`svm`), kernel and rootfs exist.
-//!
-//! The tap device itself is not created by the provider: it must exist (or
-//! Firecracker must be allowed to create it, `CAP_NET_ADMIN`).
+//!   CPU has hardware virtualisation (`vmx`/`svm`), kernel and rootfs exist,
+//!   and `ip` runs when the provider creates taps.
+//! - **Metrics:** CPU and memory of the Firecracker process from `/proc`;
+//!   disk and network bytes from Firecracker's metrics file, flushed
+//!   (`FlushMetrics`) on each request ([`FlushedTotals`]).
 //!
 //! ```no_run
 //! use hodei_core::provider::FullProvider;
@@ -36,13 +46,21 @@
 
 mod api;
 mod config;
+mod metrics;
+mod tap;
 
 pub use api::{FirecrackerApi, FirecrackerApiError};
 pub use config::{
-    ENV_FC_BINARY, ENV_FC_CHROOT_BASE, ENV_FC_INITRD_PATH, ENV_FC_JAILER_BINARY, ENV_FC_JAILER_GID,
-    ENV_FC_JAILER_UID, ENV_FC_KERNEL_PATH, ENV_FC_MAX_WORKERS, ENV_FC_ROOTFS_PATH,
-    ENV_FC_USE_JAILER, ENV_FC_WORK_DIR, FC_GUEST_IMAGE_HINT, FirecrackerProviderConfig,
-    JailerConfig, MAX_VCPUS, jailer_args, vcpu_count,
+    ENV_FC_BINARY, ENV_FC_CHROOT_BASE, ENV_FC_CREATE_TAP, ENV_FC_INITRD_PATH, ENV_FC_IP_BINARY,
+    ENV_FC_JAILER_BINARY, ENV_FC_JAILER_GID, ENV_FC_JAILER_UID, ENV_FC_KERNEL_PATH,
+    ENV_FC_MAX_WORKERS, ENV_FC_ROOTFS_PATH, ENV_FC_TAP_SUBNET, ENV_FC_USE_JAILER, ENV_FC_WORK_DIR,
+    FC_GUEST_IMAGE_HINT, FirecrackerProviderConfig, JailerConfig, MAX_VCPUS, jailer_args,
+    vcpu_count,
+};
+pub use metrics::FlushedTotals;
+pub use tap::{
+    LINK_PREFIX_LEN, TapAddresses, create_tap, guest_network_env, link_addresses, link_count,
+    remove_tap,
 };
 
 use std::collections::HashMap;
@@ -53,10 +71,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use crate::host::hardware_kvm_usable_at;
 use crate::host::{
     create_private_dir, internal, lock, owner_tag, sample_process, tail_file_lines, to_pid,
 };
+pub use crate::host::{guest_server_address, hardware_kvm_usable_at};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
@@ -96,6 +114,8 @@ const ROOTFS_FILE: &str = "rootfs.ext4";
 /// One microVM and what the provider knows about it.
 struct Vm {
     pid: u32,
+    /// The tap the provider created for it (removed when Firecracker exits).
+    tap: Option<String>,
     /// The per-worker directory (the chroot under the jailer).
     dir: PathBuf,
     /// What is removed on destroy (the chroot's parent under the jailer).
@@ -104,6 +124,7 @@ struct Vm {
     exit: watch::Receiver<Option<ExitStatus>>,
     destroy_requested: Arc<AtomicBool>,
     cpu_sample: Mutex<(Instant, u64)>,
+    metrics: tokio::sync::Mutex<metrics::MetricsFile>,
 }
 
 impl Vm {
@@ -117,6 +138,8 @@ pub struct FirecrackerProvider {
     id: ProviderId,
     config: FirecrackerProviderConfig,
     vms: Arc<Mutex<HashMap<WorkerId, Arc<Vm>>>>,
+    /// The link slot (see [`link_addresses`]) of each worker, from boot to destroy.
+    links: Mutex<HashMap<WorkerId, u32>>,
     live: Arc<AtomicU32>,
     events: broadcast::Sender<WorkerEvent>,
     startup: Mutex<Option<Duration>>,
@@ -206,6 +229,13 @@ impl FirecrackerProvider {
                 config.tap_prefix
             )));
         }
+        if config.tap_subnet_prefix_len > LINK_PREFIX_LEN {
+            return Err(ProviderError::InvalidConfig(format!(
+                "tap subnet {}/{}: the prefix length must be at most {LINK_PREFIX_LEN} \
+                 (each worker takes a /{LINK_PREFIX_LEN})",
+                config.tap_subnet, config.tap_subnet_prefix_len
+            )));
+        }
         let parent = workers_parent(&config);
         if config.jailer.is_none() {
             std::fs::create_dir_all(&parent).map_err(|e| {
@@ -215,7 +245,8 @@ impl FirecrackerProvider {
                 ))
             })?;
         }
-        let removed = remove_orphans(&parent, config.jailer.is_some());
+        let ip = config.create_tap.then_some(config.ip_binary.as_path());
+        let removed = remove_orphans(&parent, config.jailer.is_some(), ip, &config.tap_prefix);
         if removed > 0 {
             tracing::warn!(removed, dir = %parent.display(),
                 "removed worker microVMs left by a server that is gone");
@@ -226,6 +257,7 @@ impl FirecrackerProvider {
             id,
             config,
             vms: Arc::new(Mutex::new(HashMap::new())),
+            links: Mutex::new(HashMap::new()),
             live: Arc::new(AtomicU32::new(0)),
             events,
             startup: Mutex::new(None),
@@ -290,8 +322,8 @@ impl FirecrackerProvider {
         }
     }
 
-    /// The API calls that configure and start a worker's microVM, in order:
-    /// `(path, body)`, all `PUT`.
+    /// The API calls that configure and start a worker's microVM on `link`,
+    /// in order: `(path, body)`, all `PUT`.
     ///
     /// # Errors
     /// [`ProviderError::InvalidConfig`] for a vCPU count Firecracker refuses.
@@ -299,6 +331,7 @@ impl FirecrackerProvider {
         &self,
         spec: &WorkerSpec,
         dir: &Path,
+        link: &TapAddresses,
     ) -> Result<Vec<(String, Value)>, ProviderError> {
         let vcpus = vcpu_count(&spec.resources)?;
         let p = |f: &str| self.api_path(dir, f);
@@ -343,7 +376,14 @@ impl FirecrackerProvider {
                 "/mmds/config".into(),
                 json!({"version": "V2", "network_interfaces": ["eth0"]}),
             ),
-            ("/mmds".into(), mmds_payload(spec, &self.config.extra_env)),
+            ("/mmds".into(), {
+                let mut spec = spec.clone();
+                spec.server_address =
+                    guest_server_address(&spec.server_address, &link.host.to_string());
+                let mut env = self.config.extra_env.clone();
+                env.extend(guest_network_env(link));
+                mmds_payload(&spec, &env)
+            }),
             ("/actions".into(), json!({"action_type": "InstanceStart"})),
         ])
     }
@@ -370,6 +410,24 @@ impl FirecrackerProvider {
         if let Some(j) = &self.config.jailer {
             run_version(&j.binary, ENV_FC_JAILER_BINARY).await?;
         }
+        if self.config.create_tap {
+            let ip = &self.config.ip_binary;
+            let runs = Command::new(ip)
+                .arg("-V")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if !runs {
+                return Err(ProviderError::InvalidConfig(format!(
+                    "cannot run {} -V: the provider creates each worker's tap device with \
+                     iproute2; install it, set {ENV_FC_IP_BINARY}, or set {ENV_FC_CREATE_TAP}=false",
+                    ip.display()
+                )));
+            }
+        }
         if !hardware_kvm_usable_at(&self.config.kvm_device, &self.config.cpuinfo) {
             return Err(ProviderError::Unavailable(format!(
                 "no usable hardware KVM ({} must open read-write — add the user to the `kvm` group — \
@@ -380,6 +438,29 @@ impl FirecrackerProvider {
             )));
         }
         Ok(version)
+    }
+
+    /// The lowest free link of the tap subnet, held for `worker_id` until
+    /// [`release_link`](Self::release_link).
+    fn reserve_link(&self, worker_id: WorkerId) -> Result<TapAddresses, ProviderError> {
+        let (subnet, len) = (self.config.tap_subnet, self.config.tap_subnet_prefix_len);
+        let mut links = lock(&self.links);
+        let used: std::collections::HashSet<u32> = links.values().copied().collect();
+        let slot = (0..link_count(len))
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| {
+                ProviderError::ResourceExhausted(format!(
+                    "every /{LINK_PREFIX_LEN} link of the tap subnet {subnet}/{len} is in use: \
+                     widen {ENV_FC_TAP_SUBNET}"
+                ))
+            })?;
+        links.insert(worker_id, slot);
+        link_addresses(subnet, len, slot)
+            .ok_or_else(|| ProviderError::Internal(format!("link slot {slot} out of range")))
+    }
+
+    fn release_link(&self, worker_id: WorkerId) {
+        lock(&self.links).remove(&worker_id);
     }
 
     fn reserve_slot(&self) -> Result<(), ProviderError> {
@@ -475,26 +556,39 @@ impl FirecrackerProvider {
         } else {
             dir.clone()
         };
-        let calls = self.api_calls(spec, &dir)?;
+        let link = self.reserve_link(worker_id)?;
+        let calls = self.api_calls(spec, &dir, &link)?;
         self.prepare_dir(&dir).await?;
+        let tap = tap_name(&self.config.tap_prefix, worker_id);
+        let owner = self.config.jailer.as_ref().map(|j| (j.uid, j.gid));
+        if self.config.create_tap {
+            create_tap(&self.config.ip_binary, &tap, &link, owner).await?;
+        }
+        let tap = self.config.create_tap.then_some(tap);
         let console = std::fs::File::create(dir.join(CONSOLE_FILE))
             .map_err(|e| internal("cannot create console.log", e))?;
         let stderr = std::fs::File::create(dir.join(STDERR_FILE))
             .map_err(|e| internal("cannot create stderr.log", e))?;
         let started = Instant::now();
-        let mut child = self
+        let spawned_child = self
             .command(spec, &dir)
             .stdin(Stdio::null())
             .stdout(console)
             .stderr(stderr)
             .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                ProviderError::InvalidConfig(format!(
+            .spawn();
+        let mut child = match spawned_child {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(tap) = &tap {
+                    let _ = remove_tap(&self.config.ip_binary, tap).await;
+                }
+                return Err(ProviderError::InvalidConfig(format!(
                     "cannot start {} ({e}): install Firecracker or set {ENV_FC_BINARY}",
                     self.config.binary.display()
-                ))
-            })?;
+                )));
+            }
+        };
         let pid = child.id().ok_or_else(|| {
             ProviderError::Internal("Firecracker exited before its pid was read".into())
         })?;
@@ -504,18 +598,21 @@ impl FirecrackerProvider {
         let destroy_requested = Arc::new(AtomicBool::new(false));
         let vm = Arc::new(Vm {
             pid,
+            tap: tap.clone(),
             dir: dir.clone(),
             remove,
             memory_mb: self.memory_mb(spec),
             exit: exit_rx,
             destroy_requested: Arc::clone(&destroy_requested),
             cpu_sample: Mutex::new((Instant::now(), 0)),
+            metrics: tokio::sync::Mutex::new(metrics::MetricsFile::default()),
         });
         lock(&self.vms).insert(worker_id, Arc::clone(&vm));
 
         let events = self.events.clone();
         let live = Arc::clone(&self.live);
         let rootfs = dir.join(ROOTFS_FILE);
+        let ip = self.config.ip_binary.clone();
         tokio::spawn(async move {
             let status = child
                 .wait()
@@ -524,6 +621,12 @@ impl FirecrackerProvider {
             live.fetch_sub(1, Ordering::SeqCst);
             // The disk is the big file; the console stays for get_worker_logs.
             let _ = tokio::fs::remove_file(&rootfs).await;
+            // Gone before anyone hears of the exit.
+            if let Some(tap) = tap
+                && let Err(e) = remove_tap(&ip, &tap).await
+            {
+                tracing::warn!(%worker_id, tap, error = %e, "cannot remove the worker's tap device");
+            }
             let _ = exit_tx.send(Some(status));
             let event = if destroy_requested.load(Ordering::SeqCst) {
                 WorkerEvent::Destroyed { worker_id }
@@ -578,6 +681,12 @@ impl FirecrackerProvider {
         handle
             .metadata
             .insert("tap".into(), tap_name(&self.config.tap_prefix, worker_id));
+        handle
+            .metadata
+            .insert("guest_ip".into(), link.guest.to_string());
+        handle
+            .metadata
+            .insert("host_ip".into(), link.host.to_string());
         Ok(handle)
     }
 }
@@ -692,8 +801,9 @@ fn describe_exit(status: ExitStatus) -> String {
 }
 
 /// Removes worker entries of `parent` whose owner process is gone, killing
-/// their Firecracker. Returns how many were removed.
-fn remove_orphans(parent: &Path, jailed: bool) -> usize {
+/// their Firecracker and, when `ip` is given, removing their tap. Returns how
+/// many were removed.
+fn remove_orphans(parent: &Path, jailed: bool, ip: Option<&Path>, tap_prefix: &str) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return 0;
     };
@@ -732,6 +842,23 @@ fn remove_orphans(parent: &Path, jailed: bool) -> usize {
                 let _ = kill(to_pid(pid), Signal::SIGKILL);
             }
         }
+        let worker = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<WorkerId>().ok());
+        if let (Some(ip), Some(worker)) = (ip, worker) {
+            // Start-up only, before any worker of this provider exists.
+            let tap = tap_name(tap_prefix, worker);
+            let gone = std::process::Command::new(ip)
+                .args(["link", "del", "dev", &tap])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if gone {
+                tracing::warn!(tap, "removed an orphaned worker tap device");
+            }
+        }
         if std::fs::remove_dir_all(&entry).is_ok() {
             removed += 1;
         }
@@ -754,6 +881,9 @@ impl WorkerLifecycle for FirecrackerProvider {
         self.reserve_slot()?;
         let spawned = AtomicBool::new(false);
         let result = self.boot(spec, &spawned).await;
+        if result.is_err() {
+            self.release_link(spec.worker_id);
+        }
         if result.is_err() && !spawned.load(Ordering::SeqCst) {
             // A started Firecracker gives its slot back when it exits.
             self.live.fetch_sub(1, Ordering::SeqCst);
@@ -792,7 +922,12 @@ impl WorkerLifecycle for FirecrackerProvider {
             let api = FirecrackerApi::new(vm.dir.join(SOCKET_FILE), self.config.api_timeout);
             stop_vm(&vm, Some(&api), self.config.destroy_grace).await?;
         }
+        // Firecracker's exit removed it; a failure then is tried once more.
+        if let Some(tap) = &vm.tap {
+            remove_tap(&self.config.ip_binary, tap).await?;
+        }
         lock(&self.vms).remove(&handle.worker_id);
+        self.release_link(handle.worker_id);
         let _ = tokio::fs::remove_dir_all(&vm.remove).await;
         Ok(())
     }
@@ -846,7 +981,9 @@ impl WorkerEligibility for FirecrackerProvider {
 #[async_trait]
 impl WorkerMetrics for FirecrackerProvider {
     /// CPU (since the previous sample) and resident memory of the Firecracker
-    /// process; the memory limit is the guest's RAM. Zero once it has exited.
+    /// process (zero once it has exited); the memory limit is the guest's RAM;
+    /// disk and network bytes since boot from Firecracker's metrics file,
+    /// flushed first while it runs.
     async fn get_worker_metrics(
         &self,
         handle: &WorkerHandle,
@@ -856,10 +993,26 @@ impl WorkerMetrics for FirecrackerProvider {
             .ok_or(ProviderError::WorkerNotFound(handle.worker_id))?;
         let mut usage = ResourceUsage::default();
         usage.memory_limit_bytes = vm.memory_mb * 1024 * 1024;
-        if vm.exited() {
-            return Ok(usage);
+        if !vm.exited() {
+            let api = FirecrackerApi::new(vm.dir.join(SOCKET_FILE), self.config.api_timeout);
+            if let Err(e) = api
+                .put("/actions", &json!({"action_type": "FlushMetrics"}))
+                .await
+            {
+                tracing::debug!(worker_id = %handle.worker_id, error = %e, "FlushMetrics failed");
+            }
+            sample_process(vm.pid, &vm.cpu_sample, &mut usage).await;
         }
-        sample_process(vm.pid, &vm.cpu_sample, &mut usage).await;
+        let totals = vm
+            .metrics
+            .lock()
+            .await
+            .totals(&vm.dir.join(METRICS_FILE))
+            .await;
+        usage.disk_read_bytes = totals.block_read_bytes;
+        usage.disk_write_bytes = totals.block_write_bytes;
+        usage.net_rx_bytes = totals.net_rx_bytes;
+        usage.net_tx_bytes = totals.net_tx_bytes;
         Ok(usage)
     }
 }

@@ -45,10 +45,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use crate::host::hardware_kvm_usable;
 use crate::host::{
     create_private_dir, internal, lock, owner_tag, sample_process, tail_file_lines, to_pid,
 };
+pub use crate::host::{guest_server_address, hardware_kvm_usable};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
@@ -616,31 +616,6 @@ fn describe_exit(status: ExitStatus) -> String {
             format!("QEMU killed by signal {name}")
         }
         (None, None) => "QEMU exited".to_owned(),
-    }
-}
-
-/// The server address as the guest reaches it: loopback hosts become `host_from_guest`.
-#[must_use]
-pub fn guest_server_address(address: &str, host_from_guest: &str) -> String {
-    let (scheme, rest) = address.split_once("://").unwrap_or(("http", address));
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        match v6.split_once(']') {
-            Some((h, p)) => (h, p),
-            None => (authority, ""),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, &authority[h.len()..][..p.len() + 1]),
-            None => (authority, ""),
-        }
-    };
-    let loopback = matches!(host, "127.0.0.1" | "localhost" | "::1" | "0.0.0.0" | "::")
-        || host.starts_with("127.");
-    if loopback {
-        format!("{scheme}://{host_from_guest}{port}{path}")
-    } else {
-        address.to_owned()
     }
 }
 
