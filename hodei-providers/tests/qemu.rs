@@ -345,6 +345,151 @@ async fn an_agent_that_exits_powers_the_vm_off_and_is_an_exited_event() {
     assert!(guard.qemus().is_empty());
 }
 
+/// Destroy's QMP `system_powerdown` is an ACPI power button press the guest
+/// honours: its init stops the agent (SIGTERM, a clean exit) and powers off,
+/// long before the grace would end in `quit`.
+#[tokio::test]
+async fn destroy_powers_the_guest_off_through_its_power_button() {
+    let guest = require_qemu!();
+    let guard = VmGuard::new();
+    let grace = Duration::from_secs(60);
+    let p = QemuMicroVmProvider::new(guard.config(&guest).with_destroy_grace(grace)).unwrap();
+    let mut events = p.events();
+    let spec = WorkerSpec::new(WorkerId::new(), p.id(), NOWHERE, "otp");
+    let h = p.create_worker(&spec).await.unwrap();
+    let console_file = p.worker_dir(spec.worker_id).unwrap().join("console.log");
+    let console = Arc::new(std::sync::Mutex::new(String::new()));
+    let watcher = {
+        let console = Arc::clone(&console);
+        tokio::spawn(async move {
+            // Until the directory goes with the VM.
+            while let Ok(text) = tokio::fs::read_to_string(&console_file).await {
+                *console.lock().unwrap() = text;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // The button is watched and the agent runs, its signal handlers installed
+    // (it says so by retrying its unreachable server).
+    wait_until(Duration::from_secs(90), "the agent retrying", || {
+        let text = console.lock().unwrap();
+        text.contains("power button watched") && text.contains("cannot reach the server")
+    })
+    .await;
+    let started = Instant::now();
+    p.destroy_worker(&h).await.unwrap();
+    let took = started.elapsed();
+    watcher.await.unwrap();
+    let text = console.lock().unwrap().clone();
+    eprintln!("destroy through the power button took {took:?}");
+    assert!(
+        took < grace / 2,
+        "the guest did not power off: {took:?}\n{text}"
+    );
+    assert!(
+        text.contains("power button: stopping hodei-worker"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hodei-worker exited with code 0; powering off"),
+        "{text}"
+    );
+    let destroyed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let WorkerEvent::Destroyed { worker_id } = events.next().await.unwrap() {
+                return worker_id;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(destroyed, spec.worker_id);
+    assert!(guard.qemus().is_empty());
+    assert!(guard.worker_dirs().is_empty());
+}
+
+/// Ctrl-Alt-Del, the key press Firecracker's `SendCtrlAltDel` makes on its
+/// emulated i8042, here made by QMP `send-key` on an i8042 added to the VM:
+/// the guest kernel signals init (SIGINT), which stops the agent cleanly and
+/// powers off — the guest's half of Firecracker's destroy, for real.
+#[tokio::test]
+async fn ctrl_alt_del_stops_the_agent_and_powers_the_guest_off() {
+    let guest = require_qemu!();
+    let guard = VmGuard::new();
+    let p = QemuMicroVmProvider::new(guard.config(&guest).with_qemu_args(["-device", "i8042"]))
+        .unwrap();
+    let mut events = p.events();
+    let spec = WorkerSpec::new(WorkerId::new(), p.id(), NOWHERE, "otp");
+    let h = p.create_worker(&spec).await.unwrap();
+    let dir = p.worker_dir(spec.worker_id).unwrap();
+    wait_until(Duration::from_secs(90), "the agent retrying", || {
+        std::fs::read_to_string(dir.join("console.log"))
+            .is_ok_and(|t| t.contains("cannot reach the server"))
+    })
+    .await;
+    let keys: Vec<_> = ["ctrl", "alt", "delete"]
+        .iter()
+        .map(|k| serde_json::json!({"type": "qcode", "data": k}))
+        .collect();
+    qmp(
+        &dir.join("qmp.sock"),
+        "send-key",
+        serde_json::json!({ "keys": keys }),
+    )
+    .await;
+    let e = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let e = events.next().await.unwrap();
+            if matches!(e, WorkerEvent::Exited { .. }) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the guest did not power off within 60 s of Ctrl-Alt-Del");
+    assert!(
+        matches!(&e, WorkerEvent::Exited { exit_code: Some(0), reason, .. } if reason.contains("powered off")),
+        "{e:?}"
+    );
+    let text = p.get_worker_logs(&h, None).await.unwrap().join("\n");
+    assert!(
+        text.contains("ctrl-alt-del: stopping hodei-worker"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hodei-worker exited with code 0; powering off"),
+        "{text}"
+    );
+    p.destroy_worker(&h).await.unwrap();
+    assert!(guard.qemus().is_empty());
+}
+
+/// One QMP command on `socket` (after the capabilities handshake); panics on an error answer.
+async fn qmp(socket: &Path, command: &str, arguments: serde_json::Value) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    lines.next_line().await.unwrap(); // greeting
+    for msg in [
+        serde_json::json!({"execute": "qmp_capabilities"}),
+        serde_json::json!({"execute": command, "arguments": arguments}),
+    ] {
+        write
+            .write_all(format!("{msg}\n").as_bytes())
+            .await
+            .unwrap();
+        loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(v.get("error").is_none(), "QMP {command}: {v}");
+            if v.get("return").is_some() {
+                break;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn qemu_killed_from_outside_is_noticed_at_once() {
     let guest = require_qemu!();

@@ -4,7 +4,7 @@
 #
 #   $OUT/vmlinuz             Debian's cloud kernel (bzImage, LZ4) — QEMU boots it as is
 #   $OUT/vmlinux             the ELF kernel inside it — what Firecracker boots
-#   $OUT/initramfs.cpio.gz   busybox-static + the virtio / fw_cfg modules; mounts /dev/vda, switch_root
+#   $OUT/initramfs.cpio.gz   busybox-static + the virtio / fw_cfg / power button modules; mounts /dev/vda, switch_root
 #   $OUT/rootfs.ext4         ext4 root: busybox, /sbin/init, /sbin/hodei-worker (static)
 #   $OUT/kernel-release      the kernel's release string (`uname -r` in the guest)
 #
@@ -130,7 +130,8 @@ fi
 
 # ---- Initramfs -----------------------------------------------------------------
 # Modules (and their dependencies, from each module's own `depends=`), in load order.
-wanted="virtio_mmio virtio_blk virtio_net qemu_fw_cfg"
+# button + evdev: the ACPI power button (QEMU's system_powerdown) as an input device the init reads.
+wanted="virtio_mmio virtio_blk virtio_net qemu_fw_cfg button evdev"
 declare -A modpath=() seen=()
 while IFS= read -r f; do
   n=$(basename "$f"); n=${n%%.ko*}; n=${n//-/_}
@@ -258,6 +259,8 @@ mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs tmpfs /run
 hostname hodei-vm
 off() { sync; poweroff -f; reboot -f; }
+# Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) signals init (SIGINT) instead of rebooting at once.
+echo 0 > /proc/sys/kernel/ctrl-alt-del 2>/dev/null
 echo "hodei-guest: init $(cut -d' ' -f1 /proc/uptime)s"
 
 # Settings: KEY=VALUE lines from fw_cfg (never from the kernel command line).
@@ -314,8 +317,33 @@ export HODEI_WORK_DIR=${HODEI_WORK_DIR:-/tmp/hodei-jobs}
 export HOME=/root
 echo "hodei-guest: starting hodei-worker $(cut -d' ' -f1 /proc/uptime)s"
 cd /
-/sbin/hodei-worker
-code=$?
+/sbin/hodei-worker &
+agent=$!
+# A clean stop on the VMM's request: SIGTERM makes the agent drain and exit
+# (a second request makes it exit at once); then the VM powers off as usual.
+stop() {
+  echo "hodei-guest: $1: stopping hodei-worker"
+  kill -TERM "$agent" 2>/dev/null
+}
+trap 'stop ctrl-alt-del' INT
+trap 'stop "power button"' PWR
+trap 'stop SIGTERM' TERM
+# QEMU's system_powerdown is an ACPI power button press: its input device
+# (evdev) delivers a key event, which is forwarded to init as SIGPWR.
+for ev in /sys/class/input/event*; do
+  [ "$(cat "$ev/device/name" 2>/dev/null)" = "Power Button" ] || continue
+  # Opened before saying so (events are queued from the open on); one read
+  # returns a whole press (key down, up and their syncs).
+  (exec 3<"/dev/input/${ev##*/}" || exit
+   echo "hodei-guest: power button watched"
+   while dd of=/dev/null bs=4096 count=1 <&3 2>/dev/null; do kill -PWR 1; done) &
+done
+# `wait` returns early when a trapped signal arrives: wait until the agent is gone.
+while :; do
+  wait "$agent"
+  code=$?
+  kill -0 "$agent" 2>/dev/null || break
+done
 echo "hodei-guest: hodei-worker exited with code $code; powering off"
 off
 EOF

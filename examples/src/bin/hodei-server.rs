@@ -186,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, not in files or log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let settings = Settings::from_env()?;

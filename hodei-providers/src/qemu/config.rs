@@ -102,6 +102,9 @@ pub struct QemuProviderConfig {
     /// Extra kernel command-line arguments (never secrets: the command line is
     /// visible in the host's process list).
     pub extra_kernel_args: Vec<String>,
+    /// Extra QEMU arguments, after the provider's (e.g. `-device i8042`, a
+    /// keyboard controller that makes QMP `send-key ctrl-alt-delete` reach the guest).
+    pub extra_qemu_args: Vec<String>,
     /// Extra environment given to every agent (the spec's own environment wins).
     pub extra_env: BTreeMap<String, String>,
 }
@@ -123,6 +126,7 @@ impl Default for QemuProviderConfig {
             destroy_grace: Duration::from_secs(1),
             host_from_guest: "10.0.2.2".to_owned(),
             extra_kernel_args: Vec::new(),
+            extra_qemu_args: Vec::new(),
             extra_env: BTreeMap::new(),
         }
     }
@@ -226,6 +230,14 @@ impl QemuProviderConfig {
     #[must_use]
     pub fn with_destroy_grace(mut self, grace: Duration) -> Self {
         self.destroy_grace = grace;
+        self
+    }
+
+    /// Adds QEMU arguments after the provider's own.
+    #[must_use]
+    pub fn with_qemu_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.extra_qemu_args
+            .extend(args.into_iter().map(Into::into));
         self
     }
 

@@ -396,6 +396,7 @@ impl QemuMicroVmProvider {
             "-pidfile".into(),
             p(PID_FILE),
         ]);
+        args.extend(self.config.extra_qemu_args.iter().cloned());
         args
     }
 
