@@ -310,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("HODEI_FC_ENABLED").as_deref(),
         Ok("1" | "true" | "yes")
     ) {
-        register_firecracker(&cp, &settings.pool).await?;
+        register_firecracker(&cp, &settings.pool, settings.bind).await?;
     }
 
     let (grpc_listener, grpc_addr) =
@@ -534,9 +534,18 @@ async fn register_kubernetes(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Re
 /// Registers the Firecracker provider under the name `firecracker` (needs
 /// hardware KVM, the `firecracker` binary and the guest image; see
 /// docs/MICROVM.md). Without them it registers but reports itself unhealthy.
-async fn register_firecracker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
+async fn register_firecracker(
+    cp: &ControlPlane,
+    pool: &PoolPolicy,
+    bind: IpAddr,
+) -> anyhow::Result<()> {
     let config =
         FirecrackerProviderConfig::from_env().context("Firecracker provider configuration")?;
+    if bind.is_loopback() {
+        // Guests come in through their tap, at its host address.
+        tracing::warn!(%bind, "HODEI_BIND_ADDRESS is a loopback address: Firecracker guests \
+            cannot reach the server through their tap; bind 0.0.0.0 or the tap subnet's host addresses");
+    }
     let id = provider_id_of(cp, &config.name).await;
     let fc = FirecrackerProvider::with_id(id, config.clone()).context("Firecracker provider")?;
     let settings = [("kernel", &config.kernel), ("rootfs", &config.rootfs)]
