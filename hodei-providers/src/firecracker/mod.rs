@@ -577,18 +577,12 @@ impl FirecrackerProvider {
             .stderr(stderr)
             .kill_on_drop(true)
             .spawn();
-        let mut child = match spawned_child {
-            Ok(child) => child,
-            Err(e) => {
-                if let Some(tap) = &tap {
-                    let _ = remove_tap(&self.config.ip_binary, tap).await;
-                }
-                return Err(ProviderError::InvalidConfig(format!(
-                    "cannot start {} ({e}): install Firecracker or set {ENV_FC_BINARY}",
-                    self.config.binary.display()
-                )));
-            }
-        };
+        let mut child = spawned_child.map_err(|e| {
+            ProviderError::InvalidConfig(format!(
+                "cannot start {} ({e}): install Firecracker or set {ENV_FC_BINARY}",
+                self.config.binary.display()
+            ))
+        })?;
         let pid = child.id().ok_or_else(|| {
             ProviderError::Internal("Firecracker exited before its pid was read".into())
         })?;
@@ -885,8 +879,12 @@ impl WorkerLifecycle for FirecrackerProvider {
             self.release_link(spec.worker_id);
         }
         if result.is_err() && !spawned.load(Ordering::SeqCst) {
-            // A started Firecracker gives its slot back when it exits.
+            // A started Firecracker gives its slot back, and removes its tap, when it exits.
             self.live.fetch_sub(1, Ordering::SeqCst);
+            if self.config.create_tap {
+                let tap = tap_name(&self.config.tap_prefix, spec.worker_id);
+                let _ = remove_tap(&self.config.ip_binary, &tap).await;
+            }
             let dir = self.worker_dir(spec.worker_id);
             let remove = if self.config.jailer.is_some() {
                 dir.parent().map_or(dir.clone(), Path::to_path_buf)
