@@ -379,3 +379,58 @@ async fn passes_the_provider_conformance_kit() {
     assert!(!alive(pid), "the kit's worker must be gone");
     assert_eq!(provider.live_workers(), 0);
 }
+
+/// The control plane tells an ephemeral worker (one job per worker) its job's
+/// timeout in whole seconds, rounded up, so a provider can bound the worker's
+/// life by it (Kubernetes: `activeDeadlineSeconds`); a pooled worker, which
+/// outlives its first job, is told nothing. The real control plane provisions
+/// through the real process provider; the fake agent records its environment.
+#[tokio::test]
+async fn an_ephemeral_worker_is_told_its_jobs_timeout() {
+    use hodei_core::control::{ControlPlane, PoolPolicy};
+    for (ephemeral, want) in [(true, Some("3")), (false, None)] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("agent.env");
+        let agent = script(
+            dir.path(),
+            "env-agent",
+            &format!(
+                "env > '{}.tmp' && mv '{0}.tmp' '{0}'\nexec sleep 300",
+                out.display()
+            ),
+        );
+        let provider = ProcessProvider::new(
+            ProcessProviderConfig::default()
+                .with_agent_binary(agent)
+                .with_destroy_grace(Duration::from_millis(100)),
+        );
+        let cp = ControlPlane::builder().build();
+        cp.register_provider(
+            std::sync::Arc::new(provider),
+            ProviderConfig::Custom {
+                settings: Default::default(),
+            },
+            PoolPolicy::default().max_jobs_per_worker(ephemeral.then_some(1)),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(cp.clone().run());
+        let spec = JobSpec::new("timed", CommandType::shell("true", Vec::<String>::new()))
+            .with_timeout_ms(2_500);
+        cp.create_job(spec, None).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !out.exists() {
+            assert!(Instant::now() < deadline, "no worker was started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let env = std::fs::read_to_string(&out).unwrap();
+        let got = env
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{WORKER_ENV_JOB_TIMEOUT_SECS}=")));
+        assert_eq!(got, want, "ephemeral={ephemeral}:\n{env}");
+        tokio::time::timeout(Duration::from_secs(10), cp.retire_all_workers("test done"))
+            .await
+            .unwrap();
+        cp.shutdown();
+    }
+}
