@@ -434,3 +434,55 @@ async fn an_ephemeral_worker_is_told_its_jobs_timeout() {
         cp.shutdown();
     }
 }
+
+/// A worker that dies before registering (a guest that cannot boot, a
+/// container that exits, a pod that cannot start) ends its provisioning at
+/// once, with the provider's reason, instead of after the registration
+/// timeout; its job goes back to the queue.
+#[tokio::test]
+async fn a_worker_dying_before_it_registers_ends_provisioning_at_once() {
+    use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let agent = script(dir.path(), "dying-agent", "echo 'cannot boot'\nexit 3");
+    let provider = ProcessProvider::new(ProcessProviderConfig::default().with_agent_binary(agent));
+    let mut config = ControlPlaneConfig::default();
+    config.registration_timeout = Duration::from_secs(120);
+    let cp = ControlPlane::builder().config(config).build();
+    cp.register_provider(
+        std::sync::Arc::new(provider),
+        ProviderConfig::Custom {
+            settings: Default::default(),
+        },
+        PoolPolicy::default().max_jobs_per_worker(Some(1)),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(cp.clone().run());
+    let started = Instant::now();
+    let job = cp
+        .create_job(
+            JobSpec::new("doomed", CommandType::shell("true", Vec::<String>::new())),
+            None,
+        )
+        .await
+        .unwrap();
+    let error = loop {
+        let p = cp.get_provider("process").await.unwrap();
+        if let Some(e) = p.last_error().filter(|e| e.contains("before registering")) {
+            break e.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "provisioning still waits for a dead worker after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("provisioning ended after {:?}: {error}", started.elapsed());
+    assert!(error.contains("code Some(3)"), "{error}");
+    // Not run, not lost: back in the queue for another worker.
+    let j = cp.get_job(job.id()).await.unwrap();
+    assert!(!j.state().is_terminal(), "{:?}", j.state());
+    assert_eq!(j.worker_id(), None);
+    cp.shutdown();
+}

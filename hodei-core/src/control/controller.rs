@@ -463,6 +463,7 @@ impl ControlPlane {
         job: Option<Job>,
     ) {
         let mut registered = self.inner.worker_registered.subscribe();
+        let mut exited = self.inner.worker_exited.subscribe();
         let otp = generate_token();
         let expires = Utc::now()
             + chrono::Duration::from_std(self.inner.config.otp_ttl)
@@ -518,19 +519,32 @@ impl ControlPlane {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            // Wait for the agent's stream (it may already be open).
+            // Wait for the agent's stream (it may already be open), or for the
+            // provider to see the worker die first (a guest that cannot boot, a
+            // container that exits, a pod that cannot start): no use waiting then.
             let deadline = tokio::time::Instant::now() + self.inner.config.registration_timeout;
+            let timed_out = || {
+                format!(
+                    "worker did not register within {:?}",
+                    self.inner.config.registration_timeout
+                )
+            };
             while !self.is_connected(worker_id) {
-                match tokio::time::timeout_at(deadline, registered.recv()).await {
-                    Ok(Ok(id)) if id == worker_id => break,
-                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-                    Ok(Err(_)) => return Err("control plane shutting down".to_owned()),
-                    Err(_) => {
-                        return Err(format!(
-                            "worker did not register within {:?}",
-                            self.inner.config.registration_timeout
-                        ));
-                    }
+                use tokio::sync::broadcast::error::RecvError;
+                tokio::select! {
+                    r = registered.recv() => match r {
+                        Ok(id) if id == worker_id => break,
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return Err("control plane shutting down".to_owned()),
+                    },
+                    r = exited.recv() => match r {
+                        Ok((id, why)) if id == worker_id => {
+                            return Err(format!("worker exited before registering: {why}"));
+                        }
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return Err("control plane shutting down".to_owned()),
+                    },
+                    () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
                 }
             }
             Ok(())

@@ -79,6 +79,8 @@ struct Inner {
     job_events: broadcast::Sender<JobEvent>,
     decisions: broadcast::Sender<DecisionRecord>,
     worker_registered: broadcast::Sender<WorkerId>,
+    /// Workers their provider saw exit, with why: ends a provisioning wait early.
+    worker_exited: broadcast::Sender<(WorkerId, String)>,
     logs: LogHub,
     wake: Notify,
     strategy: RwLock<Strategy>,
@@ -179,6 +181,7 @@ impl ControlPlaneBuilder {
                 job_events: broadcast::channel(4096).0,
                 decisions: broadcast::channel(1024).0,
                 worker_registered: broadcast::channel(256).0,
+                worker_exited: broadcast::channel(256).0,
                 wake: Notify::new(),
                 strategy: RwLock::new(self.strategy.unwrap_or(Strategy::Priority)),
                 worker_lock: tokio::sync::Mutex::new(()),

@@ -174,6 +174,8 @@ impl ControlPlane {
                             );
                             if is_known {
                                 let why = format!("worker exited (code {exit_code:?}): {reason}");
+                                // A provisioning that waits for this worker stops waiting.
+                                let _ = cp.inner.worker_exited.send((worker_id, why.clone()));
                                 cp.worker_lost(worker_id, &why).await;
                             }
                         }
