@@ -80,18 +80,26 @@ pub(crate) async fn start_server_at(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("spawn hodei-server");
+    let mut child = cmd.spawn().expect("spawn hodei-server");
     let grpc = format!("http://127.0.0.1:{grpc_port}");
     let http = format!("http://127.0.0.1:{http_port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Generous: a loaded 2-core machine; an early exit fails at once.
+    let within = Duration::from_secs(60);
+    let deadline = Instant::now() + within;
     let channel = loop {
         if let Ok(ch) = Channel::from_shared(grpc.clone()).unwrap().connect().await {
             break ch;
         }
-        assert!(
-            Instant::now() < deadline,
-            "hodei-server did not start within 30 s"
-        );
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            panic!(
+                "hodei-server (gRPC port {grpc_port}, HTTP port {http_port}) did not start \
+                 within {within:?} (exit: {exited:?}); its log:\n{text}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     TestServer {
