@@ -644,7 +644,10 @@ async fn run_demo(cp: &ControlPlane) -> anyhow::Result<()> {
             .read(id, hodei_core::store::LogCursor::default(), 10_000)
             .await?;
         for e in entries {
-            println!("    | {}", String::from_utf8_lossy(&e.entry.data));
+            // An entry holds one or more lines.
+            for line in String::from_utf8_lossy(&e.entry.data).split('\n') {
+                println!("    | {line}");
+            }
         }
     }
     println!(
