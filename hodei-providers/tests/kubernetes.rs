@@ -1149,6 +1149,99 @@ async fn the_watch_reports_a_pod_deleted_mid_job_at_once() {
     );
 }
 
+/// A pod that will not start is an `Exited` event with the typed reason once
+/// it has been stuck for the failure grace: at once when it already has, and
+/// when the grace runs out for one that sees no further change. A pod that
+/// recovers within the grace is not reported. (Provisioning ends on the event.)
+#[tokio::test]
+async fn a_stuck_pod_is_an_exited_event_once_the_grace_has_passed() {
+    let grace = Duration::from_secs(2);
+    let (p, api) = provider(test_config().with_failure_grace(grace));
+    let mut events = p.events();
+    let backoff = json!({"waiting": {
+        "reason": "ImagePullBackOff",
+        "message": "Back-off pulling image: pull access denied"
+    }});
+    let exited = |e: WorkerEvent, want: WorkerId| match e {
+        WorkerEvent::Exited {
+            worker_id, reason, ..
+        } if worker_id == want => reason,
+        other => panic!("expected Exited of {want}, got {other:?}"),
+    };
+
+    // Stuck for ten minutes already (e.g. seen after a restart): reported at once.
+    let old = WorkerId::new();
+    api.push_watch(
+        "ADDED",
+        pod_json(old, p.id(), &ago(600), "Pending", Some(backoff.clone())),
+    );
+    assert_eq!(
+        next_event(&mut events).await,
+        WorkerEvent::Created { worker_id: old }
+    );
+    let reason = exited(next_event(&mut events).await, old);
+    assert!(
+        reason.contains("ImagePullBackOff") && reason.contains("pull access denied"),
+        "{reason}"
+    );
+
+    // Unschedulable and young, then nothing changes: reported when the grace ends.
+    let young = WorkerId::new();
+    let mut pod = pod_json(young, p.id(), &ago(0), "Pending", None);
+    pod["status"]["conditions"] = json!([{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "lastTransitionTime": ago(0),
+        "message": "0/3 nodes are available: 3 Insufficient memory."
+    }]);
+    let seen = Instant::now();
+    api.push_watch("ADDED", pod);
+    assert_eq!(
+        next_event(&mut events).await,
+        WorkerEvent::Created { worker_id: young }
+    );
+    let reason = exited(next_event(&mut events).await, young);
+    assert!(
+        seen.elapsed() >= grace - Duration::from_millis(1100),
+        "reported before the grace: {:?}",
+        seen.elapsed()
+    );
+    assert!(
+        reason.contains("unschedulable") && reason.contains("Insufficient memory"),
+        "{reason}"
+    );
+
+    // Stuck for a moment, then the image is pulled: no Exited.
+    let recovers = WorkerId::new();
+    api.push_watch(
+        "ADDED",
+        pod_json(recovers, p.id(), &ago(0), "Pending", Some(backoff)),
+    );
+    api.push_watch(
+        "MODIFIED",
+        pod_json(
+            recovers,
+            p.id(),
+            &ago(0),
+            "Running",
+            Some(json!({"running": {"startedAt": ago(0)}})),
+        ),
+    );
+    assert_eq!(
+        next_event(&mut events).await,
+        WorkerEvent::Created {
+            worker_id: recovers
+        }
+    );
+    assert_eq!(
+        next_event(&mut events).await,
+        WorkerEvent::Started {
+            worker_id: recovers
+        }
+    );
+    let later = tokio::time::timeout(grace + Duration::from_secs(1), events.next()).await;
+    assert!(later.is_err(), "a recovered pod was reported: {later:?}");
+}
+
 #[tokio::test]
 async fn a_pod_deleted_during_a_watch_desync_is_noticed_at_the_relist() {
     let (p, api) = provider(test_config());

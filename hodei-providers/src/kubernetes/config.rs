@@ -181,7 +181,10 @@ pub struct KubernetesProviderConfig {
     /// in its environment). Default 6 h.
     pub active_deadline: Duration,
     /// How long a pod may stay in ImagePullBackOff / Unschedulable /
-    /// CreateContainerConfigError before the status is an error. Default 120 s.
+    /// CreateContainerConfigError before the status is an error and the watcher
+    /// reports the worker `Exited` (which ends its provisioning). Default 45 s:
+    /// below the control plane's registration timeout (60 s), so the typed
+    /// reason arrives first.
     pub failure_grace: Duration,
     /// Unknown managed pods younger than this are not orphans yet (they may be
     /// being provisioned). Default 5 min.
@@ -227,7 +230,7 @@ impl Default for KubernetesProviderConfig {
             max_workers: 32,
             termination_grace: Duration::from_secs(40),
             active_deadline: Duration::from_secs(6 * 3600),
-            failure_grace: Duration::from_secs(120),
+            failure_grace: Duration::from_secs(45),
             orphan_grace: Duration::from_secs(300),
             run_as_user: 10001,
             read_only_root_filesystem: true,

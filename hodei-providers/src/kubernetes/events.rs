@@ -13,7 +13,7 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::objects::{LABEL_WORKER_ID, scope_selector};
-use super::state::{is_running, pod_exit};
+use super::state::{is_running, pod_age, pod_exit, pod_problem};
 use super::{Shared, Stage, lock};
 
 /// The worker a pod belongs to, from its label.
@@ -83,7 +83,7 @@ pub(crate) async fn follow_pods(shared: Arc<Shared>) {
 }
 
 /// A pod was added or changed.
-pub(crate) fn on_apply(shared: &Shared, pod: &Pod) {
+pub(crate) fn on_apply(shared: &Arc<Shared>, pod: &Pod) {
     let Some(worker_id) = pod_worker(pod) else {
         return;
     };
@@ -103,17 +103,19 @@ pub(crate) fn on_apply(shared: &Shared, pod: &Pod) {
         }
         if *stage < Stage::Exited {
             let destroying = lock(&shared.destroying).contains(&worker_id);
-            let exit = pod_exit(pod).or_else(|| {
-                pod.metadata.deletion_timestamp.as_ref().map(|_| {
-                    (
-                        None,
-                        format!(
-                            "pod {} is being deleted outside hodei (evicted, drained or deleted by hand)",
-                            pod.metadata.name.as_deref().unwrap_or("?")
-                        ),
-                    )
+            let exit = pod_exit(pod)
+                .or_else(|| {
+                    pod.metadata.deletion_timestamp.as_ref().map(|_| {
+                        (
+                            None,
+                            format!(
+                                "pod {} is being deleted outside hodei (evicted, drained or deleted by hand)",
+                                pod.metadata.name.as_deref().unwrap_or("?")
+                            ),
+                        )
+                    })
                 })
-            });
+                .or_else(|| stuck_past_grace(shared, worker_id, pod).map(|why| (None, why)));
             if let Some((exit_code, reason)) = exit {
                 *stage = Stage::Exited;
                 lock(&shared.live).remove(&worker_id);
@@ -133,6 +135,39 @@ pub(crate) fn on_apply(shared: &Shared, pod: &Pod) {
     }
 }
 
+/// A pod that will not start on its own (image pull, scheduling, container
+/// config) and has been so for `failure_grace`: why, in the words of the
+/// error `get_worker_status` gives. Within the grace, it is looked at again
+/// when the grace ends, since a stuck pod may see no further change.
+fn stuck_past_grace(shared: &Arc<Shared>, worker_id: WorkerId, pod: &Pod) -> Option<String> {
+    let Some(problem) = pod_problem(pod) else {
+        lock(&shared.stuck).remove(&worker_id);
+        return None;
+    };
+    let grace = shared.config.failure_grace;
+    let age = pod_age(pod, k8s_openapi::jiff::Timestamp::now());
+    if age >= grace {
+        lock(&shared.stuck).remove(&worker_id);
+        let name = pod.metadata.name.as_deref().unwrap_or("?");
+        return Some(problem.into_error(name, age).to_string());
+    }
+    let first = lock(&shared.stuck).insert(worker_id, pod.clone()).is_none();
+    if first && let Ok(handle) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(shared);
+        handle.spawn(async move {
+            tokio::time::sleep(grace - age).await;
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let latest = lock(&shared.stuck).remove(&worker_id);
+            if let Some(pod) = latest {
+                on_apply(&shared, &pod);
+            }
+        });
+    }
+    None
+}
+
 /// A pod is gone from the API.
 pub(crate) fn on_delete(shared: &Shared, pod: &Pod) {
     let Some(worker_id) = pod_worker(pod) else {
@@ -150,6 +185,7 @@ pub(crate) fn on_delete(shared: &Shared, pod: &Pod) {
 /// request or already reported, then `Destroyed`.
 fn gone(shared: &Shared, worker_id: WorkerId, name: &str, exit_code: Option<i32>) {
     let stage = lock(&shared.stages).remove(&worker_id);
+    lock(&shared.stuck).remove(&worker_id);
     lock(&shared.live).remove(&worker_id);
     lock(&shared.created_at).remove(&worker_id);
     let requested = lock(&shared.destroying).remove(&worker_id);

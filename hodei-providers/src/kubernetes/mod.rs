@@ -124,6 +124,9 @@ struct Shared {
     created_at: Mutex<HashMap<WorkerId, Instant>>,
     /// What the watcher has reported per worker.
     stages: Mutex<HashMap<WorkerId, Stage>>,
+    /// Pods stuck (image pull, scheduling, container config) but still within
+    /// `failure_grace`: their latest version, looked at again when it ends.
+    stuck: Mutex<HashMap<WorkerId, Pod>>,
     startup: Mutex<Option<Duration>>,
 }
 
@@ -258,6 +261,7 @@ impl KubernetesProvider {
             destroying: Mutex::new(HashSet::new()),
             created_at: Mutex::new(HashMap::new()),
             stages: Mutex::new(HashMap::new()),
+            stuck: Mutex::new(HashMap::new()),
             startup: Mutex::new(None),
         });
         let watch_task = tokio::spawn(events::follow_pods(Arc::clone(&shared)));
