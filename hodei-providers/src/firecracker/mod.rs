@@ -116,6 +116,8 @@ struct Vm {
     pid: u32,
     /// The tap the provider created for it (removed when Firecracker exits).
     tap: Option<String>,
+    /// Set once that removal succeeded, so destroy need not run `ip` again.
+    tap_removed: Arc<AtomicBool>,
     /// The per-worker directory (the chroot under the jailer).
     dir: PathBuf,
     /// What is removed on destroy (the chroot's parent under the jailer).
@@ -410,24 +412,6 @@ impl FirecrackerProvider {
         if let Some(j) = &self.config.jailer {
             run_version(&j.binary, ENV_FC_JAILER_BINARY).await?;
         }
-        if self.config.create_tap {
-            let ip = &self.config.ip_binary;
-            let runs = Command::new(ip)
-                .arg("-V")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await
-                .is_ok_and(|s| s.success());
-            if !runs {
-                return Err(ProviderError::InvalidConfig(format!(
-                    "cannot run {} -V: the provider creates each worker's tap device with \
-                     iproute2; install it, set {ENV_FC_IP_BINARY}, or set {ENV_FC_CREATE_TAP}=false",
-                    ip.display()
-                )));
-            }
-        }
         if !hardware_kvm_usable_at(&self.config.kvm_device, &self.config.cpuinfo) {
             return Err(ProviderError::Unavailable(format!(
                 "no usable hardware KVM ({} must open read-write — add the user to the `kvm` group — \
@@ -461,6 +445,32 @@ impl FirecrackerProvider {
 
     fn release_link(&self, worker_id: WorkerId) {
         lock(&self.links).remove(&worker_id);
+    }
+
+    /// That `ip` runs, when the provider creates taps. Health only: on the
+    /// create path a missing `ip` is the same typed error from [`create_tap`].
+    async fn check_ip(&self) -> Result<(), ProviderError> {
+        if !self.config.create_tap {
+            return Ok(());
+        }
+        let ip = &self.config.ip_binary;
+        let runs = Command::new(ip)
+            .arg("-V")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if runs {
+            Ok(())
+        } else {
+            Err(ProviderError::InvalidConfig(format!(
+                "cannot run {} -V: the provider creates each worker's tap device with \
+                 iproute2; install it, set {ENV_FC_IP_BINARY}, or set {ENV_FC_CREATE_TAP}=false",
+                ip.display()
+            )))
+        }
     }
 
     fn reserve_slot(&self) -> Result<(), ProviderError> {
@@ -589,10 +599,12 @@ impl FirecrackerProvider {
         spawned.store(true, Ordering::SeqCst);
         let _ = std::fs::write(dir.join(PID_FILE), pid.to_string());
         let (exit_tx, exit_rx) = watch::channel(None);
+        let tap_removed = Arc::new(AtomicBool::new(false));
         let destroy_requested = Arc::new(AtomicBool::new(false));
         let vm = Arc::new(Vm {
             pid,
             tap: tap.clone(),
+            tap_removed: Arc::clone(&tap_removed),
             dir: dir.clone(),
             remove,
             memory_mb: self.memory_mb(spec),
@@ -616,10 +628,12 @@ impl FirecrackerProvider {
             // The disk is the big file; the console stays for get_worker_logs.
             let _ = tokio::fs::remove_file(&rootfs).await;
             // Gone before anyone hears of the exit.
-            if let Some(tap) = tap
-                && let Err(e) = remove_tap(&ip, &tap).await
-            {
-                tracing::warn!(%worker_id, tap, error = %e, "cannot remove the worker's tap device");
+            if let Some(tap) = tap {
+                match remove_tap(&ip, &tap).await {
+                    Ok(_) => tap_removed.store(true, Ordering::SeqCst),
+                    Err(e) => tracing::warn!(%worker_id, tap, error = %e,
+                        "cannot remove the worker's tap device"),
+                }
             }
             let _ = exit_tx.send(Some(status));
             let event = if destroy_requested.load(Ordering::SeqCst) {
@@ -920,8 +934,12 @@ impl WorkerLifecycle for FirecrackerProvider {
             let api = FirecrackerApi::new(vm.dir.join(SOCKET_FILE), self.config.api_timeout);
             stop_vm(&vm, Some(&api), self.config.destroy_grace).await?;
         }
-        // Firecracker's exit removed it; a failure then is tried once more.
-        if let Some(tap) = &vm.tap {
+        // Firecracker's exit removed it; only a failure then is tried again.
+        if let Some(tap) = vm
+            .tap
+            .as_ref()
+            .filter(|_| !vm.tap_removed.load(Ordering::SeqCst))
+        {
             remove_tap(&self.config.ip_binary, tap).await?;
         }
         lock(&self.vms).remove(&handle.worker_id);
@@ -935,7 +953,11 @@ impl WorkerLifecycle for FirecrackerProvider {
 impl WorkerHealth for FirecrackerProvider {
     async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
         let started = Instant::now();
-        let status = match self.preflight().await {
+        let ready = match self.preflight().await {
+            Ok(version) => self.check_ip().await.map(|()| version),
+            Err(e) => Err(e),
+        };
+        let status = match ready {
             Ok(version) => HealthStatus::healthy(format!(
                 "{version}; hardware KVM usable; kernel and root filesystem present"
             )),
