@@ -2,7 +2,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `HODEI_SERVER` | control-plane gRPC URL | `http://localhost:50051` |
+//! | `HODEI_SERVER` | control-plane gRPC URL, or several comma-separated (replicas on one database, dialled in turn) | `http://localhost:50051` |
 //! | `HODEI_OTP` | one-time registration token | (empty) |
 //! | `HODEI_WORKER_ID` | worker UUID | a new random one |
 //! | `HODEI_MAX_CONCURRENT_JOBS` | jobs run at once | 1 |
@@ -13,7 +13,12 @@
 //! | `HODEI_WORK_DIR` | root of per-job working directories | `$TMPDIR/hodei-jobs` |
 //! | `HODEI_WORKER_LABELS` | `k=v,k2=v2` labels announced at registration | none |
 //! | `HODEI_TLS_CERT`, `HODEI_TLS_KEY`, `HODEI_TLS_CA` | client cert, key, CA (all three → mTLS) | plain TCP |
-//! | `HODEI_TLS_DOMAIN` | server name to verify | host of `HODEI_SERVER` |
+//! | `HODEI_TLS_DOMAIN` | server name to verify | host of the address being dialled |
+//!
+//! With several addresses the agent registers with the first it reaches; when its stream
+//! breaks it resumes its session on the next one (then the next, in turn, with backoff), so
+//! an agent follows the service rather than one replica. Its running jobs keep running, and
+//! their unacknowledged logs and results are resent to whichever replica it reaches.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -43,6 +48,113 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+/// The control-plane replicas an agent may dial, in order: one or more `http://` or
+/// `https://` URLs, each checked when the list is made.
+///
+/// ```
+/// use hodei_agent::config::ServerAddresses;
+///
+/// let servers = ServerAddresses::parse("HODEI_SERVER", "http://cp-a:50051, http://cp-b:50051")?;
+/// assert_eq!(servers.len(), 2);
+/// assert_eq!(servers.to_string(), "http://cp-a:50051,http://cp-b:50051");
+/// let err = ServerAddresses::parse("HODEI_SERVER", "http://cp-a:50051,cp-b:50051").unwrap_err();
+/// assert_eq!(err.variable, "HODEI_SERVER");
+/// # Ok::<(), hodei_agent::config::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddresses(Vec<String>);
+
+impl ServerAddresses {
+    /// Reads a comma-separated list (blanks around entries and empty entries are ignored);
+    /// `variable` names the setting in errors.
+    pub fn parse(variable: &str, list: &str) -> Result<Self, ConfigError> {
+        Self::from_urls(
+            variable,
+            list.split(',').map(str::trim).filter(|a| !a.is_empty()),
+        )
+    }
+
+    /// A list from URLs given in code; errors name the field `server_addresses`.
+    pub fn new<I, S>(urls: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::from_urls("server_addresses", urls.into_iter().map(Into::into))
+    }
+
+    fn from_urls<I, S>(variable: &str, urls: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
+        if urls.is_empty() {
+            return Err(ConfigError::new(variable, "no server address given"));
+        }
+        for url in &urls {
+            check_url(variable, url)?;
+        }
+        Ok(Self(urls))
+    }
+
+    /// The addresses, in the order they are dialled.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// The address at `index` modulo the length (the list is never empty).
+    #[must_use]
+    pub fn get_wrapping(&self, index: usize) -> &str {
+        &self.0[index % self.0.len()]
+    }
+
+    /// How many addresses.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a list holds at least one address.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::str::FromStr for ServerAddresses {
+    type Err = ConfigError;
+
+    /// A comma-separated list; errors name the field `server_addresses`.
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        Self::parse("server_addresses", list)
+    }
+}
+
+/// Comma-separated, as `HODEI_SERVER` takes it.
+impl std::fmt::Display for ServerAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// An `http://` or `https://` URL with a host, as tonic can dial it.
+fn check_url(variable: &str, url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::new(
+            variable,
+            format!("{url:?} must start with http:// or https://"),
+        ));
+    }
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|e| ConfigError::new(variable, format!("{url:?} is not a valid URL: {e}")))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(variable, format!("{url:?} has no host")));
+    }
+    Ok(())
 }
 
 /// Reconnect backoff: exponential with jitter, capped.
@@ -77,8 +189,9 @@ impl BackoffConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AgentConfig {
-    /// Control-plane gRPC URL (`http://` or `https://`).
-    pub server_url: String,
+    /// Control-plane replicas (`http://` or `https://`), dialled in turn: the first at
+    /// start, the next whenever a connection fails or breaks.
+    pub servers: ServerAddresses,
     /// One-time registration token.
     pub otp: String,
     /// This worker's id.
@@ -100,7 +213,7 @@ pub struct AgentConfig {
     /// Client certificates; `None` = plain TCP (unless the URL is `https://`, which then uses
     /// server-side TLS only with the certificates given here).
     pub tls: Option<CertificatePaths>,
-    /// Server name to verify instead of the URL's host.
+    /// Server name to verify instead of the host of the address being dialled.
     pub tls_domain: Option<String>,
     /// How often certificate files are checked for changes.
     pub tls_poll_interval: Duration,
@@ -124,11 +237,11 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Defaults for a server URL and a one-time token.
+    /// Defaults for the control-plane addresses and a one-time token.
     #[must_use]
-    pub fn new(server_url: impl Into<String>, otp: impl Into<String>) -> Self {
+    pub fn new(servers: ServerAddresses, otp: impl Into<String>) -> Self {
         Self {
-            server_url: server_url.into(),
+            servers,
             otp: otp.into(),
             worker_id: WorkerId::new(),
             max_concurrent_jobs: 1,
@@ -165,16 +278,11 @@ impl AgentConfig {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let mut c = Self::new(
-            get("HODEI_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
-            get("HODEI_OTP").unwrap_or_default(),
-        );
-        if !(c.server_url.starts_with("http://") || c.server_url.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "HODEI_SERVER",
-                format!("{:?} must start with http:// or https://", c.server_url),
-            ));
-        }
+        let servers = ServerAddresses::parse(
+            "HODEI_SERVER",
+            &get("HODEI_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+        )?;
+        let mut c = Self::new(servers, get("HODEI_OTP").unwrap_or_default());
         if let Some(v) = get("HODEI_WORKER_ID") {
             c.worker_id = v
                 .parse()
@@ -277,7 +385,7 @@ mod tests {
     #[test]
     fn defaults_without_variables() {
         let c = AgentConfig::from_lookup(lookup(&[])).unwrap();
-        assert_eq!(c.server_url, DEFAULT_SERVER);
+        assert_eq!(c.servers.iter().collect::<Vec<_>>(), vec![DEFAULT_SERVER]);
         assert_eq!(c.max_concurrent_jobs, 1);
         assert_eq!(c.kill_grace, Duration::from_secs(10));
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
@@ -327,5 +435,45 @@ mod tests {
         assert!(e.variable.contains("HODEI_TLS_KEY"));
         let e = AgentConfig::from_lookup(lookup(&[("HODEI_SERVER", "cp:50051")])).unwrap_err();
         assert_eq!(e.variable, "HODEI_SERVER");
+    }
+
+    #[test]
+    fn several_servers_are_read_in_order_and_each_is_checked() {
+        let c = AgentConfig::from_lookup(lookup(&[(
+            "HODEI_SERVER",
+            " http://cp-a:50051 ,https://[::1]:50052,,http://10.0.0.3:50053,",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.servers.iter().collect::<Vec<_>>(),
+            vec![
+                "http://cp-a:50051",
+                "https://[::1]:50052",
+                "http://10.0.0.3:50053"
+            ]
+        );
+        assert_eq!(c.servers.get_wrapping(4), "https://[::1]:50052");
+        // The second address is bad: the error names the variable and the address.
+        for bad in [
+            "http://cp-a:50051,cp-b:50051",
+            "http://cp-a:50051,http://",
+            "http://cp-a:50051,http://cp b:1",
+            " , ",
+        ] {
+            let e = AgentConfig::from_lookup(lookup(&[("HODEI_SERVER", bad)])).unwrap_err();
+            assert_eq!(e.variable, "HODEI_SERVER", "{bad:?}");
+        }
+        let e = AgentConfig::from_lookup(lookup(&[("HODEI_SERVER", "http://a:1,ftp://b:2")]))
+            .unwrap_err();
+        assert!(e.message.contains("ftp://b:2"), "{e}");
+        // In code: the field is named.
+        let e = ServerAddresses::new(["http://a:1", "b:2"]).unwrap_err();
+        assert_eq!(e.variable, "server_addresses");
+        assert!(ServerAddresses::new(Vec::<String>::new()).is_err());
+        let s: ServerAddresses = "http://a:1,http://b:2".parse().unwrap();
+        assert_eq!(
+            s,
+            ServerAddresses::new(["http://a:1", "http://b:2"]).unwrap()
+        );
     }
 }

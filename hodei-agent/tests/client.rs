@@ -1,5 +1,6 @@
 //! WorkerClient against a small in-test control plane on a real socket: registration, jobs,
-//! logs delivered exactly once and in order across a dropped stream, cancel, invalid OTP.
+//! logs delivered exactly once and in order across a dropped stream and across a killed
+//! replica, cancel, invalid OTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hodei_agent::client::{AgentError, WorkerClient};
-use hodei_agent::config::{AgentConfig, BackoffConfig};
+use hodei_agent::config::{AgentConfig, BackoffConfig, ServerAddresses};
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::server_message::Payload as SP;
 use hodei_core::proto::v1::worker_agent_service_server::{
@@ -42,6 +43,8 @@ struct Seen {
     statuses: Vec<i32>,
     unregistered: Vec<String>,
     registers: Vec<v1::RegisterRequest>,
+    /// Which replica served each stream, in order.
+    stream_servers: Vec<&'static str>,
 }
 
 struct ControlPlane {
@@ -53,6 +56,8 @@ struct ControlPlane {
     dropped_once: AtomicBool,
     /// Sender of the live stream.
     current: Mutex<Option<mpsc::Sender<Result<v1::ServerMessage, Status>>>>,
+    /// Store what arrives but acknowledge nothing (a replica about to die).
+    mute_acks: AtomicBool,
 }
 
 impl ControlPlane {
@@ -64,6 +69,7 @@ impl ControlPlane {
             drop_at_sequence,
             dropped_once: AtomicBool::new(false),
             current: Mutex::new(None),
+            mute_acks: AtomicBool::new(false),
         })
     }
 
@@ -123,6 +129,9 @@ impl ControlPlane {
                     // Simulate the server going away before acknowledging this batch.
                     return false;
                 }
+                if self.mute_acks.load(Ordering::SeqCst) {
+                    return true;
+                }
                 let _ = tx
                     .send(Ok(v1::ServerMessage {
                         payload: Some(SP::Ack(v1::AckMessage {
@@ -161,8 +170,9 @@ impl ControlPlane {
     }
 }
 
+/// One replica of the fake control plane: replicas share the state (like a database).
 #[derive(Clone)]
-struct Svc(Arc<ControlPlane>);
+struct Svc(Arc<ControlPlane>, &'static str);
 
 #[tonic::async_trait]
 impl WorkerAgentService for Svc {
@@ -203,6 +213,7 @@ impl WorkerAgentService for Svc {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         *self.0.current.lock().unwrap() = Some(tx.clone());
+        self.0.seen.lock().unwrap().stream_servers.push(self.1);
         self.0.streams.fetch_add(1, Ordering::SeqCst);
         let cp = self.0.clone();
         tokio::spawn(async move {
@@ -258,11 +269,15 @@ impl WorkerAgentService for Svc {
 }
 
 async fn serve(cp: Arc<ControlPlane>) -> SocketAddr {
+    serve_named(cp, "main").await
+}
+
+async fn serve_named(cp: Arc<ControlPlane>, name: &'static str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(WorkerAgentServiceServer::new(Svc(cp)))
+            .add_service(WorkerAgentServiceServer::new(Svc(cp, name)))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
             .unwrap();
@@ -270,12 +285,74 @@ async fn serve(cp: Arc<ControlPlane>) -> SocketAddr {
     addr
 }
 
+/// A replica on its own runtime and thread: `kill` drops the runtime, which closes its
+/// listener and every connection at once, as when its process is killed.
+struct KillableReplica {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KillableReplica {
+    fn start(cp: Arc<ControlPlane>, name: &'static str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = tonic::transport::Server::builder()
+                    .add_service(WorkerAgentServiceServer::new(Svc(cp, name)))
+                    .serve_with_incoming(TcpListenerStream::new(listener));
+                tokio::select! {
+                    r = serve => r.unwrap(),
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime drops every connection task with it.
+            drop(rt);
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for KillableReplica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 fn agent_config(addr: SocketAddr, otp: &str) -> AgentConfig {
+    agent_config_for(&[addr], otp)
+}
+
+fn agent_config_for(addrs: &[SocketAddr], otp: &str) -> AgentConfig {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let mut c = AgentConfig::new(format!("http://{addr}"), otp);
+    let mut c = AgentConfig::new(
+        ServerAddresses::new(addrs.iter().map(|a| format!("http://{a}"))).unwrap(),
+        otp,
+    );
     c.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(500));
     c.kill_grace = Duration::from_secs(2);
     c.shutdown_grace = Duration::from_secs(10);
@@ -378,6 +455,125 @@ async fn logs_survive_a_dropped_stream_exactly_once_and_in_order() {
     assert_eq!(seen.unregistered.len(), 1);
 }
 
+/// Two replicas sharing one state; the agent is given both. Replica A stores what arrives
+/// but acknowledges nothing, then dies: the agent resumes its session on B, keeps its job
+/// running, and resends everything A never acknowledged. B sees every line once, in order,
+/// and one result.
+#[tokio::test]
+async fn a_killed_replica_hands_the_agent_and_its_job_to_the_next() {
+    const N: u64 = 40;
+    let cp = ControlPlane::new(0);
+    let mut a = KillableReplica::start(cp.clone(), "a");
+    let b = serve_named(cp.clone(), "b").await;
+    let client = WorkerClient::builder(agent_config_for(&[a.addr, b], OTP))
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(client.run(shutdown.clone()));
+
+    wait_for("the stream to replica a", Duration::from_secs(10), || {
+        cp.current.lock().unwrap().is_some()
+    })
+    .await;
+    assert_eq!(cp.seen.lock().unwrap().stream_servers, vec!["a"]);
+    let job_id = JobId::new();
+    cp.send(run_job(
+        job_id,
+        &format!("for i in $(seq 1 {N}); do echo line-$i; sleep 0.05; done"),
+    ))
+    .await;
+    let lines_seen = || {
+        cp.seen
+            .lock()
+            .unwrap()
+            .lines
+            .get(&job_id.to_string())
+            .map_or(0, Vec::len)
+    };
+    wait_for("the first lines", Duration::from_secs(10), || {
+        lines_seen() >= 8
+    })
+    .await;
+    // A stores but no longer acknowledges; then it dies mid-job.
+    cp.mute_acks.store(true, Ordering::SeqCst);
+    let muted_at = lines_seen();
+    wait_for("unacknowledged lines", Duration::from_secs(10), || {
+        lines_seen() >= muted_at + 4
+    })
+    .await;
+    a.kill();
+    cp.mute_acks.store(false, Ordering::SeqCst);
+
+    wait_for("the job result", Duration::from_secs(30), || {
+        !cp.seen.lock().unwrap().results.is_empty()
+    })
+    .await;
+    {
+        let seen = cp.seen.lock().unwrap();
+        assert!(seen.gaps.is_empty(), "gaps: {:?}", seen.gaps);
+        let got: Vec<String> = seen.lines[&job_id.to_string()]
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect();
+        let want: Vec<String> = (1..=N).map(|i| format!("line-{i}")).collect();
+        assert_eq!(got, want);
+        // Re-attached to B with the session, not a new registration.
+        assert_eq!(seen.stream_servers, vec!["a", "b"]);
+        assert_eq!(seen.registers.len(), 2);
+        assert_eq!(seen.registers[1].otp, "");
+        assert_eq!(seen.registers[1].resume_session_token, TOKEN);
+        match &seen.first_messages[1] {
+            Some(WP::Heartbeat(h)) => assert_eq!(h.running_jobs, vec![job_id.to_string()]),
+            other => panic!("first message on replica b: {other:?}"),
+        }
+        // What A stored without acknowledging came again to B (and was deduplicated).
+        assert!(seen.duplicates > 0, "expected resent entries");
+        // One start, one result: the job ran once.
+        assert_eq!(seen.started, vec![job_id.to_string()]);
+        assert_eq!(seen.results.len(), 1);
+        assert_eq!(seen.results[0].exit_code, Some(0));
+        assert_eq!(seen.results[0].last_sequence, N);
+        assert_eq!(seen.result_after_last_batch, vec![true]);
+    }
+    // Draining talks to the replica in use.
+    shutdown.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(15), agent)
+        .await
+        .expect("agent did not stop")
+        .unwrap();
+    assert!(res.is_ok(), "{res:?}");
+    assert_eq!(cp.seen.lock().unwrap().unregistered.len(), 1);
+}
+
+/// An agent given a dead address first registers with the next one.
+#[tokio::test]
+async fn an_unreachable_first_address_is_skipped() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cp = ControlPlane::new(0);
+    let live = serve(cp.clone()).await;
+    let client = WorkerClient::builder(agent_config_for(&[dead, live], OTP))
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(client.run(shutdown.clone()));
+    wait_for(
+        "registration on the second address",
+        Duration::from_secs(10),
+        || cp.streams.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    assert_eq!(cp.seen.lock().unwrap().registers[0].otp, OTP);
+    shutdown.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(15), agent)
+        .await
+        .expect("agent did not stop")
+        .unwrap();
+    assert!(res.is_ok(), "{res:?}");
+}
+
 #[tokio::test]
 async fn invalid_otp_fails_fast_without_retrying() {
     let cp = ControlPlane::new(0);
@@ -478,7 +674,7 @@ async fn waits_for_a_server_that_starts_late() {
         "agent gave up on an unreachable server"
     );
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let svc = Svc(cp.clone());
+    let svc = Svc(cp.clone(), "main");
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(WorkerAgentServiceServer::new(svc))

@@ -141,7 +141,7 @@ mod mtls {
     use std::time::Duration;
 
     use hodei_agent::client::{AgentError, CancellationToken, WorkerClient};
-    use hodei_agent::config::{AgentConfig, BackoffConfig};
+    use hodei_agent::config::{AgentConfig, BackoffConfig, ServerAddresses};
     use hodei_agent::tls::CertificatePaths;
     use hodei_core::proto::v1;
     use hodei_core::proto::v1::worker_agent_service_server::{
@@ -260,7 +260,10 @@ mod mtls {
     }
 
     fn config(port: u16, paths: CertificatePaths) -> AgentConfig {
-        let mut c = AgentConfig::new(format!("https://localhost:{port}"), "otp");
+        let mut c = AgentConfig::new(
+            ServerAddresses::new([format!("https://localhost:{port}")]).unwrap(),
+            "otp",
+        );
         c.tls = Some(paths);
         c.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(200));
         c
@@ -284,6 +287,72 @@ mod mtls {
         // The handshake worked: the RPC reached the server and its answer came back.
         assert!(matches!(res, Err(AgentError::InvalidOtp(_))), "{res:?}");
         assert_eq!(svc.0.load(Ordering::SeqCst), 1);
+    }
+
+    /// The server's certificate names `localhost` only. Given `https://127.0.0.1:…` first and
+    /// `https://localhost:…` second (the same server), the agent fails to verify the first,
+    /// moves on, and verifies the second against its own host: the name to verify follows
+    /// the address dialled. With `tls_domain` set, that name is verified on every address.
+    #[tokio::test]
+    async fn the_verified_server_name_follows_the_address_dialled() {
+        let pki = pki();
+        let svc = RefusingServer::default();
+        let port = serve_mtls(&pki, svc.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write(dir.path(), &pki, &pki.client);
+        let servers = ServerAddresses::new([
+            format!("https://127.0.0.1:{port}"),
+            format!("https://localhost:{port}"),
+        ])
+        .unwrap();
+
+        let mut c = config(port, paths.clone());
+        c.servers = servers.clone();
+        let client = WorkerClient::builder(c).build().unwrap();
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.run(CancellationToken::new()),
+        )
+        .await
+        .expect("run did not return");
+        assert!(matches!(res, Err(AgentError::InvalidOtp(_))), "{res:?}");
+        assert_eq!(svc.0.load(Ordering::SeqCst), 1);
+
+        // Only the first address, verified as 127.0.0.1: never gets through.
+        let mut c = config(port, paths.clone());
+        c.servers = ServerAddresses::new([format!("https://127.0.0.1:{port}")]).unwrap();
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(
+            WorkerClient::builder(c)
+                .build()
+                .unwrap()
+                .run(shutdown.clone()),
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!agent.is_finished());
+        assert_eq!(svc.0.load(Ordering::SeqCst), 1, "no RPC got through");
+        shutdown.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(10), agent)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(res.is_ok(), "{res:?}");
+
+        // HODEI_TLS_DOMAIN=localhost: the first address verifies too.
+        let mut c = config(port, paths);
+        c.servers = ServerAddresses::new([format!("https://127.0.0.1:{port}")]).unwrap();
+        c.tls_domain = Some("localhost".into());
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            WorkerClient::builder(c)
+                .build()
+                .unwrap()
+                .run(CancellationToken::new()),
+        )
+        .await
+        .expect("run did not return");
+        assert!(matches!(res, Err(AgentError::InvalidOtp(_))), "{res:?}");
+        assert_eq!(svc.0.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

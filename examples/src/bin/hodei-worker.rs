@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
     };
     tracing::info!(
         worker_id = %config.worker_id,
-        server = %config.server_url,
+        servers = %config.servers,
         mtls = config.tls.is_some(),
         max_concurrent_jobs = config.max_concurrent_jobs,
         "hodei-worker starting"

@@ -3,25 +3,30 @@
 //! [`WorkerClient::run`] drives everything:
 //!
 //! 1. `Register` with the one-time token (an invalid token is fatal:
-//!    [`AgentError::InvalidOtp`]; an unreachable server is retried with backoff and jitter).
+//!    [`AgentError::InvalidOtp`]; an unreachable server is retried with backoff and jitter,
+//!    on the next configured address when there are several).
 //! 2. `WorkerStream` with `authorization: Bearer <session token>`: a heartbeat at once and
 //!    then every interval (with cached [`ResourceUsage`](hodei_core::ResourceUsage)), and the
 //!    jobs the server sends (`run_job`, `cancel_job`), whose logs go out in batches and whose
 //!    result goes out after the last batch.
 //! 3. Log batches and results stay in memory until the server acknowledges them. When the
 //!    stream drops, jobs keep running (a full buffer slows them down), the agent resumes its
-//!    session (`Register` with `resume_session_token`), sends a heartbeat listing its running
-//!    jobs and resends everything unacknowledged, in order.
+//!    session (`Register` with `resume_session_token`) on the next configured replica (the
+//!    same one when only one is configured), sends a heartbeat listing its running jobs and
+//!    resends everything unacknowledged, in order: a job whose replica died is neither lost
+//!    nor run twice.
 //! 4. When `shutdown` fires the agent drains: it tells the server (`UpdateWorkerStatus`
 //!    `DRAINING`), lets running jobs finish within the shutdown grace (then cancels them),
 //!    waits briefly for the last acknowledgements and unregisters.
 //!
 //! ```no_run
 //! use hodei_agent::client::{CancellationToken, WorkerClient};
-//! use hodei_agent::config::AgentConfig;
+//! use hodei_agent::config::{AgentConfig, ServerAddresses};
 //!
 //! # async fn demo() -> Result<(), hodei_agent::client::AgentError> {
-//! let config = AgentConfig::new("http://127.0.0.1:50051", "one-time-token");
+//! // Two control-plane replicas on one database: the agent follows whichever is alive.
+//! let servers = ServerAddresses::new(["http://cp-a:50051", "http://cp-b:50051"])?;
+//! let config = AgentConfig::new(servers, "one-time-token");
 //! let client = WorkerClient::builder(config).build()?;
 //! let shutdown = CancellationToken::new();
 //! client.run(shutdown).await?;
@@ -31,6 +36,7 @@
 
 mod backoff;
 mod jobs;
+mod servers;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +59,7 @@ use crate::config::{AgentConfig, ConfigError};
 use crate::executor::{ExecutorConfig, JobExecutor};
 use crate::metrics::{MetricsCollector, MetricsConfig};
 use crate::tls::{CertificateManager, TlsError, TlsSettings};
+use servers::ServerRotation;
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +177,7 @@ impl WorkerClientBuilder {
         let client = WorkerClient {
             shared: Arc::new(Shared {
                 worker_id: config.worker_id,
+                servers: ServerRotation::new(config.servers.clone()),
                 unacked: UnackedBuffer::new(config.unacked_max_entries.max(1)),
                 executor: JobExecutor::new(executor_config),
                 batcher: self.batcher.unwrap_or_default(),
@@ -185,8 +193,10 @@ impl WorkerClientBuilder {
                 session: Mutex::new(None),
             }),
         };
-        // Fail early on a malformed URL or TLS config.
-        client.shared.endpoint()?;
+        // Fail early on a malformed URL or TLS config, whichever address it is.
+        for url in client.shared.servers.all() {
+            client.shared.endpoint(url)?;
+        }
         Ok(client)
     }
 }
@@ -317,6 +327,8 @@ struct SessionInfo {
 struct Shared {
     config: AgentConfig,
     worker_id: WorkerId,
+    /// The replica in use and the others to fall back on.
+    servers: ServerRotation,
     executor: JobExecutor,
     batcher: BatcherConfig,
     metrics: MetricsCollector,
@@ -344,13 +356,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn endpoint(&self) -> Result<Endpoint, AgentError> {
-        let url = self.config.server_url.clone();
+    /// An endpoint for one address. Without a configured TLS domain, tonic verifies the
+    /// server certificate against this address's host: the name follows the replica dialled.
+    fn endpoint(&self, url: &str) -> Result<Endpoint, AgentError> {
         let err = |e: tonic::transport::Error| AgentError::Endpoint {
-            url: url.clone(),
+            url: url.to_owned(),
             message: e.to_string(),
         };
-        let mut ep = Endpoint::from_shared(url.clone())
+        let mut ep = Endpoint::from_shared(url.to_owned())
             .map_err(err)?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
@@ -367,10 +380,24 @@ impl Shared {
         Ok(ep)
     }
 
-    async fn connect(&self) -> Result<WorkerAgentServiceClient<Channel>, String> {
-        let ep = self.endpoint().map_err(|e| e.to_string())?;
+    /// Connects to one address.
+    async fn connect(&self, url: &str) -> Result<WorkerAgentServiceClient<Channel>, String> {
+        let ep = self.endpoint(url).map_err(|e| e.to_string())?;
         let channel = ep.connect().await.map_err(|e| error_chain(&e))?;
         Ok(WorkerAgentServiceClient::new(channel))
+    }
+
+    /// Connects to the replica in use, or failing that to the others in turn (for the
+    /// best-effort calls made while draining).
+    async fn connect_any(&self) -> Result<WorkerAgentServiceClient<Channel>, String> {
+        let mut errors = Vec::new();
+        for url in self.servers.in_turn_from_current() {
+            match self.connect(url).await {
+                Ok(c) => return Ok(c),
+                Err(e) => errors.push(format!("{url}: {e}")),
+            }
+        }
+        Err(errors.join("; "))
     }
 
     fn token(&self) -> Option<String> {
@@ -462,7 +489,7 @@ impl Shared {
             return;
         }
         let call = async {
-            let mut client = self.connect().await?;
+            let mut client = self.connect_any().await?;
             let req = self.authorized(v1::UpdateWorkerStatusRequest {
                 worker_id: self.worker_id.to_string(),
                 state: worker_state_to_proto(state) as i32,
@@ -485,7 +512,7 @@ impl Shared {
             return;
         }
         let call = async {
-            let mut client = self.connect().await?;
+            let mut client = self.connect_any().await?;
             let req = self.authorized(v1::UnregisterWorkerRequest {
                 worker_id: self.worker_id.to_string(),
                 reason: reason.to_owned(),

@@ -45,6 +45,9 @@ fn transient(code: Code) -> bool {
 }
 
 /// Registers (or resumes) and keeps a stream open until `stop` fires or a fatal error.
+///
+/// Every failure (unreachable server, transient refusal, broken stream) moves to the next
+/// configured address and sleeps the backoff delay first; a registration resets the backoff.
 pub(super) async fn supervise(
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -54,22 +57,25 @@ pub(super) async fn supervise(
         if stop.is_cancelled() {
             return Ok(());
         }
-        let mut client = match shared.connect().await {
+        let server = shared.servers.current().to_owned();
+        let mut client = match shared.connect(&server).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, server = %shared.config.server_url, "cannot reach the server");
-                if sleep_or_stop(&mut backoff, &stop).await {
+                tracing::warn!(error = %e, %server, "cannot reach the server");
+                if next_server_after_backoff(&shared, &mut backoff, &stop).await {
                     return Ok(());
                 }
                 continue;
             }
         };
         let resume_token = shared.token();
-        let heartbeat_interval = match register(&shared, &mut client, resume_token.clone()).await {
+        let heartbeat_interval = match register(&shared, &mut client, resume_token.clone(), &server)
+            .await
+        {
             Ok(hb) => hb,
             Err(status) if transient(status.code()) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "registration failed; retrying");
-                if sleep_or_stop(&mut backoff, &stop).await {
+                tracing::warn!(code = ?status.code(), message = status.message(), %server, "registration failed; retrying");
+                if next_server_after_backoff(&shared, &mut backoff, &stop).await {
                     return Ok(());
                 }
                 continue;
@@ -93,8 +99,8 @@ pub(super) async fn supervise(
         match run_connection(&shared, &mut client, heartbeat_interval, &stop).await {
             ConnectionEnd::Stopped => return Ok(()),
             ConnectionEnd::Lost(why) => {
-                tracing::warn!(reason = %why, "stream to the server lost; reconnecting");
-                if sleep_or_stop(&mut backoff, &stop).await {
+                tracing::warn!(reason = %why, %server, "stream to the server lost; reconnecting");
+                if next_server_after_backoff(&shared, &mut backoff, &stop).await {
                     return Ok(());
                 }
             }
@@ -102,9 +108,16 @@ pub(super) async fn supervise(
     }
 }
 
-/// Sleeps the next backoff delay; true when `stop` fired meanwhile.
-async fn sleep_or_stop(backoff: &mut Backoff, stop: &CancellationToken) -> bool {
+/// Moves to the next configured address and sleeps the next backoff delay; true when
+/// `stop` fired meanwhile.
+async fn next_server_after_backoff(
+    shared: &Shared,
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+) -> bool {
+    let next = shared.servers.advance();
     let d = backoff.next_delay();
+    tracing::debug!(server = %next, delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "next connection attempt");
     tokio::select! {
         () = stop.cancelled() => true,
         () = tokio::time::sleep(d) => false,
@@ -117,6 +130,7 @@ async fn register(
     shared: &Shared,
     client: &mut WorkerAgentServiceClient<Channel>,
     resume_token: Option<String>,
+    server: &str,
 ) -> Result<Duration, tonic::Status> {
     let cfg = &shared.config;
     let resuming = resume_token.is_some();
@@ -146,6 +160,7 @@ async fn register(
     tracing::info!(
         session_id = %resp.session_id,
         resumed = resp.resumed,
+        %server,
         "registered with the control plane"
     );
     *lock(&shared.session) = Some(SessionInfo {
