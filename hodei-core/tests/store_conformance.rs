@@ -102,6 +102,15 @@ async fn the_suite_catches_a_broken_queue() {
         async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
             self.0.release(lease).await
         }
+        async fn renew(&self, lease: &Lease, d: Duration) -> Result<Lease, StoreError> {
+            self.0.renew(lease, d).await
+        }
+        async fn queued(
+            &self,
+            ids: &[JobId],
+        ) -> Result<std::collections::HashSet<JobId>, StoreError> {
+            self.0.queued(ids).await
+        }
         async fn remove(&self, id: JobId) -> Result<bool, StoreError> {
             self.0.remove(id).await
         }

@@ -1,6 +1,7 @@
 //! [`JobQueue`] on the `job_queue` table: `FOR UPDATE SKIP LOCKED` batch
 //! claims, leases, and LISTEN/NOTIFY wake-ups.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -214,6 +215,43 @@ impl JobQueue for PgJobQueue {
             });
         }
         Ok(())
+    }
+
+    async fn renew(&self, lease: &Lease, lease_for: Duration) -> Result<Lease, StoreError> {
+        let expires_at = add_duration(Utc::now(), lease_for);
+        let n = sqlx::query(
+            "UPDATE job_queue SET lease_expires_at = $3 WHERE job_id = $1 AND lease_id = $2",
+        )
+        .bind(lease.entry.job_id.as_uuid())
+        .bind(lease.lease_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err("queue entry", e))?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::StaleLease {
+                job_id: lease.entry.job_id,
+            });
+        }
+        Ok(Lease {
+            expires_at,
+            ..lease.clone()
+        })
+    }
+
+    async fn queued(&self, job_ids: &[JobId]) -> Result<HashSet<JobId>, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let ids: Vec<Uuid> = job_ids.iter().map(|j| *j.as_uuid()).collect();
+        let found: Vec<Uuid> =
+            sqlx::query_scalar("SELECT job_id FROM job_queue WHERE job_id = ANY($1::uuid[])")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_err("queue entry", e))?;
+        Ok(found.into_iter().map(JobId::from_uuid).collect())
     }
 
     async fn remove(&self, job_id: JobId) -> Result<bool, StoreError> {

@@ -154,6 +154,12 @@ impl Settings {
             Duration::from_millis(env_or("HODEI_WORKER_LOST_AFTER_MS", 15_000u64)?);
         cp.registration_timeout =
             Duration::from_secs(env_or("HODEI_REGISTRATION_TIMEOUT_SECS", 60u64)?);
+        // A provisioning's queue lease: a job whose controller died is back on
+        // the queue within about this long.
+        cp.dispatch_lease =
+            Duration::from_millis(env_or("HODEI_DISPATCH_LEASE_MS", 30_000u64)?.max(300));
+        cp.audit_interval =
+            Duration::from_millis(env_or("HODEI_AUDIT_INTERVAL_MS", 10_000u64)?.max(100));
         let metrics = std::env::var("HODEI_METRICS_BACKEND").is_ok_and(|v| v == "memory");
         let leader_lease = Duration::from_secs(env_or("HODEI_LEADER_LEASE_SECS", 15u64)?.max(1));
         let process_provider_name = std::env::var("HODEI_PROCESS_PROVIDER_NAME")
@@ -275,10 +281,9 @@ async fn main() -> anyhow::Result<()> {
         Ok(Some(p)) => p.id(),
         _ => hodei_core::ProviderId::new(),
     };
-    let process: Arc<dyn FullProvider> =
-        Arc::new(ProcessProvider::with_id(process_id, process_config));
+    let process = Arc::new(ProcessProvider::with_id(process_id, process_config));
     cp.register_provider(
-        process,
+        process.clone() as Arc<dyn FullProvider>,
         ProviderConfig::BareMetal {
             agent_binary: agent_binary.map(|p| p.display().to_string()),
             hosts: Vec::new(),
@@ -287,6 +292,12 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("registering the process provider")?;
+    // Agents a killed server process left running: stopped unless the registry
+    // still knows them (those re-attach and are destroyed through their handle).
+    spawn_orphan_cleanup(&cp, "processes", move |known| {
+        let process = process.clone();
+        async move { process.cleanup_orphans(&known).await }
+    });
 
     if matches!(
         std::env::var("HODEI_DOCKER_ENABLED").as_deref(),

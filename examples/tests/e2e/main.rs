@@ -2,6 +2,7 @@
 //! real child processes, real sockets, the embedded in-memory store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod crash_safety;
 mod docker;
 mod harness;
 mod postgres;

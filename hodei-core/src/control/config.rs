@@ -84,6 +84,10 @@ pub struct ControlPlaneConfig {
     pub dispatch_batch: usize,
     /// Terminal jobs (and their logs) are pruned after this age; `None` = kept.
     pub retention: Option<Duration>,
+    /// How often the leader audits the store for records a crash left half
+    /// done (a pending job without a queue entry, a job bound to a worker that
+    /// is gone, a worker slot held for a job it does not run). Also at start.
+    pub audit_interval: Duration,
 }
 
 impl Default for ControlPlaneConfig {
@@ -100,6 +104,7 @@ impl Default for ControlPlaneConfig {
             timeout_grace: Duration::from_secs(15),
             dispatch_batch: 256,
             retention: None,
+            audit_interval: Duration::from_secs(10),
         }
     }
 }

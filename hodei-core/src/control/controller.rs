@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::events::{DecisionAction, DecisionRecord};
+use super::lease_keeper::LeaseKeeper;
 use super::placement::{self, add_provisioning, has_any_capacity, take_slot};
 use super::{ControlError, ControlPlane, ControlResult, ProviderEntry, lock};
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
@@ -21,6 +22,13 @@ use crate::domain::worker::{WORKER_ENV_JOB_TIMEOUT_SECS, Worker, WorkerSpec, Wor
 use crate::otp::{generate_token, hash_token};
 use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot, Strategy, WorkerView};
 use crate::store::JobFilter;
+
+/// A provisioning for a queued job: the job and the queue lease held until
+/// the job is bound to the new worker.
+struct ForJob {
+    job: Job,
+    lease: LeaseKeeper,
+}
 
 impl ControlPlane {
     /// Runs the control loop until [`ControlPlane::shutdown`].
@@ -85,7 +93,11 @@ impl ControlPlane {
     /// Leader-only work: return expired queue leases, time out jobs whose
     /// agent is gone, prune old finished jobs.
     async fn maintain(&self) -> ControlResult<()> {
-        self.inner.stores.queue.rescue_expired(Utc::now()).await?;
+        let rescued = self.inner.stores.queue.rescue_expired(Utc::now()).await?;
+        if !rescued.is_empty() {
+            tracing::warn!(jobs = ?rescued, "queue leases expired (a controller stopped): entries back on the queue");
+        }
+        self.audit_if_due().await?;
         self.enforce_timeouts().await?;
         if let Some(retention) = self.inner.config.retention
             && let Ok(age) = chrono::Duration::from_std(retention)
@@ -110,9 +122,18 @@ impl ControlPlane {
         for w in &workers {
             match w.state() {
                 WorkerState::Creating | WorkerState::Connecting
-                    if w.handle().is_some() && now - w.last_heartbeat() > reg_timeout =>
+                    if now - w.last_heartbeat() > reg_timeout =>
                 {
+                    // Without a handle the provider never answered (its
+                    // controller died, or it hangs): only the record is
+                    // dropped; the provider's orphan cleanup removes anything
+                    // it made under this worker's id.
                     self.worker_lost(w.id(), "did not register in time").await;
+                }
+                WorkerState::Terminating if now - w.last_heartbeat() > lost_after + reg_timeout => {
+                    // A retirement or loss whose controller died half way.
+                    self.worker_lost(w.id(), "stuck terminating (its controller stopped)")
+                        .await;
                 }
                 WorkerState::Ready | WorkerState::Busy | WorkerState::Draining
                     if now - w.last_heartbeat() > lost_after =>
@@ -274,23 +295,95 @@ impl ControlPlane {
         let mut snapshot = self.snapshot().await?;
         let order = placement::order_queue(self.strategy(), &entries, Utc::now());
         for job_id in order {
-            let Some(job) = self.inner.stores.jobs.get(job_id).await? else {
-                self.inner.stores.queue.remove(job_id).await?;
-                continue;
-            };
-            if job.state() != JobState::Pending {
-                // Stale entry (cancelled meanwhile, or handled by another replica).
-                self.inner.stores.queue.remove(job_id).await?;
-                continue;
-            }
-            if !has_any_capacity(&snapshot) {
-                break;
-            }
-            if let Err(e) = self.dispatch_one(job, &mut snapshot).await {
-                tracing::warn!(%job_id, error = %e, "dispatch failed");
+            match self.inner.stores.jobs.get(job_id).await? {
+                Some(job) if job.state() == JobState::Pending => {
+                    if !has_any_capacity(&snapshot) {
+                        break;
+                    }
+                    if let Err(e) = self.dispatch_one(job, &mut snapshot).await {
+                        tracing::warn!(%job_id, error = %e, "dispatch failed");
+                    }
+                }
+                // Not pending: a stale entry (cancelled, bound by another replica)
+                // or a provisioning whose controller died and whose lease was
+                // rescued. Claim it first: an entry another controller holds is
+                // never touched.
+                _ => {
+                    if let Some(lease) = self
+                        .inner
+                        .stores
+                        .queue
+                        .claim_job(job_id, self.inner.config.dispatch_lease)
+                        .await?
+                    {
+                        self.settle_entry(lease, "provisioning abandoned by its controller")
+                            .await;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Decides what a queue entry this controller holds means now, from the
+    /// job's stored state, and acts on it:
+    /// * the job is `Pending`: the entry goes back to the queue;
+    /// * the job is `Scheduled` with no worker bound (a provisioning that
+    ///   failed, or whose controller died): the job is given back without using
+    ///   an attempt and the entry goes back to the queue;
+    /// * the job is bound to a worker, finished or deleted: the entry is done.
+    ///
+    /// A store error leaves the lease to expire: the leader rescues the entry
+    /// and a later pass settles it again.
+    pub(super) async fn settle_entry(&self, lease: crate::store::Lease, why: &str) {
+        let job_id = lease.entry.job_id;
+        let job = match self.inner.stores.jobs.get(job_id).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "cannot read a queued job; its lease will expire");
+                return;
+            }
+        };
+        let unbound = |j: &Job| j.state() == JobState::Scheduled && j.worker_id().is_none();
+        let requeue = match &job {
+            Some(j) if j.state() == JobState::Pending => true,
+            Some(j) if unbound(j) => {
+                let released = self
+                    .transition_job(job_id, why, |j| {
+                        if unbound(j) {
+                            Ok(j.release(why)?)
+                        } else {
+                            Err(ControlError::FailedPrecondition(format!(
+                                "job {job_id} was bound meanwhile"
+                            )))
+                        }
+                    })
+                    .await;
+                match released {
+                    Ok(j) => {
+                        tracing::warn!(%job_id, reason = why, "job given back to the queue");
+                        j.state() == JobState::Pending
+                    }
+                    Err(ControlError::FailedPrecondition(_)) => false,
+                    Err(e) => {
+                        tracing::warn!(%job_id, error = %e, "cannot give a job back; its lease will expire");
+                        return;
+                    }
+                }
+            }
+            _ => false,
+        };
+        let settled = if requeue {
+            self.inner.stores.queue.release(&lease).await
+        } else {
+            self.inner.stores.queue.complete(&lease).await
+        };
+        if let Err(e) = settled {
+            tracing::debug!(%job_id, error = %e, "queue entry settled elsewhere");
+        }
+        if requeue {
+            self.wake();
+        }
     }
 
     async fn dispatch_one(
@@ -419,11 +512,27 @@ impl ControlPlane {
                 return Err(e);
             }
         };
-        self.drop_claimed_entry(&lease).await;
-        let worker = self.new_worker(&entry, provider_id).await?;
+        // The entry stays claimed until the job is bound to a worker: if this
+        // controller dies meanwhile, the lease expires and the job is given back.
+        let lease = LeaseKeeper::start(
+            self.inner.stores.queue.clone(),
+            lease,
+            self.inner.config.dispatch_lease,
+        );
+        let worker = match self.new_worker(&entry, provider_id).await {
+            Ok(w) => w,
+            Err(e) => {
+                if let Some(lease) = lease.finish().await {
+                    self.settle_entry(lease, &format!("could not record a new worker: {e}"))
+                        .await;
+                }
+                return Err(e);
+            }
+        };
         let cp = self.clone();
         tokio::spawn(async move {
-            cp.provisioning_saga(entry, worker, Some(job)).await;
+            cp.provisioning_saga(entry, worker, Some(ForJob { job, lease }))
+                .await;
         });
         Ok(())
     }
@@ -443,13 +552,18 @@ impl ControlPlane {
 
     /// create worker (with an OTP) → wait for its registration → assign the job.
     /// On any failure: destroy the worker, put the job back, record why.
-    async fn provisioning_saga(&self, entry: Arc<ProviderEntry>, worker: Worker, job: Option<Job>) {
+    async fn provisioning_saga(
+        &self,
+        entry: Arc<ProviderEntry>,
+        worker: Worker,
+        for_job: Option<ForJob>,
+    ) {
         let worker_id = worker.id();
         let provider_id = worker.provider_id();
-        if job.is_some() {
+        if for_job.is_some() {
             lock(&self.inner.reserved).insert(worker_id);
         }
-        self.provisioning_saga_inner(entry, worker_id, provider_id, job)
+        self.provisioning_saga_inner(entry, worker_id, provider_id, for_job)
             .await;
         lock(&self.inner.reserved).remove(&worker_id);
         self.wake();
@@ -460,8 +574,9 @@ impl ControlPlane {
         entry: Arc<ProviderEntry>,
         worker_id: WorkerId,
         provider_id: ProviderId,
-        job: Option<Job>,
+        for_job: Option<ForJob>,
     ) {
+        let job = for_job.as_ref().map(|f| f.job.clone());
         let mut registered = self.inner.worker_registered.subscribe();
         let mut exited = self.inner.worker_exited.subscribe();
         let otp = generate_token();
@@ -553,10 +668,15 @@ impl ControlPlane {
         match result {
             Ok(()) => {
                 tracing::info!(%worker_id, provider = %entry.provider.name(), elapsed_ms = started.elapsed().as_millis() as u64, "worker provisioned");
-                if let Some(job) = job
-                    && let Err(e) = self.bind_provisioned(job.id(), worker_id).await
-                {
-                    tracing::warn!(job_id = %job.id(), %worker_id, error = %e, "assigning the provisioned worker failed");
+                if let Some(ForJob { job, lease }) = for_job {
+                    if let Err(e) = self.bind_provisioned(job.id(), worker_id).await {
+                        tracing::warn!(job_id = %job.id(), %worker_id, error = %e, "assigning the provisioned worker failed");
+                    }
+                    // Bound (the entry is done) or given back (it is queued again).
+                    if let Some(lease) = lease.finish().await {
+                        self.settle_entry(lease, "the provisioned worker could not take the job")
+                            .await;
+                    }
                 }
                 self.wake();
             }
@@ -578,19 +698,12 @@ impl ControlPlane {
                     tracing::warn!(%worker_id, error = %e, "compensation: destroy failed");
                 }
                 let _ = self.inner.stores.workers.remove(worker_id).await;
-                if let Some(job) = job {
-                    let released = self
-                        .transition_job(job.id(), &why, |j| {
-                            if j.state() == JobState::Scheduled && j.worker_id().is_none() {
-                                Ok(j.release(why.clone())?)
-                            } else {
-                                Err(ControlError::FailedPrecondition("job moved on".into()))
-                            }
-                        })
-                        .await;
-                    if let Ok(j) = released {
-                        let _ = self.enqueue_job(&j, j.created_at()).await;
-                    }
+                // The job goes back to the queue; a lease already lost was
+                // rescued by the leader, whose dispatch settles the entry.
+                if let Some(ForJob { lease, .. }) = for_job
+                    && let Some(lease) = lease.finish().await
+                {
+                    self.settle_entry(lease, &why).await;
                 }
             }
         }

@@ -23,10 +23,12 @@ mod controller;
 mod error;
 mod events;
 mod jobs;
+mod lease_keeper;
 mod logs;
 mod metrics;
 mod placement;
 mod providers;
+mod reconcile;
 mod secrets;
 mod workers;
 
@@ -44,6 +46,7 @@ pub use jobs::QueueStatus;
 pub use logs::{LogChunk, LogHub};
 pub use metrics::{MetricsBackend, MetricsSummary};
 pub use providers::ProviderFactory;
+pub use reconcile::AuditReport;
 pub use secrets::{SecretSealer, SecretsError};
 pub use workers::{RegisterOutcome, WorkerStreamHandle};
 
@@ -90,6 +93,8 @@ struct Inner {
     sealer: SecretSealer,
     leader: Option<Arc<dyn LeaderElection>>,
     shutdown: watch::Sender<bool>,
+    /// What the leader's store audit remembers between passes.
+    audit: Mutex<reconcile::AuditState>,
 }
 
 /// Handle to the control plane. Clone it freely.
@@ -189,6 +194,7 @@ impl ControlPlaneBuilder {
                 sealer: self.sealer.unwrap_or_else(SecretSealer::ephemeral),
                 leader: self.leader,
                 shutdown: watch::channel(false).0,
+                audit: Mutex::new(reconcile::AuditState::default()),
             }),
         }
     }

@@ -43,6 +43,10 @@ pub struct WorkerStreamHandle {
 /// full; keep-alives are dropped.
 const OUTBOUND_CAPACITY: usize = 1024;
 
+/// A scheduled job not listed by its agent is sent again once it has been
+/// scheduled this long (a heartbeat sent before the job arrived lists nothing).
+const RESEND_AFTER_MS: i64 = 2_000;
+
 impl ControlPlane {
     /// Exchanges a one-time token for a session, or resumes a session.
     pub async fn register_worker(
@@ -283,15 +287,50 @@ impl ControlPlane {
         worker_id: WorkerId,
         hb: v1::WorkerHeartbeat,
     ) -> ControlResult<()> {
-        {
+        let assigned = {
             let _g = self.inner.worker_lock.lock().await;
-            if let Some(mut w) = self.inner.stores.workers.get(worker_id).await? {
-                w.heartbeat();
-                self.inner.stores.workers.update(&w).await?;
+            match self.inner.stores.workers.get(worker_id).await? {
+                Some(mut w) => {
+                    w.heartbeat();
+                    self.inner.stores.workers.update(&w).await?;
+                    w.current_jobs().to_vec()
+                }
+                None => Vec::new(),
             }
-        }
+        };
         if let (Some(m), Some(u)) = (self.metrics(), hb.usage.as_ref()) {
             m.record(worker_id, u.into());
+        }
+        self.resend_missing_runs(worker_id, &assigned, &hb.running_jobs)
+            .await
+    }
+
+    /// A job bound to this worker and still `Scheduled` that the agent does
+    /// not list as running never reached it (the server died between binding
+    /// and sending, or the stream broke): send it again. The agent ignores a
+    /// `run_job` for an attempt it already runs or finished, so a late
+    /// heartbeat makes this harmless.
+    async fn resend_missing_runs(
+        &self,
+        worker_id: WorkerId,
+        assigned: &[JobId],
+        running: &[String],
+    ) -> ControlResult<()> {
+        let settle = chrono::Duration::milliseconds(RESEND_AFTER_MS);
+        for &job_id in assigned {
+            if running.iter().any(|r| r.parse::<JobId>() == Ok(job_id)) {
+                continue;
+            }
+            let Some(job) = self.inner.stores.jobs.get(job_id).await? else {
+                continue;
+            };
+            if job.state() == JobState::Scheduled
+                && job.worker_id() == Some(worker_id)
+                && Utc::now() - job.updated_at() > settle
+            {
+                tracing::warn!(%worker_id, %job_id, "the agent does not have its scheduled job: sending it again");
+                self.send_run(worker_id, &job).await?;
+            }
         }
         Ok(())
     }
@@ -476,7 +515,12 @@ impl ControlPlane {
             if w.state() == WorkerState::Terminated {
                 return;
             }
-            if w.state() == WorkerState::Terminating && w.current_jobs().is_empty() {
+            let lost_after = chrono::Duration::from_std(
+                self.inner.config.worker_lost_after + self.inner.config.registration_timeout,
+            )
+            .unwrap_or(chrono::Duration::seconds(75));
+            let stuck = Utc::now() - w.last_heartbeat() > lost_after;
+            if w.state() == WorkerState::Terminating && w.current_jobs().is_empty() && !stuck {
                 // Already being retired or handled as lost by another caller.
                 return;
             }

@@ -301,6 +301,31 @@ impl JobQueue for InMemoryJobQueue {
         Ok(())
     }
 
+    async fn renew(&self, lease: &Lease, lease_for: Duration) -> Result<Lease, StoreError> {
+        let mut st = lock(&self.state);
+        st.check_lease(lease)?;
+        let expires_at = add_duration(Utc::now(), lease_for);
+        if let Some(slot) = st.slots.get_mut(&lease.entry.job_id) {
+            slot.lease = Some((lease.lease_id, expires_at));
+        }
+        Ok(Lease {
+            expires_at,
+            ..lease.clone()
+        })
+    }
+
+    async fn queued(
+        &self,
+        job_ids: &[JobId],
+    ) -> Result<std::collections::HashSet<JobId>, StoreError> {
+        let st = lock(&self.state);
+        Ok(job_ids
+            .iter()
+            .filter(|id| st.slots.contains_key(id))
+            .copied()
+            .collect())
+    }
+
     async fn remove(&self, job_id: JobId) -> Result<bool, StoreError> {
         let mut st = lock(&self.state);
         match st.slots.remove(&job_id) {

@@ -166,6 +166,15 @@ pub trait JobQueue: Send + Sync {
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError>;
     /// Gives a claimed entry back to the queue. A stale lease is refused.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Extends a held lease to `now + lease_for` and returns it with its new
+    /// expiry. A stale lease (rescued, released, completed or removed) is
+    /// refused with [`StoreError::StaleLease`]: the holder has lost the entry.
+    async fn renew(&self, lease: &Lease, lease_for: Duration) -> Result<Lease, StoreError>;
+    /// Which of `job_ids` have an entry, claimed or not (reconciliation).
+    async fn queued(
+        &self,
+        job_ids: &[JobId],
+    ) -> Result<std::collections::HashSet<JobId>, StoreError>;
     /// Removes a job whether claimed or not (cancel). Returns whether it was there.
     async fn remove(&self, job_id: JobId) -> Result<bool, StoreError>;
     /// Returns entries whose lease expired before `now` to the queue.

@@ -314,6 +314,48 @@ where
     queue_complete_and_release(make().await).await;
     queue_rescue_expired(make().await).await;
     queue_remove(make().await).await;
+    queue_renew_and_queued(make().await).await;
+}
+
+async fn queue_renew_and_queued(q: Arc<dyn JobQueue>) {
+    let c = "queue/renew-and-queued";
+    let a = JobId::new();
+    let b = JobId::new();
+    let t = now_ms();
+    ok(q.enqueue(entry(a, 0, t)).await, c);
+    ok(q.enqueue(entry(b, 0, t)).await, c);
+    let short = some(ok(q.claim_job(a, Duration::from_secs(1)).await, c), c);
+    let renewed = ok(q.renew(&short, Duration::from_secs(3600)).await, c);
+    assert_eq!(renewed.lease_id, short.lease_id, "{c}: same lease");
+    assert!(
+        renewed.expires_at > short.expires_at,
+        "{c}: the expiry moves forward"
+    );
+    let rescued = ok(
+        q.rescue_expired(Utc::now() + TimeDelta::seconds(120)).await,
+        c,
+    );
+    assert!(
+        rescued.is_empty(),
+        "{c}: a renewed lease is not rescued before its new expiry, got {rescued:?}"
+    );
+    let queued = ok(q.queued(&[a, b, JobId::new()]).await, c);
+    assert_eq!(
+        queued,
+        [a, b].into_iter().collect(),
+        "{c}: claimed and unclaimed entries are both queued; unknown is not"
+    );
+    ok(q.complete(&renewed).await, c);
+    match q.renew(&renewed, LEASE).await {
+        Err(StoreError::StaleLease { .. }) => {}
+        other => panic!("{c}: renewing a completed lease must be stale, got {other:?}"),
+    }
+    let queued = ok(q.queued(&[a, b]).await, c);
+    assert_eq!(queued, [b].into_iter().collect(), "{c}: completed is gone");
+    assert!(
+        ok(q.queued(&[]).await, c).is_empty(),
+        "{c}: no ids, none queued"
+    );
 }
 
 async fn queue_ordering_and_claim_limit(q: Arc<dyn JobQueue>) {

@@ -23,6 +23,9 @@
 //! ```
 
 mod config;
+mod leftovers;
+
+pub use leftovers::OWNER_ENV;
 
 pub use config::{
     AGENT_BINARY_NAME, ENV_MAX_WORKERS, ENV_WORKER_BINARY, ProcessProviderConfig,
@@ -62,6 +65,9 @@ pub const DEFAULT_STARTUP: Duration = Duration::from_millis(50);
 const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Exited workers remembered (for `Terminated` status and their logs).
 const EXITED_KEPT: usize = 256;
+/// A worker process younger than this is never taken for an orphan (another
+/// replica sharing this provider may have just started it).
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(30);
 /// How long to wait for a process to be reaped after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -167,6 +173,35 @@ impl ProcessProvider {
         self.find(worker_id).map(|w| w.pid)
     }
 
+    /// Stops the worker processes a previous server process with this
+    /// provider's id left running and that `known` (the registry) does not
+    /// list: what a `kill -9` of the server leaves behind. Workers this
+    /// process started, and processes younger than 30 s, are never touched
+    /// here. Returns what was stopped.
+    pub async fn cleanup_orphans(
+        &self,
+        known: &std::collections::HashSet<WorkerId>,
+    ) -> Result<Vec<String>, ProviderError> {
+        let mine: std::collections::HashSet<u32> =
+            lock(&self.workers).values().map(|w| w.pid).collect();
+        let mut stopped = Vec::new();
+        for orphan in leftovers::orphans(self.id, known, ORPHAN_MIN_AGE) {
+            if mine.contains(&orphan.pid) {
+                continue;
+            }
+            let what = match orphan.worker_id {
+                Some(w) => format!("worker {w} (pid {})", orphan.pid),
+                None => format!("pid {}", orphan.pid),
+            };
+            if leftovers::stop(orphan.pid, self.config.destroy_grace).await {
+                stopped.push(what);
+            } else {
+                tracing::warn!(pid = orphan.pid, "an orphaned worker process did not exit");
+            }
+        }
+        Ok(stopped)
+    }
+
     fn agent_binary(&self) -> Result<PathBuf, ProviderError> {
         let hint = format!(
             "build it with `cargo build -p hodei-examples --bin hodei-worker` \
@@ -225,6 +260,7 @@ impl ProcessProvider {
         let mut cmd = Command::new(binary);
         cmd.envs(&self.config.extra_env)
             .envs(spec.agent_env())
+            .env(OWNER_ENV, self.id.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -300,6 +336,10 @@ impl ProcessProvider {
         let _ = self.events.send(WorkerEvent::Started { worker_id });
         let mut handle = WorkerHandle::new(worker_id, self.id, pid.to_string());
         handle.metadata.insert("pid".into(), pid.to_string());
+        // Lets a restarted server tell this process from a later one with its pid.
+        if let Some(tag) = crate::host::owner_tag(pid) {
+            handle.metadata.insert(leftovers::TAG_KEY.into(), tag);
+        }
         handle
             .metadata
             .insert("binary".into(), binary.display().to_string());
@@ -438,6 +478,16 @@ impl WorkerLifecycle for ProcessProvider {
     /// exit, then SIGKILL. Unknown or already exited workers: a no-op.
     async fn destroy_worker(&self, handle: &WorkerHandle) -> Result<(), ProviderError> {
         let Some(w) = self.find(handle.worker_id) else {
+            // Not a child of this process: a worker a previous server process
+            // started. Signal it by its pid while it is still that process.
+            if let Some(pid) = leftovers::still_running(handle) {
+                tracing::info!(worker_id = %handle.worker_id, pid, "destroying a worker process left by a previous server");
+                if !leftovers::stop(pid, self.config.destroy_grace).await {
+                    return Err(ProviderError::Timeout(format!(
+                        "worker process {pid} did not exit after SIGKILL"
+                    )));
+                }
+            }
             return Ok(());
         };
         if w.exited().is_some() {

@@ -1,0 +1,169 @@
+//! The leader's reconciliation from the store: what a crash between two
+//! writes leaves half done is repaired from the stored records alone, with no
+//! in-memory state of the controller that died.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use hodei_core::control::ControlPlane;
+use hodei_core::store::{QueueEntry, Stores};
+use hodei_core::{CommandType, Job, JobSpec, JobState, ProviderId, Worker, WorkerHandle, WorkerId};
+
+fn spec(name: &str) -> JobSpec {
+    JobSpec::new(name, CommandType::shell("true", Vec::<String>::new()))
+}
+
+fn entry(job: &Job) -> QueueEntry {
+    QueueEntry {
+        job_id: job.id(),
+        priority: job.priority(),
+        enqueued_at: job.created_at(),
+    }
+}
+
+fn control_plane(stores: &Stores) -> ControlPlane {
+    ControlPlane::builder().stores(stores.clone()).build()
+}
+
+#[tokio::test]
+async fn a_pending_job_without_a_queue_entry_is_enqueued() {
+    let stores = Stores::in_memory();
+    let cp = control_plane(&stores);
+    // A crash between storing the job and enqueuing it.
+    let job = stores.jobs.insert(&Job::new(spec("orphan"))).await.unwrap();
+    let queued_job = stores.jobs.insert(&Job::new(spec("queued"))).await.unwrap();
+    stores.queue.enqueue(entry(&queued_job)).await.unwrap();
+
+    let report = cp.audit_store().await.unwrap();
+    assert_eq!(report.enqueued, 1, "{report:?}");
+    let queued = stores
+        .queue
+        .queued(&[job.id(), queued_job.id()])
+        .await
+        .unwrap();
+    assert!(queued.contains(&job.id()) && queued.contains(&queued_job.id()));
+    let again = cp.audit_store().await.unwrap();
+    assert!(again.is_empty(), "nothing left to repair: {again:?}");
+}
+
+#[tokio::test]
+async fn a_provisioning_whose_controller_died_is_given_back_when_its_lease_expires() {
+    let stores = Stores::in_memory();
+    let cp = control_plane(&stores);
+    let provider = ProviderId::new();
+    // A controller claimed the entry, moved the job to Scheduled for a worker
+    // it was provisioning, and died: its lease is never renewed.
+    let job = stores.jobs.insert(&Job::new(spec("half"))).await.unwrap();
+    stores.queue.enqueue(entry(&job)).await.unwrap();
+    let lease = stores
+        .queue
+        .claim_job(job.id(), Duration::from_millis(50))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut scheduled = job.clone();
+    scheduled.submit_to_provider(provider, None).unwrap();
+    stores.jobs.update(&scheduled).await.unwrap();
+
+    // While the lease holds, nobody touches the job.
+    cp.reconcile().await.unwrap();
+    let j = stores.jobs.get(job.id()).await.unwrap().unwrap();
+    assert_eq!(j.state(), JobState::Scheduled, "lease still held");
+
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    cp.reconcile().await.unwrap();
+    let j = stores.jobs.get(job.id()).await.unwrap().unwrap();
+    assert_eq!(
+        j.state(),
+        JobState::Pending,
+        "given back after the lease expired"
+    );
+    assert_eq!(
+        j.attempts(),
+        job.attempts(),
+        "the job never ran: no attempt used"
+    );
+    let waiting = stores.queue.peek(10).await.unwrap();
+    assert!(
+        waiting.iter().any(|e| e.job_id == job.id()),
+        "back on the queue, unclaimed: {waiting:?}"
+    );
+    assert!(
+        stores.queue.complete(&lease).await.is_err(),
+        "the dead controller's lease is stale"
+    );
+}
+
+#[tokio::test]
+async fn an_unbound_scheduled_job_without_an_entry_is_given_back() {
+    let stores = Stores::in_memory();
+    let cp = control_plane(&stores);
+    let mut job = stores.jobs.insert(&Job::new(spec("lost"))).await.unwrap();
+    job.submit_to_provider(ProviderId::new(), None).unwrap();
+    stores.jobs.update(&job).await.unwrap();
+
+    let report = cp.audit_store().await.unwrap();
+    assert_eq!(report.released, 1, "{report:?}");
+    let j = stores.jobs.get(job.id()).await.unwrap().unwrap();
+    assert_eq!(j.state(), JobState::Pending);
+    assert!(
+        stores
+            .queue
+            .queued(&[job.id()])
+            .await
+            .unwrap()
+            .contains(&job.id())
+    );
+}
+
+#[tokio::test]
+async fn a_job_bound_to_a_vanished_worker_is_retried() {
+    let stores = Stores::in_memory();
+    let cp = control_plane(&stores);
+    let gone = WorkerId::new();
+    let mut job = stores.jobs.insert(&Job::new(spec("bound"))).await.unwrap();
+    job.submit_to_provider(ProviderId::new(), Some(gone))
+        .unwrap();
+    let job = stores.jobs.update(&job).await.unwrap();
+
+    let report = cp.audit_store().await.unwrap();
+    assert_eq!(report.orphaned_attempts, 1, "{report:?}");
+    let j = stores.jobs.get(job.id()).await.unwrap().unwrap();
+    assert_eq!(j.state(), JobState::Pending, "retried: {:?}", j.state());
+    assert_eq!(j.attempts(), 1, "the lost attempt counts");
+    assert!(
+        stores
+            .queue
+            .queued(&[job.id()])
+            .await
+            .unwrap()
+            .contains(&job.id())
+    );
+}
+
+#[tokio::test]
+async fn a_worker_slot_for_a_job_it_does_not_run_is_freed_on_the_second_audit() {
+    let stores = Stores::in_memory();
+    let cp = control_plane(&stores);
+    // A crash between reserving the worker's slot and binding the job.
+    let job = stores
+        .jobs
+        .insert(&Job::new(spec("phantom")))
+        .await
+        .unwrap();
+    stores.queue.enqueue(entry(&job)).await.unwrap();
+    let mut w = Worker::new(WorkerId::new(), ProviderId::new());
+    stores.workers.register(&w).await.unwrap();
+    w.created(WorkerHandle::new(w.id(), w.provider_id(), "pid-1"))
+        .unwrap();
+    w.registered().unwrap();
+    w.assign(job.id()).unwrap();
+    stores.workers.update(&w).await.unwrap();
+
+    let first = cp.audit_store().await.unwrap();
+    assert_eq!(first.freed_slots, 0, "an assignment may be in flight: wait");
+    let second = cp.audit_store().await.unwrap();
+    assert_eq!(second.freed_slots, 1, "{second:?}");
+    let w = stores.workers.get(w.id()).await.unwrap().unwrap();
+    assert!(w.current_jobs().is_empty(), "slot freed");
+}
