@@ -486,3 +486,59 @@ async fn a_worker_dying_before_it_registers_ends_provisioning_at_once() {
     assert_eq!(j.worker_id(), None);
     cp.shutdown();
 }
+
+/// What a `kill -9` of the server leaves: worker processes that the new
+/// server process did not start. The provider (same id, new instance) destroys
+/// the ones its registry still knows through their handle, and stops the ones
+/// the registry does not know as orphans; young ones are left alone.
+#[tokio::test]
+async fn worker_processes_left_by_a_previous_server_are_destroyed_or_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProcessProviderConfig::default()
+        .with_agent_binary(fake_agent(dir.path()))
+        .with_destroy_grace(Duration::from_millis(500));
+    let before = ProcessProvider::new(config.clone());
+    let known = before.create_worker(&spec(&before)).await.unwrap();
+    let orphan = before.create_worker(&spec(&before)).await.unwrap();
+    let pid = |h: &WorkerHandle| h.metadata["pid"].parse::<u32>().unwrap();
+    wait_for_logs(&before, &known, 1).await;
+    wait_for_logs(&before, &orphan, 1).await;
+
+    // The "restarted server": the same provider id, none of the children.
+    let after = ProcessProvider::with_id(
+        before.id(),
+        config
+            .clone()
+            .with_orphan_min_age(Duration::from_secs(3600)),
+    );
+    let registry: std::collections::HashSet<WorkerId> = [known.worker_id].into();
+    assert!(
+        after.cleanup_orphans(&registry).await.unwrap().is_empty(),
+        "a young process is never taken for an orphan"
+    );
+    assert!(alive(pid(&orphan)));
+
+    let after = ProcessProvider::with_id(before.id(), config.with_orphan_min_age(Duration::ZERO));
+    let stopped = after.cleanup_orphans(&registry).await.unwrap();
+    assert_eq!(stopped.len(), 1, "only the unknown worker: {stopped:?}");
+    assert!(
+        stopped[0].contains(&orphan.worker_id.to_string()),
+        "{stopped:?}"
+    );
+    assert!(alive(pid(&known)), "a worker the registry knows is kept");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid(&orphan)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid(&orphan)), "the orphan is stopped");
+
+    // The known worker is destroyed through its handle, though not a child.
+    after.destroy_worker(&known).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid(&known)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid(&known)), "destroyed through its handle");
+    // A handle whose pid is now another process (or none) is a no-op.
+    after.destroy_worker(&known).await.unwrap();
+}

@@ -45,6 +45,11 @@ pub struct ProcessProviderConfig {
     pub extra_env: BTreeMap<String, String>,
     /// How long `destroy_worker` waits after SIGTERM before it sends SIGKILL. Default 10 s.
     pub destroy_grace: Duration,
+    /// A leftover worker process younger than this is never taken for an
+    /// orphan by [`cleanup_orphans`](super::ProcessProvider::cleanup_orphans):
+    /// another replica sharing this provider's id may have just started it.
+    /// Default 30 s.
+    pub orphan_min_age: Duration,
 }
 
 impl Default for ProcessProviderConfig {
@@ -56,6 +61,7 @@ impl Default for ProcessProviderConfig {
             log_lines_kept: 1000,
             extra_env: BTreeMap::new(),
             destroy_grace: Duration::from_secs(10),
+            orphan_min_age: Duration::from_secs(30),
         }
     }
 }
@@ -130,6 +136,13 @@ impl ProcessProviderConfig {
     #[must_use]
     pub fn with_destroy_grace(mut self, grace: Duration) -> Self {
         self.destroy_grace = grace;
+        self
+    }
+
+    /// Sets the minimum age of a process taken for an orphan.
+    #[must_use]
+    pub fn with_orphan_min_age(mut self, age: Duration) -> Self {
+        self.orphan_min_age = age;
         self
     }
 

@@ -65,9 +65,6 @@ pub const DEFAULT_STARTUP: Duration = Duration::from_millis(50);
 const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Exited workers remembered (for `Terminated` status and their logs).
 const EXITED_KEPT: usize = 256;
-/// A worker process younger than this is never taken for an orphan (another
-/// replica sharing this provider may have just started it).
-const ORPHAN_MIN_AGE: Duration = Duration::from_secs(30);
 /// How long to wait for a process to be reaped after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -176,8 +173,9 @@ impl ProcessProvider {
     /// Stops the worker processes a previous server process with this
     /// provider's id left running and that `known` (the registry) does not
     /// list: what a `kill -9` of the server leaves behind. Workers this
-    /// process started, and processes younger than 30 s, are never touched
-    /// here. Returns what was stopped.
+    /// process started, and processes younger than
+    /// [`orphan_min_age`](ProcessProviderConfig::orphan_min_age), are never
+    /// touched here. Returns what was stopped.
     pub async fn cleanup_orphans(
         &self,
         known: &std::collections::HashSet<WorkerId>,
@@ -185,7 +183,7 @@ impl ProcessProvider {
         let mine: std::collections::HashSet<u32> =
             lock(&self.workers).values().map(|w| w.pid).collect();
         let mut stopped = Vec::new();
-        for orphan in leftovers::orphans(self.id, known, ORPHAN_MIN_AGE) {
+        for orphan in leftovers::orphans(self.id, known, self.config.orphan_min_age) {
             if mine.contains(&orphan.pid) {
                 continue;
             }
