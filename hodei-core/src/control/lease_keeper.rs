@@ -43,7 +43,7 @@ impl LeaseKeeper {
                         let _ = tx.send(Some(renewed));
                     }
                     Err(StoreError::StaleLease { job_id }) => {
-                        tracing::warn!(%job_id, "queue lease lost while provisioning (rescued by the leader)");
+                        tracing::warn!(%job_id, "queue lease lost while provisioning (rescued by the leader, or the job was cancelled)");
                         let _ = tx.send(None);
                         return;
                     }
