@@ -12,6 +12,10 @@
 //!   only bytes of the value are the same whatever surrounds it. For each alignment the
 //!   pattern is that stable middle part (the GitHub Actions runner masks secrets the same way).
 //!
+//! A value spanning several lines (a PEM key) is never seen whole by a line-based redactor,
+//! so each of its lines of at least 6 bytes (without a trailing `\r`) is searched on its own,
+//! as the GitHub Actions runner masks multi-line secrets; shorter lines of it are not masked.
+//!
 //! All patterns are searched in one pass with Aho-Corasick (leftmost-longest).
 //!
 //! Redaction works on complete lines. For lines cut into fragments because they were too
@@ -105,6 +109,12 @@ impl Redactor {
             return Vec::new();
         }
         out.insert(value.to_vec());
+        // Each line of a multi-line value: its lines reach the redactor one by one.
+        if value.contains(&b'\n') {
+            for line in value.split(|&b| b == b'\n') {
+                out.insert(line.strip_suffix(b"\r").unwrap_or(line).to_vec());
+            }
+        }
         // JSON string escaping.
         if let Ok(s) = std::str::from_utf8(value)
             && let Ok(json) = serde_json::to_string(s)
@@ -337,6 +347,26 @@ mod tests {
     fn non_utf8_is_kept() {
         let r = r(&["secret1"]);
         assert_eq!(red(&r, b"\xff secret1 \xfe"), b"\xff *** \xfe".to_vec());
+    }
+
+    /// Found by the `redact_stream` fuzz target: a multi-line secret printed as it is
+    /// reached the redactor line by line and was never matched.
+    #[test]
+    fn every_line_of_a_multi_line_secret_is_masked() {
+        let key = "-----BEGIN KEY-----\r\nMIIBVwIBADANBgkq\nab\n-----END KEY-----";
+        let r = Arc::new(r(&[key]));
+        let mut s = StreamRedactor::new(r);
+        let mut out = Vec::new();
+        for line in key.split('\n') {
+            let data = Bytes::copy_from_slice(line.as_bytes());
+            out.extend_from_slice(&s.push(Frame::Line(data)).unwrap());
+            out.push(b'\n');
+        }
+        // Lines shorter than 6 bytes cannot be masked without masking unrelated output.
+        assert_eq!(out, b"***\r\n***\nab\n***\n".to_vec());
+        let fuzzed = [255, 10, 170, 253, 253, 253, 253, 253];
+        let r = Redactor::new([fuzzed]);
+        assert_eq!(red(&r, &fuzzed[2..]), REDACTED.to_vec());
     }
 
     #[test]
