@@ -725,3 +725,128 @@ async fn grpc_and_rest_followers_lose_nothing_under_a_burst() {
     let want: String = (1..=LINES).map(|s| format!("line {s}\n")).collect();
     assert_eq!(text, want);
 }
+
+// ---- Found by schemathesis (scripts/schemathesis.sh, docs/FUZZING.md) ----------
+
+/// `?limit=` and `?state=` with no value were taken as "absent" although the
+/// schema says an integer and a state: an empty value is a 400 naming the field.
+#[tokio::test]
+async fn empty_list_query_values_are_refused_with_their_field() {
+    let app = spawn_app().await;
+    for (query, field) in [
+        ("?limit=", "limit"),
+        ("?state=", "state"),
+        ("?limit=&state=", "state"),
+    ] {
+        let r = app
+            .http
+            .get(app.url(&format!("/api/v1/jobs{query}")))
+            .send()
+            .await
+            .unwrap();
+        let e = error_of(r, StatusCode::BAD_REQUEST).await;
+        assert_eq!(e.error.field.as_deref(), Some(field), "{query}");
+    }
+    // The documented range is what the server takes.
+    app.create_ok("one").await;
+    assert_eq!(app.list("?limit=10000&state=pending").await.len(), 1);
+}
+
+/// The optional cancel body is nullable in the schema: JSON `null` means no
+/// body, not a malformed one.
+#[tokio::test]
+async fn cancel_takes_a_null_body_as_no_reason() {
+    let app = spawn_app().await;
+    let job = app.create_ok("null-body").await;
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{}/cancel", job.id)))
+        .header(CONTENT_TYPE, "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cancelled: Value = r.json().await.unwrap();
+    assert_eq!(cancelled["state"], "cancelled");
+}
+
+/// A malformed `Last-Event-ID` was ignored unless the client also asked for
+/// SSE; it is a 400 naming the header either way.
+#[tokio::test]
+async fn a_bad_last_event_id_is_refused_for_every_log_form() {
+    let app = spawn_app().await;
+    let job = app.create_ok("event-id").await;
+    for (value, sse) in [
+        ("", false),
+        ("x", false),
+        ("+1:2", true),
+        ("1234567890:1", true),
+    ] {
+        let mut req = app
+            .http
+            .get(app.url(&format!("/api/v1/jobs/{}/logs", job.id)))
+            .header("last-event-id", value);
+        if sse {
+            req = req.header(ACCEPT, "text/event-stream");
+        }
+        let e = error_of(req.send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+        assert_eq!(e.error.field.as_deref(), Some("last-event-id"), "{value:?}");
+    }
+    let r = app
+        .http
+        .get(app.url(&format!("/api/v1/jobs/{}/logs", job.id)))
+        .header("last-event-id", " 1:0 ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// The OpenAPI document says what the server checks, so generated clients
+/// and schemathesis send what it accepts: UUID ids, the list bounds, a tagged
+/// command with its required fields.
+#[tokio::test]
+async fn openapi_states_ids_bounds_and_the_command_shape() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/api/v1/jobs/{id}", "/api/v1/jobs/{id}/logs"] {
+        let id = &doc["paths"][path]["get"]["parameters"][0];
+        assert_eq!(id["name"], "id");
+        assert_eq!(id["schema"]["format"], "uuid", "{path}: {id}");
+    }
+    let params = doc["paths"]["/api/v1/jobs"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(limit["schema"]["minimum"], 1, "{limit}");
+    assert_eq!(limit["schema"]["maximum"], 10000, "{limit}");
+    let command = &doc["components"]["schemas"]["JobSpec"]["properties"]["command"];
+    let command = match command.get("$ref").and_then(Value::as_str) {
+        Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+        None => command,
+    };
+    let variants = command["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{command}"));
+    let required: Vec<Vec<String>> = variants
+        .iter()
+        .map(|v| serde_json::from_value(v["required"].clone()).unwrap())
+        .collect();
+    assert!(
+        required.iter().any(|r| r.contains(&"cmd".to_owned())),
+        "{required:?}"
+    );
+    assert!(
+        required.iter().any(|r| r.contains(&"content".to_owned())),
+        "{required:?}"
+    );
+}

@@ -270,54 +270,159 @@ pub struct RegisterProviderRequest {
 }
 
 /// Documentation-only schema of the `JobSpec` JSON accepted by `POST /api/v1/jobs`.
-/// Unknown fields are refused.
+/// Unknown fields are refused. The bounds are those of `JobSpec::validate`; rules
+/// that span fields (a secret also in `env`, secret names equal but for case)
+/// are checked by the server only.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = JobSpec)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub(crate) struct JobSpecDoc {
-    /// Human-readable name.
+    /// Human-readable name (at most 256 bytes).
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\x00]*$")]
     name: String,
-    /// What to run: `{"type": "shell", "cmd": "echo", "args": ["hi"]}` or
-    /// `{"type": "script", "interpreter": "bash", "content": "echo hi"}`.
-    #[schema(value_type = Object)]
-    command: serde_json::Value,
+    /// What to run.
+    command: CommandDoc,
     /// Container or VM image, for providers that use one.
     image: Option<String>,
-    /// Environment variables.
+    /// Environment variables (names `[A-Za-z_][A-Za-z0-9_]*`).
     #[serde(default)]
     env: BTreeMap<String, String>,
     /// Secrets: given to the job as one JSON object on stdin, redacted from
-    /// its output, never returned by the API.
+    /// its output, never returned by the API. Values of at least 6 bytes.
     #[serde(default)]
     secrets: BTreeMap<String, String>,
-    /// Resources: `cpu_cores` (default 1.0), `memory_mb` (512), `storage_mb`
-    /// (1024), `gpu_required` (false), `architecture`.
-    #[schema(value_type = Object)]
-    resources: Option<serde_json::Value>,
-    /// Timeout of one attempt in milliseconds (default 3 600 000; must be > 0).
-    #[schema(default = 3_600_000)]
+    /// Resources.
+    #[serde(default)]
+    resources: Option<ResourcesDoc>,
+    /// Timeout of one attempt in milliseconds (default 3 600 000; at most 7 days).
+    #[schema(default = 3_600_000, minimum = 1, maximum = 604_800_000)]
     timeout_ms: Option<u64>,
-    /// Placement constraints: `[{"key", "op", "values"}]`.
-    #[schema(value_type = Option<Vec<Object>>)]
-    constraints: Option<Vec<serde_json::Value>>,
+    /// Placement constraints on worker labels.
+    constraints: Option<Vec<ConstraintDoc>>,
     /// Input artifacts.
-    #[schema(value_type = Option<Vec<Object>>)]
-    inputs: Option<Vec<serde_json::Value>>,
+    inputs: Option<Vec<ArtifactSourceDoc>>,
     /// Output artifacts.
-    #[schema(value_type = Option<Vec<Object>>)]
-    outputs: Option<Vec<serde_json::Value>>,
-    /// Scheduling preferences (`provider`, `priority`, …).
-    #[schema(value_type = Object)]
-    preferences: Option<serde_json::Value>,
+    outputs: Option<Vec<ArtifactDestDoc>>,
+    /// Scheduling preferences.
+    preferences: Option<PreferencesDoc>,
     /// Attempts allowed in total (default 3; 1 = no retry).
-    #[schema(default = 3)]
+    #[schema(default = 3, minimum = 1, maximum = 100)]
     max_attempts: Option<u32>,
     /// Working directory on the worker; absent = a fresh per-job directory.
     working_dir: Option<String>,
     /// Free-form labels.
     #[serde(default)]
     labels: BTreeMap<String, String>,
+}
+
+/// What a job runs: a program with arguments (no shell in between), or a
+/// script run by an interpreter.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) enum CommandDoc {
+    /// `{"type": "shell", "cmd": "echo", "args": ["hi"]}`.
+    Shell {
+        /// The program (not blank).
+        #[schema(
+            pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+        )]
+        cmd: String,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<String>,
+    },
+    /// `{"type": "script", "interpreter": "bash", "content": "echo hi"}`.
+    Script {
+        /// The interpreter (not blank).
+        #[schema(
+            pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+        )]
+        interpreter: String,
+        /// The script (not blank, at most 1 MiB).
+        #[schema(
+            pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )]
+        content: String,
+    },
+}
+
+/// Resources a job asks for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct ResourcesDoc {
+    /// CPU cores (default 1.0).
+    #[schema(exclusive_minimum = 0, maximum = 1024)]
+    cpu_cores: Option<f64>,
+    /// Memory in MiB (default 512).
+    #[schema(minimum = 1)]
+    memory_mb: Option<u64>,
+    /// Disk in MiB (default 1024).
+    storage_mb: Option<u64>,
+    /// Whether a GPU is needed (default false).
+    gpu_required: Option<bool>,
+    /// CPU architecture; absent = any.
+    architecture: Option<String>,
+}
+
+/// A placement constraint: `key op values`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct ConstraintDoc {
+    /// Label key.
+    key: String,
+    /// `eq`, `ne` (one value), `in` (one or more), `exists` (none needed).
+    #[schema(pattern = "^(eq|ne|in|exists)$")]
+    op: String,
+    /// Values to compare against.
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+/// An input artifact fetched before the job runs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct ArtifactSourceDoc {
+    /// Artifact name.
+    name: String,
+    /// Where to fetch it from.
+    url: String,
+    /// Where to put it, relative to the job's working directory.
+    path: String,
+}
+
+/// An output artifact uploaded after the job ran.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct ArtifactDestDoc {
+    /// Artifact name.
+    name: String,
+    /// Path relative to the job's working directory.
+    path: String,
+    /// Where to upload it.
+    url: String,
+}
+
+/// Scheduling preferences.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct PreferencesDoc {
+    /// Provider name or id the job must run on.
+    preferred_provider: Option<String>,
+    /// Region to prefer.
+    preferred_region: Option<String>,
+    /// Higher runs first (default 0).
+    #[schema(minimum = -1000, maximum = 1000)]
+    priority: Option<i32>,
+    /// Whether the job may be retried after its worker was lost (default true).
+    allow_retry: Option<bool>,
 }
 
 /// Guards [`JobSpecDoc`] against drifting from [`JobSpec`]: every field of the

@@ -207,7 +207,7 @@ where
     }
 }
 
-/// An optional JSON body: `None` when the body is empty.
+/// An optional JSON body: `None` when the body is empty or JSON `null`.
 #[derive(Debug, Clone)]
 pub struct OptionalApiJson<T>(pub Option<T>);
 
@@ -227,7 +227,7 @@ where
             return Ok(OptionalApiJson(None));
         }
         check_json_content_type(&headers)?;
-        parse_json(&bytes).map(|v| OptionalApiJson(Some(v)))
+        parse_json::<Option<T>>(&bytes).map(OptionalApiJson)
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::dto::{CancelRequest, JobDto, JobList};
+use super::dto::{CancelRequest, JobDto, JobList, JobStateDto};
 use super::error::{ApiError, ApiJson, ErrorBody, OptionalApiJson};
 use crate::domain::ids::{CorrelationId, JobId};
 use crate::domain::job::JobState;
@@ -36,7 +36,7 @@ pub(super) fn job_id(id: &str) -> Result<JobId, ApiError> {
     tag = "jobs",
     request_body(content = inline(super::dto::JobSpecDoc), content_type = "application/json",
         description = "The job spec (JSON form of `JobSpec`; unknown fields are refused)"),
-    params(("x-correlation-id" = Option<String>, Header, description = "Correlation id (UUID) to follow the job across services")),
+    params(("x-correlation-id" = Option<String>, Header, format = Uuid, description = "Correlation id (UUID) to follow the job across services")),
     responses(
         (status = 201, description = "Queued", body = JobDto,
             headers(("location" = String, description = "URL of the new job"))),
@@ -76,7 +76,7 @@ pub(super) async fn create_job(
     get,
     path = "/api/v1/jobs/{id}",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Job id (UUID)")),
     responses(
         (status = 200, description = "The job", body = JobDto),
         (status = 400, description = "Not a UUID", body = ErrorBody),
@@ -97,9 +97,10 @@ pub(super) async fn get_job(
 pub(super) struct ListJobsQuery {
     /// Only jobs in this state (`pending`, `scheduled`, `running`, `succeeded`,
     /// `failed`, `cancelled`, `timeout`).
+    #[param(inline, value_type = Option<JobStateDto>)]
     state: Option<String>,
     /// At most this many, newest first (default 100, at most 10000).
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
 }
 
@@ -120,14 +121,15 @@ pub(super) async fn list_jobs(
 ) -> Result<Json<JobList>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid_argument("query", e.body_text()))?;
     let mut filter = JobFilter::default();
-    if let Some(state) = q.state.as_deref().filter(|s| !s.is_empty()) {
+    // An empty value is refused like any other that is not in the schema.
+    if let Some(state) = q.state.as_deref() {
         filter.state = Some(
             state
                 .parse::<JobState>()
                 .map_err(|e| ApiError::invalid_argument("state", e))?,
         );
     }
-    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+    let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
@@ -151,7 +153,7 @@ pub(super) async fn list_jobs(
     post,
     path = "/api/v1/jobs/{id}/cancel",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Job id (UUID)")),
     request_body(content = Option<CancelRequest>, content_type = "application/json",
         description = "Optional reason"),
     responses(

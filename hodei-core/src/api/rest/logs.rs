@@ -49,9 +49,10 @@ pub(super) struct LogsQuery {
     path = "/api/v1/jobs/{id}/logs",
     tag = "jobs",
     params(
-        ("id" = String, Path, description = "Job id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Job id (UUID)"),
         LogsQuery,
-        ("last-event-id" = Option<String>, Header, description = "SSE: resume after this `attempt:sequence`"),
+        ("last-event-id" = Option<String>, Header, pattern = r"^[ \t]*[0-9]{1,9}:[0-9]{1,19}[ \t]*$",
+            description = "SSE: resume after this `attempt:sequence`"),
     ),
     responses(
         (status = 200, description = "The logs", content(
@@ -80,14 +81,15 @@ pub(super) async fn job_logs(
             ));
         }
     };
+    // Checked whatever the form asked for, so a bad header is never silently ignored.
+    let after = match headers.get("last-event-id") {
+        None => LogCursor::default(),
+        Some(v) => parse_event_id(v.to_str().unwrap_or("")).ok_or_else(|| {
+            ApiError::invalid_argument("last-event-id", "expected attempt:sequence")
+        })?,
+    };
     s.cp.get_job(id).await?;
     if wants_sse(&headers) {
-        let after = match headers.get("last-event-id") {
-            None => LogCursor::default(),
-            Some(v) => parse_event_id(v.to_str().unwrap_or("")).ok_or_else(|| {
-                ApiError::invalid_argument("last-event-id", "expected attempt:sequence")
-            })?,
-        };
         return Ok(sse(s, id, after).into_response());
     }
     if follow {
@@ -126,9 +128,15 @@ fn wants_sse(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `attempt:sequence` as sent in SSE ids.
+/// `attempt:sequence` as sent in SSE ids: exactly what the documented pattern
+/// allows (decimal digits, no sign, numbers that fit).
 fn parse_event_id(s: &str) -> Option<LogCursor> {
-    let (a, q) = s.trim().split_once(':')?;
+    let (a, q) = s.trim_matches([' ', '\t']).split_once(':')?;
+    let digits =
+        |t: &str, max: usize| (1..=max).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(a, 9) || !digits(q, 19) {
+        return None;
+    }
     Some(LogCursor {
         attempt: a.parse().ok()?,
         sequence: q.parse().ok()?,
@@ -222,6 +230,15 @@ mod tests {
         );
         assert_eq!(parse_event_id("2"), None);
         assert_eq!(parse_event_id("a:1"), None);
+        assert_eq!(parse_event_id("+1:2"), None);
+        assert_eq!(parse_event_id("1234567890:2"), None);
+        assert_eq!(
+            parse_event_id(" 1:2\t"),
+            Some(LogCursor {
+                attempt: 1,
+                sequence: 2
+            })
+        );
     }
 
     #[test]
