@@ -4,6 +4,7 @@
 
 mod crash_safety;
 mod docker;
+mod failover;
 mod harness;
 mod postgres;
 mod security;
