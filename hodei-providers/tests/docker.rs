@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +20,8 @@ use hodei_core::provider::*;
 use hodei_core::store::LogCursor;
 use hodei_core::*;
 use hodei_providers::docker::{
-    CONTAINER_PREFIX, DockerProvider, DockerProviderConfig, IMAGE_HINT, LABEL_MANAGED,
-    LABEL_PROVIDER_ID, LABEL_WORKER_ID,
+    CONTAINER_PREFIX, DockerProvider, DockerProviderConfig, IMAGE_HINT, ISOLATED_NETWORK,
+    LABEL_MANAGED, LABEL_PROVIDER_ID, LABEL_WORKER_ID, NetworkMode, UnreachableServer,
 };
 use tokio::sync::OnceCell;
 
@@ -328,7 +328,20 @@ async fn container_has_limits_labels_env_and_logs_with_tail() {
     let host = info.host_config.unwrap();
     assert_eq!(host.nano_cpus, Some(500_000_000));
     assert_eq!(host.memory, Some(256 * 1024 * 1024));
-    assert_eq!(host.network_mode.as_deref(), Some("host"));
+    // Default configuration: the isolated network, never the host's.
+    let network = p
+        .worker_network()
+        .await
+        .unwrap()
+        .expect("an isolated network");
+    assert_eq!(network.name, ISOLATED_NETWORK);
+    assert_eq!(host.network_mode.as_deref(), Some(network.id.as_str()));
+    let gateway = network.gateway.expect("the network has a gateway");
+    assert_eq!(
+        host.extra_hosts,
+        Some(vec![format!("host.docker.internal:{gateway}")])
+    );
+    assert_eq!(h.metadata.get("network").map(String::as_str), Some("hodei"));
     assert_eq!(host.auto_remove, Some(false));
     let config = info.config.unwrap();
     let labels = config.labels.unwrap();
@@ -338,7 +351,8 @@ async fn container_has_limits_labels_env_and_logs_with_tail() {
     let env = config.env.unwrap();
     for want in [
         format!("HODEI_WORKER_ID={}", s.worker_id),
-        format!("HODEI_SERVER={NOWHERE}"),
+        // The loopback address was rewritten to the host as the container sees it.
+        "HODEI_SERVER=http://host.docker.internal:1".to_owned(),
         "HODEI_OTP=docker-test-otp".to_owned(),
         "HODEI_WORK_DIR=/work".to_owned(),
     ] {
@@ -616,21 +630,30 @@ async fn start_plane(provider: DockerProvider, policy: PoolPolicy) -> Plane {
         )
         .with_test_writer()
         .try_init();
-    let (listener, addr): (_, SocketAddr) =
-        hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    // Listen where the workers come in: the isolated network's gateway (not
+    // all interfaces), or loopback on the host network. Workers are given a
+    // loopback address either way; off the host network the provider rewrites it.
+    let listen = host_address_for_workers(&provider).await;
+    let (listener, addr): (_, SocketAddr) = hodei_core::server::bind(SocketAddr::new(listen, 0))
+        .await
+        .unwrap();
+    let worker_server_address = format!("http://127.0.0.1:{}", addr.port());
+    provider
+        .check_server_reachable(listen, &worker_server_address)
+        .await
+        .unwrap();
     let mut config = ControlPlaneConfig::default();
-    config.worker_server_address = format!("http://{addr}");
+    config.worker_server_address = worker_server_address;
     config.heartbeat_interval = Duration::from_secs(1);
     let cp = ControlPlane::builder().config(config).build();
     let image = provider.config().image.clone();
+    let network = provider.config().network_mode.as_docker().to_owned();
     cp.register_provider(
         Arc::new(provider),
         ProviderConfig::Docker {
             image,
             docker_host: None,
-            network: Some("host".into()),
+            network: Some(network),
         },
         policy,
     )
@@ -647,6 +670,14 @@ async fn start_plane(provider: DockerProvider, policy: PoolPolicy) -> Plane {
         },
     ));
     Plane { cp, stop }
+}
+
+/// The host's address as the provider's workers reach it.
+async fn host_address_for_workers(provider: &DockerProvider) -> IpAddr {
+    match provider.worker_network().await.unwrap() {
+        Some(n) => n.gateway.expect("the workers' network has a gateway"),
+        None => IpAddr::from([127, 0, 0, 1]),
+    }
 }
 
 async fn wait_job(cp: &ControlPlane, id: JobId, within: Duration, want: JobState) -> Job {
@@ -790,4 +821,245 @@ async fn a_worker_container_killed_mid_job_is_retried_on_a_new_worker() {
     assert!(guard.containers().await.is_empty());
     cp.shutdown();
     let _ = plane.stop.send(true);
+}
+
+// ---- network isolation ----
+
+/// A TCP listener on the host that counts the connections it accepts.
+struct CountingListener {
+    port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingListener {
+    async fn bind(ip: IpAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((_conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Self {
+            port,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A job script that tries TCP connections and prints `name=reached` or `name=blocked`.
+fn probe_script(targets: &[(&str, &str, u16)]) -> String {
+    let mut script = String::from(
+        "probe() { if timeout 3 bash -c \"exec 3<>/dev/tcp/$2/$3\" 2>/dev/null; \
+         then echo \"$1=reached\"; else echo \"$1=blocked\"; fi; }\n",
+    );
+    for (name, host, port) in targets {
+        script.push_str(&format!("probe {name} {host} {port}\n"));
+    }
+    script
+}
+
+/// Runs the probe as a job through the control plane; the job must succeed
+/// (so its agent registered, ran it and reported). Returns its output.
+async fn run_probe(cp: &ControlPlane, script: String) -> String {
+    let spec = JobSpec::new("probe", CommandType::script("bash", script))
+        .with_provider("docker")
+        .with_max_attempts(1);
+    let job = cp.create_job(spec, None).await.unwrap();
+    let done = wait_job(cp, job.id(), Duration::from_secs(90), JobState::Succeeded).await;
+    assert_eq!(done.attempts(), 1);
+    job_output(cp, job.id()).await
+}
+
+#[tokio::test]
+async fn a_default_job_cannot_reach_the_hosts_loopback_yet_runs_end_to_end() {
+    require_docker!();
+    let guard = Cleanup::new();
+    let provider = DockerProvider::connect(guard.config()).await.unwrap();
+    assert_eq!(provider.config().network_mode, NetworkMode::Isolated);
+    let network = provider.worker_network().await.unwrap().unwrap();
+    let gateway = network.gateway.unwrap();
+    // The network was made with inter-container traffic off.
+    let icc = docker_cli(&[
+        "network",
+        "inspect",
+        &network.id,
+        "--format",
+        "{{index .Options \"com.docker.network.bridge.enable_icc\"}}",
+    ]);
+    assert_eq!(icc, "false");
+    // A server only on loopback is refused at start, with the gateway to use instead.
+    let local = IpAddr::from([127, 0, 0, 1]);
+    let err = provider
+        .check_server_reachable(local, "http://127.0.0.1:50051")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        UnreachableServer::LoopbackListener {
+            listen: local,
+            network: ISOLATED_NETWORK.into(),
+            gateway: Some(gateway),
+        }
+    );
+
+    // A service on the host's loopback (a database with trust auth, the server's API ...),
+    // and a control service where the workers do reach the host.
+    let secret = CountingListener::bind(local).await;
+    let control = CountingListener::bind(gateway).await;
+    let plane = start_plane(provider, PoolPolicy::default()).await;
+    let out = run_probe(
+        &plane.cp,
+        probe_script(&[
+            ("loopback", "127.0.0.1", secret.port),
+            (
+                "host-loopback-via-gateway",
+                "host.docker.internal",
+                secret.port,
+            ),
+            ("gateway-ip", &gateway.to_string(), secret.port),
+            ("control", "host.docker.internal", control.port),
+        ]),
+    )
+    .await;
+    eprintln!("probe from the isolated network:\n{out}");
+    for blocked in ["loopback", "host-loopback-via-gateway", "gateway-ip"] {
+        assert!(
+            out.contains(&format!("{blocked}=blocked")),
+            "{blocked}: {out:?}"
+        );
+    }
+    // The probe itself works: the host is reachable where it listens for workers.
+    assert!(out.contains("control=reached"), "{out:?}");
+    assert!(control.accepted() >= 1);
+    assert_eq!(secret.accepted(), 0, "a job reached the host's loopback");
+
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        plane.cp.retire_all_workers("test done"),
+    )
+    .await
+    .unwrap();
+    plane.cp.shutdown();
+    let _ = plane.stop.send(true);
+}
+
+#[tokio::test]
+async fn the_host_network_is_used_only_when_asked_and_then_reaches_loopback() {
+    require_docker!();
+    let guard = Cleanup::new();
+    let provider = DockerProvider::connect(guard.config().with_network_mode(NetworkMode::Host))
+        .await
+        .unwrap();
+    assert_eq!(provider.worker_network().await.unwrap(), None);
+    let local = IpAddr::from([127, 0, 0, 1]);
+    provider
+        .check_server_reachable(local, "http://127.0.0.1:50051")
+        .await
+        .unwrap();
+    let secret = CountingListener::bind(local).await;
+    let plane = start_plane(provider, PoolPolicy::default()).await;
+    let out = run_probe(
+        &plane.cp,
+        probe_script(&[("loopback", "127.0.0.1", secret.port)]),
+    )
+    .await;
+    // The opt-in does what it says (and the probe can see it): loopback is shared.
+    assert!(out.contains("loopback=reached"), "{out:?}");
+    assert!(secret.accepted() >= 1);
+    let names = guard.containers().await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(
+        docker_cli(&[
+            "inspect",
+            &names[0],
+            "--format",
+            "{{.HostConfig.NetworkMode}}"
+        ]),
+        "host"
+    );
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        plane.cp.retire_all_workers("test done"),
+    )
+    .await
+    .unwrap();
+    plane.cp.shutdown();
+    let _ = plane.stop.send(true);
+}
+
+#[tokio::test]
+async fn a_named_network_must_exist_and_is_found_again_after_a_prune() {
+    require_docker!();
+    let guard = Cleanup::new();
+    let name = format!("hodei-test-{}", WorkerId::new());
+    let config = guard
+        .config()
+        .with_network_mode(NetworkMode::Named(name.clone()));
+    let err = DockerProvider::connect(config.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::InvalidConfig(m) if m.contains(&name) && m.contains("does not exist")),
+        "{err:?}"
+    );
+    docker_cli(&["network", "create", &name]);
+    let removed = scopeguard_network(&name);
+    let p = DockerProvider::connect(config).await.unwrap();
+    let first = p.worker_network().await.unwrap().unwrap();
+    let h = p.create_worker(&spec(&p)).await.unwrap();
+    p.destroy_worker(&h).await.unwrap();
+    // The network is removed and made again under the provider: a new id.
+    docker_cli(&["network", "rm", &name]);
+    docker_cli(&["network", "create", &name]);
+    let h = p.create_worker(&spec(&p)).await.unwrap();
+    let second = p.worker_network().await.unwrap().unwrap();
+    assert_ne!(first.id, second.id);
+    let mode = docker_cli(&[
+        "inspect",
+        &h.external_id,
+        "--format",
+        "{{.HostConfig.NetworkMode}}",
+    ]);
+    assert_eq!(mode, second.id);
+    p.destroy_worker(&h).await.unwrap();
+    drop(removed);
+}
+
+/// Removes a test network when dropped (also on panic).
+fn scopeguard_network(name: &str) -> impl Drop {
+    struct RemoveNetwork(String);
+    impl Drop for RemoveNetwork {
+        fn drop(&mut self) {
+            // Containers still on it (a failed test) first, then the network.
+            let on_it = std::process::Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("network={}", self.0)])
+                .output();
+            if let Ok(out) = on_it {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = std::process::Command::new("docker")
+                        .args(["rm", "-f", id])
+                        .output();
+                }
+            }
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", &self.0])
+                .output();
+        }
+    }
+    RemoveNetwork(name.to_owned())
 }

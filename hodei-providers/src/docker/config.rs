@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hodei_core::ProviderError;
@@ -25,43 +26,116 @@ pub const DEFAULT_IMAGE: &str = "hodei-worker:latest";
 /// What to do when the worker image is missing.
 pub const IMAGE_HINT: &str = "run scripts/docker/build-worker-image.sh";
 
+/// Name of the network [`NetworkMode::Isolated`] puts workers on.
+pub const ISOLATED_NETWORK: &str = "hodei";
+/// The name a worker container reaches its host by on every network but the host's.
+pub const HOST_ALIAS: &str = "host.docker.internal";
+
 /// How worker containers are networked, and so how the agent reaches the control plane.
+///
+/// Every mode but [`Host`](NetworkMode::Host) gives the container its own
+/// network namespace: a loopback server address (`127.0.0.1`, `localhost`,
+/// `0.0.0.0`, `[::1]`) is rewritten to `host.docker.internal`, which the
+/// container resolves to its network's gateway (an address of the host). The
+/// server must then listen on `0.0.0.0` or on that gateway address; see
+/// [`DockerProviderConfig::check_server_reachable`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum NetworkMode {
-    /// `--network host` (default): the container shares the host's network, a
-    /// server on `127.0.0.1:PORT` is reached as is. The fastest start on Linux.
+    /// The default: a dedicated bridge network named `hodei`
+    /// ([`ISOLATED_NETWORK`]), which the provider creates when it is missing,
+    /// with inter-container traffic off. A job reaches neither the host's
+    /// loopback services, nor other containers (other jobs included), nor
+    /// the containers of Docker's default bridge.
     #[default]
+    Isolated,
+    /// `--network host`, only when asked (`HODEI_DOCKER_NETWORK=host`): the
+    /// container shares the host's network, the server address is used as
+    /// is, and **every job can reach every loopback service of the host**
+    /// (the server's API, a database with trust authentication, ...).
+    /// The fastest start on Linux.
     Host,
-    /// The default bridge network with `host.docker.internal:host-gateway`:
-    /// a loopback server address (`127.0.0.1`, `localhost`, `0.0.0.0`, `[::1]`)
-    /// is rewritten to `host.docker.internal`. The server must then listen on
-    /// `0.0.0.0` (or the `docker0` address): a server bound only to
-    /// `127.0.0.1` refuses bridged containers.
+    /// Docker's default bridge (`docker0`): the host's loopback is out of
+    /// reach, but jobs can reach each other and every other container on it.
     Bridge,
-    /// A user-defined network by name; the server address is used as is.
+    /// A user-defined network by name; it must exist.
     Named(String),
 }
 
 impl NetworkMode {
-    /// Parses `host`, `bridge` or a network name.
+    /// Parses `isolated` (or `hodei`, or nothing), `host`, `bridge` (or
+    /// `default`), or a network name.
     #[must_use]
     pub fn parse(s: &str) -> Self {
         match s.trim() {
-            "" | "host" => NetworkMode::Host,
+            "" | "isolated" | ISOLATED_NETWORK => NetworkMode::Isolated,
+            "host" => NetworkMode::Host,
             "bridge" | "default" => NetworkMode::Bridge,
             other => NetworkMode::Named(other.to_owned()),
         }
     }
 
-    /// The Docker `NetworkMode` value.
+    /// The Docker network name.
     #[must_use]
     pub fn as_docker(&self) -> &str {
         match self {
+            NetworkMode::Isolated => ISOLATED_NETWORK,
             NetworkMode::Host => "host",
             NetworkMode::Bridge => "bridge",
             NetworkMode::Named(n) => n,
         }
+    }
+
+    /// Whether the container shares the host's network (the opt-in).
+    #[must_use]
+    pub fn is_host(&self) -> bool {
+        *self == NetworkMode::Host
+    }
+}
+
+/// Why the agent in a worker container would not reach the control plane:
+/// the server listens where the container's network cannot come in.
+/// Found at start by [`DockerProviderConfig::check_server_reachable`], so a
+/// misconfigured server says so at once instead of letting every job wait
+/// out the registration timeout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnreachableServer {
+    /// The server listens on a loopback address only.
+    #[error(
+        "the server listens on {listen} only, which worker containers on Docker network \
+         `{network}` cannot reach (a container's loopback is its own): listen on 0.0.0.0{hint}, \
+         or set HODEI_DOCKER_NETWORK=host to share the host's network (jobs then reach every \
+         loopback service of the host)",
+        hint = .gateway.map(|g| format!(" or on {g}, the network's gateway")).unwrap_or_default()
+    )]
+    LoopbackListener {
+        /// The address the server listens on.
+        listen: IpAddr,
+        /// The workers' network.
+        network: String,
+        /// The network's gateway, where containers reach the host, when known.
+        gateway: Option<IpAddr>,
+    },
+    /// The server listens on one address, the containers come in at another.
+    #[error(
+        "the server listens on {listen}, but worker containers on Docker network `{network}` \
+         reach the host at {gateway} (host.docker.internal): listen on 0.0.0.0 or {gateway}, \
+         or give the workers a server address they can reach"
+    )]
+    OtherAddress {
+        /// The address the server listens on.
+        listen: IpAddr,
+        /// The workers' network.
+        network: String,
+        /// The network's gateway, where containers reach the host.
+        gateway: IpAddr,
+    },
+}
+
+impl From<UnreachableServer> for ProviderError {
+    fn from(e: UnreachableServer) -> Self {
+        ProviderError::InvalidConfig(e.to_string())
     }
 }
 
@@ -77,9 +151,10 @@ impl fmt::Display for NetworkMode {
 /// use hodei_providers::docker::{DockerProviderConfig, NetworkMode};
 /// let config = DockerProviderConfig::default()
 ///     .with_image("my-registry/hodei-worker:1.2")
-///     .with_network_mode(NetworkMode::Bridge)
 ///     .with_max_workers(8);
 /// assert_eq!(config.name, "docker");
+/// // Jobs get their own network unless the host's is asked for.
+/// assert_eq!(config.network_mode, NetworkMode::Isolated);
 /// assert_eq!(config.max_workers, 8);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +168,8 @@ pub struct DockerProviderConfig {
     /// Docker daemon: `unix:///path`, a socket path, or `tcp://host:port`.
     /// `None`: `DOCKER_HOST`, then `/var/run/docker.sock`.
     pub docker_host: Option<String>,
-    /// Network of the worker containers. Default [`NetworkMode::Host`].
+    /// Network of the worker containers. Default [`NetworkMode::Isolated`]
+    /// (`HODEI_DOCKER_NETWORK`; `host` only when asked).
     pub network_mode: NetworkMode,
     /// How long `destroy_worker` lets the agent stop after SIGTERM before SIGKILL. Default 10 s.
     pub stop_grace: Duration,
@@ -115,7 +191,7 @@ impl Default for DockerProviderConfig {
             name: "docker".to_owned(),
             image: DEFAULT_IMAGE.to_owned(),
             docker_host: None,
-            network_mode: NetworkMode::Host,
+            network_mode: NetworkMode::Isolated,
             stop_grace: Duration::from_secs(10),
             max_workers: 16,
             labels: BTreeMap::new(),
@@ -253,13 +329,64 @@ impl DockerProviderConfig {
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
     }
 
-    /// The server address the agent in a container must use: on the bridge
+    /// The server address the agent in a container must use: off the host
     /// network a loopback host becomes `host.docker.internal`.
     #[must_use]
     pub fn server_address_for_container(&self, address: &str) -> String {
-        match self.network_mode {
-            NetworkMode::Bridge => rewrite_loopback(address, "host.docker.internal"),
-            NetworkMode::Host | NetworkMode::Named(_) => address.to_owned(),
+        if self.network_mode.is_host() {
+            address.to_owned()
+        } else {
+            rewrite_loopback(address, HOST_ALIAS)
+        }
+    }
+
+    /// Whether an agent in a worker container reaches a server listening on
+    /// `listen` through `server_address` (the address workers are given),
+    /// when the workers' network has `gateway` (`None`: not known yet).
+    ///
+    /// A loopback server address is rewritten to the gateway, so the server
+    /// must listen on `0.0.0.0` (or `::`) or on the gateway itself. The host
+    /// network reaches anything; a non-loopback server address is taken to be
+    /// one the operator made reachable.
+    ///
+    /// ```
+    /// use hodei_providers::docker::{DockerProviderConfig, NetworkMode};
+    /// let isolated = DockerProviderConfig::default();
+    /// let loopback = "127.0.0.1".parse().unwrap();
+    /// assert!(isolated.check_server_reachable(loopback, "http://127.0.0.1:50051", None).is_err());
+    /// assert!(isolated.check_server_reachable("0.0.0.0".parse().unwrap(), "http://127.0.0.1:50051", None).is_ok());
+    /// let host = DockerProviderConfig::default().with_network_mode(NetworkMode::Host);
+    /// assert!(host.check_server_reachable(loopback, "http://127.0.0.1:50051", None).is_ok());
+    /// ```
+    ///
+    /// # Errors
+    /// [`UnreachableServer`] saying where the server must listen instead.
+    pub fn check_server_reachable(
+        &self,
+        listen: IpAddr,
+        server_address: &str,
+        gateway: Option<IpAddr>,
+    ) -> Result<(), UnreachableServer> {
+        if self.network_mode.is_host() || !is_loopback_address(server_address) {
+            return Ok(());
+        }
+        let network = self.network_mode.as_docker().to_owned();
+        if listen.is_loopback() {
+            return Err(UnreachableServer::LoopbackListener {
+                listen,
+                network,
+                gateway,
+            });
+        }
+        match gateway {
+            Some(gateway) if !listen.is_unspecified() && listen != gateway => {
+                Err(UnreachableServer::OtherAddress {
+                    listen,
+                    network,
+                    gateway,
+                })
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -268,8 +395,8 @@ fn invalid(var: &str, value: &str, want: &str) -> ProviderError {
     ProviderError::InvalidConfig(format!("{var}={value:?} is not {want}"))
 }
 
-/// Replaces a loopback host of a URL (`http://127.0.0.1:50051`) by `host`.
-fn rewrite_loopback(address: &str, host: &str) -> String {
+/// A URL (`http://127.0.0.1:50051/x`) as scheme, host, `:port` and path.
+fn split_address(address: &str) -> (Option<&str>, &str, &str, &str) {
     let (scheme, rest) = match address.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, address),
@@ -278,7 +405,7 @@ fn rewrite_loopback(address: &str, host: &str) -> String {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    let (h, port) = if let Some(stripped) = authority.strip_prefix('[') {
+    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
         match stripped.split_once(']') {
             Some((h, p)) => (h, p),
             None => (authority, ""),
@@ -289,9 +416,21 @@ fn rewrite_loopback(address: &str, host: &str) -> String {
             None => (authority, ""),
         }
     };
-    if !matches!(h, "127.0.0.1" | "localhost" | "0.0.0.0" | "::1" | "::") {
+    (scheme, host, port, path)
+}
+
+/// Whether a URL names this host by a loopback (or unspecified) address.
+fn is_loopback_address(address: &str) -> bool {
+    let (_, host, _, _) = split_address(address);
+    matches!(host, "127.0.0.1" | "localhost" | "0.0.0.0" | "::1" | "::")
+}
+
+/// Replaces a loopback host of a URL (`http://127.0.0.1:50051`) by `host`.
+fn rewrite_loopback(address: &str, host: &str) -> String {
+    if !is_loopback_address(address) {
         return address.to_owned();
     }
+    let (scheme, _, port, path) = split_address(address);
     match scheme {
         Some(s) => format!("{s}://{host}{port}{path}"),
         None => format!("{host}{port}{path}"),
@@ -363,11 +502,108 @@ mod tests {
         ] {
             assert_eq!(bridge.server_address_for_container(from), to, "{from}");
         }
-        let host = DockerProviderConfig::default();
+        let isolated = DockerProviderConfig::default();
+        assert_eq!(
+            isolated.server_address_for_container("http://localhost:9"),
+            "http://host.docker.internal:9"
+        );
+        let host = DockerProviderConfig::default().with_network_mode(NetworkMode::Host);
         assert_eq!(
             host.server_address_for_container("http://127.0.0.1:50051"),
             "http://127.0.0.1:50051"
         );
+    }
+
+    #[test]
+    fn the_host_network_is_used_only_when_asked() {
+        assert_eq!(
+            DockerProviderConfig::default().network_mode,
+            NetworkMode::Isolated
+        );
+        for (value, want) in [
+            ("host", NetworkMode::Host),
+            (" host ", NetworkMode::Host),
+            ("", NetworkMode::Isolated),
+            ("isolated", NetworkMode::Isolated),
+            ("hodei", NetworkMode::Isolated),
+            ("bridge", NetworkMode::Bridge),
+            ("default", NetworkMode::Bridge),
+            ("my-net", NetworkMode::Named("my-net".into())),
+            ("hostile", NetworkMode::Named("hostile".into())),
+        ] {
+            let c = DockerProviderConfig::from_lookup(|k| {
+                (k == ENV_DOCKER_NETWORK).then(|| value.to_owned())
+            })
+            .unwrap();
+            assert_eq!(c.network_mode, want, "{value:?}");
+            assert_eq!(c.network_mode.is_host(), want == NetworkMode::Host);
+        }
+        assert_eq!(NetworkMode::Isolated.as_docker(), ISOLATED_NETWORK);
         assert_eq!(NetworkMode::parse("my-net").as_docker(), "my-net");
+    }
+
+    #[test]
+    fn a_server_the_containers_cannot_reach_is_a_typed_error() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let gw = Some(ip("172.18.0.1"));
+        let local = "http://127.0.0.1:50051";
+        let isolated = DockerProviderConfig::default();
+        for (listen, address, gateway, ok) in [
+            ("127.0.0.1", local, gw, false),
+            ("::1", local, None, false),
+            ("0.0.0.0", local, gw, true),
+            ("::", "http://localhost:1", gw, true),
+            ("172.18.0.1", local, gw, true),
+            ("10.1.2.3", local, gw, false),
+            // The gateway is not known yet (daemon down): only loopback is certain.
+            ("10.1.2.3", local, None, true),
+            // An address the operator chose is taken as reachable.
+            ("127.0.0.1", "https://ci.example.com:443", gw, true),
+        ] {
+            let r = isolated.check_server_reachable(ip(listen), address, gateway);
+            assert_eq!(r.is_ok(), ok, "{listen} {address} {gateway:?}: {r:?}");
+        }
+        let err = isolated
+            .check_server_reachable(ip("127.0.0.1"), local, gw)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            UnreachableServer::LoopbackListener {
+                listen: ip("127.0.0.1"),
+                network: ISOLATED_NETWORK.into(),
+                gateway: gw,
+            }
+        );
+        let msg = err.to_string();
+        for want in [
+            "127.0.0.1",
+            "`hodei`",
+            "0.0.0.0",
+            "172.18.0.1",
+            "HODEI_DOCKER_NETWORK=host",
+        ] {
+            assert!(msg.contains(want), "{want} missing from {msg}");
+        }
+        assert!(matches!(
+            ProviderError::from(err),
+            ProviderError::InvalidConfig(m) if m.contains("127.0.0.1")
+        ));
+        let other = isolated
+            .check_server_reachable(ip("10.1.2.3"), local, gw)
+            .unwrap_err();
+        assert!(other.to_string().contains("172.18.0.1"), "{other}");
+        // The host network reaches a loopback server; bridge and named networks do not.
+        let host = DockerProviderConfig::default().with_network_mode(NetworkMode::Host);
+        assert!(
+            host.check_server_reachable(ip("127.0.0.1"), local, None)
+                .is_ok()
+        );
+        for mode in [NetworkMode::Bridge, NetworkMode::Named("n".into())] {
+            let c = DockerProviderConfig::default().with_network_mode(mode);
+            assert!(
+                c.check_server_reachable(ip("127.0.0.1"), local, None)
+                    .is_err()
+            );
+        }
     }
 }

@@ -12,10 +12,14 @@
 //!   ([`WorkerSpec::agent_env`]); CPU and memory requests become `NanoCpus`
 //!   and `Memory` limits; `gpu_required` adds a GPU device request. Containers
 //!   are not auto-removed, so their logs survive until `destroy_worker`.
-//! - **Networking**: [`NetworkMode::Host`] by default (the agent reaches a
-//!   server on `127.0.0.1`); [`NetworkMode::Bridge`] adds
-//!   `host.docker.internal:host-gateway` and rewrites a loopback server
-//!   address to it (the server must then listen on `0.0.0.0`).
+//! - **Networking**: jobs are isolated by default ([`NetworkMode::Isolated`]):
+//!   workers join a dedicated bridge network `hodei`, created when missing
+//!   with inter-container traffic off, so a job reaches neither the host's
+//!   loopback services nor other containers. A loopback server address is
+//!   rewritten to `host.docker.internal`, mapped to the network's gateway;
+//!   the server must listen on `0.0.0.0` or on that gateway, which
+//!   [`DockerProvider::check_server_reachable`] checks at start. The host's
+//!   network ([`NetworkMode::Host`]) is an explicit opt-in.
 //! - **Events**: one background task follows the Docker events API (filtered
 //!   by the provider's labels) and fans the events out to every
 //!   [`events`](WorkerEventSource::events) subscriber, so a container that
@@ -43,10 +47,11 @@ mod config;
 pub use config::{
     DEFAULT_IMAGE, DockerProviderConfig, ENV_DOCKER_GPU, ENV_DOCKER_HOST, ENV_DOCKER_LABELS,
     ENV_DOCKER_MAX_WORKERS, ENV_DOCKER_NETWORK, ENV_DOCKER_STOP_GRACE_SECS, ENV_WORKER_IMAGE,
-    IMAGE_HINT, NetworkMode,
+    HOST_ALIAS, IMAGE_HINT, ISOLATED_NETWORK, NetworkMode, UnreachableServer,
 };
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -56,12 +61,12 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerStatsResponse, DeviceRequest,
-    EventMessage, HostConfig,
+    EventMessage, HostConfig, Network, NetworkCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
-    StopContainerOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
@@ -97,6 +102,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Docker bridge option that turns traffic between the network's containers off.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+/// The Docker network worker containers join (every mode but the host's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerNetwork {
+    /// Network name (`hodei` by default).
+    pub name: String,
+    /// Network id; containers join by id, so a duplicate name cannot make it ambiguous.
+    pub id: String,
+    /// The network's gateway: the host's address on it, where
+    /// `host.docker.internal` points. `None` when Docker reports none.
+    pub gateway: Option<IpAddr>,
+}
+
+impl WorkerNetwork {
+    fn from_docker(n: &Network) -> Option<Self> {
+        let gateway = n
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.gateway.as_deref()?.parse::<IpAddr>().ok())
+            // An IPv4 gateway first: the agent resolves host.docker.internal to it.
+            .min_by_key(IpAddr::is_ipv6);
+        Some(Self {
+            name: n.name.clone()?,
+            id: n.id.clone()?,
+            gateway,
+        })
+    }
+
+    /// The `--add-host` entry that makes `host.docker.internal` the host.
+    fn host_entry(&self) -> String {
+        match self.gateway {
+            Some(g) => format!("{HOST_ALIAS}:{g}"),
+            None => format!("{HOST_ALIAS}:host-gateway"),
+        }
+    }
+}
+
 /// What is known about the configured image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ImageState {
@@ -122,6 +170,8 @@ struct Shared {
     image: Mutex<ImageState>,
     capabilities: RwLock<ProviderCapabilities>,
     daemon_known: AtomicBool,
+    /// The workers' network once resolved (created if need be); `None` on the host network.
+    network: tokio::sync::Mutex<Option<WorkerNetwork>>,
 }
 
 impl Shared {
@@ -267,6 +317,118 @@ impl Shared {
         Ok(state)
     }
 
+    /// The workers' network (`None` on the host network), resolved once:
+    /// the `hodei` network is created when missing, a named one must exist.
+    async fn network(&self, docker: &Docker) -> Result<Option<WorkerNetwork>, ProviderError> {
+        let mode = &self.config.network_mode;
+        if mode.is_host() {
+            return Ok(None);
+        }
+        let mut cached = self.network.lock().await;
+        if let Some(n) = cached.as_ref() {
+            return Ok(Some(n.clone()));
+        }
+        let name = mode.as_docker();
+        let network = match self.find_network(docker, name).await? {
+            Some(n) => n,
+            None if *mode == NetworkMode::Isolated => self.create_isolated_network(docker).await?,
+            None => {
+                return Err(ProviderError::InvalidConfig(format!(
+                    "docker network `{name}` ({ENV_DOCKER_NETWORK}) does not exist: create it \
+                     (docker network create {name}) or leave {ENV_DOCKER_NETWORK} unset for the \
+                     isolated `{ISOLATED_NETWORK}` network"
+                )));
+            }
+        };
+        *cached = Some(network.clone());
+        Ok(Some(network))
+    }
+
+    /// Forgets the resolved network (it was removed, e.g. by `docker network prune`).
+    async fn forget_network(&self) {
+        *self.network.lock().await = None;
+    }
+
+    /// The network named `name`; of several with that name (the 1.41 API
+    /// allows duplicates), the one with the smallest id, so every provider
+    /// sharing the daemon picks the same.
+    async fn find_network(
+        &self,
+        docker: &Docker,
+        name: &str,
+    ) -> Result<Option<WorkerNetwork>, ProviderError> {
+        let filters = HashMap::from([("name", vec![name.to_owned()])]);
+        let opts = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let networks = docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| self.classify(e, "network list"))?;
+        // The name filter matches substrings.
+        let mut found: Vec<&Network> = networks
+            .iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        let Some(first) = found.first() else {
+            return Ok(None);
+        };
+        let icc_off = first
+            .options
+            .as_ref()
+            .and_then(|o| o.get(ICC_OPTION))
+            .is_some_and(|v| v == "false");
+        if self.config.network_mode == NetworkMode::Isolated && !icc_off {
+            tracing::warn!(
+                network = name,
+                "docker network `{name}` exists without \
+                {ICC_OPTION}=false (not created by Hodei?): jobs on it can reach each other"
+            );
+        }
+        Ok(WorkerNetwork::from_docker(first))
+    }
+
+    /// Creates the `hodei` bridge network, inter-container traffic off.
+    async fn create_isolated_network(
+        &self,
+        docker: &Docker,
+    ) -> Result<WorkerNetwork, ProviderError> {
+        let request = NetworkCreateRequest {
+            name: ISOLATED_NETWORK.to_owned(),
+            driver: Some("bridge".to_owned()),
+            options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
+            labels: Some(HashMap::from([(
+                LABEL_MANAGED.to_owned(),
+                "true".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        let created = docker
+            .create_network(request)
+            .await
+            .map_err(|e| self.classify(e, "network create"))?;
+        if !created.warning.is_empty() {
+            // Another provider created it meanwhile (the 1.41 API then makes a
+            // duplicate and warns): drop ours and join theirs.
+            tracing::debug!(warning = %created.warning, "network created twice; keeping the first");
+            if let Err(e) = docker.remove_network(&created.id).await {
+                tracing::warn!(id = %created.id, error = %e, "could not remove a duplicate network");
+            }
+        }
+        let network = self
+            .find_network(docker, ISOLATED_NETWORK)
+            .await?
+            .ok_or_else(|| {
+                ProviderError::Internal(format!(
+                    "network `{ISOLATED_NETWORK}` vanished after its creation"
+                ))
+            })?;
+        tracing::info!(network = %network.name, id = %network.id, gateway = ?network.gateway,
+            "created the isolated worker network");
+        Ok(network)
+    }
+
     fn image_missing(&self, image: &str) -> ProviderError {
         ProviderError::ImageNotFound {
             image: image.to_owned(),
@@ -281,6 +443,12 @@ fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 fn is_status(e: &DockerError, code: u16) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+/// A 404 naming a network (`network 1f0c… not found`), not an image.
+fn is_missing_network(e: &DockerError) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code: 404, message }
+        if message.to_ascii_lowercase().contains("network"))
 }
 
 /// Docker's architecture names (`amd64`, `arm64`) as Rust's (`x86_64`, `aarch64`).
@@ -366,6 +534,7 @@ impl DockerProvider {
         let docker = p.shared.docker().await?;
         p.shared.load_daemon_info(&docker).await;
         p.shared.check_image(&docker).await?;
+        p.shared.network(&docker).await?;
         Ok(p)
     }
 
@@ -412,6 +581,7 @@ impl DockerProvider {
             image: Mutex::new(ImageState::Unknown),
             capabilities: RwLock::new(capabilities),
             daemon_known: AtomicBool::new(false),
+            network: tokio::sync::Mutex::new(None),
         });
         let event_task = tokio::spawn(follow_events(Arc::clone(&shared), now_nanos()));
         Ok(Self { shared, event_task })
@@ -421,6 +591,42 @@ impl DockerProvider {
     #[must_use]
     pub fn config(&self) -> &DockerProviderConfig {
         &self.shared.config
+    }
+
+    /// The network worker containers join (`None` on the host network),
+    /// resolved (and the `hodei` network created) on first use.
+    ///
+    /// # Errors
+    /// [`ProviderError::Unavailable`] when the daemon cannot be reached,
+    /// [`ProviderError::InvalidConfig`] when a named network does not exist.
+    pub async fn worker_network(&self) -> Result<Option<WorkerNetwork>, ProviderError> {
+        let docker = self.shared.docker().await?;
+        self.shared.network(&docker).await
+    }
+
+    /// Whether the agent in a worker container will reach a server that
+    /// listens on `listen` and gives workers `server_address`; see
+    /// [`DockerProviderConfig::check_server_reachable`]. Call it at start:
+    /// the gateway is asked of the daemon when it answers, else only the
+    /// certain case (a loopback listener) is an error.
+    ///
+    /// # Errors
+    /// [`UnreachableServer`] saying where the server must listen instead.
+    pub async fn check_server_reachable(
+        &self,
+        listen: IpAddr,
+        server_address: &str,
+    ) -> Result<(), UnreachableServer> {
+        let gateway = match self.worker_network().await {
+            Ok(n) => n.and_then(|n| n.gateway),
+            Err(e) => {
+                tracing::debug!(error = %e, "worker network unknown; checking the listener only");
+                None
+            }
+        };
+        self.shared
+            .config
+            .check_server_reachable(listen, server_address, gateway)
     }
 
     /// Worker containers of this provider running now.
@@ -523,7 +729,12 @@ impl DockerProvider {
         Ok(())
     }
 
-    fn container_body(&self, spec: &WorkerSpec, image: &str) -> ContainerCreateBody {
+    fn container_body(
+        &self,
+        spec: &WorkerSpec,
+        image: &str,
+        network: Option<&WorkerNetwork>,
+    ) -> ContainerCreateBody {
         let cfg = &self.shared.config;
         let mut labels: HashMap<String, String> = cfg.labels.clone().into_iter().collect();
         labels.extend(spec.labels.clone());
@@ -541,7 +752,9 @@ impl DockerProvider {
 
         let r = &spec.resources;
         let mut host = HostConfig {
-            network_mode: Some(cfg.network_mode.as_docker().to_owned()),
+            network_mode: Some(
+                network.map_or_else(|| cfg.network_mode.as_docker().to_owned(), |n| n.id.clone()),
+            ),
             auto_remove: Some(false),
             // docker-init as PID 1: forwards signals to the agent, reaps orphans.
             init: Some(true),
@@ -553,8 +766,8 @@ impl DockerProvider {
         if r.memory_mb > 0 {
             host.memory = i64::try_from(r.memory_mb.saturating_mul(1024 * 1024)).ok();
         }
-        if cfg.network_mode == NetworkMode::Bridge {
-            host.extra_hosts = Some(vec!["host.docker.internal:host-gateway".into()]);
+        if let Some(n) = network {
+            host.extra_hosts = Some(vec![n.host_entry()]);
         }
         if r.gpu_required {
             host.device_requests = Some(vec![DeviceRequest {
@@ -581,43 +794,77 @@ impl DockerProvider {
             .unwrap_or_else(|| shared.config.image.clone());
         let name = Self::container_name(spec.worker_id);
         let started = Instant::now();
-        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = match docker
-            .create_container(Some(opts), self.container_body(spec, &image))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) if is_status(&e, 404) => {
+        let mut network = shared.network(&docker).await?;
+        let mut result = self
+            .create_and_start(&docker, spec, &image, network.as_ref())
+            .await;
+        if matches!(&result, Err((_, e)) if is_missing_network(e)) {
+            // Removed under us (`docker network prune`): resolve (re-create) it once.
+            tracing::warn!(network = %shared.config.network_mode, "worker network gone; resolving it again");
+            shared.forget_network().await;
+            network = shared.network(&docker).await?;
+            result = self
+                .create_and_start(&docker, spec, &image, network.as_ref())
+                .await;
+        }
+        let id = match result {
+            Ok(id) => id,
+            Err((step, e))
+                if step == "container create" && is_status(&e, 404) && !is_missing_network(&e) =>
+            {
                 if image == shared.config.image {
                     *lock(&shared.image) = ImageState::Missing;
                 }
                 return Err(shared.image_missing(&image));
             }
-            Err(e) if is_status(&e, 409) => {
+            Err((_, e)) if is_status(&e, 409) => {
                 return Err(ProviderError::Internal(format!(
                     "a container named {name} already exists (worker {} created twice?)",
                     spec.worker_id
                 )));
             }
-            Err(e) => return Err(shared.classify(e, "container create")),
+            Err((step, e)) => return Err(shared.classify(e, step)),
         };
-        if let Err(e) = docker.start_container(&created.id, None).await {
-            let err = shared.classify(e, "container start");
-            let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-            let _ = docker.remove_container(&created.id, Some(opts)).await;
-            return Err(err);
-        }
         let took = started.elapsed();
         self.record_startup(took);
         tracing::info!(worker_id = %spec.worker_id, container = %name, %image,
             took_ms = took.as_millis() as u64, "worker container started");
-        let mut handle = WorkerHandle::new(spec.worker_id, shared.id, created.id);
+        let mut handle = WorkerHandle::new(spec.worker_id, shared.id, id);
         handle.metadata.insert("container_name".into(), name);
         handle.metadata.insert("image".into(), image);
         handle
             .metadata
             .insert("network".into(), shared.config.network_mode.to_string());
+        if let Some(g) = network.and_then(|n| n.gateway) {
+            handle
+                .metadata
+                .insert("network_gateway".into(), g.to_string());
+        }
         Ok(handle)
+    }
+
+    /// Creates and starts the worker's container; a container that does not
+    /// start is removed. The error says which step failed (the daemon checks
+    /// the network only at start).
+    async fn create_and_start(
+        &self,
+        docker: &Docker,
+        spec: &WorkerSpec,
+        image: &str,
+        network: Option<&WorkerNetwork>,
+    ) -> Result<String, (&'static str, DockerError)> {
+        let name = Self::container_name(spec.worker_id);
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = docker
+            .create_container(Some(opts), self.container_body(spec, image, network))
+            .await
+            .map_err(|e| ("container create", e))?;
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = docker.remove_container(&created.id, Some(opts)).await;
+            return Err(("container start", e));
+        }
+        Ok(created.id)
     }
 
     /// The container a handle names: its id, or its name when the id is empty.
@@ -819,8 +1066,16 @@ impl WorkerHealth for DockerProvider {
                 .map_err(|e| shared.classify(e, "version"))?;
             shared.load_daemon_info(&docker).await;
             let image = shared.check_image(&docker).await?;
+            let network = match shared.network(&docker).await? {
+                None => "host network (jobs share it)".to_owned(),
+                Some(n) => format!(
+                    "network {} (gateway {})",
+                    n.name,
+                    n.gateway.map_or_else(|| "?".to_owned(), |g| g.to_string())
+                ),
+            };
             let daemon = format!(
-                "docker {} (API {}) at {}",
+                "docker {} (API {}) at {}, {network}",
                 v.version.as_deref().unwrap_or("?"),
                 docker.client_version(),
                 shared.daemon()
