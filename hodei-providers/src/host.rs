@@ -159,9 +159,17 @@ pub fn hardware_kvm_usable_at(device: &Path, cpuinfo: &Path) -> bool {
 }
 
 /// The server address as the guest reaches it: loopback hosts become `host_from_guest`.
+/// A comma-separated list (several control-plane replicas) is rewritten entry by entry.
 #[cfg(any(feature = "qemu", feature = "firecracker"))]
 #[must_use]
 pub fn guest_server_address(address: &str, host_from_guest: &str) -> String {
+    if address.contains(',') {
+        return address
+            .split(',')
+            .map(|a| guest_server_address(a.trim(), host_from_guest))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let (scheme, rest) = address.split_once("://").unwrap_or(("http", address));
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
@@ -187,6 +195,18 @@ pub fn guest_server_address(address: &str, host_from_guest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(any(feature = "qemu", feature = "firecracker"))]
+    #[test]
+    fn a_list_of_server_addresses_is_rewritten_entry_by_entry() {
+        assert_eq!(
+            guest_server_address(
+                "http://127.0.0.1:1, http://cp-b:2,http://[::1]:3",
+                "10.0.2.2"
+            ),
+            "http://10.0.2.2:1,http://cp-b:2,http://10.0.2.2:3"
+        );
+    }
 
     #[test]
     fn cpu_ticks_and_kb_are_parsed_even_with_odd_command_names() {

@@ -135,8 +135,14 @@ impl Settings {
             ),
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let worker_server_address = std::env::var("HODEI_WORKER_SERVER_ADDRESS")
-            .unwrap_or_else(|_| format!("{scheme}://127.0.0.1:{grpc_port}"));
+        // One address, or several (this replica's first): agents move on when one dies.
+        let worker_server_address = match std::env::var("HODEI_WORKER_SERVER_ADDRESS") {
+            Ok(list) => {
+                hodei_agent::config::ServerAddresses::parse("HODEI_WORKER_SERVER_ADDRESS", &list)?
+                    .to_string()
+            }
+            Err(_) => format!("{scheme}://127.0.0.1:{grpc_port}"),
+        };
         let max_jobs: u32 = env_or("HODEI_MAX_JOBS_PER_WORKER", 0u32)?;
         let pool = PoolPolicy::default()
             .min_idle(env_or("HODEI_POOL_MIN_IDLE", 0u32)?)

@@ -265,3 +265,43 @@ async fn an_agent_moves_to_the_surviving_replica_and_its_job_ends_once() {
     );
     drop(agent);
 }
+
+/// `HODEI_WORKER_SERVER_ADDRESS` may list several replicas: the workers a
+/// replica provisions get the whole list (and register with its first entry);
+/// a bad entry stops the server with an error naming the variable.
+#[tokio::test]
+async fn a_replica_gives_its_workers_every_address_and_checks_each() {
+    let grpc = free_port();
+    let other = free_port();
+    let list = format!("http://127.0.0.1:{grpc},http://127.0.0.1:{other}");
+    let s = start_server_at(grpc, free_port(), &[("HODEI_WORKER_SERVER_ADDRESS", &list)]).await;
+    // The job prints its agent's HODEI_SERVER.
+    let id = s
+        .submit(script(
+            "tr '\\0' '\\n' < /proc/$PPID/environ | grep '^HODEI_SERVER='",
+        ))
+        .await;
+    let j = s.wait_done(&id, Duration::from_secs(30)).await;
+    assert_eq!(j.state, v1::JobState::Succeeded as i32, "{j:?}");
+    assert_eq!(s.log_lines(&id).await, vec![format!("HODEI_SERVER={list}")]);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_hodei-server"))
+        .env("GRPC_PORT", free_port().to_string())
+        .env("HODEI_HTTP_PORT", free_port().to_string())
+        .env("HODEI_BIND_ADDRESS", "127.0.0.1")
+        .env(
+            "HODEI_WORKER_SERVER_ADDRESS",
+            "http://127.0.0.1:1,127.0.0.1:2",
+        )
+        .env_remove("HODEI_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hodei-server");
+    assert!(!out.status.success(), "a bad address list is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HODEI_WORKER_SERVER_ADDRESS") && stderr.contains("127.0.0.1:2"),
+        "{stderr}"
+    );
+}

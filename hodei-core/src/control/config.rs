@@ -61,7 +61,9 @@ impl PoolPolicy {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ControlPlaneConfig {
-    /// gRPC address workers use to reach this server (`http://127.0.0.1:50051`).
+    /// gRPC address workers use to reach this server (`http://127.0.0.1:50051`), or
+    /// several comma-separated: this replica's first, then the other replicas on the same
+    /// database, which an agent resumes its session on when its stream breaks.
     pub worker_server_address: String,
     /// Interval the agents are told to heartbeat at.
     pub heartbeat_interval: Duration,

@@ -117,7 +117,8 @@ pub struct WorkerSpec {
     pub image: Option<String>,
     /// Resources to give it.
     pub resources: JobResources,
-    /// gRPC address of the control plane as seen from the worker.
+    /// gRPC address of the control plane as seen from the worker (`HODEI_SERVER`): one URL
+    /// or several comma-separated (replicas, dialled in turn).
     pub server_address: String,
     /// One-time registration token. Never logged.
     pub otp: String,
