@@ -309,7 +309,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("HODEI_DOCKER_ENABLED").as_deref(),
         Ok("1" | "true" | "yes")
     ) {
-        register_docker(&cp, &settings.pool).await?;
+        register_docker(&cp, &settings.pool, settings.bind).await?;
     }
     if matches!(
         std::env::var("HODEI_K8S_ENABLED").as_deref(),
@@ -492,8 +492,9 @@ where
 }
 
 /// Registers the Docker provider under the name `docker`, removes containers
-/// a crashed server left behind, and keeps doing so periodically.
-async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
+/// a crashed server left behind, and keeps doing so periodically. Refuses to
+/// start when worker containers could not reach the server listening on `bind`.
+async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy, bind: IpAddr) -> anyhow::Result<()> {
     let config = DockerProviderConfig::from_env().context("Docker provider configuration")?;
     let id = provider_id_of(cp, &config.name).await;
     // Lazy: a daemon that is down makes the provider unhealthy, not the server fail.
@@ -502,6 +503,22 @@ async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result
             .await
             .context("Docker provider")?,
     );
+    let address = &cp.config().worker_server_address;
+    docker
+        .check_server_reachable(bind, address)
+        .await
+        .with_context(|| {
+            format!(
+                "Docker workers could not reach this server (HODEI_BIND_ADDRESS={bind}, \
+                 worker server address {address})"
+            )
+        })?;
+    if config.network_mode.is_host() {
+        tracing::warn!(
+            "HODEI_DOCKER_NETWORK=host: Docker jobs share the host's network and can \
+            reach every loopback service of the host (this server's API, local databases)"
+        );
+    }
     let policy = pool.clone().max_workers(config.max_workers);
     cp.register_provider(
         docker.clone(),

@@ -1,5 +1,6 @@
 //! The real server with `HODEI_DOCKER_ENABLED=1`: `hodei job run --provider
-//! docker` runs the job in a container of the locally built worker image.
+//! docker` runs the job in a container of the locally built worker image, on
+//! the isolated network (the default), out of reach of the host's loopback.
 
 use std::process::Command;
 use std::time::Duration;
@@ -38,12 +39,23 @@ async fn cli_runs_a_job_in_a_docker_container() {
     .status()
     .expect("run build-worker-image.sh");
     assert!(built.success(), "worker image built");
+    // A service only on the host's loopback: the job must not reach it.
+    let secret = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+    secret.set_nonblocking(true).expect("non-blocking");
+    let secret_port = secret.local_addr().expect("port").port();
+    // Default network; workers come in through the network's gateway, so the
+    // server listens on every interface (the harness' default is loopback).
     let s = start_server(&[
         ("HODEI_DOCKER_ENABLED", "1"),
         ("HODEI_WORKER_IMAGE", &image),
         ("HODEI_DOCKER_LABELS", "hodei.test=e2e"),
+        ("HODEI_BIND_ADDRESS", "0.0.0.0"),
     ])
     .await;
+    let probe = format!(
+        "if timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{secret_port}' 2>/dev/null; \
+         then echo loopback-reached; else echo loopback-blocked; fi"
+    );
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_hodei"))
@@ -56,7 +68,11 @@ async fn cli_runs_a_job_in_a_docker_container() {
                 "docker",
                 "--",
             ])
-            .args(["bash", "-c", "set -o pipefail; echo in-container; id -u"])
+            .args([
+                "bash",
+                "-c",
+                &format!("set -o pipefail; echo in-container; id -u; {probe}"),
+            ])
             .output(),
     )
     .await
@@ -65,7 +81,11 @@ async fn cli_runs_a_job_in_a_docker_container() {
     assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", s.server_log());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "in-container\n10001\n"
+        "in-container\n10001\nloopback-blocked\n"
+    );
+    assert!(
+        matches!(secret.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the job reached the host's loopback"
     );
     drop(s);
     // The server destroyed its container on the way out.
@@ -79,4 +99,51 @@ async fn cli_runs_a_job_in_a_docker_container() {
         String::from_utf8_lossy(&left.stdout)
     );
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}
+
+#[tokio::test]
+async fn a_server_the_worker_containers_cannot_reach_refuses_to_start() {
+    if !docker_available() {
+        return;
+    }
+    // Listening on loopback only, with jobs on the isolated network: the
+    // server says so at start instead of letting every job time out.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_hodei-server"))
+        .env("GRPC_PORT", free_port().to_string())
+        .env("HODEI_HTTP_PORT", free_port().to_string())
+        .env("HODEI_BIND_ADDRESS", "127.0.0.1")
+        .env("HODEI_DOCKER_ENABLED", "1")
+        .env("HODEI_DOCKER_LABELS", "hodei.test=e2e-refuse")
+        .env_remove("HODEI_DOCKER_NETWORK")
+        .env_remove("HODEI_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hodei-server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = server.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("hodei-server started although containers cannot reach it");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = server.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "{err}");
+    for want in [
+        "HODEI_BIND_ADDRESS=127.0.0.1",
+        "listens on 127.0.0.1 only",
+        "`hodei`",
+        "0.0.0.0",
+        "HODEI_DOCKER_NETWORK=host",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
 }

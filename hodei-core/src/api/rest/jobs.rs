@@ -36,7 +36,7 @@ pub(super) fn job_id(id: &str) -> Result<JobId, ApiError> {
     tag = "jobs",
     request_body(content = inline(super::dto::JobSpecDoc), content_type = "application/json",
         description = "The job spec (JSON form of `JobSpec`; unknown fields are refused)"),
-    params(("x-correlation-id" = Option<String>, Header, format = Uuid, description = "Correlation id (UUID) to follow the job across services")),
+    params(("x-correlation-id" = Option<String>, Header, nullable = false, format = Uuid, description = "Correlation id (UUID) to follow the job across services")),
     responses(
         (status = 201, description = "Queued", body = JobDto,
             headers(("location" = String, description = "URL of the new job"))),

@@ -51,7 +51,7 @@ pub(super) struct LogsQuery {
     params(
         ("id" = String, Path, format = Uuid, description = "Job id (UUID)"),
         LogsQuery,
-        ("last-event-id" = Option<String>, Header, pattern = r"^[ \t]*[0-9]{1,9}:[0-9]{1,19}[ \t]*$",
+        ("last-event-id" = Option<String>, Header, nullable = false, pattern = r"^[0-9]{1,9}:[0-9]{1,19}$",
             description = "SSE: resume after this `attempt:sequence`"),
     ),
     responses(
