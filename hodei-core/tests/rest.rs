@@ -823,6 +823,13 @@ async fn openapi_states_ids_bounds_and_the_command_shape() {
         assert_eq!(id["name"], "id");
         assert_eq!(id["schema"]["format"], "uuid", "{path}: {id}");
     }
+    let logs = doc["paths"]["/api/v1/jobs/{id}/logs"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let event_id = logs.iter().find(|p| p["name"] == "last-event-id").unwrap();
+    // A header is a string or absent, never JSON null.
+    assert_eq!(event_id["schema"]["type"], "string", "{event_id}");
+    assert!(event_id["schema"]["pattern"].is_string(), "{event_id}");
     let params = doc["paths"]["/api/v1/jobs"]["get"]["parameters"]
         .as_array()
         .unwrap();
