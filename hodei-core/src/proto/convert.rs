@@ -612,6 +612,23 @@ mod tests {
         }
     }
 
+    /// Found by the `proto_messages` fuzz target: a spec from the wire whose
+    /// `cpu_cores` serde_json parsed back one ULP off (without `float_roundtrip`),
+    /// so a spec stored as JSON changed on the way back.
+    #[test]
+    fn a_valid_wire_spec_round_trips_through_json_bit_for_bit() {
+        let mut p = v1::JobSpec::from(&full_spec());
+        p.resources.as_mut().unwrap().cpu_cores = 1.000_000_000_029_132_5;
+        let spec = JobSpec::try_from(p).unwrap();
+        spec.validate().unwrap();
+        let back: JobSpec = serde_json::from_slice(&serde_json::to_vec(&spec).unwrap()).unwrap();
+        assert_eq!(
+            back.resources.cpu_cores.to_bits(),
+            spec.resources.cpu_cores.to_bits()
+        );
+        assert_eq!(back, spec);
+    }
+
     #[test]
     fn missing_command_names_the_field() {
         let err = JobSpec::try_from(v1::JobSpec::default()).unwrap_err();
