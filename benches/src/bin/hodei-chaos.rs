@@ -43,7 +43,7 @@ struct Args {
     /// Injections of the fault per round.
     #[arg(long)]
     injections: Option<usize>,
-    /// A short subset: the cheap faults, one round each, two injections.
+    /// A short subset: the cheap faults, one round each, one injection.
     #[arg(long)]
     quick: bool,
     /// Postgres to use instead of a cluster of its own (then `pg-restart` is skipped).
@@ -99,7 +99,7 @@ async fn run(args: Args) -> Result<bool, ChaosError> {
     };
     faults.dedup();
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
-    let injections = args.injections.unwrap_or(if args.quick { 2 } else { 3 });
+    let injections = args.injections.unwrap_or(if args.quick { 1 } else { 3 });
     let bins = Binaries::locate(args.bin_dir.as_deref())
         .map_err(|e| ChaosError::Missing(e.to_string()))?;
     let db = match &args.database_url {

@@ -177,7 +177,7 @@ pub async fn run(cfg: &RoundConfig, env: &RoundEnv<'_>) -> Result<RoundOutcome, 
     let marks = dir.join("marks");
     let db_name = format!("chaos_{}_r{}", std::process::id(), cfg.index);
     let db_url = env.db.create(&db_name).await?;
-    let netns = if cfg.fault.needs_netns() {
+    let mut netns = if cfg.fault.needs_netns() {
         Some(NetNs::create(std::process::id())?)
     } else {
         None
@@ -248,7 +248,7 @@ pub async fn run(cfg: &RoundConfig, env: &RoundEnv<'_>) -> Result<RoundOutcome, 
         &db_url,
         &marks,
         &history,
-        netns,
+        &mut netns,
     )
     .await;
 
@@ -267,9 +267,14 @@ pub async fn run(cfg: &RoundConfig, env: &RoundEnv<'_>) -> Result<RoundOutcome, 
             // The end state, the logs and what a client can read.
             let ids: Vec<String> = lock(&history).jobs.keys().cloned().collect();
             for id in &ids {
-                if let Ok(j) = api.get_job(id).await {
-                    lock(&history).observe(&j);
-                    observed.final_jobs.insert(id.clone(), j);
+                match api.get_job(id).await {
+                    Ok(j) => {
+                        lock(&history).observe(&j);
+                        observed.final_jobs.insert(id.clone(), j);
+                    }
+                    Err(e) => observed
+                        .errors
+                        .push(format!("end state of job {id} could not be read: {e}")),
                 }
                 match api.get_logs(id).await {
                     Ok(l) => {
@@ -295,6 +300,7 @@ pub async fn run(cfg: &RoundConfig, env: &RoundEnv<'_>) -> Result<RoundOutcome, 
     for p in procs::marked(&token, &[]) {
         procs::kill9(p.pid);
     }
+    drop(netns);
     env.db.drop_database(&db_name).await;
     outcome
 }
@@ -311,7 +317,7 @@ async fn drive(
     db_url: &str,
     marks: &Path,
     history: &Arc<Mutex<History>>,
-    mut netns: Option<NetNs>,
+    netns: &mut Option<NetNs>,
 ) -> Result<Observed, ChaosError> {
     let mut observed = Observed::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -489,10 +495,11 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The namespace (and the host address the servers listen on) stays until the
+    // end state is read.
     if let Some(ns) = netns.as_mut() {
         let _ = ns.restore();
     }
-    drop(netns);
     Ok(observed)
 }
 
