@@ -158,3 +158,87 @@ pub fn grpc_text(job: Option<&v1::Job>, logs: Option<&v1::GetLogsResponse>) -> S
 
 /// Secrets by job id, for the scan.
 pub type Secrets = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(secret: bool) -> JobPlan {
+        JobPlan {
+            index: 0,
+            lines: 3,
+            pause: Duration::ZERO,
+            secret: secret.then(|| "chaos-secret-0123456789abcdef".to_owned()),
+            cancel_after: None,
+        }
+    }
+
+    fn entry(sequence: u64, data: &str) -> v1::LogEntry {
+        v1::LogEntry {
+            sequence,
+            stream: v1::LogStream::Stdout as i32,
+            data: data.as_bytes().to_vec().into(),
+            timestamp_ms: 0,
+        }
+    }
+
+    fn logs(attempt: u32, entries: Vec<v1::LogEntry>) -> v1::GetLogsResponse {
+        v1::GetLogsResponse {
+            chunks: vec![v1::LogChunk {
+                job_id: "j".into(),
+                attempt,
+                entries,
+            }],
+            job_finished: true,
+        }
+    }
+
+    #[test]
+    fn complete_output_passes_and_gaps_or_disorder_fail() {
+        let ok = logs(
+            2,
+            vec![
+                entry(1, "chaos-line 1\nchaos-line 2"),
+                entry(2, "chaos-line 3"),
+            ],
+        );
+        assert_eq!(plan(false).check_output(&attempt_lines(&ok, 2)), Ok(()));
+        // Another attempt's output is not this attempt's.
+        assert!(plan(false).check_output(&attempt_lines(&ok, 1)).is_err());
+        let gap = logs(1, vec![entry(1, "chaos-line 1"), entry(2, "chaos-line 3")]);
+        assert!(plan(false).check_output(&attempt_lines(&gap, 1)).is_err());
+        let swapped = logs(
+            1,
+            vec![
+                entry(2, "chaos-line 2\nchaos-line 3"),
+                entry(1, "chaos-line 1"),
+            ],
+        );
+        assert!(
+            plan(false)
+                .check_output(&attempt_lines(&swapped, 1))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_secret_job_must_print_its_secret_line_first() {
+        let with = logs(
+            1,
+            vec![entry(
+                1,
+                "secret-json: {\"CHAOS_TOKEN\":\"[REDACTED]\"}\nchaos-line 1\nchaos-line 2\nchaos-line 3",
+            )],
+        );
+        assert_eq!(plan(true).check_output(&attempt_lines(&with, 1)), Ok(()));
+        let without = logs(
+            1,
+            vec![entry(1, "chaos-line 1\nchaos-line 2\nchaos-line 3")],
+        );
+        assert!(
+            plan(true)
+                .check_output(&attempt_lines(&without, 1))
+                .is_err()
+        );
+    }
+}
