@@ -728,8 +728,9 @@ async fn grpc_and_rest_followers_lose_nothing_under_a_burst() {
 
 // ---- Found by schemathesis (scripts/schemathesis.sh, docs/FUZZING.md) ----------
 
-/// `?limit=` and `?state=` with no value were taken as "absent" although the
-/// schema says an integer and a state: an empty value is a 400 naming the field.
+/// `?limit=`, `?state=` and `?follow=` with no value were taken as "absent"
+/// although the schema says an integer, a state and a boolean: an empty value
+/// (or `follow=1`) is a 400 naming the field.
 #[tokio::test]
 async fn empty_list_query_values_are_refused_with_their_field() {
     let app = spawn_app().await;
@@ -747,8 +748,18 @@ async fn empty_list_query_values_are_refused_with_their_field() {
         let e = error_of(r, StatusCode::BAD_REQUEST).await;
         assert_eq!(e.error.field.as_deref(), Some(field), "{query}");
     }
+    let job = app.create_ok("follow").await;
+    for value in ["", "1", "yes"] {
+        let r = app
+            .http
+            .get(app.url(&format!("/api/v1/jobs/{}/logs?follow={value}", job.id)))
+            .send()
+            .await
+            .unwrap();
+        let e = error_of(r, StatusCode::BAD_REQUEST).await;
+        assert_eq!(e.error.field.as_deref(), Some("follow"), "{value:?}");
+    }
     // The documented range is what the server takes.
-    app.create_ok("one").await;
     assert_eq!(app.list("?limit=10000&state=pending").await.len(), 1);
 }
 

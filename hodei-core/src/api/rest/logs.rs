@@ -72,8 +72,10 @@ pub(super) async fn job_logs(
     let id = job_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::invalid_argument("query", e.body_text()))?;
     let follow = match q.follow.as_deref() {
-        None | Some("" | "false" | "0") => false,
-        Some("true" | "1") => true,
+        // Exactly the documented boolean: an empty `follow=` is refused like
+        // any other value that is not one.
+        None | Some("false") => false,
+        Some("true") => true,
         Some(other) => {
             return Err(ApiError::invalid_argument(
                 "follow",
