@@ -167,3 +167,42 @@ async fn a_worker_slot_for_a_job_it_does_not_run_is_freed_on_the_second_audit() 
     let w = stores.workers.get(w.id()).await.unwrap().unwrap();
     assert!(w.current_jobs().is_empty(), "slot freed");
 }
+
+/// A retired (or lost) worker's agent must stop, not reconnect until it is
+/// killed: resuming its session is refused.
+#[tokio::test]
+async fn a_retired_worker_cannot_resume_its_session() {
+    let stores = Stores::in_memory();
+    let cp = control_plane(&stores);
+    let w = Worker::new(WorkerId::new(), ProviderId::new());
+    stores.workers.register(&w).await.unwrap();
+    let otp = hodei_core::otp::generate_token();
+    stores
+        .otps
+        .insert(
+            &hodei_core::otp::hash_token(&otp),
+            w.id(),
+            chrono::Utc::now() + chrono::Duration::minutes(5),
+        )
+        .await
+        .unwrap();
+    let session = cp.register_worker(&otp, "", Some(w.id())).await.unwrap();
+    let resumed = cp
+        .register_worker("", &session.session_token, Some(w.id()))
+        .await
+        .unwrap();
+    assert!(resumed.resumed, "a live worker resumes");
+
+    let mut gone = stores.workers.get(w.id()).await.unwrap().unwrap();
+    gone.terminating().unwrap();
+    stores.workers.update(&gone).await.unwrap();
+    let err = cp
+        .register_worker("", &session.session_token, Some(w.id()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, hodei_core::control::ControlError::Unauthenticated(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("terminating"), "{err}");
+}

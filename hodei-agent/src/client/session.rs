@@ -48,6 +48,9 @@ fn transient(code: Code) -> bool {
 ///
 /// Every failure (unreachable server, transient refusal, broken stream) moves to the next
 /// configured address and sleeps the backoff delay first; a registration resets the backoff.
+/// A connection that lasted this long was a good one: the backoff starts over.
+const STABLE_CONNECTION: Duration = Duration::from_secs(5);
+
 pub(super) async fn supervise(
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -95,10 +98,16 @@ pub(super) async fn supervise(
                 });
             }
         };
-        backoff.reset();
+        // The backoff starts over only after a connection that held: a stream
+        // the server ends at once (a worker it is retiring) must not turn into
+        // a tight reconnect loop.
+        let connected_at = tokio::time::Instant::now();
         match run_connection(&shared, &mut client, heartbeat_interval, &stop).await {
             ConnectionEnd::Stopped => return Ok(()),
             ConnectionEnd::Lost(why) => {
+                if connected_at.elapsed() >= STABLE_CONNECTION {
+                    backoff.reset();
+                }
                 tracing::warn!(reason = %why, %server, "stream to the server lost; reconnecting");
                 if next_server_after_backoff(&shared, &mut backoff, &stop).await {
                     return Ok(());

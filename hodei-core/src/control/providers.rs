@@ -11,6 +11,9 @@ use crate::domain::ids::ProviderId;
 use crate::domain::provider::{Provider, ProviderConfig};
 use crate::provider::{FullProvider, HealthStatus, WorkerEvent};
 
+/// How soon a provider is probed again after a failed provisioning.
+const PROBE_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Builds a runtime provider from a stored configuration, for providers
 /// registered through the API (`RegisterProvider`).
 pub type ProviderFactory = Arc<
@@ -148,6 +151,16 @@ impl ControlPlane {
             p.mark_unhealthy(error);
             let _ = self.inner.stores.providers.save(&p).await;
         }
+        // One failed provisioning (a worker killed before it registered) says
+        // little about the next: probe the provider again soon rather than
+        // leaving it out of scheduling until the periodic health check.
+        let cp = self.clone();
+        let after = PROBE_AFTER_FAILURE.min(self.inner.config.health_check_interval);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = cp.check_provider_health(id).await;
+            cp.wake();
+        });
     }
 
     pub(super) async fn check_all_providers(&self) {

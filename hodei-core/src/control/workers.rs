@@ -68,6 +68,23 @@ impl ControlPlane {
                     "session belongs to another worker".into(),
                 ));
             }
+            // A worker being retired or found lost has no future here: its
+            // jobs went elsewhere. Refusing the session makes its agent stop
+            // at once instead of reconnecting until it is killed.
+            match stores.workers.get(worker_id).await? {
+                Some(w) if !w.state().is_gone() => {}
+                Some(w) => {
+                    return Err(ControlError::Unauthenticated(format!(
+                        "session ended: worker {worker_id} is {}",
+                        w.state()
+                    )));
+                }
+                None => {
+                    return Err(ControlError::Unauthenticated(format!(
+                        "session ended: worker {worker_id} no longer exists"
+                    )));
+                }
+            }
             tracing::info!(%worker_id, "worker resumed its session");
             return Ok(RegisterOutcome {
                 worker_id,
