@@ -868,3 +868,108 @@ async fn openapi_states_ids_bounds_and_the_command_shape() {
         "{required:?}"
     );
 }
+
+// ---- Accepted but not acted on (issue 14) ---------------------------------------
+
+/// Artifacts are not fetched or uploaded yet, so a spec naming one is refused
+/// with the entry named, and nothing is stored; an empty list is still fine.
+#[tokio::test]
+async fn artifacts_are_refused_with_the_entry_named_and_nothing_stored() {
+    let app = spawn_app().await;
+    let mut spec = echo("with-input");
+    spec["inputs"] =
+        json!([{"name": "src", "url": "http://example.invalid/s.tar", "path": "s.tar"}]);
+    let e = error_of(app.create(spec).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(e.error.code, "invalid_argument");
+    assert_eq!(e.error.field.as_deref(), Some("inputs[0]"));
+    assert!(
+        e.error.message.contains("not supported"),
+        "{}",
+        e.error.message
+    );
+
+    let mut spec = echo("with-output");
+    spec["outputs"] = json!([{"name": "out", "path": "out/*", "url": "http://example.invalid/o"}]);
+    let e = error_of(app.create(spec).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(e.error.field.as_deref(), Some("outputs[0]"));
+    assert!(
+        e.error.message.contains("not supported"),
+        "{}",
+        e.error.message
+    );
+
+    assert!(app.list("").await.is_empty());
+    assert_eq!(app.cp.queue_status().await.unwrap().pending, 0);
+
+    let mut spec = echo("empty-lists");
+    spec["inputs"] = json!([]);
+    spec["outputs"] = json!([]);
+    assert_eq!(app.create(spec).await.status(), StatusCode::CREATED);
+
+    // The OpenAPI document does not offer what is refused.
+    let doc: Value = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let props = &doc["components"]["schemas"]["JobSpec"]["properties"];
+    for field in ["inputs", "outputs"] {
+        assert_eq!(props[field]["maxItems"], 0, "{field}: {}", props[field]);
+    }
+}
+
+/// The same refusal over gRPC: InvalidArgument naming the entry, nothing stored.
+#[tokio::test]
+async fn grpc_refuses_artifacts_as_invalid_argument() {
+    use hodei_core::proto::v1;
+    use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
+
+    let app = spawn_app().await;
+    let (listener, addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(hodei_core::server::serve_grpc(
+        app.cp.clone(),
+        listener,
+        None,
+        std::future::pending(),
+    ));
+    let mut jobs = JobExecutionServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let plain = hodei_core::JobSpec::new("grpc", hodei_core::CommandType::shell("echo", ["hi"]));
+    let mut with_input = v1::JobSpec::from(&plain);
+    with_input.inputs.push(v1::ArtifactSource {
+        name: "src".into(),
+        url: "http://example.invalid/s.tar".into(),
+        path: "s.tar".into(),
+    });
+    let mut with_output = v1::JobSpec::from(&plain);
+    with_output.outputs.push(v1::ArtifactDest {
+        name: "out".into(),
+        path: "out/*".into(),
+        url: "http://example.invalid/o".into(),
+    });
+    for (spec, field) in [(with_input, "inputs[0]"), (with_output, "outputs[0]")] {
+        let status = jobs
+            .queue_job(v1::QueueJobRequest {
+                spec: Some(spec),
+                correlation_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(field), "{}", status.message());
+        assert!(
+            status.message().contains("not supported"),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(app.list("").await.is_empty());
+    assert_eq!(app.cp.queue_status().await.unwrap().pending, 0);
+}

@@ -12,6 +12,9 @@ pub const MAX_ENV_ENTRIES: usize = 1024;
 pub const MIN_SECRET_LEN: usize = 6;
 /// Longest job timeout accepted: seven days.
 pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Why a spec with [`JobSpec::inputs`] or [`JobSpec::outputs`] is refused.
+pub const ARTIFACTS_NOT_SUPPORTED: &str =
+    "artifacts are not supported yet: no input is fetched and no output is uploaded; remove it";
 
 /// What a job runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +129,9 @@ impl Constraint {
     }
 }
 
-/// An input artifact fetched before the job runs.
+/// An input artifact to fetch before the job runs.
+///
+/// Not supported yet: [`JobSpec::validate`] refuses a spec that names one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSource {
@@ -138,7 +143,9 @@ pub struct ArtifactSource {
     pub path: String,
 }
 
-/// An output artifact uploaded after the job ran.
+/// An output artifact to upload after the job ran.
+///
+/// Not supported yet: [`JobSpec::validate`] refuses a spec that names one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactDest {
@@ -213,10 +220,10 @@ pub struct JobSpec {
     /// Placement constraints.
     #[serde(default)]
     pub constraints: Vec<Constraint>,
-    /// Input artifacts.
+    /// Input artifacts. Not supported yet: any entry fails validation.
     #[serde(default)]
     pub inputs: Vec<ArtifactSource>,
-    /// Output artifacts.
+    /// Output artifacts. Not supported yet: any entry fails validation.
     #[serde(default)]
     pub outputs: Vec<ArtifactDest>,
     /// Scheduling preferences.
@@ -501,18 +508,13 @@ impl JobSpec {
                 );
             }
         }
-        for (i, a) in self.inputs.iter().enumerate() {
-            if a.url.trim().is_empty() {
-                err(format!("inputs[{i}].url"), "must not be empty");
-            }
-            if a.path.trim().is_empty() {
-                err(format!("inputs[{i}].path"), "must not be empty");
-            }
+        // Nothing fetches inputs or uploads outputs yet: refuse them rather
+        // than accept a spec whose files would silently never appear.
+        for i in 0..self.inputs.len() {
+            err(format!("inputs[{i}]"), ARTIFACTS_NOT_SUPPORTED);
         }
-        for (i, a) in self.outputs.iter().enumerate() {
-            if a.path.trim().is_empty() {
-                err(format!("outputs[{i}].path"), "must not be empty");
-            }
+        for i in 0..self.outputs.len() {
+            err(format!("outputs[{i}]"), ARTIFACTS_NOT_SUPPORTED);
         }
         if !(-1000..=1000).contains(&self.preferences.priority) {
             err(
@@ -582,6 +584,30 @@ mod tests {
             .with_secret("API_KEY", "abcdefgh")
             .with_secret("api_key", "ijklmnop");
         assert!(fields(&spec).iter().any(|f| f.starts_with("secrets.")));
+    }
+
+    #[test]
+    fn artifacts_are_refused_naming_each_entry() {
+        let mut spec = JobSpec::new("a", CommandType::shell("true", Vec::<String>::new()));
+        let input = ArtifactSource {
+            name: "src".into(),
+            url: "http://example.invalid/src.tar".into(),
+            path: "src.tar".into(),
+        };
+        spec.inputs = vec![input.clone(), input];
+        spec.outputs = vec![ArtifactDest {
+            name: "out".into(),
+            path: "out/*".into(),
+            url: "http://example.invalid/out".into(),
+        }];
+        let e = spec.validate().unwrap_err();
+        let f: Vec<_> = e.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(f, ["inputs[0]", "inputs[1]", "outputs[0]"]);
+        assert!(e.errors.iter().all(|e| e.message.contains("not supported")));
+        // An empty list is no request for artifacts.
+        spec.inputs.clear();
+        spec.outputs.clear();
+        spec.validate().unwrap();
     }
 
     #[test]

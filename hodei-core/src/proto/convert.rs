@@ -619,7 +619,10 @@ mod tests {
     fn a_valid_wire_spec_round_trips_through_json_bit_for_bit() {
         let mut p = v1::JobSpec::from(&full_spec());
         p.resources.as_mut().unwrap().cpu_cores = 1.000_000_000_029_132_5;
-        let spec = JobSpec::try_from(p).unwrap();
+        let mut spec = JobSpec::try_from(p).unwrap();
+        // Artifacts are refused until they are implemented.
+        spec.inputs.clear();
+        spec.outputs.clear();
         spec.validate().unwrap();
         let back: JobSpec = serde_json::from_slice(&serde_json::to_vec(&spec).unwrap()).unwrap();
         assert_eq!(

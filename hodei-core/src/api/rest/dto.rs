@@ -301,9 +301,13 @@ pub(crate) struct JobSpecDoc {
     timeout_ms: Option<u64>,
     /// Placement constraints on worker labels.
     constraints: Option<Vec<ConstraintDoc>>,
-    /// Input artifacts.
+    /// Input artifacts: not supported yet, so only an empty list is accepted;
+    /// any entry is a 400 naming it (`inputs[0]`).
+    #[schema(max_items = 0)]
     inputs: Option<Vec<ArtifactSourceDoc>>,
-    /// Output artifacts.
+    /// Output artifacts: not supported yet, so only an empty list is accepted;
+    /// any entry is a 400 naming it (`outputs[0]`).
+    #[schema(max_items = 0)]
     outputs: Option<Vec<ArtifactDestDoc>>,
     /// Scheduling preferences.
     preferences: Option<PreferencesDoc>,
@@ -383,7 +387,7 @@ pub(crate) struct ConstraintDoc {
     values: Vec<String>,
 }
 
-/// An input artifact fetched before the job runs.
+/// An input artifact to fetch before the job runs (not supported yet).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -396,7 +400,7 @@ pub(crate) struct ArtifactSourceDoc {
     path: String,
 }
 
-/// An output artifact uploaded after the job ran.
+/// An output artifact to upload after the job ran (not supported yet).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
