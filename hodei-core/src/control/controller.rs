@@ -91,7 +91,8 @@ impl ControlPlane {
     }
 
     /// Leader-only work: return expired queue leases, time out jobs whose
-    /// agent is gone, prune old finished jobs.
+    /// agent is gone; once a minute, purge expired OTPs and prune old
+    /// finished jobs (see `housekeeping`).
     async fn maintain(&self) -> ControlResult<()> {
         let rescued = self.inner.stores.queue.rescue_expired(Utc::now()).await?;
         if !rescued.is_empty() {
@@ -99,15 +100,7 @@ impl ControlPlane {
         }
         self.audit_if_due().await?;
         self.enforce_timeouts().await?;
-        if let Some(retention) = self.inner.config.retention
-            && let Ok(age) = chrono::Duration::from_std(retention)
-        {
-            self.inner
-                .stores
-                .jobs
-                .prune_finished(Utc::now() - age)
-                .await?;
-        }
+        self.housekeep_if_due().await?;
         Ok(())
     }
 

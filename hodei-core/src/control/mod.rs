@@ -22,6 +22,7 @@ mod config;
 mod controller;
 mod error;
 mod events;
+mod housekeeping;
 mod jobs;
 mod lease_keeper;
 mod logs;
@@ -42,6 +43,7 @@ pub use crate::scheduler::Strategy;
 pub use config::{ControlPlaneConfig, PoolPolicy};
 pub use error::{ControlError, ControlResult};
 pub use events::{DecisionAction, DecisionRecord, JobEvent};
+pub use housekeeping::{HOUSEKEEPING_INTERVAL, HousekeepingReport};
 pub use jobs::QueueStatus;
 pub use logs::{LogChunk, LogHub};
 pub use metrics::{MetricsBackend, MetricsSummary};
@@ -95,6 +97,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// What the leader's store audit remembers between passes.
     audit: Mutex<reconcile::AuditState>,
+    /// When the leader last purged expired tokens and pruned old jobs.
+    housekeeping: Mutex<housekeeping::HousekeepingState>,
 }
 
 /// Handle to the control plane. Clone it freely.
@@ -195,6 +199,7 @@ impl ControlPlaneBuilder {
                 leader: self.leader,
                 shutdown: watch::channel(false).0,
                 audit: Mutex::new(reconcile::AuditState::default()),
+                housekeeping: Mutex::new(housekeeping::HousekeepingState::default()),
             }),
         }
     }

@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,6 +61,8 @@ pub struct InMemoryJobRepository {
     // (insertion sequence, job): the sequence breaks ties between equal `created_at`.
     jobs: RwLock<HashMap<JobId, (u64, Job)>>,
     next_seq: AtomicU64,
+    /// Where the logs of pruned jobs are deleted, as the database stores do.
+    logs: Option<Arc<InMemoryLogStore>>,
 }
 
 impl InMemoryJobRepository {
@@ -68,6 +70,16 @@ impl InMemoryJobRepository {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty repository whose [`JobRepository::prune_finished`] also
+    /// deletes the pruned jobs' logs from `logs`.
+    #[must_use]
+    pub fn with_logs(logs: Arc<InMemoryLogStore>) -> Self {
+        Self {
+            logs: Some(logs),
+            ..Self::default()
+        }
     }
 }
 
@@ -141,12 +153,21 @@ impl JobRepository for InMemoryJobRepository {
     }
 
     async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut jobs = write(&self.jobs);
-        let len = jobs.len();
-        jobs.retain(|_, (_, j)| {
-            !(j.state().is_terminal() && j.finished_at().is_some_and(|f| f < before))
+        let mut pruned = Vec::new();
+        write(&self.jobs).retain(|id, (_, j)| {
+            let old = j.state().is_terminal() && j.finished_at().is_some_and(|f| f < before);
+            if old {
+                pruned.push(*id);
+            }
+            !old
         });
-        Ok((len - jobs.len()) as u64)
+        if let Some(logs) = &self.logs {
+            let mut logs = write(&logs.jobs);
+            for id in &pruned {
+                logs.remove(id);
+            }
+        }
+        Ok(pruned.len() as u64)
     }
 }
 

@@ -343,12 +343,13 @@ impl Stores {
     /// Fresh, empty in-memory stores.
     #[must_use]
     pub fn in_memory() -> Self {
+        let logs = std::sync::Arc::new(memory::InMemoryLogStore::default());
         Self {
-            jobs: std::sync::Arc::new(memory::InMemoryJobRepository::default()),
+            jobs: std::sync::Arc::new(memory::InMemoryJobRepository::with_logs(logs.clone())),
             queue: std::sync::Arc::new(memory::InMemoryJobQueue::default()),
             workers: std::sync::Arc::new(memory::InMemoryWorkerRegistry::default()),
             providers: std::sync::Arc::new(memory::InMemoryProviderConfigRepository::default()),
-            logs: std::sync::Arc::new(memory::InMemoryLogStore::default()),
+            logs,
             otps: std::sync::Arc::new(memory::InMemoryOtpTokenStore::default()),
         }
     }
