@@ -76,6 +76,21 @@ where
     }
 }
 
+/// HODEI_RETENTION: how long finished jobs and their logs are kept, as a
+/// human duration (`7d`, `12h`, `1h 30m`); unset or empty = kept forever.
+fn retention(value: Option<&str>) -> anyhow::Result<Option<Duration>> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let d = humantime::parse_duration(v).map_err(|e| {
+        anyhow::anyhow!("HODEI_RETENTION={v:?} is invalid: {e} (a duration such as 7d or 12h)")
+    })?;
+    if d.is_zero() {
+        bail!("HODEI_RETENTION={v:?} is invalid: must be longer than zero (unset it to keep jobs)");
+    }
+    Ok(Some(d))
+}
+
 /// Every setting, read from the environment in one place.
 struct Settings {
     bind: IpAddr,
@@ -166,6 +181,7 @@ impl Settings {
             Duration::from_millis(env_or("HODEI_DISPATCH_LEASE_MS", 30_000u64)?.max(300));
         cp.audit_interval =
             Duration::from_millis(env_or("HODEI_AUDIT_INTERVAL_MS", 10_000u64)?.max(100));
+        cp.retention = retention(std::env::var("HODEI_RETENTION").ok().as_deref())?;
         let metrics = std::env::var("HODEI_METRICS_BACKEND").is_ok_and(|v| v == "memory");
         let leader_lease = Duration::from_secs(env_or("HODEI_LEADER_LEASE_SECS", 15u64)?.max(1));
         let process_provider_name = std::env::var("HODEI_PROCESS_PROVIDER_NAME")
@@ -688,4 +704,27 @@ async fn run_demo(cp: &ControlPlane) -> anyhow::Result<()> {
         "[demo] done. Try: hodei job run -- echo hi   (the server keeps running; Ctrl-C stops it)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_a_human_duration_and_a_bad_one_names_the_variable() {
+        assert_eq!(retention(None).unwrap(), None);
+        assert_eq!(retention(Some(" ")).unwrap(), None);
+        assert_eq!(
+            retention(Some("7d")).unwrap(),
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert_eq!(
+            retention(Some("12h 30m")).unwrap(),
+            Some(Duration::from_secs(12 * 3600 + 1800))
+        );
+        for bad in ["seven days", "7", "0s", "-1d"] {
+            let e = retention(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("HODEI_RETENTION"), "{bad}: {e}");
+        }
+    }
 }
