@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod crash_safety;
+mod dashboard;
 mod docker;
 mod failover;
 mod harness;

@@ -27,7 +27,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// `hodei token create`: the token and its server line.
-fn new_token(scope: &str, name: &str) -> (String, String) {
+pub(crate) fn new_token(scope: &str, name: &str) -> (String, String) {
     let out = hodei(&["token", "create", "--scope", scope, "--name", name], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);

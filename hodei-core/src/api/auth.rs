@@ -592,6 +592,8 @@ pub fn grpc_required_scope(path: &str) -> Option<Scope> {
 pub fn rest_required_scope(method: &Method, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/readyz" => None,
+        // The dashboard's static assets; its API calls carry the token.
+        p if crate::api::rest::is_dashboard_asset(p) => None,
         "/api/v1/providers" if method != Method::GET && method != Method::HEAD => {
             Some(Scope::Admin)
         }

@@ -15,6 +15,7 @@
 //! | `GET /api/v1/jobs/{id}/logs` | text; `?follow=true` streams; `Accept: text/event-stream` → SSE |
 //! | `GET /api/v1/workers`, `GET/POST /api/v1/providers` | listings, registration |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json` | operations |
+//! | `GET /`, `/ui/*` | the web dashboard (no token needed for its assets) |
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -28,6 +29,7 @@
 //! # }
 //! ```
 
+mod dashboard;
 mod dto;
 mod error;
 mod jobs;
@@ -47,6 +49,8 @@ pub use dto::{
     RegisterProviderRequest, WorkerDto, WorkerList,
 };
 pub use error::{ApiError, ApiJson, ErrorBody, ErrorDetail, FieldDetail, OptionalApiJson};
+
+pub(crate) use dashboard::is_asset as is_dashboard_asset;
 
 use crate::control::ControlPlane;
 
@@ -140,6 +144,7 @@ fn router_with(cp: ControlPlane, closing: watch::Receiver<bool>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(dashboard::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
