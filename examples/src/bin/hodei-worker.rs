@@ -5,6 +5,7 @@
 //! one-time token is invalid, used or expired, 3 when the server lost this worker's session,
 //! 1 for any other error. Log verbosity follows `RUST_LOG` (default `info`).
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use hodei_agent::client::{CancellationToken, WorkerClient};
@@ -24,6 +25,7 @@ async fn main() -> ExitCode {
         )
         // Colour codes only on a terminal: not in a VM's serial console or a container's log.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(|| LossyStdout)
         .init();
 
     let config = match AgentConfig::from_env() {
@@ -79,8 +81,25 @@ fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Standard output that drops what it cannot write. The agent's output is
+/// often a pipe to whoever started it (the process provider of a server); when
+/// that reader dies (`kill -9` of the server) the agent must keep running its
+/// jobs and reconnect, not die of a broken pipe (tracing's fallback report to a
+/// broken stderr panics).
+struct LossyStdout;
+
+impl std::io::Write for LossyStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(std::io::stdout().write(buf).unwrap_or(buf.len()))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stdout().flush();
+        Ok(())
+    }
+}
+
 fn fail(message: &str, code: i32) -> ExitCode {
     tracing::error!("{message}");
-    eprintln!("hodei-worker: {message}");
+    let _ = writeln!(std::io::stderr(), "hodei-worker: {message}");
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -81,3 +81,50 @@ async fn kill_9_while_workers_are_provisioned_loses_no_job() {
     drop(s);
     kill_agents_of(grpc);
 }
+
+/// The agents a killed server started keep running their jobs (their output
+/// pipes to the dead server are broken, which must not kill them), re-attach to
+/// the restarted server and finish the job in its first attempt, every line once.
+#[tokio::test]
+async fn a_job_running_through_a_kill_9_of_the_server_finishes_in_its_first_attempt() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let env = [
+        ("HODEI_DATABASE_URL", db.as_str()),
+        ("HODEI_SECRETS_KEY", KEY),
+        ("HODEI_WORKER_LOST_AFTER_MS", "15000"),
+    ];
+    let mut s = start_server(&env).await;
+    let (grpc, http) = (s.grpc_port(), s.http_port());
+    let id = s
+        .submit(script(
+            "for i in $(seq 1 40); do echo \"line-$i\"; sleep 0.1; done",
+        ))
+        .await;
+    s.wait_running(&id, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.kill9();
+    let s2 = start_server_at(grpc, http, &env).await;
+    let j = s2.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(
+        j.state,
+        v1::JobState::Succeeded as i32,
+        "{} {}\n{}",
+        state_name(j.state),
+        j.error,
+        s2.server_log()
+    );
+    assert_eq!(j.attempts, 1, "not retried: the agent kept running it");
+    let lines: Vec<String> = s2
+        .log_lines(&id)
+        .await
+        .into_iter()
+        .filter(|l| l.starts_with("line-"))
+        .collect();
+    let expected: Vec<String> = (1..=40).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, expected, "every line once, in order");
+    drop(s2);
+    drop(s);
+    kill_agents_of(grpc);
+}
