@@ -563,11 +563,13 @@ async fn two_million_line_log_first_paint() {
     )
     .await;
     let rows = b.js("document.querySelectorAll('#log .ln').length").await;
+    let longest = b.js("window.hodeiLongestTaskMs").await;
     assert!(rows.as_u64().unwrap() < 200, "only visible rows: {rows}");
     eprintln!(
         "DASHBOARD 2M-line log: first painted line {first:.0} ms after navigation start \
          (baseline: first SSE line to a plain client {:.0} ms); all {LINES} lines loaded \
-         {:.1} s after the first paint was seen; {rows} rows in the DOM",
+         {:.1} s after the first paint was seen; {rows} rows in the DOM; longest main-thread \
+         task {longest} ms",
         baseline.as_secs_f64() * 1000.0,
         all_loaded.as_secs_f64()
     );

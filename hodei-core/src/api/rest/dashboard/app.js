@@ -500,7 +500,15 @@ function followLog(id, log) {
         }
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = '';
+        let slice = performance.now();
         for (;;) {
+          // A fast server fills the stream faster than it is read; then reads
+          // resolve without ever leaving the task. Yield every few ms so the
+          // first lines paint and the tab stays responsive.
+          if (performance.now() - slice > 12) {
+            await new Promise((r) => setTimeout(r, 0));
+            slice = performance.now();
+          }
           const { value, done } = await reader.read();
           if (done) break;
           buf += value;
@@ -825,6 +833,16 @@ function workersPage() {
 }
 
 // ---- start ------------------------------------------------------------------
+
+/** The longest main-thread task seen, in ms (a frozen tab shows here). */
+window.hodeiLongestTaskMs = 0;
+try {
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      window.hodeiLongestTaskMs = Math.max(window.hodeiLongestTaskMs, e.duration);
+    }
+  }).observe({ type: 'longtask', buffered: true });
+} catch (_) { /* not every browser reports long tasks */ }
 
 setupToken();
 window.addEventListener('hashchange', route);
