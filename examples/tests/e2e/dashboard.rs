@@ -1,11 +1,12 @@
 //! The web dashboard in a real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, driven over WebDriver by fantoccini) against the real
 //! `hodei-server` and its real agents. Screenshots of each page are written to
-//! `docs/images/`.
+//! `docs/images/` when `HODEI_UPDATE_SCREENSHOTS=1`.
 //!
 //! Without the browser these tests say so loudly and skip; under `CI=true`
 //! they fail.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,18 +20,44 @@ use crate::security::new_token;
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// A headless Chromium session; the driver process ends with it.
+/// A headless Chromium session; the driver and its browser end with it.
 struct Browser {
     client: Client,
     driver: Child,
+    /// The browser's profile, removed at the end.
+    _profile: tempfile::TempDir,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // chromedriver takes its browser down with it.
-        let _ = self.driver.kill();
+        // chromedriver leads its own process group, which its browser joins:
+        // end the group, or a killed driver would leave the browser running.
+        // (By the group's own id, never a computed one: a pgid of 0 or 1
+        // would mean this process's group or every process.)
+        let pid = self.driver.id();
+        if let Ok(pgid) = i32::try_from(pid)
+            && pgid > 1
+            && leads_its_group(pid)
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.driver.wait();
     }
+}
+
+/// Whether `pid` is the leader of its own process group (field 5 of
+/// `/proc/<pid>/stat`, after the parenthesised command name).
+fn leads_its_group(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+        })
+        == Some(pid)
 }
 
 /// Starts chromedriver and a headless Chromium, or `None` (with a loud
@@ -50,8 +77,10 @@ async fn browser() -> Option<Browser> {
         }
     }
     let port = free_port();
+    let profile = tempfile::tempdir().expect("browser profile dir");
     let driver = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -63,7 +92,8 @@ async fn browser() -> Option<Browser> {
             "binary": CHROMIUM,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                      "--disable-dev-shm-usage", "--window-size=1400,1000",
-                     "--hide-scrollbars"],
+                     "--hide-scrollbars",
+                     format!("--user-data-dir={}", profile.path().display())],
         }),
     );
     let url = format!("http://127.0.0.1:{port}");
@@ -79,10 +109,20 @@ async fn browser() -> Option<Browser> {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    Some(Browser { client, driver })
+    Some(Browser {
+        client,
+        driver,
+        _profile: profile,
+    })
 }
 
 impl Browser {
+    /// Ends the session, so the browser quits and removes its temp files (a
+    /// failed test leaves that to `Drop`, which kills it).
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+
     async fn goto(&self, url: &str) {
         self.client.goto(url).await.expect("navigate");
     }
@@ -133,11 +173,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
     }
 
-    /// A PNG of the window, saved as `docs/images/<name>.png`.
+    /// A PNG of the window, saved as `<name>.png` in the test's temp dir, or in
+    /// `docs/images/` with `HODEI_UPDATE_SCREENSHOTS=1` (so a test run does not
+    /// rewrite the committed images).
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
         assert_eq!(&png[1..4], b"PNG", "a PNG");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/images");
+        let dir = if std::env::var("HODEI_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/images")
+        } else {
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots")
+        };
         std::fs::create_dir_all(&dir).expect("docs/images");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
     }
@@ -274,7 +320,30 @@ async fn the_form_submits_a_job_whose_log_arrives_live_with_its_colours() {
         )
         .await;
     assert_eq!(hit, "red alert plain");
+    // Download raw: the bytes of the log as the API stores them.
+    b.js(
+        "(() => { window.__downloaded = null; HTMLAnchorElement.prototype.click = function () {\
+            const name = this.download; fetch(this.href).then(r => r.text())\
+              .then(t => { window.__downloaded = [name, t]; }); }; return true; })()",
+    )
+    .await;
+    b.click("#log-download").await;
+    let downloaded = b
+        .until(
+            "the download",
+            "window.__downloaded",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        downloaded,
+        json!([
+            format!("job-{id}.log"),
+            "hello browser\n\u{1b}[31mred alert\u{1b}[0m plain\nbye\n"
+        ])
+    );
     b.screenshot("dashboard-job").await;
+    b.close().await;
 }
 
 #[tokio::test]
@@ -307,6 +376,7 @@ async fn a_running_job_is_cancelled_from_its_page() {
         b.js("document.querySelector('#j-cancel').hidden").await,
         true
     );
+    b.close().await;
 }
 
 #[tokio::test]
@@ -350,6 +420,56 @@ async fn failed_jobs_workers_and_providers_are_shown() {
     )
     .await;
     b.screenshot("dashboard-jobs").await;
+
+    // Live refresh and paging: 22 more jobs appear without a reload, 25 a page.
+    let mut batch = Vec::new();
+    for i in 0..22 {
+        batch.push(
+            submit(
+                &s,
+                json!({"name": format!("batch-{i}"), "labels": {"team": "batch"},
+                       "command": script("true")}),
+            )
+            .await,
+        );
+    }
+    b.until(
+        "a full first page",
+        "document.querySelectorAll('#jobs tbody tr[data-id]').length === 25 \
+         && !document.querySelector('#next').disabled",
+        Duration::from_secs(30),
+    )
+    .await;
+    b.click("#next").await;
+    let older = b
+        .until(
+            "the second page",
+            "(() => { const r = [...document.querySelectorAll('#jobs tbody tr[data-id] td:nth-child(2)')]\
+               .map(e => e.textContent); return r.length === 2 && r; })()",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        older,
+        json!(["build-1", "build-0"]),
+        "the oldest, newest first"
+    );
+    assert_eq!(b.js("document.querySelector('#next').disabled").await, true);
+    b.click("#prev").await;
+    b.until(
+        "the first page again",
+        "document.querySelectorAll('#jobs tbody tr[data-id]').length === 25",
+        Duration::from_secs(10),
+    )
+    .await;
+    for id in &batch {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rest_job(&s, id).await["state"] != "succeeded" {
+            assert!(Instant::now() < deadline, "batch job {id} did not succeed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     b.client
         .find(Locator::Css("#f-state"))
         .await
@@ -452,6 +572,7 @@ async fn failed_jobs_workers_and_providers_are_shown() {
         "0"
     );
     b.screenshot("dashboard-workers").await;
+    b.close().await;
 }
 
 #[tokio::test]
@@ -493,6 +614,7 @@ async fn with_api_tokens_the_page_asks_for_one_and_keeps_it() {
         Duration::from_secs(10),
     )
     .await;
+    b.close().await;
 }
 
 /// Time to the first painted line of a 2,000,000-line log (`seq 1 2000000`),
@@ -574,4 +696,5 @@ async fn two_million_line_log_first_paint() {
         all_loaded.as_secs_f64()
     );
     b.screenshot("dashboard-2m-log").await;
+    b.close().await;
 }
