@@ -28,6 +28,8 @@ use crate::load::server::Binaries;
 const HEARTBEAT_MS: u64 = 500;
 const WORKER_LOST_AFTER_MS: u64 = 3_000;
 const LEASE_SECS: u64 = 3;
+/// Queue lease of a provisioning (HODEI_DISPATCH_LEASE_MS).
+const DISPATCH_LEASE_MS: u64 = 3_000;
 /// Fixed key: a restarted server must open the secrets its predecessor sealed.
 const SECRETS_KEY: &str = "4c0ffee04c0ffee04c0ffee04c0ffee04c0ffee04c0ffee04c0ffee04c0ffee0";
 
@@ -205,6 +207,10 @@ pub async fn run(cfg: &RoundConfig, env: &RoundEnv<'_>) -> Result<RoundOutcome, 
         ),
         ("HODEI_REGISTRATION_TIMEOUT_SECS", "10".into()),
         ("HODEI_LEADER_LEASE_SECS", LEASE_SECS.to_string()),
+        // A provisioning's queue lease: a job whose server died is given back
+        // within about this long; the store audit runs every second.
+        ("HODEI_DISPATCH_LEASE_MS", DISPATCH_LEASE_MS.to_string()),
+        ("HODEI_AUDIT_INTERVAL_MS", "1000".into()),
         ("HODEI_DB_MAX_CONNECTIONS", "10".into()),
         ("HODEI_WORKER_BINARY", wrapper.display().to_string()),
         (procs::MARKER_ENV, token.clone()),
@@ -224,12 +230,31 @@ pub async fn run(cfg: &RoundConfig, env: &RoundEnv<'_>) -> Result<RoundOutcome, 
     };
     let mut replicas = Vec::new();
     for name in names {
-        let mut r = Replica::new(name, &env.bins.server, &bind, common.clone(), &dir)?;
-        let url = r.grpc_url();
-        r.push_env("HODEI_PROCESS_PROVIDER_NAME", format!("process-{name}"));
-        r.push_env("HODEI_WORKER_SERVER_ADDRESS", url);
+        replicas.push(Replica::new(
+            name,
+            &env.bins.server,
+            &bind,
+            common.clone(),
+            &dir,
+        )?);
+    }
+    // Each replica's workers dial it first and the others after it, so they
+    // follow the service when their replica dies or stalls.
+    let urls: Vec<String> = replicas.iter().map(Replica::grpc_url).collect();
+    for (i, r) in replicas.iter_mut().enumerate() {
+        let mut list = vec![urls[i].clone()];
+        list.extend(
+            urls.iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, u)| u.clone()),
+        );
+        r.push_env(
+            "HODEI_PROCESS_PROVIDER_NAME",
+            format!("process-{}", names[i]),
+        );
+        r.push_env("HODEI_WORKER_SERVER_ADDRESS", list.join(","));
         r.start().await?;
-        replicas.push(r);
     }
     let api = Api::new(
         replicas
