@@ -126,7 +126,12 @@ impl WorkerNetwork {
             .and_then(|i| i.config.as_ref())
             .into_iter()
             .flatten()
-            .filter_map(|c| c.gateway.as_deref()?.parse::<IpAddr>().ok())
+            .filter_map(|c| match c.gateway.as_deref() {
+                Some(g) => g.parse::<IpAddr>().ok(),
+                // Docker's default bridge reports no gateway: the daemon gives
+                // it the subnet's first address.
+                None => first_host(c.subnet.as_deref()?),
+            })
             // An IPv4 gateway first: the agent resolves host.docker.internal to it.
             .min_by_key(IpAddr::is_ipv6);
         Some(Self {
@@ -143,6 +148,17 @@ impl WorkerNetwork {
             None => format!("{HOST_ALIAS}:host-gateway"),
         }
     }
+}
+
+/// The first host address of an IPv4 subnet (`172.17.0.0/16` → `172.17.0.1`).
+fn first_host(subnet: &str) -> Option<IpAddr> {
+    let (addr, len) = subnet.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let len: u32 = len.parse().ok().filter(|l| *l <= 30)?;
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    Some(IpAddr::from(std::net::Ipv4Addr::from(
+        (u32::from(addr) & mask) + 1,
+    )))
 }
 
 /// What is known about the configured image.
@@ -1274,6 +1290,31 @@ impl WorkerProviderIdentity for DockerProvider {
 mod tests {
     use super::*;
     use bollard::models::{ContainerBlkioStatEntry, ContainerBlkioStats, ContainerMemoryStats};
+
+    #[test]
+    fn a_subnet_without_a_gateway_has_its_first_address_as_gateway() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(first_host("172.17.0.0/16"), ip("172.17.0.1"));
+        assert_eq!(first_host("10.9.8.7/24"), ip("10.9.8.1"));
+        assert_eq!(first_host("fd00::/64"), None);
+        assert_eq!(first_host("172.17.0.0/32"), None);
+        assert_eq!(first_host("nonsense"), None);
+        let network = Network {
+            name: Some("bridge".into()),
+            id: Some("abc".into()),
+            ipam: Some(bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some("172.17.0.0/16".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let n = WorkerNetwork::from_docker(&network).unwrap();
+        assert_eq!(n.gateway, ip("172.17.0.1"));
+        assert_eq!(n.host_entry(), "host.docker.internal:172.17.0.1");
+    }
 
     #[test]
     fn architectures_are_normalized() {
