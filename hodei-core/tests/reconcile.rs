@@ -206,3 +206,38 @@ async fn a_retired_worker_cannot_resume_its_session() {
     );
     assert!(err.to_string().contains("terminating"), "{err}");
 }
+
+/// A replica that was frozen while another one found its worker lost ends
+/// that worker's stream at its next heartbeat (the agent's resume is then
+/// refused and it stops): no agent idles on after its jobs were given away.
+#[tokio::test]
+async fn a_heartbeat_from_a_worker_found_lost_elsewhere_closes_its_stream() {
+    use hodei_core::proto::v1;
+    let stores = Stores::in_memory();
+    let cp = control_plane(&stores);
+    let mut w = Worker::new(WorkerId::new(), ProviderId::new());
+    stores.workers.register(&w).await.unwrap();
+    w.created(WorkerHandle::new(w.id(), w.provider_id(), "pid-2"))
+        .unwrap();
+    stores.workers.update(&w).await.unwrap();
+    let mut stream = cp.open_worker_stream(w.id()).await.unwrap();
+    let heartbeat = || v1::WorkerMessage {
+        payload: Some(v1::worker_message::Payload::Heartbeat(
+            v1::WorkerHeartbeat::default(),
+        )),
+    };
+    cp.handle_worker_message(w.id(), heartbeat()).await.unwrap();
+    assert!(cp.is_connected(w.id()), "a live worker keeps its stream");
+
+    // Another replica's leader found it lost and removed it.
+    stores.workers.remove(w.id()).await.unwrap();
+    cp.handle_worker_message(w.id(), heartbeat()).await.unwrap();
+    assert!(!cp.is_connected(w.id()));
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(m) = stream.outbound.recv().await {
+            drop(m);
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the outbound stream ended");
+}

@@ -307,12 +307,20 @@ impl ControlPlane {
         let assigned = {
             let _g = self.inner.worker_lock.lock().await;
             match self.inner.stores.workers.get(worker_id).await? {
-                Some(mut w) => {
+                Some(mut w) if !w.state().is_gone() => {
                     w.heartbeat();
                     self.inner.stores.workers.update(&w).await?;
                     w.current_jobs().to_vec()
                 }
-                None => Vec::new(),
+                // Another replica found this worker lost (this one was frozen
+                // or cut off) and gave its jobs away: end the stream, so the
+                // agent's resume is refused and it stops instead of idling on.
+                _ => {
+                    if lock(&self.inner.sessions).remove(&worker_id).is_some() {
+                        tracing::warn!(%worker_id, "heartbeat from a worker that is gone: stream closed");
+                    }
+                    return Ok(());
+                }
             }
         };
         if let (Some(m), Some(u)) = (self.metrics(), hb.usage.as_ref()) {
