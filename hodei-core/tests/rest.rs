@@ -973,3 +973,134 @@ async fn grpc_refuses_artifacts_as_invalid_argument() {
     assert!(app.list("").await.is_empty());
     assert_eq!(app.cp.queue_status().await.unwrap().pending, 0);
 }
+
+/// Marks a queued job `failed` as a worker's exit code 3 would, off the queue.
+async fn fail_job(cp: &ControlPlane, id: JobId) {
+    let mut job = cp.stores().jobs.get(id).await.unwrap().unwrap();
+    job.fail(hodei_core::AttemptResult::exited(3)).unwrap();
+    cp.stores().jobs.update(&job).await.unwrap();
+    cp.stores().queue.remove(id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_finished_job_is_retried_as_a_new_linked_job() {
+    let app = spawn_app().await;
+    let mut spec = echo("flaky");
+    spec["labels"] = json!({"team": "build"});
+    let r = app.create(spec).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let original: JobDto = r.json().await.unwrap();
+    let original_id: JobId = original.id.parse().unwrap();
+    fail_job(&app.cp, original_id).await;
+
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{}/retry", original.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let retried: Value = r.json().await.unwrap();
+    let new_id = retried["id"].as_str().unwrap();
+    assert_ne!(new_id, original.id);
+    assert_eq!(location, format!("/api/v1/jobs/{new_id}"));
+    assert_eq!(retried["state"], "pending");
+    assert_eq!(retried["attempts"], 0);
+    assert_eq!(retried["name"], "flaky");
+    assert_eq!(retried["spec"]["command"], original.spec["command"]);
+    assert_eq!(retried["spec"]["labels"]["team"], "build");
+    assert_eq!(
+        retried["spec"]["labels"][hodei_core::control::RETRY_OF_LABEL],
+        original.id.as_str()
+    );
+    assert_eq!(retried["secret_names"], json!(["API_TOKEN"]));
+
+    // The sealed secret is copied as it is (not sealed a second time), and the
+    // original is untouched.
+    let new_id: JobId = new_id.parse().unwrap();
+    let stored_new = app.cp.get_job(new_id).await.unwrap();
+    let stored_old = app.cp.get_job(original_id).await.unwrap();
+    assert_eq!(stored_new.spec().secrets, stored_old.spec().secrets);
+    assert_ne!(stored_new.spec().secrets["API_TOKEN"], "s3cr3t-value");
+    assert_eq!(stored_old.state(), hodei_core::JobState::Failed);
+    // The new job is queued.
+    let queued = app.cp.stores().queue.peek(16).await.unwrap();
+    assert_eq!(
+        queued.iter().map(|e| e.job_id).collect::<Vec<_>>(),
+        vec![new_id]
+    );
+    assert_eq!(app.list("?state=pending").await.len(), 1);
+
+    // A cancelled job can be retried too.
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{new_id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{new_id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(
+        again["spec"]["labels"][hodei_core::control::RETRY_OF_LABEL],
+        new_id.to_string()
+    );
+}
+
+#[tokio::test]
+async fn retry_refuses_unfinished_unknown_and_malformed_jobs() {
+    let app = spawn_app().await;
+    let pending = app.create_ok("still-queued").await;
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{}/retry", pending.id)))
+        .send()
+        .await
+        .unwrap();
+    let e = error_of(r, StatusCode::CONFLICT).await;
+    assert_eq!(e.error.code, "failed_precondition");
+    assert!(
+        e.error.message.contains(&pending.id) && e.error.message.contains("cancel it first"),
+        "{}",
+        e.error.message
+    );
+    // Nothing new was stored.
+    assert_eq!(app.list("").await.len(), 1);
+
+    let unknown = JobId::new();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{unknown}/retry")))
+        .send()
+        .await
+        .unwrap();
+    let e = error_of(r, StatusCode::NOT_FOUND).await;
+    assert_eq!(e.error.code, "not_found");
+
+    let r = app
+        .http
+        .post(app.url("/api/v1/jobs/123/retry"))
+        .send()
+        .await
+        .unwrap();
+    let e = error_of(r, StatusCode::BAD_REQUEST).await;
+    assert_eq!(e.error.field.as_deref(), Some("id"));
+
+    let r = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    let doc: Value = r.json().await.unwrap();
+    let retry = &doc["paths"]["/api/v1/jobs/{id}/retry"]["post"];
+    assert!(retry["responses"]["201"].is_object(), "{retry}");
+    assert!(retry["responses"]["409"].is_object(), "{retry}");
+}

@@ -363,6 +363,11 @@ async fn a_running_job_is_cancelled_from_its_page() {
         Duration::from_secs(60),
     )
     .await;
+    // A job not finished cannot be retried yet.
+    assert_eq!(
+        b.js("document.querySelector('#j-retry').hidden").await,
+        true
+    );
     b.click("#j-cancel").await;
     b.until(
         "the cancelled state",
@@ -371,10 +376,11 @@ async fn a_running_job_is_cancelled_from_its_page() {
     )
     .await;
     assert_eq!(rest_job(&s, &id).await["state"], "cancelled");
-    // A finished job has no cancel button.
+    // A finished job has no cancel button, but can be retried.
     assert_eq!(
-        b.js("document.querySelector('#j-cancel').hidden").await,
-        true
+        b.js("[document.querySelector('#j-cancel').hidden, document.querySelector('#j-retry').hidden]")
+            .await,
+        json!([true, false])
     );
     b.close().await;
 }
@@ -541,12 +547,54 @@ async fn failed_jobs_workers_and_providers_are_shown() {
             .await,
         "no such host"
     );
-    // The REST API has no retry: the page offers none.
+    // A finished job offers Retry instead of Cancel.
     assert_eq!(
-        b.js("document.querySelector('#j-retry')").await,
-        Value::Null
+        b.js("[document.querySelector('#j-retry').hidden, document.querySelector('#j-cancel').hidden]")
+            .await,
+        json!([false, true])
     );
     b.screenshot("dashboard-failed-job").await;
+
+    // Retry: a new job with the same spec, linked to the failed one, and its page.
+    b.click("#j-retry").await;
+    let hash = b
+        .until(
+            "the retried job's page",
+            &format!(
+                "location.hash.startsWith('#/jobs/') && location.hash !== '#/jobs/{failed}' \
+                 && document.querySelector('[data-fact=\"Job id\"]')?.textContent \
+                    === location.hash.slice('#/jobs/'.length) && location.hash"
+            ),
+            Duration::from_secs(10),
+        )
+        .await;
+    let retried_id = hash.as_str().unwrap()["#/jobs/".len()..].to_owned();
+    let retried = rest_job(&s, &retried_id).await;
+    assert_eq!(retried["id"], retried_id.as_str());
+    assert_eq!(retried["name"], "broken-deploy");
+    assert_eq!(
+        retried["spec"]["labels"],
+        json!({"team": "ops", "hodei.retry_of": failed})
+    );
+    assert_eq!(
+        retried["spec"]["command"],
+        rest_job(&s, &failed).await["spec"]["command"]
+    );
+    // The new page links back to the failed job, and the new job runs (and
+    // fails the same way) on a worker.
+    assert_eq!(
+        b.js("document.querySelector('[data-fact=\"Retry of\"] a').getAttribute('href')")
+            .await,
+        format!("#/jobs/{failed}")
+    );
+    b.until(
+        "the retried job failed with its own log",
+        "document.querySelector('#j-state .badge')?.dataset.state === 'failed' \
+         && document.querySelector('#log .ln.err .tx')?.textContent === 'no such host'",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(rest_job(&s, &failed).await["state"], "failed");
 
     // Workers, providers and the queue.
     b.goto(&format!("{}/#/workers", s.http)).await;

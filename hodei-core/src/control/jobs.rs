@@ -44,6 +44,12 @@ impl ControlPlane {
         if let Some(c) = correlation_id {
             job = job.with_correlation_id(c);
         }
+        self.store_and_enqueue(job).await
+    }
+
+    /// Stores a new `Pending` job whose secrets are already sealed, queues it
+    /// and announces it.
+    pub(super) async fn store_and_enqueue(&self, job: Job) -> ControlResult<Job> {
         let stored = self.inner.stores.jobs.insert(&job).await?;
         self.enqueue_job(&stored, Utc::now()).await?;
         tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");

@@ -30,6 +30,7 @@ mod metrics;
 mod placement;
 mod providers;
 mod reconcile;
+mod retry;
 mod secrets;
 mod workers;
 
@@ -49,6 +50,7 @@ pub use logs::{LogChunk, LogHub};
 pub use metrics::{MetricsBackend, MetricsSummary};
 pub use providers::ProviderFactory;
 pub use reconcile::AuditReport;
+pub use retry::RETRY_OF_LABEL;
 pub use secrets::{SecretSealer, SecretsError};
 pub use workers::{RegisterOutcome, WorkerStreamHandle};
 

@@ -1,4 +1,4 @@
-//! `/api/v1/jobs`: create, get, list, cancel.
+//! `/api/v1/jobs`: create, get, list, cancel, retry.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -61,12 +61,17 @@ pub(super) async fn create_job(
         }
     };
     let job = s.cp.create_job(spec, correlation).await?;
+    created(&job)
+}
+
+/// 201 with the new job and its `Location`.
+fn created(job: &crate::domain::job::Job) -> Result<Response, ApiError> {
     let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id()))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(JobDto::from(&job)),
+        Json(JobDto::from(job)),
     )
         .into_response())
 }
@@ -172,4 +177,28 @@ pub(super) async fn cancel_job(
     let reason = body.map(|b| b.reason).unwrap_or_default();
     let job = s.cp.cancel_job(id, &reason).await?;
     Ok(Json(JobDto::from(&job)))
+}
+
+/// Runs a finished job (failed, timed out, cancelled or succeeded) again: a
+/// new job with the same spec and labels, plus the label `hodei.retry_of`
+/// naming the original.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/retry",
+    tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "Id (UUID) of the finished job")),
+    responses(
+        (status = 201, description = "The new job, queued", body = JobDto,
+            headers(("location" = String, description = "URL of the new job"))),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has not finished (cancel it first)", body = ErrorBody),
+    )
+)]
+pub(super) async fn retry_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = s.cp.retry_job(job_id(&id)?).await?;
+    created(&job)
 }

@@ -12,6 +12,7 @@
 //! | `GET /api/v1/jobs?state=&limit=` | list, newest first |
 //! | `GET /api/v1/jobs/{id}` | one job |
 //! | `POST /api/v1/jobs/{id}/cancel` | cancel (optional `{"reason": "..."}`) |
+//! | `POST /api/v1/jobs/{id}/retry` | run a finished job again → 201 new [`JobDto`] |
 //! | `GET /api/v1/jobs/{id}/logs` | text; `?follow=true` streams; `Accept: text/event-stream` → SSE |
 //! | `GET /api/v1/workers`, `GET/POST /api/v1/providers` | listings, registration |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json` | operations |
@@ -63,6 +64,7 @@ use crate::control::ControlPlane;
         jobs::list_jobs,
         jobs::get_job,
         jobs::cancel_job,
+        jobs::retry_job,
         logs::job_logs,
         ops::list_workers,
         ops::list_providers,
@@ -134,6 +136,7 @@ fn router_with(cp: ControlPlane, closing: watch::Receiver<bool>) -> Router {
         .route("/api/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/api/v1/jobs/{id}", get(jobs::get_job))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/api/v1/jobs/{id}/retry", post(jobs::retry_job))
         .route("/api/v1/jobs/{id}/logs", get(logs::job_logs))
         .route("/api/v1/workers", get(ops::list_workers))
         .route(

@@ -4,6 +4,8 @@
 
 const TOKEN_KEY = 'hodei.apiToken';
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'timeout']);
+// Label of a retried job naming the job it retries (set by the server).
+const RETRY_OF_LABEL = 'hodei.retry_of';
 const JOB_STATES = ['pending', 'scheduled', 'running', 'succeeded', 'failed', 'cancelled', 'timeout'];
 const PAGE_SIZE = 25;
 const REFRESH_MS = 2000;
@@ -354,6 +356,7 @@ function jobPage(id) {
   view().innerHTML = `
     <h1><span id="j-name"></span> <span id="j-state"></span>
       <span style="flex:1"></span>
+      <button type="button" id="j-retry" hidden>Retry</button>
       <button type="button" class="danger" id="j-cancel" hidden>Cancel</button></h1>
     <div class="panel"><div class="grid" id="j-facts"></div></div>
     <div class="panel"><b>Timeline</b><ul class="timeline" id="j-timeline"></ul></div>
@@ -389,6 +392,17 @@ function jobPage(id) {
       $('#j-cancel').disabled = false;
     }
   });
+  // A retry is a new job (same spec, labelled with this one's id): go to it.
+  $('#j-retry').addEventListener('click', async () => {
+    $('#j-retry').disabled = true;
+    try {
+      const retried = await api(`/api/v1/jobs/${id}/retry`, { method: 'POST' });
+      location.hash = `#/jobs/${retried.id}`;
+    } catch (e) {
+      flash(`Not retried: ${e.message}`);
+      $('#j-retry').disabled = false;
+    }
+  });
   $('#log-download').addEventListener('click', () => download(id));
   $('#log-follow').addEventListener('change', (e) => log.setFollow(e.target.checked));
   let searchTimer = null;
@@ -411,6 +425,8 @@ function jobPage(id) {
     $('#j-name').textContent = j.name || shortId(j.id);
     $('#j-state').innerHTML = badge(j.state);
     $('#j-cancel').hidden = TERMINAL.has(j.state);
+    $('#j-retry').hidden = !TERMINAL.has(j.state);
+    const retryOf = (j.spec.labels || {})[RETRY_OF_LABEL];
     const provider = j.provider_id ? (providerNames[j.provider_id] || j.provider_id) : '—';
     const facts = [
       ['Job id', `<span class="mono">${esc(j.id)}</span>`],
@@ -424,6 +440,7 @@ function jobPage(id) {
       ['Secrets', j.secret_names.length ? esc(j.secret_names.join(', ')) : '—'],
       ['Correlation id', `<span class="mono">${esc(shortId(j.correlation_id))}</span>`],
     ];
+    if (retryOf) facts.push(['Retry of', `<a class="mono" href="#/jobs/${esc(retryOf)}">${esc(shortId(retryOf))}</a>`]);
     $('#j-facts').innerHTML = facts.map(([k, v]) => `<div><b>${k}</b><span data-fact="${k}">${v}</span></div>`).join('');
     // The API exposes these three instants; per-attempt history is not in it.
     const steps = [['Submitted', j.created_at], ['Started', j.started_at],
