@@ -1,7 +1,12 @@
 //! Docker provider start-up against the real engine.
 //!
-//! 1. The floor: `docker run --rm --network host --entrypoint /usr/bin/true IMAGE`,
-//!    median of 10 (the cost of any container start on this machine).
+//! The network is the provider's (`HODEI_DOCKER_NETWORK`; by default the
+//! isolated `hodei` network, `host` only when asked), and the floor uses the
+//! same one, so the ratio compares like with like.
+//!
+//! 1. The floor: `docker run --rm --network NET [--add-host
+//!    host.docker.internal:GATEWAY] --entrypoint /usr/bin/true IMAGE`, median of
+//!    10 (the cost of any container start on that network on this machine).
 //! 2. Provision → agent registered, through the control plane: a job is
 //!    submitted to an empty pool, the Docker provider creates a container, the
 //!    agent in it registers; median of 10, and the ratio to the floor
@@ -10,10 +15,11 @@
 //!    container worker (job created → job running), p50/p99 of 50.
 //!
 //! Without a reachable daemon it prints SKIP and exits 0 (fails under `CI=true`).
-//! Run: `cargo bench -p hodei-benches --bench docker`.
+//! Run: `cargo bench -p hodei-benches --bench docker`
+//! (`HODEI_DOCKER_NETWORK=host cargo bench ...` for the host network).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +27,7 @@ use std::time::{Duration, Instant};
 use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
 use hodei_core::provider::WorkerCost;
 use hodei_core::{CommandType, JobId, JobSpec, JobState, ProviderConfig, WorkerState};
-use hodei_providers::docker::{DockerProvider, DockerProviderConfig};
+use hodei_providers::docker::{DockerProvider, DockerProviderConfig, WorkerNetwork};
 
 const RUNS: usize = 10;
 const DISPATCHES: usize = 50;
@@ -63,20 +69,28 @@ fn build_image() {
     );
 }
 
-fn floor(image: &str) -> Vec<Duration> {
+/// `docker run` arguments that put a container where the provider puts its workers.
+fn network_args(network: Option<&WorkerNetwork>) -> Vec<String> {
+    match network {
+        None => vec!["--network".into(), "host".into()],
+        Some(n) => {
+            let mut v = vec!["--network".into(), n.id.clone()];
+            if let Some(g) = n.gateway {
+                v.extend(["--add-host".into(), format!("host.docker.internal:{g}")]);
+            }
+            v
+        }
+    }
+}
+
+fn floor(image: &str, network: Option<&WorkerNetwork>) -> Vec<Duration> {
     // One untimed run warms the image's layers into the page cache.
     let run = || {
         let t = Instant::now();
         let s = Command::new("docker")
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                "host",
-                "--entrypoint",
-                "/usr/bin/true",
-                image,
-            ])
+            .args(["run", "--rm"])
+            .args(network_args(network))
+            .args(["--entrypoint", "/usr/bin/true", image])
             .status()
             .expect("docker run");
         assert!(s.success());
@@ -87,20 +101,29 @@ fn floor(image: &str) -> Vec<Duration> {
 }
 
 async fn plane(provider: DockerProvider, policy: PoolPolicy) -> ControlPlane {
-    let (listener, addr): (_, SocketAddr) =
-        hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+    // Listen where the workers come in: the network's gateway, or loopback on the host network.
+    let listen = match provider.worker_network().await.unwrap() {
+        Some(n) => n.gateway.expect("the workers' network has a gateway"),
+        None => IpAddr::from([127, 0, 0, 1]),
+    };
+    let (listener, addr): (_, SocketAddr) = hodei_core::server::bind(SocketAddr::new(listen, 0))
+        .await
+        .unwrap();
     let mut config = ControlPlaneConfig::default();
-    config.worker_server_address = format!("http://{addr}");
+    config.worker_server_address = format!("http://127.0.0.1:{}", addr.port());
+    provider
+        .check_server_reachable(listen, &config.worker_server_address)
+        .await
+        .unwrap();
     let cp = ControlPlane::builder().config(config).build();
     let image = provider.config().image.clone();
+    let network = provider.config().network_mode.as_docker().to_owned();
     cp.register_provider(
         Arc::new(provider),
         ProviderConfig::Docker {
             image,
             docker_host: None,
-            network: Some("host".into()),
+            network: Some(network),
         },
         policy,
     )
@@ -222,7 +245,16 @@ fn main() {
         .build()
         .unwrap();
 
-    let mut floor = floor(&image);
+    let network = rt.block_on(async {
+        DockerProvider::connect(config.clone())
+            .await
+            .unwrap()
+            .worker_network()
+            .await
+            .unwrap()
+    });
+    let net_name = config.network_mode.to_string();
+    let mut floor = floor(&image, network.as_ref());
     let mut cold = rt.block_on(cold(config.clone()));
     let start_estimate = rt.block_on(async {
         let p = DockerProvider::connect(config.clone()).await.unwrap();
@@ -252,9 +284,9 @@ fn main() {
     let cold_med = median(&mut cold);
     let (mut create_running, ema) = start_estimate;
     let create_med = median(&mut create_running);
-    println!("docker provider start-up ({RUNS} runs each, host network, image {image})");
+    println!("docker provider start-up ({RUNS} runs each, network {net_name}, image {image})");
     println!(
-        "  floor `docker run --rm IMAGE true`        median {:8.1} ms",
+        "  floor `docker run --rm --network {net_name} IMAGE true`  median {:8.1} ms",
         ms(floor_med)
     );
     println!(
