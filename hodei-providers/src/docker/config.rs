@@ -427,6 +427,14 @@ fn is_loopback_address(address: &str) -> bool {
 
 /// Replaces a loopback host of a URL (`http://127.0.0.1:50051`) by `host`.
 fn rewrite_loopback(address: &str, host: &str) -> String {
+    // A list of replicas (`HODEI_SERVER` takes one): each entry on its own.
+    if address.contains(',') {
+        return address
+            .split(',')
+            .map(|a| rewrite_loopback(a.trim(), host))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     if !is_loopback_address(address) {
         return address.to_owned();
     }
@@ -440,6 +448,17 @@ fn rewrite_loopback(address: &str, host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_replica_of_a_list_is_rewritten_on_its_own() {
+        assert_eq!(
+            rewrite_loopback(
+                "http://127.0.0.1:50051, https://cp.example:50052,http://localhost:50053",
+                HOST_ALIAS
+            ),
+            format!("http://{HOST_ALIAS}:50051,https://cp.example:50052,http://{HOST_ALIAS}:50053")
+        );
+    }
 
     #[test]
     fn env_overrides_defaults() {
