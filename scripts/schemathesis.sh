@@ -36,7 +36,7 @@ if ! command -v st >/dev/null 2>&1; then
 fi
 
 server="$root/target/debug/hodei-server"
-cargo build -q -p hodei-examples --all-features --bin hodei-server
+cargo build -q --workspace --all-features --bin hodei-server
 
 work=$(mktemp -d /tmp/hodei-schemathesis.XXXXXX)
 pid=""
