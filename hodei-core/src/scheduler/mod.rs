@@ -128,7 +128,9 @@ fn first_min_by<T>(
 /// status (`Active` only). Then an existing `Ready`/`Busy` worker of an
 /// allowed provider with a free slot, whose labels (over its provider's)
 /// meet the constraints and whose free resources fit, is preferred over
-/// provisioning; a provider is provisioned only below its worker limit. The
+/// provisioning; a provider is provisioned only below its worker limit. With
+/// `preferences.preferred_region`, the providers listing that region are
+/// tried first and the others only when none of them can take the job. The
 /// strategy ranks the candidates (see [`Strategy`]).
 #[must_use]
 pub fn decide(strategy: Strategy, spec: &JobSpec, snapshot: &SchedulingSnapshot) -> Decision {
@@ -179,13 +181,39 @@ pub fn decide(strategy: Strategy, spec: &JobSpec, snapshot: &SchedulingSnapshot)
         return Decision::Wait(WaitReason::NoAvailableProvider { statuses });
     }
 
-    if let Some(w) = pick_worker(strategy, spec, &allowed, &snapshot.workers) {
-        return Decision::AssignWorker(w);
+    // `preferred_region` is a preference: the providers running in that
+    // region are tried first (a worker, then a new one), the others after.
+    let region = spec
+        .preferences
+        .preferred_region
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if let Some(region) = region {
+        let in_region: Vec<&ProviderView> = allowed
+            .iter()
+            .copied()
+            .filter(|p| p.capabilities.regions.iter().any(|r| r == region))
+            .collect();
+        if let Some(d) = place(strategy, spec, &in_region, &snapshot.workers) {
+            return d;
+        }
     }
-    match pick_provider(strategy, spec, &allowed) {
-        Some(p) => Decision::Provision(p),
-        None => Decision::Wait(WaitReason::AtCapacity),
+    place(strategy, spec, &allowed, &snapshot.workers)
+        .unwrap_or(Decision::Wait(WaitReason::AtCapacity))
+}
+
+/// An existing worker of one of `allowed`, else a new one, if either can be had.
+fn place(
+    strategy: Strategy,
+    spec: &JobSpec,
+    allowed: &[&ProviderView],
+    workers: &[WorkerView],
+) -> Option<Decision> {
+    if let Some(w) = pick_worker(strategy, spec, allowed, workers) {
+        return Some(Decision::AssignWorker(w));
     }
+    pick_provider(strategy, spec, allowed).map(Decision::Provision)
 }
 
 /// The best existing worker for the spec, if any can take it.

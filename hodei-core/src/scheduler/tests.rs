@@ -409,3 +409,65 @@ fn views_from_aggregates() {
     w.assign(JobId::new()).unwrap();
     assert_eq!(WorkerView::from_worker(&w).free_slots, 0);
 }
+
+// ---- region preference -------------------------------------------------------
+
+fn in_region(name: &str, region: &str) -> ProviderView {
+    let mut c = caps(8.0, 16_384);
+    c.regions = vec![region.to_owned()];
+    ProviderView::new(ProviderId::new(), name, c).with_workers(0, 10)
+}
+
+#[test]
+fn a_preferred_region_is_tried_first_and_only_preferred() {
+    let eu = in_region("eu", "eu-west");
+    let us = in_region("us", "us-east");
+    let us_idle = worker(&us, WorkerState::Ready, 1);
+    let mut s = spec();
+    s.preferences.preferred_region = Some("eu-west".into());
+    for strategy in Strategy::ALL {
+        // Provisioning in the region beats an idle worker elsewhere.
+        assert_eq!(
+            decide(
+                strategy,
+                &s,
+                &snap(vec![us_idle.clone()], vec![us.clone(), eu.clone()])
+            ),
+            Decision::Provision(eu.id),
+            "{strategy}"
+        );
+        // A worker in the region beats provisioning there.
+        let eu_idle = worker(&eu, WorkerState::Ready, 1);
+        assert_eq!(
+            decide(
+                strategy,
+                &s,
+                &snap(
+                    vec![us_idle.clone(), eu_idle.clone()],
+                    vec![us.clone(), eu.clone()]
+                )
+            ),
+            Decision::AssignWorker(eu_idle.id),
+            "{strategy}"
+        );
+        // The region full: elsewhere rather than waiting.
+        let eu_full = eu.clone().with_workers(10, 10);
+        assert_eq!(
+            decide(
+                strategy,
+                &s,
+                &snap(vec![us_idle.clone()], vec![us.clone(), eu_full])
+            ),
+            Decision::AssignWorker(us_idle.id),
+            "{strategy}"
+        );
+        // An unknown region is only a preference.
+        let mut mars = spec();
+        mars.preferences.preferred_region = Some("mars-1".into());
+        assert_eq!(
+            decide(strategy, &mars, &snap(vec![], vec![us.clone()])),
+            Decision::Provision(us.id),
+            "{strategy}"
+        );
+    }
+}
