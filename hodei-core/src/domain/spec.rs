@@ -212,7 +212,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Resources.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub resources: JobResources,
     /// Timeout of one attempt, in milliseconds.
     #[serde(default = "default_timeout_ms")]
@@ -227,7 +227,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub outputs: Vec<ArtifactDest>,
     /// Scheduling preferences.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub preferences: JobPreferences,
     /// Attempts allowed in total (1 = no retry).
     #[serde(default = "default_max_attempts")]
@@ -254,6 +254,33 @@ impl std::fmt::Debug for JobSpec {
             .field("max_attempts", &self.max_attempts)
             .finish_non_exhaustive()
     }
+}
+
+/// A nested settings object, or `null` for its defaults. Serde's derived
+/// `Deserialize` would also read a struct from an array, by position (`[]`
+/// gave the defaults, found by schemathesis); the API takes objects only.
+fn object_or_null<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    struct ObjectOnly<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de> + Default> serde::de::Visitor<'de> for ObjectOnly<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<T, E> {
+            Ok(T::default())
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<T, E> {
+            Ok(T::default())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_any(ObjectOnly(std::marker::PhantomData))
 }
 
 fn default_timeout_ms() -> u64 {
@@ -639,5 +666,34 @@ mod tests {
         assert!(c(ConstraintOp::In, &["b", "a"]).matches(&labels));
         assert!(c(ConstraintOp::Exists, &[]).matches(&labels));
         assert!(c(ConstraintOp::Ne, &["a"]).matches(&BTreeMap::new()));
+    }
+}
+
+#[cfg(test)]
+mod nested_objects {
+    use super::JobSpec;
+
+    fn parse(extra: &str) -> Result<JobSpec, serde_json::Error> {
+        serde_json::from_str(&format!(
+            r#"{{"command": {{"type": "shell", "cmd": "true"}}{extra}}}"#
+        ))
+    }
+
+    #[test]
+    fn resources_and_preferences_are_objects_or_null_never_arrays() {
+        for field in ["resources", "preferences"] {
+            let e = parse(&format!(r#", "{field}": []"#)).unwrap_err();
+            assert!(e.to_string().contains("an object or null"), "{field}: {e}");
+            assert!(
+                parse(&format!(r#", "{field}": [1, 2]"#)).is_err(),
+                "{field}"
+            );
+            let defaults = parse(&format!(r#", "{field}": null"#)).unwrap();
+            assert_eq!(defaults, parse("").unwrap(), "{field}: null = defaults");
+        }
+        let s =
+            parse(r#", "resources": {"cpu_cores": 2.0}, "preferences": {"priority": 5}"#).unwrap();
+        assert!((s.resources.cpu_cores - 2.0).abs() < f64::EPSILON);
+        assert_eq!(s.preferences.priority, 5);
     }
 }
