@@ -123,7 +123,7 @@ impl ControlPlane {
                     // it made under this worker's id.
                     self.worker_lost(w.id(), "did not register in time").await;
                 }
-                WorkerState::Terminating if now - w.last_heartbeat() > lost_after + reg_timeout => {
+                WorkerState::Terminating if self.stuck_terminating(w, now) => {
                     // A retirement or loss whose controller died half way.
                     self.worker_lost(w.id(), "stuck terminating (its controller stopped)")
                         .await;

@@ -529,6 +529,16 @@ impl ControlPlane {
         self.destroy_and_forget(worker_id, handle).await;
     }
 
+    /// A `Terminating` worker silent for longer than the loss window plus the
+    /// registration timeout: the retirement or loss that began it died half way.
+    pub(super) fn stuck_terminating(&self, w: &Worker, now: chrono::DateTime<Utc>) -> bool {
+        let stuck_after = chrono::Duration::from_std(
+            self.inner.config.worker_lost_after + self.inner.config.registration_timeout,
+        )
+        .unwrap_or(chrono::Duration::seconds(75));
+        w.state() == WorkerState::Terminating && now - w.last_heartbeat() > stuck_after
+    }
+
     /// The worker is gone (heartbeat timeout, process died, unregistered while
     /// busy): its jobs are retried (or failed when out of attempts) and it is destroyed.
     pub(super) async fn worker_lost(&self, worker_id: WorkerId, reason: &str) {
@@ -540,12 +550,10 @@ impl ControlPlane {
             if w.state() == WorkerState::Terminated {
                 return;
             }
-            let lost_after = chrono::Duration::from_std(
-                self.inner.config.worker_lost_after + self.inner.config.registration_timeout,
-            )
-            .unwrap_or(chrono::Duration::seconds(75));
-            let stuck = Utc::now() - w.last_heartbeat() > lost_after;
-            if w.state() == WorkerState::Terminating && w.current_jobs().is_empty() && !stuck {
+            if w.state() == WorkerState::Terminating
+                && w.current_jobs().is_empty()
+                && !self.stuck_terminating(&w, Utc::now())
+            {
                 // Already being retired or handled as lost by another caller.
                 return;
             }
