@@ -234,6 +234,9 @@ pub struct AgentConfig {
     pub outbound_capacity: usize,
     /// TTL of cached resource usage.
     pub metrics_ttl: Duration,
+    /// How often a fresh resource-usage sample is sent to the server
+    /// (`HODEI_STATS_INTERVAL_MS`, default 15 s): what `hodei worker list` shows.
+    pub stats_interval: Duration,
 }
 
 impl AgentConfig {
@@ -262,6 +265,7 @@ impl AgentConfig {
             unacked_max_entries: 10_000,
             outbound_capacity: 256,
             metrics_ttl: Duration::from_secs(35),
+            stats_interval: Duration::from_secs(15),
         }
     }
 
@@ -305,6 +309,15 @@ impl AgentConfig {
                 ));
             }
             c.heartbeat_interval = Some(Duration::from_millis(ms));
+        }
+        if let Some(ms) = parse_num::<u64>(&get, "HODEI_STATS_INTERVAL_MS")? {
+            if ms == 0 {
+                return Err(ConfigError::new(
+                    "HODEI_STATS_INTERVAL_MS",
+                    "must be positive",
+                ));
+            }
+            c.stats_interval = Duration::from_millis(ms);
         }
         if let Some(s) = parse_num::<u64>(&get, "HODEI_KILL_GRACE_SECS")? {
             c.kill_grace = Duration::from_secs(s);

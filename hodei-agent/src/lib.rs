@@ -8,5 +8,6 @@ pub mod config;
 pub mod executor;
 pub mod lines;
 pub mod metrics;
+pub mod progress;
 pub mod redact;
 pub mod tls;

@@ -9,7 +9,7 @@ use tonic::transport::server::Router;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::api::grpc::{
-    JobExecutionApi, JobQueryApi, LogStreamApi, MetricsApi, ProviderManagementApi, SchedulerApi,
+    ArtifactApi, JobExecutionApi, JobQueryApi, LogStreamApi, MetricsApi, ProviderManagementApi, SchedulerApi,
     WorkerAgentApi,
 };
 use crate::control::ControlPlane;
@@ -100,17 +100,23 @@ async fn build_router(
     tls: Option<ServerTlsConfig>,
     auth: Option<crate::api::auth::ApiAuth>,
 ) -> Result<Router, ServeError> {
+    use v1::artifact_service_server::ArtifactServiceServer;
+    use v1::audit_service_server::AuditServiceServer;
     use v1::job_execution_service_server::JobExecutionServiceServer;
     use v1::job_query_service_server::JobQueryServiceServer;
     use v1::log_stream_service_server::LogStreamServiceServer;
     use v1::metrics_service_server::MetricsServiceServer;
     use v1::provider_management_service_server::ProviderManagementServiceServer;
     use v1::scheduler_service_server::SchedulerServiceServer;
+    use v1::template_service_server::TemplateServiceServer;
     use v1::worker_agent_service_server::WorkerAgentServiceServer;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<WorkerAgentServiceServer<WorkerAgentApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ArtifactServiceServer<ArtifactApi>>()
         .await;
     health_reporter
         .set_serving::<JobExecutionServiceServer<JobExecutionApi>>()
@@ -129,6 +135,12 @@ async fn build_router(
         .await;
     health_reporter
         .set_serving::<MetricsServiceServer<MetricsApi>>()
+        .await;
+    health_reporter
+        .set_serving::<TemplateServiceServer<crate::api::grpc::TemplateApi>>()
+        .await;
+    health_reporter
+        .set_serving::<AuditServiceServer<crate::api::grpc::AuditApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
@@ -156,6 +168,11 @@ async fn build_router(
             WorkerAgentServiceServer::new(WorkerAgentApi::new(cp.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
+        // Worker-facing like WorkerAgentService: the session token is checked by the service.
+        .add_service(
+            ArtifactServiceServer::new(ArtifactApi::new(cp.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(
             guard.wrap(JobExecutionServiceServer::new(JobExecutionApi::new(
                 cp.clone(),
@@ -167,7 +184,13 @@ async fn build_router(
             ProviderManagementApi::new(cp.clone()),
         )))
         .add_service(guard.wrap(LogStreamServiceServer::new(LogStreamApi::new(cp.clone()))))
-        .add_service(guard.wrap(MetricsServiceServer::new(MetricsApi::new(cp.clone())))))
+        .add_service(guard.wrap(MetricsServiceServer::new(MetricsApi::new(cp.clone()))))
+        .add_service(guard.wrap(TemplateServiceServer::new(
+            crate::api::grpc::TemplateApi::new(cp.clone()),
+        )))
+        .add_service(guard.wrap(AuditServiceServer::new(
+            crate::api::grpc::AuditApi::new(cp.clone()),
+        ))))
 }
 
 /// Serves gRPC on `listener` until `shutdown` resolves.

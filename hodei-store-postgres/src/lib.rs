@@ -21,13 +21,16 @@
 //! crate builds without a database.
 #![warn(missing_docs)]
 
+mod audit;
 mod error;
+mod job_history;
 mod jobs;
 mod leader;
 mod logs;
 mod otp;
 mod providers;
 mod queue;
+mod templates;
 mod workers;
 
 use std::str::FromStr;
@@ -38,7 +41,9 @@ use hodei_core::store::Stores;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+pub use audit::PgAuditLog;
 pub use error::PgStoreError;
+pub use job_history::PgJobHistoryStore;
 pub use jobs::PgJobRepository;
 pub use leader::PgLeaderLease;
 pub use logs::PgLogStore;
@@ -46,6 +51,7 @@ pub use otp::PgOtpTokenStore;
 pub use providers::PgProviderConfigRepository;
 pub use queue::{PgJobQueue, QUEUE_CHANNEL};
 pub use sqlx;
+pub use templates::PgTemplateStore;
 pub use workers::PgWorkerRegistry;
 
 /// The embedded schema migrations (`hodei-store-postgres/migrations`).
@@ -195,6 +201,9 @@ pub struct PgStores {
     providers: Arc<PgProviderConfigRepository>,
     logs: Arc<PgLogStore>,
     otps: Arc<PgOtpTokenStore>,
+    templates: Arc<PgTemplateStore>,
+    job_history: Arc<PgJobHistoryStore>,
+    audit: Arc<PgAuditLog>,
 }
 
 impl PgStores {
@@ -208,6 +217,9 @@ impl PgStores {
             providers: Arc::new(PgProviderConfigRepository::new(pool.clone())),
             logs: Arc::new(PgLogStore::new(pool.clone())),
             otps: Arc::new(PgOtpTokenStore::new(pool.clone())),
+            templates: Arc::new(PgTemplateStore::new(pool.clone())),
+            job_history: Arc::new(PgJobHistoryStore::new(pool.clone())),
+            audit: Arc::new(PgAuditLog::new(pool.clone())),
             pool,
         })
     }
@@ -222,7 +234,10 @@ impl PgStores {
             self.providers.clone(),
             self.logs.clone(),
             self.otps.clone(),
+            self.job_history.clone(),
         )
+        .with_audit(self.audit.clone())
+        .with_templates(self.templates.clone())
     }
 
     /// The connection pool (for readiness checks, leases, custom queries).

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hodei_core::proto::v1;
+use hodei_core::domain::logs::LogStream;
 use hodei_core::{JobId, JobSpec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -145,6 +146,25 @@ async fn run(
         let shared = shared.clone();
         tokio::spawn(async move {
             while let Some(batch) = batch_rx.recv().await {
+                // `::progress <percent> [message]` lines on stdout (see
+                // `crate::progress`): the latest of the batch replaces any unsent one.
+                if let Some(p) = batch
+                    .entries
+                    .iter()
+                    .filter(|e| e.stream == LogStream::Stdout)
+                    .filter_map(|e| crate::progress::last_progress(&e.data))
+                    .last()
+                {
+                    lock(&shared.progress).insert(
+                        key,
+                        v1::JobProgressMessage {
+                            job_id: job_id.to_string(),
+                            attempt,
+                            percent: p.percent,
+                            message: p.message,
+                        },
+                    );
+                }
                 // Waits while the buffer is full: backpressure up to the job's pipes.
                 shared.unacked.push(batch).await;
                 shared.outbox.notify_one();
@@ -157,7 +177,10 @@ async fn run(
     req.secrets = spec.secrets;
     req.timeout = Duration::from_millis(spec.timeout_ms);
     req.working_dir = spec.working_dir.map(PathBuf::from);
-    let result = shared.executor.execute(req, line_tx, cancel).await;
+    // Inputs are fetched first and outputs uploaded after, whatever the outcome.
+    let result =
+        super::artifacts::execute(&shared, req, &spec.inputs, &spec.outputs, line_tx, cancel)
+            .await;
 
     let last_sequence = match batcher.await {
         Ok(seq) => seq,

@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+mod artifacts;
 mod backoff;
 mod jobs;
 mod servers;
@@ -187,6 +188,7 @@ impl WorkerClientBuilder {
                 jobs: Mutex::new(HashMap::new()),
                 results: Mutex::new(BTreeMap::new()),
                 started: Mutex::new(Vec::new()),
+                progress: Mutex::new(BTreeMap::new()),
                 outbox: Notify::new(),
                 draining: AtomicBool::new(false),
                 dropped: AtomicU64::new(0),
@@ -340,6 +342,8 @@ struct Shared {
     results: Mutex<BTreeMap<AttemptKey, v1::JobResultMessage>>,
     /// `job_started` notices not yet sent.
     started: Mutex<Vec<v1::JobStartedMessage>>,
+    /// The latest progress of each attempt not yet sent (latest wins).
+    progress: Mutex<BTreeMap<AttemptKey, v1::JobProgressMessage>>,
     /// Something new to send.
     outbox: Notify,
     draining: AtomicBool,
@@ -411,6 +415,18 @@ impl Shared {
             WorkerState::Ready
         } else {
             WorkerState::Busy
+        }
+    }
+
+    /// A `stats` message with a fresh resource-usage sample.
+    async fn stats(&self) -> v1::WorkerMessage {
+        let usage = self.metrics.refresh().await;
+        v1::WorkerMessage {
+            payload: Some(v1::worker_message::Payload::Stats(v1::WorkerStatsMessage {
+                worker_id: self.worker_id.to_string(),
+                usage: Some(v1::ResourceUsage::from(&usage)),
+                timestamp_ms: chrono::Utc::now().timestamp_millis(),
+            })),
         }
     }
 

@@ -218,6 +218,11 @@ async fn run_connection(
         heartbeat_interval,
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Resource usage for `hodei worker list`: a fresh sample (read off this
+    // loop, so a slow filesystem never delays a heartbeat), dropped when the
+    // channel is full like a heartbeat.
+    let mut stats_tick = tokio::time::interval(shared.config.stats_interval);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sender_done = false;
     let end = loop {
         tokio::select! {
@@ -227,6 +232,14 @@ async fn run_connection(
                     let n = shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::debug!(dropped = n, "outbound channel full: heartbeat dropped");
                 }
+            }
+            _ = stats_tick.tick() => {
+                let (shared, tx) = (shared.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if tx.try_send(shared.stats().await).is_err() {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }.in_current_span());
             }
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => handle_server_message(shared, m),
@@ -265,6 +278,15 @@ async fn send_outbox(
         let started: Vec<v1::JobStartedMessage> = std::mem::take(&mut *lock(&shared.started));
         for s in started {
             if tx.send(msg(WorkerPayload::JobStarted(s))).await.is_err() {
+                return;
+            }
+        }
+        // Advisory and latest-wins: a report lost with a broken connection is
+        // superseded by the next one.
+        let progress: Vec<v1::JobProgressMessage> =
+            std::mem::take(&mut *lock(&shared.progress)).into_values().collect();
+        for p in progress {
+            if tx.send(msg(WorkerPayload::Progress(p))).await.is_err() {
                 return;
             }
         }

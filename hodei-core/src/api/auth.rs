@@ -569,12 +569,18 @@ pub fn grpc_required_scope(path: &str) -> Option<Scope> {
         return None;
     };
     match (service, method) {
-        ("WorkerAgentService", _) => None,
+        // Worker-facing: the worker's session token, checked by the service.
+        ("WorkerAgentService" | "ArtifactService", _) => None,
         ("JobExecutionService", "StartJob" | "UpdateProgress" | "CompleteJob" | "FailJob") => None,
-        ("JobExecutionService", "QueueJob" | "CancelJob" | "ExecutionEventStream") => {
+        (
+            "JobExecutionService",
+            "QueueJob" | "CancelJob" | "RetryJob" | "ExecutionEventStream",
+        ) => {
             Some(Scope::Submit)
         }
         ("JobQueryService" | "LogStreamService" | "MetricsService", _) => Some(Scope::Submit),
+        // Like their REST routes: creating and running templates is submitting work.
+        ("TemplateService", _) => Some(Scope::Submit),
         ("ProviderManagementService", "ListProviders" | "GetProviderHealth") => Some(Scope::Submit),
         (
             "SchedulerService",
@@ -594,9 +600,15 @@ pub fn rest_required_scope(method: &Method, path: &str) -> Option<Scope> {
         "/healthz" | "/readyz" => None,
         // The dashboard's static assets; its API calls carry the token.
         p if crate::api::rest::is_dashboard_asset(p) => None,
-        "/api/v1/providers" if method != Method::GET && method != Method::HEAD => {
+        // Registering, changing the state of or removing a provider.
+        p if (p == "/api/v1/providers" || p.starts_with("/api/v1/providers/"))
+            && method != Method::GET
+            && method != Method::HEAD =>
+        {
             Some(Scope::Admin)
         }
+        // The audit log names every token and what it did: admins only.
+        "/api/v1/audit" => Some(Scope::Admin),
         _ => Some(Scope::Submit),
     }
 }
@@ -665,19 +677,27 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         if let Some(auth) = &self.auth
             && let Some(required) = grpc_required_scope(req.uri().path())
-            && let Err(e) = auth.check(req.headers(), required)
         {
-            tracing::info!(path = %req.uri().path(), reason = %e, "gRPC call refused");
-            let status = match e {
-                AuthError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
-                other @ AuthError::PermissionDenied { .. } => {
-                    tonic::Status::permission_denied(other.to_string())
+            match auth.check(req.headers(), required) {
+                // The token's name is the actor of the audit log.
+                Ok(token) => {
+                    req.extensions_mut()
+                        .insert(crate::control::Actor::token(token.name()));
                 }
-            };
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+                Err(e) => {
+                    tracing::info!(path = %req.uri().path(), reason = %e, "gRPC call refused");
+                    let status = match e {
+                        AuthError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
+                        other @ AuthError::PermissionDenied { .. } => {
+                            tonic::Status::permission_denied(other.to_string())
+                        }
+                    };
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            }
         }
         // The clone that was made ready is the one to call (tower's contract).
         let clone = self.inner.clone();
@@ -691,7 +711,7 @@ where
 /// REST adapter's JSON errors (401 `unauthenticated`, 403 `permission_denied`).
 pub async fn rest_auth(
     axum::extract::State(auth): axum::extract::State<ApiAuth>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -699,7 +719,12 @@ pub async fn rest_auth(
         return next.run(req).await;
     };
     match auth.check(req.headers(), required) {
-        Ok(_) => next.run(req).await,
+        // The token's name is the actor of the audit log.
+        Ok(token) => {
+            req.extensions_mut()
+                .insert(crate::control::Actor::token(token.name()));
+            next.run(req).await
+        }
         Err(e) => {
             tracing::info!(path = %req.uri().path(), reason = %e, "REST call refused");
             let (status, code) = match e {
@@ -855,6 +880,20 @@ mod tests {
         assert_eq!(
             rest_required_scope(&Method::POST, "/api/v1/jobs"),
             Some(Scope::Submit)
+        );
+        for m in [Method::PATCH, Method::DELETE] {
+            assert_eq!(
+                rest_required_scope(&m, "/api/v1/providers/docker"),
+                Some(Scope::Admin)
+            );
+        }
+        assert_eq!(
+            rest_required_scope(&Method::GET, "/api/v1/providers"),
+            Some(Scope::Submit)
+        );
+        assert_eq!(
+            grpc_required_scope("/hodei.v1.ProviderManagementService/SetProviderState"),
+            Some(Scope::Admin)
         );
     }
 }

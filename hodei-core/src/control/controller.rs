@@ -6,7 +6,7 @@
 //! through the provisioning saga (create with an OTP → wait for registration
 //! → assign; on failure destroy the worker and put the job back).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +18,11 @@ use super::placement::{self, add_provisioning, has_any_capacity, take_slot};
 use super::{ControlError, ControlPlane, ControlResult, ProviderEntry, lock};
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
 use crate::domain::job::{Job, JobState};
+use crate::domain::provider::ProviderStatus;
 use crate::domain::worker::{WORKER_ENV_JOB_TIMEOUT_SECS, Worker, WorkerSpec, WorkerState};
 use crate::otp::{generate_token, hash_token};
-use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot, Strategy, WorkerView};
-use crate::store::JobFilter;
+use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot, WorkerView};
+use crate::store::{JobFilter, QueueOrder};
 
 /// A provisioning for a queued job: the job and the queue lease held until
 /// the job is bound to the new worker.
@@ -100,6 +101,7 @@ impl ControlPlane {
         }
         self.audit_if_due().await?;
         self.enforce_timeouts().await?;
+        self.reconcile_concurrency_slots().await?;
         self.housekeep_if_due().await?;
         Ok(())
     }
@@ -179,14 +181,15 @@ impl ControlPlane {
                 .iter()
                 .filter(|w| w.provider_id() == p.id() && !w.state().is_gone())
                 .count() as u32;
-            let probe = crate::domain::spec::JobSpec::new(
-                "",
-                crate::domain::spec::CommandType::shell("true", Vec::<String>::new()),
-            );
+            // The operator's price, else the provider's own estimate as a
+            // price per resource: each job is priced from its own resources.
+            let pricing = p
+                .pricing()
+                .unwrap_or_else(|| placement::estimated_pricing(entry.provider.as_ref()));
             provider_views.push(
                 ProviderView::from_provider(&p)
                     .with_workers(alive, entry.policy.max_workers)
-                    .with_cost_per_hour(entry.provider.estimate_cost(&probe).per_hour)
+                    .with_pricing(Some(pricing))
                     .with_estimated_startup(entry.provider.estimated_startup_time()),
             );
         }
@@ -204,34 +207,6 @@ impl ControlPlane {
             })
             .collect();
         Ok(SchedulingSnapshot::new(worker_views, provider_views))
-    }
-
-    fn strategy(&self) -> Strategy {
-        *self
-            .inner
-            .strategy
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Switches the scheduling strategy at run time; returns the previous one.
-    pub fn configure_scheduler(&self, strategy: Strategy) -> Strategy {
-        let mut s = self
-            .inner
-            .strategy
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let prev = *s;
-        *s = strategy;
-        tracing::info!(?prev, ?strategy, "scheduling strategy changed");
-        self.wake();
-        prev
-    }
-
-    /// The current strategy.
-    #[must_use]
-    pub fn current_strategy(&self) -> Strategy {
-        self.strategy()
     }
 
     fn record_decision(&self, job: JobId, decision: &Decision) -> DecisionRecord {
@@ -258,7 +233,10 @@ impl ControlPlane {
             )));
         }
         let snapshot = self.snapshot().await?;
-        let d = placement::decide(self.strategy(), &job, &snapshot);
+        let strategy = self.shared_strategy().await?;
+        let d = placement::decide(strategy, &job, &snapshot, |id| {
+            self.provider_entry(id).map(|e| e.provider.clone())
+        });
         Ok(self.record_decision(job_id, &d))
     }
 
@@ -272,47 +250,103 @@ impl ControlPlane {
             )));
         }
         let mut snapshot = self.snapshot().await?;
-        self.dispatch_one(job, &mut snapshot).await
+        self.shared_strategy().await?;
+        if !self.take_concurrency_slot(&job).await? {
+            let d = Decision::Wait(crate::scheduler::WaitReason::ConcurrencyLimit {
+                key: job.spec().concurrency_key.clone().unwrap_or_default(),
+            });
+            return Ok(self.record_decision(job_id, &d));
+        }
+        let r = self.dispatch_one(job.clone(), &mut snapshot).await;
+        if !matches!(r, Ok(DecisionRecord { action: DecisionAction::Assign(_) | DecisionAction::Provision(_), .. })) {
+            self.free_concurrency_slot(&job).await;
+        }
+        r
     }
 
+    /// One scheduling pass over the queue, in the shared strategy's order
+    /// (aged priority, or FIFO), page by page: an entry that cannot be placed
+    /// (nothing eligible, its concurrency key full) is passed over and the
+    /// walk goes on, so it never holds up the entries behind it. The pass
+    /// ends when no capacity is left, at the end of the queue, or after
+    /// `dispatch_scan_limit` entries (the next pass then resumes there).
     async fn dispatch(&self) -> ControlResult<()> {
-        let entries = self
-            .inner
-            .stores
-            .queue
-            .peek(self.inner.config.dispatch_batch)
-            .await?;
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut snapshot = self.snapshot().await?;
-        let order = placement::order_queue(self.strategy(), &entries, Utc::now());
-        for job_id in order {
-            match self.inner.stores.jobs.get(job_id).await? {
-                Some(job) if job.state() == JobState::Pending => {
-                    if !has_any_capacity(&snapshot) {
-                        break;
+        let strategy = self.shared_strategy().await?;
+        let order = QueueOrder::for_strategy(strategy);
+        let page_size = self.inner.config.dispatch_batch.max(1);
+        let budget = self.inner.config.dispatch_scan_limit.max(page_size);
+        let mut cursor = lock(&self.inner.scan_resume).take();
+        let mut snapshot: Option<SchedulingSnapshot> = None;
+        let mut full_keys: HashSet<String> = HashSet::new();
+        let mut seen = 0usize;
+        loop {
+            let page = self
+                .inner
+                .stores
+                .queue
+                .scan(order, cursor, page_size)
+                .await?;
+            if page.entries.is_empty() {
+                break;
+            }
+            let snap = match &mut snapshot {
+                Some(s) => s,
+                None => snapshot.insert(self.snapshot().await?),
+            };
+            for entry in page.entries {
+                seen += 1;
+                let job_id = entry.job_id;
+                match self.inner.stores.jobs.get(job_id).await? {
+                    Some(job) if job.state() == JobState::Pending => {
+                        if !has_any_capacity(snap) {
+                            return Ok(());
+                        }
+                        if let Some(key) = job.spec().concurrency_key.as_deref() {
+                            if full_keys.contains(key) {
+                                continue;
+                            }
+                            if !self.take_concurrency_slot(&job).await? {
+                                full_keys.insert(key.to_owned());
+                                continue;
+                            }
+                        }
+                        let placed = match self.dispatch_one(job.clone(), snap).await {
+                            Ok(r) => !matches!(r.action, DecisionAction::Wait(_)),
+                            Err(e) => {
+                                tracing::warn!(%job_id, error = %e, "dispatch failed");
+                                false
+                            }
+                        };
+                        if !placed {
+                            self.free_concurrency_slot(&job).await;
+                        }
                     }
-                    if let Err(e) = self.dispatch_one(job, &mut snapshot).await {
-                        tracing::warn!(%job_id, error = %e, "dispatch failed");
+                    // Not pending: a stale entry (cancelled, bound by another replica)
+                    // or a provisioning whose controller died and whose lease was
+                    // rescued. Claim it first: an entry another controller holds is
+                    // never touched.
+                    _ => {
+                        if let Some(lease) = self
+                            .inner
+                            .stores
+                            .queue
+                            .claim_job(job_id, self.inner.config.dispatch_lease)
+                            .await?
+                        {
+                            self.settle_entry(lease, "provisioning abandoned by its controller")
+                                .await;
+                        }
                     }
                 }
-                // Not pending: a stale entry (cancelled, bound by another replica)
-                // or a provisioning whose controller died and whose lease was
-                // rescued. Claim it first: an entry another controller holds is
-                // never touched.
-                _ => {
-                    if let Some(lease) = self
-                        .inner
-                        .stores
-                        .queue
-                        .claim_job(job_id, self.inner.config.dispatch_lease)
-                        .await?
-                    {
-                        self.settle_entry(lease, "provisioning abandoned by its controller")
-                            .await;
-                    }
+            }
+            match page.next {
+                Some(next) if seen >= budget => {
+                    // Resume after the last entry seen on the next pass.
+                    *lock(&self.inner.scan_resume) = Some(next);
+                    break;
                 }
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
         Ok(())
@@ -384,7 +418,9 @@ impl ControlPlane {
         job: Job,
         snapshot: &mut SchedulingSnapshot,
     ) -> ControlResult<DecisionRecord> {
-        let decision = placement::decide(self.strategy(), &job, snapshot);
+        let decision = placement::decide(self.strategy(), &job, snapshot, |id| {
+            self.provider_entry(id).map(|e| e.provider.clone())
+        });
         let record = self.record_decision(job.id(), &decision);
         let _ = self.inner.decisions.send(record.clone());
         match decision {
@@ -428,6 +464,7 @@ impl ControlPlane {
             self.inner.stores.workers.update(&w).await?;
             w.provider_id()
         };
+        self.refresh_provider_load(provider_id).await;
         let job = match self
             .transition_job(job_id, "", |j| {
                 Ok(j.submit_to_provider(provider_id, Some(worker_id))?)
@@ -704,7 +741,7 @@ impl ControlPlane {
 
     /// The provisioned worker registered: give it the job it was made for.
     async fn bind_provisioned(&self, job_id: JobId, worker_id: WorkerId) -> ControlResult<()> {
-        let assigned: ControlResult<()> = async {
+        let assigned: ControlResult<_> = async {
             let _g = self.inner.worker_lock.lock().await;
             let mut w = self
                 .inner
@@ -715,9 +752,16 @@ impl ControlPlane {
                 .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
             w.assign(job_id)?;
             self.inner.stores.workers.update(&w).await?;
-            Ok(())
+            Ok(w.provider_id())
         }
         .await;
+        let assigned = match assigned {
+            Ok(provider_id) => {
+                self.refresh_provider_load(provider_id).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = assigned {
             // Never leave the job stranded in `Scheduled`: back to the queue.
             let why = format!("provisioned worker could not take the job: {e}");
@@ -768,7 +812,13 @@ impl ControlPlane {
             let Some(p) = self.inner.stores.providers.get(pid).await? else {
                 continue;
             };
-            if !p.is_healthy() {
+            // An operator's maintenance/disabled keeps no warm pool.
+            if !p.is_healthy()
+                || matches!(
+                    p.status(),
+                    ProviderStatus::Maintenance | ProviderStatus::Disabled
+                )
+            {
                 continue;
             }
             let mine: Vec<&Worker> = workers
@@ -824,7 +874,9 @@ impl ControlPlane {
         self.get_job(job_id).await
     }
 
-    /// A worker reports progress on its job (published as an event; not stored).
+    /// A worker reports progress on its job: stored on the current attempt
+    /// (see [`crate::domain::progress`]) and published as an event. A percent
+    /// over 100 is refused naming `percent`.
     pub async fn job_progress(
         &self,
         worker: WorkerId,
@@ -833,10 +885,25 @@ impl ControlPlane {
         percent: u32,
         message: &str,
     ) -> ControlResult<()> {
-        let job = self.get_job(job_id).await?;
-        Self::check_assignment(&job, worker, Some(attempt))?;
+        let progress = crate::domain::progress::JobProgress::new(percent, message).ok_or_else(
+            || ControlError::InvalidArgument {
+                field: "percent".to_owned(),
+                message: format!("must be 0..=100, got {percent}"),
+            },
+        )?;
+        let (job, ()) = self
+            .update_job(job_id, |job| {
+                Self::check_assignment(job, worker, Some(attempt))?;
+                Ok(job.record_progress(progress.clone())?)
+            })
+            .await?;
         let state = job.state();
-        self.publish(&job, Some(state), state, format!("{percent}% {message}"));
+        self.publish(
+            &job,
+            Some(state),
+            state,
+            format!("{}% {}", progress.percent, progress.message),
+        );
         Ok(())
     }
 }

@@ -18,6 +18,9 @@
 //! # Ok(()) }
 //! ```
 
+mod audit_log;
+mod artifacts;
+mod concurrency;
 mod config;
 mod controller;
 mod error;
@@ -28,10 +31,15 @@ mod lease_keeper;
 mod logs;
 mod metrics;
 mod placement;
+mod provider_admin;
+mod provider_factory;
 mod providers;
 mod reconcile;
 mod retry;
+mod scheduler_config;
 mod secrets;
+mod templates;
+mod worker_stats;
 mod workers;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +49,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 pub use crate::scheduler::Strategy;
+pub use audit_log::{Actor, Auditor, job_target, provider_target, template_target};
+pub use concurrency::{ConcurrencyLimitStatus, MAX_CONCURRENCY_LIMIT};
 pub use config::{ControlPlaneConfig, PoolPolicy};
 pub use error::{ControlError, ControlResult};
 pub use events::{DecisionAction, DecisionRecord, JobEvent};
@@ -48,10 +58,12 @@ pub use housekeeping::{HOUSEKEEPING_INTERVAL, HousekeepingReport};
 pub use jobs::QueueStatus;
 pub use logs::{LogChunk, LogHub};
 pub use metrics::{MetricsBackend, MetricsSummary};
-pub use providers::ProviderFactory;
+pub use provider_admin::RestoredProvider;
+pub use provider_factory::{BuiltProvider, ProviderFactory, ProviderRequest};
 pub use reconcile::AuditReport;
 pub use retry::RETRY_OF_LABEL;
 pub use secrets::{SecretSealer, SecretsError};
+pub use templates::TemplateService;
 pub use workers::{RegisterOutcome, WorkerStreamHandle};
 
 use crate::domain::ids::{ProviderId, WorkerId};
@@ -77,7 +89,7 @@ struct Inner {
     config: ControlPlaneConfig,
     stores: Stores,
     providers: RwLock<HashMap<ProviderId, Arc<ProviderEntry>>>,
-    provider_factory: Option<ProviderFactory>,
+    provider_factory: Option<Arc<dyn ProviderFactory>>,
     sessions: Mutex<HashMap<WorkerId, Session>>,
     /// Workers being provisioned for a specific job: the dispatcher must not
     /// give them another job between their registration and that binding.
@@ -90,7 +102,11 @@ struct Inner {
     worker_exited: broadcast::Sender<(WorkerId, String)>,
     logs: LogHub,
     wake: Notify,
+    /// This replica's copy of the shared strategy (refreshed from the store each pass).
     strategy: RwLock<Strategy>,
+    /// Where the next scheduling pass resumes when the last one hit
+    /// `dispatch_scan_limit` before the end of the queue.
+    scan_resume: Mutex<Option<crate::store::QueueCursor>>,
     /// Serialises read-modify-write of workers (the registry has no versions).
     worker_lock: tokio::sync::Mutex<()>,
     metrics: Option<Arc<MetricsBackend>>,
@@ -101,6 +117,8 @@ struct Inner {
     audit: Mutex<reconcile::AuditState>,
     /// When the leader last purged expired tokens and pruned old jobs.
     housekeeping: Mutex<housekeeping::HousekeepingState>,
+    /// Where job artifacts are kept; `None` refuses jobs with inputs or outputs.
+    artifacts: Option<Arc<dyn crate::artifacts::ArtifactStore>>,
 }
 
 /// Handle to the control plane. Clone it freely.
@@ -124,10 +142,11 @@ pub struct ControlPlaneBuilder {
     config: ControlPlaneConfig,
     stores: Option<Stores>,
     strategy: Option<Strategy>,
-    provider_factory: Option<ProviderFactory>,
+    provider_factory: Option<Arc<dyn ProviderFactory>>,
     metrics: bool,
     sealer: Option<SecretSealer>,
     leader: Option<Arc<dyn LeaderElection>>,
+    artifacts: Option<Arc<dyn crate::artifacts::ArtifactStore>>,
 }
 
 impl std::fmt::Debug for ControlPlaneBuilder {
@@ -154,7 +173,7 @@ impl ControlPlaneBuilder {
         self
     }
     /// Builds runtime providers for `RegisterProvider` calls.
-    pub fn provider_factory(mut self, factory: ProviderFactory) -> Self {
+    pub fn provider_factory(mut self, factory: Arc<dyn ProviderFactory>) -> Self {
         self.provider_factory = Some(factory);
         self
     }
@@ -173,6 +192,12 @@ impl ControlPlaneBuilder {
     /// process is the only replica and always leads).
     pub fn leader_election(mut self, leader: Arc<dyn LeaderElection>) -> Self {
         self.leader = Some(leader);
+        self
+    }
+    /// Where job artifacts are kept (default: none, and a job with inputs or
+    /// outputs is refused). See [`crate::artifacts::FsArtifactStore`].
+    pub fn artifacts(mut self, store: Arc<dyn crate::artifacts::ArtifactStore>) -> Self {
+        self.artifacts = Some(store);
         self
     }
     /// Builds it. Call [`ControlPlane::run`] to start the control loop.
@@ -195,6 +220,7 @@ impl ControlPlaneBuilder {
                 worker_exited: broadcast::channel(256).0,
                 wake: Notify::new(),
                 strategy: RwLock::new(self.strategy.unwrap_or(Strategy::Priority)),
+                scan_resume: Mutex::new(None),
                 worker_lock: tokio::sync::Mutex::new(()),
                 metrics: self.metrics.then(|| Arc::new(MetricsBackend::default())),
                 sealer: self.sealer.unwrap_or_else(SecretSealer::ephemeral),
@@ -202,6 +228,7 @@ impl ControlPlaneBuilder {
                 shutdown: watch::channel(false).0,
                 audit: Mutex::new(reconcile::AuditState::default()),
                 housekeeping: Mutex::new(housekeeping::HousekeepingState::default()),
+                artifacts: self.artifacts,
             }),
         }
     }

@@ -290,11 +290,22 @@ impl ControlPlane {
             }
             Payload::LogBatch(batch) => self.on_log_batch(worker_id, batch).await,
             Payload::JobResult(r) => self.on_job_result(worker_id, r).await,
-            Payload::Stats(s) => {
-                if let (Some(m), Some(u)) = (self.metrics(), s.usage.as_ref()) {
-                    m.record(worker_id, u.into());
+            Payload::Stats(s) => self.on_worker_stats(worker_id, &s).await,
+            Payload::Progress(p) => {
+                let job_id = parse_job_id(&p.job_id, "progress.job_id")?;
+                // Progress is advisory: a late report (the job finished, a new
+                // attempt started) is dropped, never an error on the stream.
+                match self
+                    .job_progress(worker_id, job_id, p.attempt, p.percent, &p.message)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(e @ ControlError::PermissionDenied(_)) => Err(e),
+                    Err(e) => {
+                        tracing::debug!(%worker_id, %job_id, error = %e, "ignored progress");
+                        Ok(())
+                    }
                 }
-                Ok(())
             }
         }
     }
@@ -309,6 +320,9 @@ impl ControlPlane {
             match self.inner.stores.workers.get(worker_id).await? {
                 Some(mut w) if !w.state().is_gone() => {
                     w.heartbeat();
+                    if let Some(stats) = Self::heartbeat_stats(&hb) {
+                        w.record_stats(stats);
+                    }
                     self.inner.stores.workers.update(&w).await?;
                     w.current_jobs().to_vec()
                 }
@@ -323,6 +337,12 @@ impl ControlPlane {
                 }
             }
         };
+        // From the agent's send to the stored heartbeat: the first figure an
+        // overloaded server shows (agent and server clocks are assumed close).
+        if let Some(sent) = chrono::DateTime::from_timestamp_millis(hb.timestamp_ms) {
+            let lag = (Utc::now() - sent).to_std().unwrap_or_default();
+            ::metrics::histogram!("hodei_worker_heartbeat_lag_seconds").record(lag.as_secs_f64());
+        }
         if let (Some(m), Some(u)) = (self.metrics(), hb.usage.as_ref()) {
             m.record(worker_id, u.into());
         }
@@ -415,10 +435,28 @@ impl ControlPlane {
     ) -> ControlResult<()> {
         let job_id = parse_job_id(&r.job_id, "job_result.job_id")?;
         let result = attempt_result_from_proto(&r)?;
+        let injected = result.secrets_injected.clone();
         match self
             .job_finished(worker_id, job_id, r.attempt, result)
             .await
         {
+            // Recorded once, with the result that was accepted (a resent
+            // result is refused below and not recorded again).
+            Ok(_) if !injected.is_empty() => {
+                self.audit()
+                    .append(
+                        crate::store::NewAuditEntry::new(
+                            super::Actor::worker(worker_id).as_str(),
+                            crate::store::AuditAction::SecretInjected,
+                            super::job_target(job_id),
+                        )
+                        .with_outcome(
+                            crate::store::AuditOutcome::Success,
+                            format!("attempt {}: {}", r.attempt, injected.join(", ")),
+                        ),
+                    )
+                    .await;
+            }
             Ok(_) => {}
             Err(ControlError::PermissionDenied(m)) | Err(ControlError::FailedPrecondition(m)) => {
                 // A stale attempt or a job taken away (lost and retried elsewhere):
@@ -453,8 +491,13 @@ impl ControlPlane {
             }
             w.release(job)?;
             self.inner.stores.workers.update(&w).await?;
-            w.is_exhausted() && w.current_jobs().is_empty()
+            (
+                w.is_exhausted() && w.current_jobs().is_empty(),
+                w.provider_id(),
+            )
         };
+        let (retire, provider_id) = retire;
+        self.refresh_provider_load(provider_id).await;
         if retire {
             self.retire_worker(worker_id, "job budget used up (ephemeral worker)")
                 .await;
@@ -586,6 +629,7 @@ impl ControlPlane {
         handle: Option<crate::domain::worker::WorkerHandle>,
     ) {
         lock(&self.inner.sessions).remove(&worker_id);
+        let handle_provider = handle.as_ref().map(|h| h.provider_id);
         if let Some(h) = handle
             && let Some(entry) = self.provider_entry(h.provider_id)
             && let Err(e) = entry.provider.destroy_worker(&h).await
@@ -593,6 +637,9 @@ impl ControlPlane {
             tracing::warn!(%worker_id, error = %e, "destroying worker failed");
         }
         let _ = self.inner.stores.workers.remove(worker_id).await;
+        if let Some(h) = handle_provider {
+            self.refresh_provider_load(h).await;
+        }
         self.wake();
     }
 

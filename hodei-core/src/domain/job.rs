@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::error::DomainError;
 use crate::domain::ids::{CorrelationId, JobId, ProviderId, WorkerId};
+use crate::domain::progress::JobProgress;
 use crate::domain::spec::JobSpec;
 
 /// Lifecycle state of a job.
@@ -154,6 +155,10 @@ pub struct ExecutionContext {
     pub secrets_injected: Vec<String>,
     /// Log bytes dropped past the per-job cap.
     pub log_bytes_dropped: u64,
+    /// Latest progress the attempt reported (absent in jobs stored before
+    /// progress was kept).
+    #[serde(default)]
+    pub progress: Option<JobProgress>,
 }
 
 /// What a worker reports when an attempt ends.
@@ -468,6 +473,22 @@ impl Job {
         let t = self.transition(JobState::Running)?;
         self.execution_context.started_at = Some(self.updated_at);
         Ok(t)
+    }
+
+    /// The current attempt reports progress: kept while it is `Scheduled` or
+    /// `Running` (a report after the job finished is refused, so a late
+    /// message never changes a finished job).
+    pub fn record_progress(&mut self, progress: JobProgress) -> Result<(), DomainError> {
+        if !matches!(self.state, JobState::Scheduled | JobState::Running) {
+            return Err(DomainError::InvalidStateTransition {
+                entity: "job",
+                from: self.state.to_string(),
+                to: "progress".to_owned(),
+            });
+        }
+        self.execution_context.progress = Some(progress);
+        self.updated_at = Utc::now();
+        Ok(())
     }
 
     fn record(&mut self, result: AttemptResult) {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::error::DomainError;
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
 use crate::domain::spec::JobResources;
+use crate::domain::worker_stats::WorkerStats;
 
 /// Lifecycle state of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -225,6 +226,10 @@ pub struct Worker {
     created_at: DateTime<Utc>,
     last_heartbeat: DateTime<Utc>,
     idle_since: Option<DateTime<Utc>>,
+    /// Latest resource usage its agent reported (absent in rows stored
+    /// before stats existed).
+    #[serde(default)]
+    stats: Option<WorkerStats>,
 }
 
 impl Worker {
@@ -245,6 +250,7 @@ impl Worker {
             created_at: now,
             last_heartbeat: now,
             idle_since: None,
+            stats: None,
         }
     }
 
@@ -403,6 +409,24 @@ impl Worker {
     /// A heartbeat arrived.
     pub fn heartbeat(&mut self) {
         self.last_heartbeat = Utc::now();
+    }
+
+    /// Its agent reported resource usage: kept unless an newer sample is
+    /// stored already (stats and heartbeats may arrive out of order).
+    pub fn record_stats(&mut self, stats: WorkerStats) {
+        if self
+            .stats
+            .as_ref()
+            .is_none_or(|old| old.sampled_at <= stats.sampled_at)
+        {
+            self.stats = Some(stats);
+        }
+    }
+
+    /// The latest resource usage its agent reported.
+    #[must_use]
+    pub fn stats(&self) -> Option<&WorkerStats> {
+        self.stats.as_ref()
     }
 
     /// Gives it a job: `Ready|Busy -> Busy`.

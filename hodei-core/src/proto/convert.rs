@@ -140,6 +140,20 @@ pub fn provider_status_to_proto(s: ProviderStatus) -> v1::ProviderStatus {
     }
 }
 
+/// Proto → domain provider status; `UNSPECIFIED` and unknown values are refused.
+pub fn provider_status_from_proto(v: i32, field: &str) -> Result<ProviderStatus, ConvertError> {
+    let st = v1::ProviderStatus::try_from(v)
+        .map_err(|_| ConvertError::new(field, format!("unknown provider status {v}")))?;
+    Ok(match st {
+        v1::ProviderStatus::Unspecified => return Err(ConvertError::new(field, "must be set")),
+        v1::ProviderStatus::Active => ProviderStatus::Active,
+        v1::ProviderStatus::Maintenance => ProviderStatus::Maintenance,
+        v1::ProviderStatus::Disabled => ProviderStatus::Disabled,
+        v1::ProviderStatus::Overloaded => ProviderStatus::Overloaded,
+        v1::ProviderStatus::Unhealthy => ProviderStatus::Unhealthy,
+    })
+}
+
 /// Domain → proto provider type.
 #[must_use]
 pub fn provider_type_to_proto(t: ProviderType) -> v1::ProviderType {
@@ -304,6 +318,7 @@ impl From<&JobSpec> for v1::JobSpec {
             max_attempts: s.max_attempts,
             working_dir: s.working_dir.clone().unwrap_or_default(),
             labels: s.labels.clone().into_iter().collect(),
+            concurrency_key: s.concurrency_key.clone().unwrap_or_default(),
         }
     }
 }
@@ -403,6 +418,7 @@ impl TryFrom<v1::JobSpec> for JobSpec {
         }
         spec.working_dir = non_empty(p.working_dir);
         spec.labels = p.labels.into_iter().collect();
+        spec.concurrency_key = non_empty(p.concurrency_key);
         Ok(spec)
     }
 }
@@ -433,6 +449,11 @@ impl From<&Job> for v1::Job {
             spec: Some(v1::JobSpec::from(&j.spec().redacted())),
             secret_names: j.spec().secret_names().map(str::to_owned).collect(),
             correlation_id: j.correlation_id().to_string(),
+            progress: ctx.progress.as_ref().map(|p| v1::JobProgress {
+                percent: u32::from(p.percent),
+                message: p.message.clone(),
+                updated_at_ms: to_millis(p.updated_at),
+            }),
         }
     }
 }
@@ -510,6 +531,20 @@ impl From<&v1::ResourceUsage> for ResourceUsage {
     }
 }
 
+/// A reported usage sample as the worker's latest stats, stamped with the
+/// server's clock (an agent's clock may be off; the order of arrival is what
+/// "latest" means).
+#[must_use]
+pub fn worker_stats_from_proto(u: &v1::ResourceUsage) -> crate::domain::worker_stats::WorkerStats {
+    crate::domain::worker_stats::WorkerStats::new(
+        u.cpu_percent,
+        u.memory_bytes,
+        u.memory_limit_bytes,
+        chrono::Utc::now(),
+    )
+    .with_disk(u.disk_read_bytes, u.disk_write_bytes)
+}
+
 /// Domain worker → proto, with its provider's name.
 #[must_use]
 pub fn worker_to_proto(w: &Worker, provider_name: &str) -> v1::Worker {
@@ -522,6 +557,15 @@ pub fn worker_to_proto(w: &Worker, provider_name: &str) -> v1::Worker {
         last_heartbeat_ms: to_millis(w.last_heartbeat()),
         jobs_run: w.jobs_run(),
         labels: w.labels().clone().into_iter().collect(),
+        usage: w.stats().map(|s| v1::ResourceUsage {
+            cpu_percent: s.cpu_percent,
+            memory_bytes: s.memory_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            disk_read_bytes: s.disk_read_bytes,
+            disk_write_bytes: s.disk_write_bytes,
+            ..v1::ResourceUsage::default()
+        }),
+        usage_at_ms: w.stats().map_or(0, |s| to_millis(s.sampled_at)),
     }
 }
 

@@ -5,7 +5,11 @@
 //! The same conformance suite (`hodei_core::testing`) runs against every
 //! implementation.
 
+pub mod audit;
+pub mod job_history;
 pub mod memory;
+pub mod scheduling;
+pub mod templates;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +25,17 @@ use crate::domain::job::{Job, JobState};
 use crate::domain::logs::LogEntry;
 use crate::domain::provider::Provider;
 use crate::domain::worker::Worker;
+
+pub use templates::{InMemoryTemplateStore, TemplateStore};
+
+pub use audit::{
+    AuditAction, AuditEntry, AuditFilter, AuditLog, AuditOutcome, InMemoryAuditLog, NewAuditEntry,
+};
+
+pub use job_history::{InMemoryJobHistoryStore, JobHistoryStore, JobTransitionRecord};
+
+pub use crate::scheduler::{QueueCursor, QueueOrder, QueuePage};
+pub use scheduling::{ConcurrencyLimit, SchedulingStore, SlotGrant, SlotHolder};
 
 /// Errors of any store.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -162,6 +177,16 @@ pub trait JobQueue: Send + Sync {
     ) -> Result<Option<Lease>, StoreError>;
     /// Unclaimed entries in claim order, without claiming them.
     async fn peek(&self, limit: usize) -> Result<Vec<QueueEntry>, StoreError>;
+    /// Up to `limit` unclaimed entries in `order`, strictly after `after`
+    /// (from the start when `None`), without claiming them. Following
+    /// [`QueuePage::next`] walks the whole queue, so a scheduler can look past
+    /// entries it cannot place instead of stopping at the first page.
+    async fn scan(
+        &self,
+        order: QueueOrder,
+        after: Option<QueueCursor>,
+        limit: usize,
+    ) -> Result<QueuePage, StoreError>;
     /// Done with a claimed entry: removes it. A stale lease is refused.
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError>;
     /// Gives a claimed entry back to the queue. A stale lease is refused.
@@ -318,6 +343,15 @@ pub struct Stores {
     pub logs: std::sync::Arc<dyn LogStore>,
     /// One-time registration tokens.
     pub otps: std::sync::Arc<dyn OtpTokenStore>,
+    /// Versioned job templates (in memory unless set with [`Stores::with_templates`]).
+    pub templates: std::sync::Arc<dyn TemplateStore>,
+    /// The append-only audit log (in memory unless set with [`Stores::with_audit`]).
+    pub audit: std::sync::Arc<dyn AuditLog>,
+    /// Every job's state changes (the job page's timeline).
+    pub job_history: std::sync::Arc<dyn JobHistoryStore>,
+    /// Scheduling settings shared by replicas: the strategy and concurrency
+    /// limits (in memory unless set with [`Stores::with_scheduling`]).
+    pub scheduling: std::sync::Arc<dyn SchedulingStore>,
 }
 
 impl Stores {
@@ -329,6 +363,7 @@ impl Stores {
         providers: std::sync::Arc<dyn ProviderConfigRepository>,
         logs: std::sync::Arc<dyn LogStore>,
         otps: std::sync::Arc<dyn OtpTokenStore>,
+        job_history: std::sync::Arc<dyn JobHistoryStore>,
     ) -> Self {
         Self {
             jobs,
@@ -337,7 +372,32 @@ impl Stores {
             providers,
             logs,
             otps,
+            templates: std::sync::Arc::new(InMemoryTemplateStore::default()),
+            audit: std::sync::Arc::new(InMemoryAuditLog::default()),
+            job_history,
+            scheduling: std::sync::Arc::new(scheduling::InMemorySchedulingStore::default()),
         }
+    }
+
+    /// The same bundle with another scheduling store (e.g. a database's).
+    #[must_use]
+    pub fn with_scheduling(mut self, scheduling: std::sync::Arc<dyn SchedulingStore>) -> Self {
+        self.scheduling = scheduling;
+        self
+    }
+
+    /// The same bundle with another audit log (e.g. a database's).
+    #[must_use]
+    pub fn with_audit(mut self, audit: std::sync::Arc<dyn AuditLog>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The same bundle with another template store (e.g. a database's).
+    #[must_use]
+    pub fn with_templates(mut self, templates: std::sync::Arc<dyn TemplateStore>) -> Self {
+        self.templates = templates;
+        self
     }
 
     /// Fresh, empty in-memory stores.
@@ -351,6 +411,10 @@ impl Stores {
             providers: std::sync::Arc::new(memory::InMemoryProviderConfigRepository::default()),
             logs,
             otps: std::sync::Arc::new(memory::InMemoryOtpTokenStore::default()),
+            templates: std::sync::Arc::new(InMemoryTemplateStore::default()),
+            audit: std::sync::Arc::new(InMemoryAuditLog::default()),
+            job_history: std::sync::Arc::new(InMemoryJobHistoryStore::default()),
+            scheduling: std::sync::Arc::new(scheduling::InMemorySchedulingStore::default()),
         }
     }
 }

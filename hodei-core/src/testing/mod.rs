@@ -8,5 +8,7 @@
 //! Both panic on the first deviation with a message naming the case, so they
 //! are meant to be called from tests.
 
+pub mod audit;
 pub mod provider;
 pub mod stores;
+pub mod templates;

@@ -35,8 +35,9 @@ use crate::domain::provider::{Provider, ProviderCapabilities, ProviderConfig, Pr
 use crate::domain::spec::{CommandType, JobSpec};
 use crate::domain::worker::{Worker, WorkerHandle, WorkerState};
 use crate::store::{
-    JobFilter, JobQueue, JobRepository, LogCursor, LogStore, OtpError, OtpTokenStore,
-    ProviderConfigRepository, QueueEntry, StoreError, Stores, WorkerRegistry,
+    JobFilter, JobHistoryStore, JobQueue, JobRepository, JobTransitionRecord, LogCursor, LogStore,
+    OtpError, OtpTokenStore, ProviderConfigRepository, QueueEntry, StoreError, Stores,
+    WorkerRegistry,
 };
 
 /// Unwraps a store result, panicking with the case and the error.
@@ -1096,4 +1097,145 @@ where
     provider_repository_conformance(|| async move { f().await.providers }).await;
     log_store_conformance(|| async move { f().await.logs }).await;
     otp_store_conformance(|| async move { f().await.otps }).await;
+    super::templates::template_store_conformance(|| async move { f().await.templates }).await;
+    job_history_conformance(|| async move { f().await.job_history }).await;
+    super::audit::audit_log_conformance(|| async move { f().await.audit }).await;
+}
+
+// ---------------------------------------------------------------------------
+// Job histories
+// ---------------------------------------------------------------------------
+
+/// Every [`JobHistoryStore`] case. `make` returns a fresh, empty store.
+pub async fn job_history_conformance<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn JobHistoryStore>>,
+{
+    history_in_order(make().await).await;
+    history_capped(make().await).await;
+    history_pruned(make().await).await;
+}
+
+fn step(
+    job: JobId,
+    from: Option<JobState>,
+    to: JobState,
+    at: DateTime<Utc>,
+    attempt: u32,
+) -> JobTransitionRecord {
+    JobTransitionRecord::new(job, from, to, at, attempt)
+}
+
+async fn history_in_order(store: Arc<dyn JobHistoryStore>) {
+    let c = "history/in-order";
+    let j = JobId::new();
+    let other = JobId::new();
+    let worker = WorkerId::new();
+    let t = now_ms();
+    let ms = TimeDelta::milliseconds;
+    assert!(
+        ok(store.history(j).await, c).is_empty(),
+        "{c}: unknown job"
+    );
+    let records = vec![
+        step(j, None, JobState::Pending, t, 0),
+        step(j, Some(JobState::Pending), JobState::Scheduled, t + ms(5), 1).with_worker(Some(worker)),
+        step(j, Some(JobState::Scheduled), JobState::Running, t + ms(9), 1).with_worker(Some(worker)),
+        step(j, Some(JobState::Running), JobState::Pending, t + ms(20), 1)
+            .with_worker(Some(worker))
+            .with_reason("worker lost: heartbeat timeout"),
+        // Recorded later with an earlier clock (another replica): order is the
+        // order of recording, not of the times.
+        step(j, Some(JobState::Pending), JobState::Scheduled, t + ms(15), 2),
+        step(j, Some(JobState::Scheduled), JobState::Failed, t + ms(30), 2)
+            .with_reason("exit code 3 — ünïcode"),
+    ];
+    for (i, r) in records.iter().enumerate() {
+        ok(store.record(r).await, c);
+        if i == 1 {
+            ok(
+                store
+                    .record(&step(other, None, JobState::Pending, t, 0))
+                    .await,
+                c,
+            );
+        }
+    }
+    let got = ok(store.history(j).await, c);
+    assert_eq!(got, records, "{c}: every field, in recording order");
+    assert_eq!(
+        ok(store.history(other).await, c),
+        vec![step(other, None, JobState::Pending, t, 0)],
+        "{c}: jobs are independent"
+    );
+}
+
+async fn history_capped(store: Arc<dyn JobHistoryStore>) {
+    let c = "history/capped";
+    let cap = crate::store::job_history::MAX_RECORDS_PER_JOB;
+    let j = JobId::new();
+    let t = now_ms();
+    ok(store.record(&step(j, None, JobState::Pending, t, 0)).await, c);
+    let n = cap + 10;
+    for i in 1..n {
+        let (from, to) = if i % 2 == 1 {
+            (JobState::Pending, JobState::Scheduled)
+        } else {
+            (JobState::Scheduled, JobState::Pending)
+        };
+        let attempt = u32::try_from(i).unwrap_or(u32::MAX);
+        ok(
+            store
+                .record(&step(j, Some(from), to, t + TimeDelta::milliseconds(i64::try_from(i).unwrap_or(0)), attempt))
+                .await,
+            c,
+        );
+    }
+    let got = ok(store.history(j).await, c);
+    assert_eq!(got.len(), cap, "{c}: at most {cap} records");
+    assert_eq!(got[0].from, None, "{c}: the creation is kept");
+    assert_eq!(
+        got.last().map(|r| r.attempt),
+        Some(u32::try_from(n - 1).unwrap_or(u32::MAX)),
+        "{c}: the latest is kept"
+    );
+    assert_eq!(
+        got[1].attempt,
+        u32::try_from(n - cap + 1).unwrap_or(u32::MAX),
+        "{c}: the oldest after the creation were dropped"
+    );
+}
+
+async fn history_pruned(store: Arc<dyn JobHistoryStore>) {
+    let c = "history/pruned";
+    let t = now_ms();
+    let old = t - TimeDelta::hours(2);
+    let done_long_ago = JobId::new();
+    let done_recently = JobId::new();
+    let still_running = JobId::new();
+    for r in [
+        step(done_long_ago, None, JobState::Pending, old, 0),
+        step(done_long_ago, Some(JobState::Pending), JobState::Cancelled, old, 0),
+        step(done_recently, None, JobState::Pending, old, 0),
+        step(done_recently, Some(JobState::Pending), JobState::Scheduled, old, 1),
+        step(done_recently, Some(JobState::Scheduled), JobState::Timeout, t, 1),
+        step(still_running, None, JobState::Pending, old, 0),
+        step(still_running, Some(JobState::Pending), JobState::Scheduled, old, 1),
+    ] {
+        ok(store.record(&r).await, c);
+    }
+    let n = ok(store.prune_finished(t - TimeDelta::hours(1)).await, c);
+    assert_eq!(n, 2, "{c}: the two records of the job finished long ago");
+    assert!(
+        ok(store.history(done_long_ago).await, c).is_empty(),
+        "{c}: pruned"
+    );
+    assert_eq!(ok(store.history(done_recently).await, c).len(), 3, "{c}: kept");
+    assert_eq!(ok(store.history(still_running).await, c).len(), 2, "{c}: kept");
+    assert_eq!(
+        ok(store.prune_finished(t - TimeDelta::hours(1)).await, c),
+        0,
+        "{c}: nothing more"
+    );
 }

@@ -8,7 +8,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
 
 use super::{authenticated_worker, parse_id, status_from};
-use crate::control::{ControlPlane, JobEvent};
+use crate::control::{Actor, ControlPlane, JobEvent, job_target};
 use crate::domain::ids::{CorrelationId, JobId, WorkerId};
 use crate::domain::job::{AttemptOutcome, AttemptResult};
 use crate::domain::spec::JobSpec;
@@ -16,7 +16,7 @@ use crate::proto::convert::{job_state_from_proto, job_state_to_proto, to_millis}
 use crate::proto::v1;
 use crate::proto::v1::job_execution_service_server::JobExecutionService;
 use crate::proto::v1::job_query_service_server::JobQueryService;
-use crate::store::JobFilter;
+use crate::store::{AuditAction, JobFilter};
 
 /// JobExecutionService over the control plane.
 #[derive(Debug, Clone)]
@@ -53,6 +53,7 @@ impl JobExecutionService for JobExecutionApi {
         &self,
         req: Request<v1::QueueJobRequest>,
     ) -> Result<Response<v1::QueueJobResponse>, Status> {
+        let actor = Actor::of_grpc(&req);
         let r = req.into_inner();
         let spec = r
             .spec
@@ -66,11 +67,15 @@ impl JobExecutionService for JobExecutionApi {
                 "correlation_id",
             )?)
         };
-        let job = self
-            .cp
-            .create_job(spec, correlation)
-            .await
-            .map_err(status_from)?;
+        let result = self.cp.create_job(spec, correlation).await;
+        let target = result
+            .as_ref()
+            .map_or_else(|_| "job:new".to_owned(), |j| job_target(j.id()));
+        self.cp
+            .audit()
+            .record(&actor, AuditAction::JobSubmit, target, &result)
+            .await;
+        let job = result.map_err(status_from)?;
         Ok(Response::new(v1::QueueJobResponse {
             job: Some((&job).into()),
         }))
@@ -183,14 +188,33 @@ impl JobExecutionService for JobExecutionApi {
         &self,
         req: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
+        let actor = Actor::of_grpc(&req);
         let r = req.into_inner();
         let job_id: JobId = parse_id(&r.job_id, "job_id")?;
-        let job = self
-            .cp
-            .cancel_job(job_id, &r.reason)
-            .await
-            .map_err(status_from)?;
+        let result = self.cp.cancel_job(job_id, &r.reason).await;
+        self.cp
+            .audit()
+            .record(&actor, AuditAction::JobCancel, job_target(job_id), &result)
+            .await;
+        let job = result.map_err(status_from)?;
         Ok(Response::new(v1::CancelJobResponse {
+            job: Some((&job).into()),
+        }))
+    }
+
+    async fn retry_job(
+        &self,
+        req: Request<v1::RetryJobRequest>,
+    ) -> Result<Response<v1::RetryJobResponse>, Status> {
+        let actor = Actor::of_grpc(&req);
+        let job_id: JobId = parse_id(&req.get_ref().job_id, "job_id")?;
+        let result = self.cp.retry_job(job_id).await;
+        self.cp
+            .audit()
+            .record(&actor, AuditAction::JobRetry, job_target(job_id), &result)
+            .await;
+        let job = result.map_err(status_from)?;
+        Ok(Response::new(v1::RetryJobResponse {
             job: Some((&job).into()),
         }))
     }

@@ -2,18 +2,24 @@
 //! each a thin translation onto [`ControlPlane`] methods. Errors are mapped to
 //! status codes in one place ([`status_from`]).
 
+mod artifacts;
+mod audit;
 mod jobs;
 mod logs;
 mod metrics;
 mod providers;
 mod scheduler;
+mod templates;
 mod worker_agent;
 
+pub use artifacts::ArtifactApi;
+pub use audit::AuditApi;
 pub use jobs::{JobExecutionApi, JobQueryApi};
 pub use logs::LogStreamApi;
 pub use metrics::MetricsApi;
 pub use providers::ProviderManagementApi;
 pub use scheduler::SchedulerApi;
+pub use templates::TemplateApi;
 pub use worker_agent::WorkerAgentApi;
 
 use tonic::{Request, Status};
@@ -34,6 +40,7 @@ pub fn status_from(e: ControlError) -> Status {
         ControlError::Unauthenticated(m) => Status::unauthenticated(m),
         ControlError::PermissionDenied(m) => Status::permission_denied(m),
         ControlError::Unavailable(m) => Status::unavailable(m),
+        ControlError::ResourceExhausted(m) => Status::resource_exhausted(m),
         ControlError::Provider(e) => Status::unavailable(e.to_string()),
         ControlError::Store(e) => Status::internal(e.to_string()),
     }

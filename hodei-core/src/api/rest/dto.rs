@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 
 use crate::domain::job::{Job, JobState};
 use crate::domain::provider::{Provider, ProviderCapabilities, ProviderConfig};
+use crate::domain::progress::JobProgress;
 use crate::domain::worker::Worker;
+use crate::domain::worker_stats::WorkerStats;
 
 /// Lifecycle state of a job, lower-case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -88,6 +90,30 @@ pub struct JobDto {
     pub spec: serde_json::Value,
     /// Names of the job's secrets (never their values).
     pub secret_names: Vec<String>,
+    /// Latest progress the current attempt reported; `null` until it reports.
+    pub progress: Option<JobProgressDto>,
+}
+
+/// How far a job's current attempt says it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct JobProgressDto {
+    /// 0..=100.
+    pub percent: u8,
+    /// What the job is doing (may be empty).
+    pub message: String,
+    /// When it was reported.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&JobProgress> for JobProgressDto {
+    fn from(p: &JobProgress) -> Self {
+        Self {
+            percent: p.percent,
+            message: p.message.clone(),
+            updated_at: p.updated_at,
+        }
+    }
 }
 
 impl From<&Job> for JobDto {
@@ -114,6 +140,7 @@ impl From<&Job> for JobDto {
             finished_at: job.finished_at(),
             spec: serde_json::to_value(spec.redacted()).unwrap_or(serde_json::Value::Null),
             secret_names: spec.secret_names().map(str::to_owned).collect(),
+            progress: ctx.progress.as_ref().map(JobProgressDto::from),
         }
     }
 }
@@ -163,6 +190,39 @@ pub struct WorkerDto {
     pub created_at: DateTime<Utc>,
     /// Last heartbeat.
     pub last_heartbeat: DateTime<Utc>,
+    /// Latest resource usage its agent reported; `null` until the first report.
+    pub stats: Option<WorkerStatsDto>,
+}
+
+/// A worker's latest resource usage, as its agent measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct WorkerStatsDto {
+    /// CPU use, percent of one core (200 = two cores busy).
+    pub cpu_percent: f64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes (0 = none known).
+    pub memory_limit_bytes: u64,
+    /// Bytes read from disk since the worker started.
+    pub disk_read_bytes: u64,
+    /// Bytes written to disk since the worker started.
+    pub disk_write_bytes: u64,
+    /// When the sample arrived.
+    pub sampled_at: DateTime<Utc>,
+}
+
+impl From<&WorkerStats> for WorkerStatsDto {
+    fn from(s: &WorkerStats) -> Self {
+        Self {
+            cpu_percent: s.cpu_percent,
+            memory_bytes: s.memory_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            disk_read_bytes: s.disk_read_bytes,
+            disk_write_bytes: s.disk_write_bytes,
+            sampled_at: s.sampled_at,
+        }
+    }
 }
 
 impl WorkerDto {
@@ -180,6 +240,7 @@ impl WorkerDto {
             labels: w.labels().clone(),
             created_at: w.created_at(),
             last_heartbeat: w.last_heartbeat(),
+            stats: w.stats().map(WorkerStatsDto::from),
         }
     }
 }
@@ -267,6 +328,10 @@ pub struct RegisterProviderRequest {
     /// e.g. `{"type": "docker", "image": "hodei-worker:latest"}`).
     #[schema(value_type = Object)]
     pub config: ProviderConfig,
+    /// Most workers at once (at least 1); default: the server's `HODEI_MAX_WORKERS`.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub max_workers: Option<u32>,
 }
 
 /// Documentation-only schema of the `JobSpec` JSON accepted by `POST /api/v1/jobs`.
@@ -301,13 +366,12 @@ pub(crate) struct JobSpecDoc {
     timeout_ms: Option<u64>,
     /// Placement constraints on worker labels.
     constraints: Option<Vec<ConstraintDoc>>,
-    /// Input artifacts: not supported yet, so only an empty list is accepted;
-    /// any entry is a 400 naming it (`inputs[0]`).
-    #[schema(max_items = 0)]
+    /// Input artifacts, fetched by the agent before the command starts.
+    #[schema(max_items = 1000)]
     inputs: Option<Vec<ArtifactSourceDoc>>,
-    /// Output artifacts: not supported yet, so only an empty list is accepted;
-    /// any entry is a 400 naming it (`outputs[0]`).
-    #[schema(max_items = 0)]
+    /// Output artifacts, uploaded after the command ends, also when it fails;
+    /// listed at `GET /api/v1/jobs/{id}/artifacts`.
+    #[schema(max_items = 1000)]
     outputs: Option<Vec<ArtifactDestDoc>>,
     /// Scheduling preferences.
     preferences: Option<PreferencesDoc>,
@@ -319,6 +383,10 @@ pub(crate) struct JobSpecDoc {
     /// Free-form labels.
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// Jobs sharing this key run at most the key's limit at once (set with
+    /// `PUT /api/v1/concurrency-limits/{key}`); the others wait in the queue.
+    #[schema(example = "deploy-prod", max_length = 128, pattern = "^[A-Za-z0-9._:/-]+$")]
+    concurrency_key: Option<String>,
 }
 
 /// What a job runs: a program with arguments (no shell in between), or a
@@ -387,30 +455,34 @@ pub(crate) struct ConstraintDoc {
     values: Vec<String>,
 }
 
-/// An input artifact to fetch before the job runs (not supported yet).
+/// An input artifact, fetched before the command starts: an artifact of
+/// another job. Any other kind of `url` is a 400 naming `inputs[i].url`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub(crate) struct ArtifactSourceDoc {
-    /// Artifact name.
-    name: String,
-    /// Where to fetch it from.
+    /// A label for logs and errors.
+    name: Option<String>,
+    /// `artifact://JOB_ID/NAME`.
+    #[schema(pattern = r"^artifact://[0-9a-fA-F-]{36}/.+$")]
     url: String,
-    /// Where to put it, relative to the job's working directory.
+    /// Where to write it, relative to the job's working directory (no `..`, not absolute).
     path: String,
 }
 
-/// An output artifact to upload after the job ran (not supported yet).
+/// An output artifact, uploaded after the command ends, also when it fails. A
+/// file path is stored as `name`; each file a glob matches as `name/RELATIVE_PATH`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub(crate) struct ArtifactDestDoc {
-    /// Artifact name.
+    /// Artifact name, or name prefix for a glob (no `..`, not absolute).
     name: String,
-    /// Path relative to the job's working directory.
+    /// File or glob relative to the working directory (`out/**/*.txt`).
     path: String,
-    /// Where to upload it.
-    url: String,
+    /// Destination: empty or absent = the server's artifact store, the only one supported.
+    #[schema(max_length = 0)]
+    url: Option<String>,
 }
 
 /// Scheduling preferences.

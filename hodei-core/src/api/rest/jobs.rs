@@ -11,7 +11,9 @@ use utoipa::IntoParams;
 use super::AppState;
 use super::dto::{CancelRequest, JobDto, JobList, JobStateDto};
 use super::error::{ApiError, ApiJson, ErrorBody, OptionalApiJson};
+use crate::control::{Actor, job_target};
 use crate::domain::ids::{CorrelationId, JobId};
+use crate::store::AuditAction;
 use crate::domain::job::JobState;
 use crate::domain::spec::JobSpec;
 use crate::store::JobFilter;
@@ -47,6 +49,7 @@ pub(super) fn job_id(id: &str) -> Result<JobId, ApiError> {
 )]
 pub(super) async fn create_job(
     State(s): State<AppState>,
+    actor: Actor,
     headers: HeaderMap,
     ApiJson(spec): ApiJson<JobSpec>,
 ) -> Result<Response, ApiError> {
@@ -60,8 +63,14 @@ pub(super) async fn create_job(
             )
         }
     };
-    let job = s.cp.create_job(spec, correlation).await?;
-    created(&job)
+    let result = s.cp.create_job(spec, correlation).await;
+    let target = result
+        .as_ref()
+        .map_or_else(|_| "job:new".to_owned(), |j| job_target(j.id()));
+    s.cp.audit()
+        .record(&actor, AuditAction::JobSubmit, target, &result)
+        .await;
+    created(&result?)
 }
 
 /// 201 with the new job and its `Location`.
@@ -170,13 +179,17 @@ pub(super) async fn list_jobs(
 )]
 pub(super) async fn cancel_job(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     OptionalApiJson(body): OptionalApiJson<CancelRequest>,
 ) -> Result<Json<JobDto>, ApiError> {
     let id = job_id(&id)?;
     let reason = body.map(|b| b.reason).unwrap_or_default();
-    let job = s.cp.cancel_job(id, &reason).await?;
-    Ok(Json(JobDto::from(&job)))
+    let result = s.cp.cancel_job(id, &reason).await;
+    s.cp.audit()
+        .record(&actor, AuditAction::JobCancel, job_target(id), &result)
+        .await;
+    Ok(Json(JobDto::from(&result?)))
 }
 
 /// Runs a finished job (failed, timed out, cancelled or succeeded) again: a
@@ -197,8 +210,13 @@ pub(super) async fn cancel_job(
 )]
 pub(super) async fn retry_job(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = s.cp.retry_job(job_id(&id)?).await?;
-    created(&job)
+    let id = job_id(&id)?;
+    let result = s.cp.retry_job(id).await;
+    s.cp.audit()
+        .record(&actor, AuditAction::JobRetry, job_target(id), &result)
+        .await;
+    created(&result?)
 }

@@ -13,8 +13,17 @@
 //! | `GET /api/v1/jobs/{id}` | one job |
 //! | `POST /api/v1/jobs/{id}/cancel` | cancel (optional `{"reason": "..."}`) |
 //! | `POST /api/v1/jobs/{id}/retry` | run a finished job again → 201 new [`JobDto`] |
+//! | `GET /api/v1/jobs/{id}/artifacts`, `…/artifacts/{name}` | list a job's artifacts, download one |
 //! | `GET /api/v1/jobs/{id}/logs` | text; `?follow=true` streams; `Accept: text/event-stream` → SSE |
+//! | `GET /api/v1/jobs/{id}/logs/lines?attempt=&from_seq=&limit=&contains=` | a page of the log as JSON |
+//! | `GET /api/v1/jobs/{id}/events` | the job's state changes with their times |
+//! | `POST/GET /api/v1/templates` | store a template (its next version) / list the latest of each |
+//! | `GET /api/v1/templates/{name}?version=` | one template version (default: the latest) |
+//! | `POST /api/v1/templates/{name}/run` | fill its parameters and queue the job → 201 [`JobDto`] |
 //! | `GET /api/v1/workers`, `GET/POST /api/v1/providers` | listings, registration |
+//! | `GET /api/v1/audit?actor=&action=&target=&since=&before=&limit=` | the audit log, newest first |
+//! | `PATCH /api/v1/providers/{id}` | `{"state": "active\|maintenance\|disabled"}` (drains its workers) |
+//! | `DELETE /api/v1/providers/{id}` | removes a disabled provider without workers |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json` | operations |
 //! | `GET /`, `/ui/*` | the web dashboard (no token needed for its assets) |
 //!
@@ -30,26 +39,40 @@
 //! # }
 //! ```
 
+mod audit;
+mod artifacts;
 mod dashboard;
 mod dto;
 mod error;
+mod job_events;
 mod jobs;
+mod log_lines;
 mod logs;
 mod ops;
+mod provider_admin;
+mod templates;
 
 use std::future::Future;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use tokio::sync::watch;
 use utoipa::OpenApi;
 
+pub use artifacts::{ArtifactDto, ArtifactList, SHA256_HEADER};
 pub use dto::{
-    CancelRequest, JobDto, JobList, JobStateDto, ProviderDto, ProviderList,
-    RegisterProviderRequest, WorkerDto, WorkerList,
+    CancelRequest, JobDto, JobList, JobProgressDto, JobStateDto, ProviderDto, ProviderList,
+    RegisterProviderRequest, WorkerDto, WorkerList, WorkerStatsDto,
 };
+pub use audit::{AuditEntryDto, AuditPage};
+pub use provider_admin::SetProviderStateRequest;
 pub use error::{ApiError, ApiJson, ErrorBody, ErrorDetail, FieldDetail, OptionalApiJson};
+pub use job_events::{JobEventDto, JobEventList};
+pub use log_lines::{AttemptLinesDto, LogLineDto, LogLinesPage};
+pub use templates::{
+    ParameterTypeDto, RunTemplateRequest, TemplateDto, TemplateList, TemplateParameterDto,
+};
 
 pub(crate) use dashboard::is_asset as is_dashboard_asset;
 
@@ -65,24 +88,40 @@ use crate::control::ControlPlane;
         jobs::get_job,
         jobs::cancel_job,
         jobs::retry_job,
+        artifacts::list_artifacts,
+        artifacts::download_artifact,
         logs::job_logs,
+        log_lines::log_lines,
+        job_events::job_events,
         ops::list_workers,
         ops::list_providers,
         ops::register_provider,
+        provider_admin::set_provider_state,
+        provider_admin::remove_provider,
+        audit::list_audit,
+        templates::create_template,
+        templates::list_templates,
+        templates::get_template,
+        templates::run_template,
         ops::healthz,
         ops::readyz,
         ops::metrics,
     ),
     components(schemas(
         JobDto, JobStateDto, JobList, CancelRequest, WorkerDto, WorkerList, ProviderDto,
-        ProviderList, RegisterProviderRequest, ErrorBody, ErrorDetail, FieldDetail,
-        dto::JobSpecDoc,
+        JobProgressDto, WorkerStatsDto, audit::AuditEntryDto, audit::AuditPage,
+        ProviderList, RegisterProviderRequest, SetProviderStateRequest, ErrorBody, ErrorDetail, FieldDetail,
+        dto::JobSpecDoc, ArtifactList, ArtifactDto, job_events::JobEventDto, job_events::JobEventList,
+        log_lines::LogLineDto, log_lines::AttemptLinesDto, log_lines::LogLinesPage,
+        TemplateDto, TemplateList, TemplateParameterDto, ParameterTypeDto, RunTemplateRequest,
     )),
     tags(
         (name = "jobs", description = "Submit, inspect, cancel jobs and read their logs"),
+        (name = "templates", description = "Versioned job templates with typed parameters"),
         (name = "workers", description = "Workers known to the control plane"),
         (name = "providers", description = "Sources of workers"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "audit", description = "Who did what: submissions, cancels, retries, provider and template changes, secret injections"),
     )
 )]
 pub struct ApiDoc;
@@ -138,10 +177,28 @@ fn router_with(cp: ControlPlane, closing: watch::Receiver<bool>) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/api/v1/jobs/{id}/retry", post(jobs::retry_job))
         .route("/api/v1/jobs/{id}/logs", get(logs::job_logs))
+        .route("/api/v1/jobs/{id}/artifacts", get(artifacts::list_artifacts))
+        .route(
+            "/api/v1/jobs/{id}/artifacts/{*name}",
+            get(artifacts::download_artifact),
+        )
+        .route("/api/v1/jobs/{id}/logs/lines", get(log_lines::log_lines))
+        .route("/api/v1/jobs/{id}/events", get(job_events::job_events))
+        .route(
+            "/api/v1/templates",
+            post(templates::create_template).get(templates::list_templates),
+        )
+        .route("/api/v1/templates/{name}", get(templates::get_template))
+        .route("/api/v1/templates/{name}/run", post(templates::run_template))
         .route("/api/v1/workers", get(ops::list_workers))
+        .route("/api/v1/audit", get(audit::list_audit))
         .route(
             "/api/v1/providers",
             get(ops::list_providers).post(ops::register_provider),
+        )
+        .route(
+            "/api/v1/providers/{id}",
+            patch(provider_admin::set_provider_state).delete(provider_admin::remove_provider),
         )
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/healthz", get(ops::healthz))
