@@ -98,6 +98,26 @@ pub(crate) async fn run(server: &str, format: Format, cmd: JobCommand) -> Result
                 Ok(0)
             }
         }
+        JobCommand::Retry { id, wait } => {
+            let channel = client::connect(server).await?;
+            let job = JobExecutionServiceClient::new(channel.clone())
+                .retry_job(v1::RetryJobRequest { job_id: id })
+                .await
+                .map_err(|s| CliError::rpc(server, s))?
+                .into_inner()
+                .job
+                .ok_or_else(|| {
+                    CliError::Rpc(tonic::Status::internal("the server returned no job"))
+                })?;
+            if wait {
+                return follow_queued(server, format, channel, job).await;
+            }
+            match format {
+                Format::Json => println!("{}", output::json(&JobView::from(job))),
+                Format::Table => println!("{}", job.id),
+            }
+            Ok(0)
+        }
         JobCommand::Cancel { id, reason } => {
             let channel = client::connect(server).await?;
             let job = cancel(server, channel, &id, &reason).await?;
@@ -230,6 +250,18 @@ async fn run_job(server: &str, format: Format, a: RunArgs) -> Result<u8, CliErro
         }
         return Ok(0);
     }
+    follow_queued(server, format, channel, job).await
+}
+
+/// Follows a queued job to its end like `hodei job run` (state changes on
+/// stderr, logs, Ctrl-C cancels it) and returns the exit code for it.
+pub(crate) async fn follow_queued(
+    server: &str,
+    format: Format,
+    channel: Channel,
+    job: v1::Job,
+) -> Result<u8, CliError> {
+    let id = job.id.clone();
     notice(&format!(
         "job {id} queued ({})",
         output::job_state_name(job.state)

@@ -2,17 +2,19 @@
 //! client over the generated `hodei.v1` stubs.
 
 mod args;
+mod audit;
 mod certs;
 mod client;
 mod jobs;
 mod output;
+mod providers;
+mod templates;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use hodei_core::proto::v1;
-use hodei_core::proto::v1::provider_management_service_client::ProviderManagementServiceClient;
 use hodei_core::proto::v1::scheduler_service_client::SchedulerServiceClient;
 
 pub(crate) use client::CliError;
@@ -43,18 +45,24 @@ pub(crate) enum Command {
     /// Run, submit, inspect and cancel jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Create, list, show and run versioned job templates.
+    #[command(subcommand)]
+    Template(templates::TemplateCommand),
     /// Inspect workers.
     #[command(subcommand)]
     Worker(WorkerCommand),
-    /// Inspect providers.
+    /// List, register, pause (maintenance), disable and remove providers.
     #[command(subcommand)]
-    Provider(ProviderCommand),
+    Provider(providers::ProviderCommand),
     /// Create a CA, server and worker certificates for mTLS (no OpenSSL needed).
     #[command(subcommand)]
     Certs(certs::CertsCommand),
     /// Create API tokens for clients.
     #[command(subcommand)]
     Token(certs::TokenCommand),
+    /// Read the audit log (admin token).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// `hodei job …`.
@@ -101,6 +109,15 @@ pub(crate) enum JobCommand {
         /// Why (recorded with the job).
         #[arg(long, default_value = "cancelled from the hodei CLI")]
         reason: String,
+    },
+    /// Run a finished job again: a new job with the same spec, labelled
+    /// hodei.retry_of=<id>. Prints the new job's id, or follows it with --wait.
+    Retry {
+        /// Id of the finished job.
+        id: String,
+        /// Follow the new job like `job run` (logs, exit with its code).
+        #[arg(short, long, visible_alias = "follow")]
+        wait: bool,
     },
 }
 
@@ -162,19 +179,13 @@ pub(crate) enum WorkerCommand {
     List,
 }
 
-/// `hodei provider …`.
-#[derive(Debug, Subcommand)]
-pub(crate) enum ProviderCommand {
-    /// List providers.
-    List,
-}
-
 /// Runs the parsed command; returns the process exit code.
 pub(crate) async fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Certs(cmd) => certs::run_certs(cmd),
         Command::Token(cmd) => certs::run_token(cmd),
         Command::Job(cmd) => jobs::run(&cli.server, cli.output, cmd).await,
+        Command::Template(cmd) => templates::run(&cli.server, cli.output, cmd).await,
         Command::Worker(WorkerCommand::List) => {
             let channel = client::connect(&cli.server).await?;
             let workers = SchedulerServiceClient::new(channel)
@@ -190,21 +201,8 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, CliError> {
             }
             Ok(0)
         }
-        Command::Provider(ProviderCommand::List) => {
-            let channel = client::connect(&cli.server).await?;
-            let providers = ProviderManagementServiceClient::new(channel)
-                .list_providers(v1::ListProvidersRequest {})
-                .await
-                .map_err(|s| CliError::rpc(&cli.server, s))?
-                .into_inner()
-                .providers;
-            let views: Vec<output::ProviderView> = providers.into_iter().map(Into::into).collect();
-            match cli.output {
-                Format::Json => println!("{}", output::json(&views)),
-                Format::Table => print!("{}", output::provider_table(&views)),
-            }
-            Ok(0)
-        }
+        Command::Provider(cmd) => providers::run(&cli.server, cli.output, cmd).await,
+        Command::Audit(cmd) => audit::run(&cli.server, cli.output, cmd).await,
     }
 }
 
@@ -221,6 +219,26 @@ mod tests {
             Command::Job(JobCommand::Run(r)) => *r,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn retry_and_audit_parse() {
+        assert!(matches!(
+            parse(&["job", "retry", "abc", "--wait"]).unwrap().command,
+            Command::Job(JobCommand::Retry { wait: true, .. })
+        ));
+        assert!(matches!(
+            parse(&["job", "retry", "abc", "--follow"]).unwrap().command,
+            Command::Job(JobCommand::Retry { wait: true, .. })
+        ));
+        assert!(matches!(
+            parse(&["-o", "json", "audit", "list", "--actor", "ci", "--since", "1h"])
+                .unwrap()
+                .command,
+            Command::Audit(audit::AuditCommand::List { .. })
+        ));
+        assert!(parse(&["audit", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["audit", "list", "--since", "someday"]).is_err());
     }
 
     #[test]
@@ -331,7 +349,15 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["provider", "list"]).unwrap().command,
-            Command::Provider(ProviderCommand::List)
+            Command::Provider(providers::ProviderCommand::List)
         ));
+        assert!(matches!(
+            parse(&["provider", "set-state", "docker", "maintenance"]).unwrap().command,
+            Command::Provider(providers::ProviderCommand::SetState {
+                state: providers::OperatorState::Maintenance,
+                ..
+            })
+        ));
+        assert!(parse(&["provider", "set-state", "docker", "overloaded"]).is_err());
     }
 }

@@ -93,6 +93,27 @@ pub(crate) struct JobView {
     /// The spec without secret values, when the server sent one that converts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) spec: Option<JobSpec>,
+    /// Latest progress the current attempt reported.
+    pub(crate) progress: Option<ProgressView>,
+}
+
+/// A job's reported progress, as printed.
+#[derive(Debug, Serialize)]
+pub(crate) struct ProgressView {
+    pub(crate) percent: u32,
+    pub(crate) message: String,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+impl ProgressView {
+    /// `40% compiling crates`.
+    pub(crate) fn show(&self) -> String {
+        if self.message.is_empty() {
+            format!("{}%", self.percent)
+        } else {
+            format!("{}% {}", self.percent, self.message)
+        }
+    }
 }
 
 impl From<v1::Job> for JobView {
@@ -113,6 +134,11 @@ impl From<v1::Job> for JobView {
             finished_at: j.finished_at_ms.map(time),
             correlation_id: j.correlation_id,
             secret_names: j.secret_names,
+            progress: j.progress.map(|p| ProgressView {
+                percent: p.percent,
+                message: p.message,
+                updated_at: time(p.updated_at_ms),
+            }),
         }
     }
 }
@@ -139,6 +165,9 @@ impl JobView {
             vec!["STARTED".into(), show_time(self.started_at)],
             vec!["FINISHED".into(), show_time(self.finished_at)],
         ];
+        if let Some(p) = &self.progress {
+            rows.push(vec!["PROGRESS".into(), p.show()]);
+        }
         if let Some(spec) = &self.spec {
             let command = match &spec.command {
                 hodei_core::CommandType::Shell { cmd, args } => std::iter::once(cmd.as_str())
@@ -196,6 +225,36 @@ pub(crate) struct WorkerView {
     pub(crate) jobs_run: u32,
     pub(crate) last_heartbeat: DateTime<Utc>,
     pub(crate) labels: std::collections::BTreeMap<String, String>,
+    /// Latest resource usage its agent reported (`null` before the first).
+    pub(crate) stats: Option<WorkerStatsView>,
+}
+
+/// A worker's latest resource usage, as printed.
+#[derive(Debug, Serialize)]
+pub(crate) struct WorkerStatsView {
+    pub(crate) cpu_percent: f64,
+    pub(crate) memory_bytes: u64,
+    /// 0 = no limit known.
+    pub(crate) memory_limit_bytes: u64,
+    pub(crate) sampled_at: DateTime<Utc>,
+}
+
+/// `512.0 MiB` style sizes.
+fn show_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    // Display only: the precision lost converting to f64 does not show.
+    #[allow(clippy::cast_precision_loss)]
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 impl From<v1::Worker> for WorkerView {
@@ -213,6 +272,12 @@ impl From<v1::Worker> for WorkerView {
             jobs_run: w.jobs_run,
             last_heartbeat: time(w.last_heartbeat_ms),
             labels: convert::sorted(w.labels),
+            stats: w.usage.map(|u| WorkerStatsView {
+                cpu_percent: u.cpu_percent,
+                memory_bytes: u.memory_bytes,
+                memory_limit_bytes: u.memory_limit_bytes,
+                sampled_at: time(w.usage_at_ms),
+            }),
         }
     }
 }
@@ -220,7 +285,16 @@ impl From<v1::Worker> for WorkerView {
 /// Workers as a table.
 pub(crate) fn worker_table(workers: &[WorkerView]) -> String {
     table(
-        &["ID", "PROVIDER", "STATE", "JOBS", "RUN", "LAST HEARTBEAT"],
+        &[
+            "ID",
+            "PROVIDER",
+            "STATE",
+            "JOBS",
+            "RUN",
+            "CPU",
+            "MEMORY",
+            "LAST HEARTBEAT",
+        ],
         workers
             .iter()
             .map(|w| {
@@ -234,6 +308,20 @@ pub(crate) fn worker_table(workers: &[WorkerView]) -> String {
                         w.current_jobs.join(",")
                     },
                     w.jobs_run.to_string(),
+                    w.stats
+                        .as_ref()
+                        .map_or("-".into(), |s| format!("{:.1}%", s.cpu_percent)),
+                    w.stats.as_ref().map_or("-".into(), |s| {
+                        if s.memory_limit_bytes == 0 {
+                            show_bytes(s.memory_bytes)
+                        } else {
+                            format!(
+                                "{} / {}",
+                                show_bytes(s.memory_bytes),
+                                show_bytes(s.memory_limit_bytes)
+                            )
+                        }
+                    }),
                     show_time(Some(w.last_heartbeat)),
                 ]
             })
@@ -404,6 +492,35 @@ mod tests {
         assert_eq!(parse_job_state("canceled").unwrap(), JobState::Cancelled);
         assert!(parse_job_state("nope").unwrap_err().contains("pending"));
         assert_eq!(job_state_name(v1::JobState::Timeout as i32), "timeout");
+    }
+
+    #[test]
+    fn workers_show_cpu_and_memory_and_jobs_their_progress() {
+        let w = v1::Worker {
+            id: "w-1".into(),
+            usage: Some(v1::ResourceUsage {
+                cpu_percent: 37.25,
+                memory_bytes: 512 << 20,
+                memory_limit_bytes: 2 << 30,
+                ..v1::ResourceUsage::default()
+            }),
+            usage_at_ms: 1_000,
+            ..v1::Worker::default()
+        };
+        let table = worker_table(&[WorkerView::from(w), WorkerView::from(v1::Worker::default())]);
+        assert!(table.contains("CPU") && table.contains("MEMORY"), "{table}");
+        assert!(table.contains("37.2%"), "{table}");
+        assert!(table.contains("512.0 MiB / 2.0 GiB"), "{table}");
+        let job = v1::Job {
+            progress: Some(v1::JobProgress {
+                percent: 40,
+                message: "compiling".into(),
+                updated_at_ms: 1_000,
+            }),
+            ..v1::Job::default()
+        };
+        assert!(JobView::from(job).detail().contains("40% compiling"));
+        assert_eq!(show_bytes(999), "999 B");
     }
 
     #[test]
