@@ -9,3 +9,4 @@
 
 pub mod chaos;
 pub mod load;
+pub mod sim;

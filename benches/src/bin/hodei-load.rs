@@ -52,6 +52,13 @@ struct Args {
     /// Idle agents in the RSS scenario (default 100, quick 10).
     #[arg(long)]
     agents: Option<usize>,
+    /// Simulated agent counts of the `agents` scenario (default 100,1000,10000; quick 100).
+    #[arg(long, value_delimiter = ',')]
+    agent_counts: Vec<usize>,
+    /// Postgres for the `agents` scenario's second store (default: HODEI_TEST_DATABASE_URL;
+    /// unset = memory store only). Its tables are created in that database.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,6 +73,9 @@ enum Scenario {
     Logs,
     /// Server and agent memory with many idle agents.
     Rss,
+    /// Thousands of simulated agents on one server (hodei-sim-server): CPU,
+    /// memory per agent, heartbeat lag, dispatch latency. Not part of `all`.
+    Agents,
 }
 
 /// Sizes of one run.
@@ -126,6 +136,7 @@ async fn main() -> std::process::ExitCode {
             Scenario::Throughput => throughput(&bins, sizes).await,
             Scenario::Logs => log_throughput(&bins, sizes).await,
             Scenario::Rss => idle_rss(&bins, sizes).await,
+            Scenario::Agents => simulated_agents(&bins, &args, sizes).await,
             Scenario::All => continue,
         };
         match r {
@@ -189,6 +200,54 @@ fn machine_description(bins: &Binaries) -> Vec<String> {
             bins.worker.display()
         ),
     ]
+}
+
+/// The `agents` scenario: each agent count on the memory store, then on
+/// Postgres when a database is given.
+async fn simulated_agents(bins: &Binaries, args: &Args, sizes: Sizes) -> Result<Table, LoadError> {
+    let sim_server = bins
+        .server
+        .parent()
+        .map(|d| d.join("hodei-sim-server"))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| LoadError::MissingBinary("hodei-sim-server".into()))?;
+    let counts = if args.agent_counts.is_empty() {
+        if args.quick {
+            vec![100]
+        } else {
+            vec![100, 1000, 10_000]
+        }
+    } else {
+        args.agent_counts.clone()
+    };
+    let database_url = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("HODEI_TEST_DATABASE_URL").ok());
+    let mut table = Table::new("Simulated agents on one server (hodei-sim-server)");
+    let mut stores: Vec<(&'static str, Option<&str>)> = vec![("memory", None)];
+    if let Some(url) = database_url.as_deref() {
+        stores.push(("postgres", Some(url)));
+    } else {
+        table.note("Postgres store skipped: no --database-url or HODEI_TEST_DATABASE_URL");
+    }
+    for (store, url) in stores {
+        for &agents in &counts {
+            let run = hodei_benches::sim::scenario::AgentsRun {
+                store,
+                agents,
+                dispatch_n: sizes.dispatch_n.min(100),
+                window: Duration::from_secs(if args.quick { 10 } else { 30 }),
+            };
+            hodei_benches::sim::scenario::run(&sim_server, url, &run, &mut table).await?;
+        }
+    }
+    table.note(
+        "Agents speak the worker protocol from one process, one gRPC connection each, \
+         heartbeats every 5 s; jobs are no-ops answered at once. CPU is sampled over the \
+         window once all are connected; KiB/agent = (RSS − RSS at start) / agents.",
+    );
+    Ok(table)
 }
 
 fn spec_of(name: &str, command: CommandType) -> v1::JobSpec {
