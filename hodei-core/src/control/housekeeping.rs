@@ -65,7 +65,12 @@ impl ControlPlane {
             .and_then(|r| chrono::Duration::from_std(r).ok())
             .and_then(|age| now.checked_sub_signed(age));
         let pruned_jobs = match cutoff {
-            Some(before) => stores.jobs.prune_finished(before).await?,
+            Some(before) => {
+                let n = stores.jobs.prune_finished(before).await?;
+                // Their histories go with them (the same cutoff, on the last record).
+                stores.job_history.prune_finished(before).await?;
+                n
+            }
             None => 0,
         };
         Ok(HousekeepingReport {

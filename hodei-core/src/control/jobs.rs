@@ -10,7 +10,7 @@ use crate::domain::ids::{CorrelationId, JobId, WorkerId};
 use crate::domain::job::{AttemptOutcome, AttemptResult, Job, JobState, Transition};
 use crate::domain::spec::JobSpec;
 use crate::proto::v1;
-use crate::store::{JobFilter, QueueEntry, StoreError};
+use crate::store::{JobFilter, JobTransitionRecord, QueueEntry, StoreError};
 
 /// Counts for `GetQueueStatus`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +53,8 @@ impl ControlPlane {
         let stored = self.inner.stores.jobs.insert(&job).await?;
         self.enqueue_job(&stored, Utc::now()).await?;
         tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
+        self.record_transition(&stored, None, JobState::Pending, "")
+            .await;
         self.publish(&stored, None, JobState::Pending, String::new());
         self.wake();
         Ok(stored)
@@ -150,8 +152,35 @@ impl ControlPlane {
         f: impl FnMut(&mut Job) -> ControlResult<Transition>,
     ) -> ControlResult<Job> {
         let (job, t) = self.update_job(id, f).await?;
+        self.record_transition(&job, Some(t.from), t.to, message)
+            .await;
         self.publish(&job, Some(t.from), t.to, message.to_owned());
         Ok(job)
+    }
+
+    /// Adds a stored transition to the job's history. The change itself is
+    /// already stored, so a history that cannot be written is reported, not
+    /// returned as the change's failure (a caller would retry a done change).
+    async fn record_transition(&self, job: &Job, from: Option<JobState>, to: JobState, why: &str) {
+        let record = JobTransitionRecord::new(
+            job.id(),
+            from,
+            to,
+            job.updated_at(),
+            job.execution_context().attempt,
+        )
+        .with_worker(job.worker_id())
+        .with_reason(why);
+        if let Err(e) = self.inner.stores.job_history.record(&record).await {
+            tracing::warn!(job_id = %job.id(), %to, error = %e, "job history not recorded");
+        }
+    }
+
+    /// A job's state changes, oldest first.
+    pub async fn job_history(&self, id: JobId) -> ControlResult<Vec<JobTransitionRecord>> {
+        // Unknown jobs are a 404, not an empty history.
+        self.get_job(id).await?;
+        Ok(self.inner.stores.job_history.history(id).await?)
     }
 
     /// Cancels a queued or running job. A running job's worker is told to kill it.
@@ -239,6 +268,11 @@ impl ControlPlane {
                 job
             }
         } else {
+            if job.state() == JobState::Scheduled {
+                // The result overtook the start message (a very short job):
+                // record the start first, so the history has every step.
+                self.job_started(worker, id, attempt).await?;
+            }
             let message = result.error.clone().unwrap_or_default();
             self.transition_job(id, &message, |j| {
                 Self::check_assignment(j, worker, Some(attempt))?;
