@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hodei_core::api::rest::{self, ErrorBody, JobDto, JobEventList, LogLinesPage};
 use hodei_core::control::ControlPlane;
-use hodei_core::store::{InMemoryJobHistoryStore, JobHistoryStore, JobTransitionRecord, StoreError};
+use hodei_core::store::{
+    InMemoryJobHistoryStore, JobHistoryStore, JobTransitionRecord, StoreError,
+};
 use hodei_core::testing::stores;
 use hodei_core::{JobId, LogEntry, LogStream};
 use reqwest::StatusCode;
@@ -105,7 +107,9 @@ impl App {
     }
 
     async fn lines(&self, id: &str, query: &str) -> LogLinesPage {
-        let r = self.get(&format!("/api/v1/jobs/{id}/logs/lines{query}")).await;
+        let r = self
+            .get(&format!("/api/v1/jobs/{id}/logs/lines{query}"))
+            .await;
         assert_eq!(r.status(), StatusCode::OK, "{query}");
         r.json().await.unwrap()
     }
@@ -147,7 +151,10 @@ async fn events_list_every_state_change_with_its_time_and_reason() {
         ]
     );
     let times: Vec<_> = events.events.iter().map(|e| e.at).collect();
-    assert!(times[0] >= before - chrono::Duration::seconds(1), "{times:?}");
+    assert!(
+        times[0] >= before - chrono::Duration::seconds(1),
+        "{times:?}"
+    );
     assert!(times[0] <= times[1], "in order: {times:?}");
     assert!(times[1] <= Utc::now(), "{times:?}");
     assert_eq!(raw["events"][0]["attempt"], 0);
@@ -158,14 +165,19 @@ async fn events_list_every_state_change_with_its_time_and_reason() {
 
     assert_eq!(
         error_field(
-            app.get(&format!("/api/v1/jobs/{}/events", JobId::new())).await,
+            app.get(&format!("/api/v1/jobs/{}/events", JobId::new()))
+                .await,
             StatusCode::NOT_FOUND
         )
         .await,
         None
     );
     assert_eq!(
-        error_field(app.get("/api/v1/jobs/nope/events").await, StatusCode::BAD_REQUEST).await,
+        error_field(
+            app.get("/api/v1/jobs/nope/events").await,
+            StatusCode::BAD_REQUEST
+        )
+        .await,
         Some("id".into())
     );
     // Documented in the OpenAPI document.
@@ -203,9 +215,7 @@ async fn log_pages_by_sequence_range_across_attempts_and_search() {
     assert_eq!(page.lines[999].sequence, 1000);
     assert!(page.more);
     // A far range, continuing into the next attempt.
-    let page = app
-        .lines(&job.id, "?attempt=1&from_seq=2499&limit=3")
-        .await;
+    let page = app.lines(&job.id, "?attempt=1&from_seq=2499&limit=3").await;
     let got: Vec<_> = page
         .lines
         .iter()

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hodei_core::domain::ids::{JobId, WorkerId};
 use hodei_core::domain::job::JobState;
-use hodei_core::store::{JobHistoryStore, JobTransitionRecord, StoreError};
 use hodei_core::store::job_history::MAX_RECORDS_PER_JOB;
+use hodei_core::store::{JobHistoryStore, JobTransitionRecord, StoreError};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -67,7 +67,10 @@ fn from_row(
 impl JobHistoryStore for PgJobHistoryStore {
     async fn record(&self, record: &JobTransitionRecord) -> Result<(), StoreError> {
         let err = |e| map_err("job history", e);
-        let keep = to_i64("records", u64::try_from(MAX_RECORDS_PER_JOB).unwrap_or(u64::MAX))?;
+        let keep = to_i64(
+            "records",
+            u64::try_from(MAX_RECORDS_PER_JOB).unwrap_or(u64::MAX),
+        )?;
         let mut tx = self.pool.begin().await.map_err(err)?;
         sqlx::query(
             "INSERT INTO job_history (job_id, from_state, to_state, at, attempt, worker_id, reason) \

@@ -51,9 +51,15 @@ async fn a_history_is_shared_by_replicas_and_kept_across_restarts() {
     let b = PgJobHistoryStore::new(db.pool(2).await);
     let job = JobId::new();
     let t = chrono::Utc::now();
-    a.record(&JobTransitionRecord::new(job, None, JobState::Pending, t, 0))
-        .await
-        .unwrap();
+    a.record(&JobTransitionRecord::new(
+        job,
+        None,
+        JobState::Pending,
+        t,
+        0,
+    ))
+    .await
+    .unwrap();
     b.record(
         &JobTransitionRecord::new(job, Some(JobState::Pending), JobState::Cancelled, t, 0)
             .with_reason("from replica b"),
@@ -62,12 +68,19 @@ async fn a_history_is_shared_by_replicas_and_kept_across_restarts() {
     .unwrap();
     let restarted = PgJobHistoryStore::new(db.pool(1).await);
     let got = restarted.history(job).await.unwrap();
-    let steps: Vec<_> = got.iter().map(|r| (r.from, r.to, r.reason.as_str())).collect();
+    let steps: Vec<_> = got
+        .iter()
+        .map(|r| (r.from, r.to, r.reason.as_str()))
+        .collect();
     assert_eq!(
         steps,
         vec![
             (None, JobState::Pending, ""),
-            (Some(JobState::Pending), JobState::Cancelled, "from replica b"),
+            (
+                Some(JobState::Pending),
+                JobState::Cancelled,
+                "from replica b"
+            ),
         ]
     );
     // Postgres keeps microseconds: the time comes back as stored, to the microsecond.
