@@ -184,6 +184,7 @@ fn main() {
             name: "docker".into(),
             provider_type: 3,
             config_json: r#"{"type":"docker","image":"hodei-worker:latest"}"#.into(),
+            max_workers: Some(2),
         },
     );
     proto(

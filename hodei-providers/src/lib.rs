@@ -13,6 +13,10 @@
 //! | `qemu` | `qemu::QemuMicroVmProvider` | QEMU microvm guests (KVM or software emulation) |
 //! | `firecracker` | `firecracker::FirecrackerProvider` | Firecracker microVMs (hardware KVM) |
 //!
+//! The `factory` feature adds `factory::BundledProviderFactory`, which builds
+//! any compiled-in provider from the domain `ProviderConfig` (runtime
+//! registration through the API, re-creation at start).
+//!
 //! ```no_run
 //! # #[cfg(feature = "process")] {
 //! use std::sync::Arc;
@@ -49,3 +53,7 @@ pub mod qemu;
 #[cfg(feature = "firecracker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "firecracker")))]
 pub mod firecracker;
+
+#[cfg(feature = "factory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "factory")))]
+pub mod factory;

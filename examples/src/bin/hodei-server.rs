@@ -12,13 +12,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy, SecretSealer};
-use hodei_core::provider::FullProvider;
-use hodei_core::{CommandType, JobSpec, ProviderConfig};
-use hodei_providers::docker::{DockerProvider, DockerProviderConfig};
-use hodei_providers::firecracker::{FirecrackerProvider, FirecrackerProviderConfig};
-use hodei_providers::kubernetes::{KubernetesProvider, KubernetesProviderConfig};
-use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
-use hodei_providers::qemu::{QemuMicroVmProvider, QemuProviderConfig};
+use hodei_core::{CommandType, JobSpec};
+use hodei_providers::docker::DockerProviderConfig;
+use hodei_providers::factory::{BundledProviderFactory, TypedConfig};
+use hodei_providers::firecracker::FirecrackerProviderConfig;
+use hodei_providers::kubernetes::KubernetesProviderConfig;
+use hodei_providers::process::ProcessProviderConfig;
+use hodei_providers::qemu::QemuProviderConfig;
 use hodei_store_postgres::{PgLeaderLease, PgStoreConfig};
 
 /// The Postgres lease as the control plane's leader election.
@@ -89,6 +89,34 @@ fn retention(value: Option<&str>) -> anyhow::Result<Option<Duration>> {
         bail!("HODEI_RETENTION={v:?} is invalid: must be longer than zero (unset it to keep jobs)");
     }
     Ok(Some(d))
+}
+
+/// The job artifact store: a directory (HODEI_ARTIFACT_DIR, default
+/// `$TMPDIR/hodei-artifacts`; replicas on one database must share it) and its
+/// limits (HODEI_ARTIFACT_MAX_FILE_BYTES, HODEI_ARTIFACT_MAX_JOB_BYTES,
+/// HODEI_ARTIFACT_MAX_FILES: 100 MiB, 1 GiB, 1000 by default).
+fn artifact_store() -> anyhow::Result<hodei_core::artifacts::FsArtifactStore> {
+    use hodei_core::artifacts::{self, ArtifactLimits};
+    let dir = std::env::var_os("HODEI_ARTIFACT_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| std::env::temp_dir().join("hodei-artifacts"), Into::into);
+    let limits = ArtifactLimits::default()
+        .with_max_file_bytes(env_or(
+            "HODEI_ARTIFACT_MAX_FILE_BYTES",
+            artifacts::DEFAULT_MAX_FILE_BYTES,
+        )?)
+        .with_max_job_bytes(env_or(
+            "HODEI_ARTIFACT_MAX_JOB_BYTES",
+            artifacts::DEFAULT_MAX_JOB_BYTES,
+        )?)
+        .with_max_files(env_or(
+            "HODEI_ARTIFACT_MAX_FILES",
+            artifacts::DEFAULT_MAX_FILES,
+        )?);
+    let store = hodei_core::artifacts::FsArtifactStore::new(&dir, limits)
+        .with_context(|| format!("artifact directory {} (HODEI_ARTIFACT_DIR)", dir.display()))?;
+    tracing::info!(dir = %dir.display(), ?limits, "job artifacts kept on disk");
+    Ok(store)
 }
 
 /// Every setting, read from the environment in one place.
@@ -243,20 +271,29 @@ async fn main() -> anyhow::Result<()> {
             SecretSealer::ephemeral()
         }
     };
+    let stores = match &pg {
+        Some(pg) => pg.stores(),
+        None => hodei_core::store::Stores::in_memory(),
+    };
+    // One factory builds the providers configured here and those registered
+    // through the API (POST /api/v1/providers, RegisterProvider).
+    let process_config = factory_process_base(&settings)?;
+    let factory = provider_factory(&settings, &stores, process_config.clone())?;
     let mut builder = ControlPlane::builder()
         .config(settings.cp.clone())
         .metrics(settings.metrics)
-        .secrets(sealer);
+        .secrets(sealer)
+        .stores(stores)
+        .artifacts(Arc::new(artifact_store()?))
+        .provider_factory(Arc::new(factory.clone()));
     match &pg {
         Some(pg) => {
             let holder = format!("{}-{}", hostname(), uuid::Uuid::new_v4());
             tracing::info!(%holder, lease_secs = settings.leader_lease.as_secs_f64(), "Postgres store; maintenance runs on the replica holding the lease");
-            builder = builder
-                .stores(pg.stores())
-                .leader_election(Arc::new(PgLeader {
-                    lease: pg.leader_lease("hodei-maintenance", holder, settings.leader_lease),
-                    leading: std::sync::atomic::AtomicBool::new(false),
-                }));
+            builder = builder.leader_election(Arc::new(PgLeader {
+                lease: pg.leader_lease("hodei-maintenance", holder, settings.leader_lease),
+                leading: std::sync::atomic::AtomicBool::new(false),
+            }));
         }
         None => tracing::warn!(
             "embedded development mode: in-memory store (state is lost at exit); do not expose \
@@ -265,85 +302,54 @@ async fn main() -> anyhow::Result<()> {
     }
     let cp = builder.build();
 
-    let process_config = ProcessProviderConfig::from_env()
-        .context("process provider configuration")?
-        .with_max_workers(settings.pool.max_workers);
-    let process_config = match &settings.process_provider_name {
-        Some(name) => process_config.with_name(name.clone()),
-        None => process_config,
-    };
-    // Local workers get their own client certificate (they inherit the
-    // server's environment, whose HODEI_TLS_CERT/KEY are the server's).
-    let process_config = match &settings.worker_tls {
-        Some([cert, key, ca]) => process_config
-            .with_env("HODEI_TLS_CERT", cert.clone())
-            .with_env("HODEI_TLS_KEY", key.clone())
-            .with_env("HODEI_TLS_CA", ca.clone()),
-        None if settings
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.client_ca_path.is_some()) =>
-        {
-            tracing::warn!(
-                "mTLS is on but HODEI_WORKER_TLS_CERT/KEY are not set: locally spawned \
-                 workers cannot connect"
-            );
-            process_config
-        }
-        None => process_config,
-    };
-    let agent_binary = process_config.resolve_agent_binary();
-    // Keep the provider's id across restarts (its workers are stored under it).
-    let process_id = match cp
-        .stores()
-        .providers
-        .get_by_name(&process_config.name)
+    factory
+        .register(&cp, TypedConfig::Process(process_config))
         .await
+        .context("registering the process provider")?;
+    if enabled("HODEI_DOCKER_ENABLED") {
+        let config = DockerProviderConfig::from_env().context("Docker provider configuration")?;
+        let (bind, address) = (settings.bind, &settings.worker_server_address);
+        factory
+            .register(&cp, TypedConfig::Docker(config))
+            .await
+            .with_context(|| {
+                format!(
+                    "Docker provider (HODEI_BIND_ADDRESS={bind}, worker server address {address})"
+                )
+            })?;
+    }
+    if enabled("HODEI_K8S_ENABLED") {
+        let config =
+            KubernetesProviderConfig::from_env().context("Kubernetes provider configuration")?;
+        factory
+            .register(&cp, TypedConfig::Kubernetes(Box::new(config)))
+            .await
+            .context("registering the Kubernetes provider")?;
+    }
+    if enabled("HODEI_QEMU_ENABLED") {
+        let config = QemuProviderConfig::from_env().context("QEMU provider configuration")?;
+        factory
+            .register(&cp, TypedConfig::Qemu(config))
+            .await
+            .context("registering the QEMU provider")?;
+    }
+    if enabled("HODEI_FC_ENABLED") {
+        let config =
+            FirecrackerProviderConfig::from_env().context("Firecracker provider configuration")?;
+        factory
+            .register(&cp, TypedConfig::Firecracker(config))
+            .await
+            .context("registering the Firecracker provider")?;
+    }
+    // Providers registered through the API before this start run again.
+    for r in cp
+        .restore_runtime_providers()
+        .await
+        .context("restoring providers")?
     {
-        Ok(Some(p)) => p.id(),
-        _ => hodei_core::ProviderId::new(),
-    };
-    let process = Arc::new(ProcessProvider::with_id(process_id, process_config));
-    cp.register_provider(
-        process.clone() as Arc<dyn FullProvider>,
-        ProviderConfig::BareMetal {
-            agent_binary: agent_binary.map(|p| p.display().to_string()),
-            hosts: Vec::new(),
-        },
-        settings.pool.clone(),
-    )
-    .await
-    .context("registering the process provider")?;
-    // Agents a killed server process left running: stopped unless the registry
-    // still knows them (those re-attach and are destroyed through their handle).
-    spawn_orphan_cleanup(&cp, "processes", move |known| {
-        let process = process.clone();
-        async move { process.cleanup_orphans(&known).await }
-    });
-
-    if matches!(
-        std::env::var("HODEI_DOCKER_ENABLED").as_deref(),
-        Ok("1" | "true" | "yes")
-    ) {
-        register_docker(&cp, &settings.pool, settings.bind).await?;
-    }
-    if matches!(
-        std::env::var("HODEI_K8S_ENABLED").as_deref(),
-        Ok("1" | "true" | "yes")
-    ) {
-        register_kubernetes(&cp, &settings.pool).await?;
-    }
-    if matches!(
-        std::env::var("HODEI_QEMU_ENABLED").as_deref(),
-        Ok("1" | "true" | "yes")
-    ) {
-        register_qemu(&cp, &settings.pool).await?;
-    }
-    if matches!(
-        std::env::var("HODEI_FC_ENABLED").as_deref(),
-        Ok("1" | "true" | "yes")
-    ) {
-        register_firecracker(&cp, &settings.pool, settings.bind).await?;
+        if let Some(e) = r.error {
+            tracing::error!(provider = %r.name, error = %e, "provider registered at runtime not restored (stays listed as unhealthy)");
+        }
     }
 
     let (grpc_listener, grpc_addr) =
@@ -471,169 +477,90 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The id a provider had in the store (so its workers stay its own across
-/// restarts), or a new one.
-async fn provider_id_of(cp: &ControlPlane, name: &str) -> hodei_core::ProviderId {
-    match cp.stores().providers.get_by_name(name).await {
-        Ok(Some(p)) => p.id(),
-        _ => hodei_core::ProviderId::new(),
-    }
+fn enabled(var: &str) -> bool {
+    matches!(std::env::var(var).as_deref(), Ok("1" | "true" | "yes"))
 }
 
-/// Removes, at once and then every minute, the workers (`what`: containers,
-/// pods) that a provider still holds but the registry does not know: what a
-/// crashed server left behind.
-fn spawn_orphan_cleanup<F, Fut>(cp: &ControlPlane, what: &'static str, cleanup: F)
-where
-    F: Fn(std::collections::HashSet<hodei_core::WorkerId>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<Vec<String>, hodei_core::ProviderError>> + Send,
-{
-    let cp = cp.clone();
-    tokio::spawn(async move {
-        loop {
-            let known = match cp.stores().workers.list().await {
-                Ok(ws) => ws.iter().map(|w| w.id()).collect(),
-                Err(_) => std::collections::HashSet::new(),
-            };
-            match cleanup(known).await {
-                Ok(removed) if !removed.is_empty() => {
-                    tracing::warn!(?removed, "removed orphaned worker {what}");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "orphan cleanup of {what} skipped"),
-            }
-            tokio::time::sleep(Duration::from_secs(60)).await;
+/// The local process provider's configuration: the environment, the
+/// replica's provider name and the client certificate of local workers.
+fn factory_process_base(settings: &Settings) -> anyhow::Result<ProcessProviderConfig> {
+    let c = ProcessProviderConfig::from_env()
+        .context("process provider configuration")?
+        .with_max_workers(settings.pool.max_workers);
+    let c = match &settings.process_provider_name {
+        Some(name) => c.with_name(name.clone()),
+        None => c,
+    };
+    // Local workers get their own client certificate (they inherit the
+    // server's environment, whose HODEI_TLS_CERT/KEY are the server's).
+    Ok(match &settings.worker_tls {
+        Some([cert, key, ca]) => c
+            .with_env("HODEI_TLS_CERT", cert.clone())
+            .with_env("HODEI_TLS_KEY", key.clone())
+            .with_env("HODEI_TLS_CA", ca.clone()),
+        None if settings
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_path.is_some()) =>
+        {
+            tracing::warn!(
+                "mTLS is on but HODEI_WORKER_TLS_CERT/KEY are not set: locally spawned \
+                 workers cannot connect"
+            );
+            c
         }
-    });
+        None => c,
+    })
 }
 
-/// Registers the Docker provider under the name `docker`, removes containers
-/// a crashed server left behind, and keeps doing so periodically. Refuses to
-/// start when worker containers could not reach the server listening on `bind`.
-async fn register_docker(cp: &ControlPlane, pool: &PoolPolicy, bind: IpAddr) -> anyhow::Result<()> {
-    let config = DockerProviderConfig::from_env().context("Docker provider configuration")?;
-    let id = provider_id_of(cp, &config.name).await;
-    // Lazy: a daemon that is down makes the provider unhealthy, not the server fail.
-    let docker = Arc::new(
-        DockerProvider::connect_lazy_with_id(id, config.clone())
-            .await
-            .context("Docker provider")?,
-    );
-    let address = &cp.config().worker_server_address;
-    docker
-        .check_server_reachable(bind, address)
-        .await
-        .with_context(|| {
-            format!(
-                "Docker workers could not reach this server (HODEI_BIND_ADDRESS={bind}, \
-                 worker server address {address})"
-            )
-        })?;
-    if config.network_mode.is_host() {
-        tracing::warn!(
-            "HODEI_DOCKER_NETWORK=host: Docker jobs share the host's network and can \
-            reach every loopback service of the host (this server's API, local databases)"
-        );
+/// The provider factory, its bases read from the environment: a provider
+/// registered at runtime gets the same settings as one enabled here.
+fn provider_factory(
+    settings: &Settings,
+    stores: &hodei_core::store::Stores,
+    process: ProcessProviderConfig,
+) -> anyhow::Result<BundledProviderFactory> {
+    // A kind not enabled here may still be registered at runtime: its
+    // environment is then read if valid, the defaults used otherwise.
+    fn base<T: Default>(
+        enabled: bool,
+        r: Result<T, hodei_core::ProviderError>,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        match r {
+            Ok(c) => Ok(c),
+            Err(e) if enabled => Err(anyhow::anyhow!("{what} configuration: {e}")),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} configuration ignored; runtime {what}s use the defaults");
+                Ok(T::default())
+            }
+        }
     }
-    let policy = pool.clone().max_workers(config.max_workers);
-    cp.register_provider(
-        docker.clone(),
-        ProviderConfig::Docker {
-            image: config.image.clone(),
-            docker_host: config.docker_host.clone(),
-            network: Some(config.network_mode.as_docker().to_owned()),
-        },
-        policy,
+    Ok(
+        BundledProviderFactory::new(settings.pool.clone(), stores.workers.clone())
+            .server_address(settings.bind, settings.worker_server_address.clone())
+            .process_base(process)
+            .docker_base(base(
+                enabled("HODEI_DOCKER_ENABLED"),
+                DockerProviderConfig::from_env(),
+                "Docker provider",
+            )?)
+            .kubernetes_base(base(
+                enabled("HODEI_K8S_ENABLED"),
+                KubernetesProviderConfig::from_env(),
+                "Kubernetes provider",
+            )?)
+            .qemu_base(base(
+                enabled("HODEI_QEMU_ENABLED"),
+                QemuProviderConfig::from_env(),
+                "QEMU provider",
+            )?)
+            .firecracker_base(base(
+                enabled("HODEI_FC_ENABLED"),
+                FirecrackerProviderConfig::from_env(),
+                "Firecracker provider",
+            )?),
     )
-    .await
-    .context("registering the Docker provider")?;
-    spawn_orphan_cleanup(cp, "containers", move |known| {
-        let docker = docker.clone();
-        async move { docker.cleanup_orphans(&known).await }
-    });
-    Ok(())
-}
-
-/// Registers the Kubernetes provider (one pod per worker, see
-/// docs/KUBERNETES.md) and removes pods a crashed server left behind, at start
-/// and periodically.
-async fn register_kubernetes(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
-    let config =
-        KubernetesProviderConfig::from_env().context("Kubernetes provider configuration")?;
-    let id = provider_id_of(cp, &config.name).await;
-    // Makes no API call: an unreachable cluster makes the provider unhealthy, not the server fail.
-    let k8s = Arc::new(
-        KubernetesProvider::connect_with_id(id, config.clone())
-            .await
-            .context("Kubernetes provider")?,
-    );
-    cp.register_provider(
-        k8s.clone(),
-        config.to_provider_config(),
-        pool.clone().max_workers(config.max_workers),
-    )
-    .await
-    .context("registering the Kubernetes provider")?;
-    spawn_orphan_cleanup(cp, "pods", move |known| {
-        let k8s = k8s.clone();
-        async move { k8s.cleanup_orphans(&known).await }
-    });
-    Ok(())
-}
-
-/// Registers the Firecracker provider under the name `firecracker` (needs
-/// hardware KVM, the `firecracker` binary and the guest image; see
-/// docs/MICROVM.md). Without them it registers but reports itself unhealthy.
-async fn register_firecracker(
-    cp: &ControlPlane,
-    pool: &PoolPolicy,
-    bind: IpAddr,
-) -> anyhow::Result<()> {
-    let config =
-        FirecrackerProviderConfig::from_env().context("Firecracker provider configuration")?;
-    if bind.is_loopback() {
-        // Guests come in through their tap, at its host address.
-        tracing::warn!(%bind, "HODEI_BIND_ADDRESS is a loopback address: Firecracker guests \
-            cannot reach the server through their tap; bind 0.0.0.0 or the tap subnet's host addresses");
-    }
-    let id = provider_id_of(cp, &config.name).await;
-    let fc = FirecrackerProvider::with_id(id, config.clone()).context("Firecracker provider")?;
-    let settings = [("kernel", &config.kernel), ("rootfs", &config.rootfs)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.display().to_string()))
-        .collect();
-    cp.register_provider(
-        Arc::new(fc),
-        ProviderConfig::Custom { settings },
-        pool.clone().max_workers(config.max_workers),
-    )
-    .await
-    .context("registering the Firecracker provider")?;
-    Ok(())
-}
-
-/// Registers the QEMU microVM provider under the name `qemu` (see docs/MICROVM.md);
-/// VMs a crashed server left behind are removed when it starts.
-async fn register_qemu(cp: &ControlPlane, pool: &PoolPolicy) -> anyhow::Result<()> {
-    let config = QemuProviderConfig::from_env().context("QEMU provider configuration")?;
-    let id = provider_id_of(cp, &config.name).await;
-    let qemu = QemuMicroVmProvider::with_id(id, config.clone()).context("QEMU provider")?;
-    let settings = [
-        ("kernel", &config.kernel),
-        ("initrd", &config.initrd),
-        ("rootfs", &config.rootfs),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.display().to_string()))
-    .collect();
-    cp.register_provider(
-        Arc::new(qemu),
-        ProviderConfig::Custom { settings },
-        pool.clone().max_workers(config.max_workers),
-    )
-    .await
-    .context("registering the QEMU provider")?;
-    Ok(())
 }
 
 /// Submits a few jobs, prints their logs and results.

@@ -232,9 +232,11 @@ mod tests {
             Command::Job(JobCommand::Retry { wait: true, .. })
         ));
         assert!(matches!(
-            parse(&["-o", "json", "audit", "list", "--actor", "ci", "--since", "1h"])
-                .unwrap()
-                .command,
+            parse(&[
+                "-o", "json", "audit", "list", "--actor", "ci", "--since", "1h"
+            ])
+            .unwrap()
+            .command,
             Command::Audit(audit::AuditCommand::List { .. })
         ));
         assert!(parse(&["audit", "list", "--limit", "0"]).is_err());
@@ -352,7 +354,9 @@ mod tests {
             Command::Provider(providers::ProviderCommand::List)
         ));
         assert!(matches!(
-            parse(&["provider", "set-state", "docker", "maintenance"]).unwrap().command,
+            parse(&["provider", "set-state", "docker", "maintenance"])
+                .unwrap()
+                .command,
             Command::Provider(providers::ProviderCommand::SetState {
                 state: providers::OperatorState::Maintenance,
                 ..

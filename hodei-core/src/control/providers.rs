@@ -8,19 +8,11 @@ use futures::StreamExt;
 
 use super::{ControlError, ControlPlane, ControlResult, PoolPolicy, ProviderEntry};
 use crate::domain::ids::ProviderId;
-use crate::domain::provider::{Provider, ProviderConfig};
+use crate::domain::provider::{Provider, ProviderConfig, ProviderStatus};
 use crate::provider::{FullProvider, HealthStatus, WorkerEvent};
 
 /// How soon a provider is probed again after a failed provisioning.
 const PROBE_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Builds a runtime provider from a stored configuration, for providers
-/// registered through the API (`RegisterProvider`).
-pub type ProviderFactory = Arc<
-    dyn Fn(ProviderId, &str, &ProviderConfig) -> Result<Arc<dyn FullProvider>, ControlError>
-        + Send
-        + Sync,
->;
 
 impl ControlPlane {
     /// Registers a runtime provider under its name with a pool policy, stores
@@ -45,7 +37,21 @@ impl ControlPlane {
                 provider.name()
             )));
         }
-        let aggregate = Provider::new(id, provider.name(), config, provider.capabilities());
+        // Registered again under its stored id (restart): an operator's
+        // maintenance/disabled state and the runtime origin are kept.
+        let stored = self.inner.stores.providers.get(id).await?;
+        let mut aggregate = Provider::new(id, provider.name(), config, provider.capabilities())
+            .registered_at_runtime(
+                stored
+                    .as_ref()
+                    .is_some_and(Provider::is_registered_at_runtime),
+            );
+        if let Some(status) = stored
+            .map(|p| p.status())
+            .filter(|s| matches!(s, ProviderStatus::Maintenance | ProviderStatus::Disabled))
+        {
+            aggregate.set_status(status);
+        }
         self.inner.stores.providers.save(&aggregate).await?;
         {
             let mut map = self
@@ -66,23 +72,6 @@ impl ControlPlane {
         tracing::info!(provider = %aggregate.name(), %id, "provider registered");
         self.wake();
         self.get_provider(&id.to_string()).await
-    }
-
-    /// Registers a provider from configuration through the provider factory.
-    pub async fn register_provider_config(
-        &self,
-        name: &str,
-        config: ProviderConfig,
-    ) -> ControlResult<Provider> {
-        let Some(factory) = self.inner.provider_factory.clone() else {
-            return Err(ControlError::FailedPrecondition(
-                "this server has no provider factory: providers are registered in code at start"
-                    .into(),
-            ));
-        };
-        let provider = factory(ProviderId::new(), name, &config)?;
-        self.register_provider(provider, config, PoolPolicy::default())
-            .await
     }
 
     pub(super) fn provider_entry(&self, id: ProviderId) -> Option<Arc<ProviderEntry>> {
@@ -142,6 +131,8 @@ impl ControlPlane {
             }
             self.inner.stores.providers.save(&p).await?;
         }
+        // Heals a load count a missed update left wrong.
+        self.refresh_provider_load(id).await;
         Ok(status)
     }
 

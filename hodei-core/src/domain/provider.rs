@@ -262,6 +262,13 @@ pub struct Provider {
     max_concurrent_jobs: u32,
     last_health_check: Option<DateTime<Utc>>,
     last_error: Option<String>,
+    /// Registered through the API (re-created from `config` at start), not
+    /// built in code from the server's environment.
+    #[serde(default)]
+    registered_at_runtime: bool,
+    /// The operator's price for its resources (`cost_aware`); `None` = its own estimate.
+    #[serde(default)]
+    pricing: Option<crate::domain::pricing::ResourcePricing>,
 }
 
 impl Provider {
@@ -284,7 +291,45 @@ impl Provider {
             max_concurrent_jobs: max,
             last_health_check: None,
             last_error: None,
+            registered_at_runtime: false,
+            pricing: None,
         }
+    }
+
+    /// Sets the price of its resources, which `cost_aware` ranks it by.
+    #[must_use]
+    pub fn with_pricing(
+        mut self,
+        pricing: Option<crate::domain::pricing::ResourcePricing>,
+    ) -> Self {
+        self.pricing = pricing;
+        self
+    }
+
+    /// The operator's price of its resources, if set.
+    #[must_use]
+    pub fn pricing(&self) -> Option<crate::domain::pricing::ResourcePricing> {
+        self.pricing
+    }
+
+    /// Marks it as registered through the API, so the server re-creates it
+    /// from its stored configuration when it starts again.
+    #[must_use]
+    pub fn registered_at_runtime(mut self, yes: bool) -> Self {
+        self.registered_at_runtime = yes;
+        self
+    }
+
+    /// Whether it was registered through the API.
+    #[must_use]
+    pub fn is_registered_at_runtime(&self) -> bool {
+        self.registered_at_runtime
+    }
+
+    /// Most jobs it runs at once (`Overloaded` at that many).
+    #[must_use]
+    pub fn max_concurrent_jobs(&self) -> u32 {
+        self.max_concurrent_jobs
     }
 
     /// Id.
@@ -380,6 +425,19 @@ impl Provider {
         self.active_jobs = self.active_jobs.saturating_add(1);
         if self.active_jobs >= self.max_concurrent_jobs && self.status == ProviderStatus::Active {
             self.status = ProviderStatus::Overloaded;
+        }
+    }
+
+    /// Sets the count of jobs running on its workers (counted from the
+    /// registry): `Overloaded` at the limit, back to `Active` below it.
+    pub fn set_job_count(&mut self, n: u32) {
+        self.active_jobs = n;
+        if self.active_jobs >= self.max_concurrent_jobs && self.status == ProviderStatus::Active {
+            self.status = ProviderStatus::Overloaded;
+        } else if self.active_jobs < self.max_concurrent_jobs
+            && self.status == ProviderStatus::Overloaded
+        {
+            self.status = ProviderStatus::Active;
         }
     }
 

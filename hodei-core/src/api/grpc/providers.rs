@@ -6,7 +6,8 @@ use super::status_from;
 use crate::control::ControlPlane;
 use crate::domain::provider::ProviderConfig;
 use crate::proto::convert::{
-    provider_status_to_proto, provider_to_proto, provider_type_from_proto, to_millis,
+    provider_status_from_proto, provider_status_to_proto, provider_to_proto,
+    provider_type_from_proto, to_millis,
 };
 use crate::proto::v1;
 use crate::proto::v1::provider_management_service_server::ProviderManagementService;
@@ -22,6 +23,18 @@ impl ProviderManagementApi {
     #[must_use]
     pub fn new(cp: ControlPlane) -> Self {
         Self { cp }
+    }
+}
+
+impl ProviderManagementApi {
+    /// Workers of `p` that are not gone.
+    async fn live_workers(&self, p: &crate::domain::provider::Provider) -> Result<u32, Status> {
+        let workers = self.cp.list_workers(true).await.map_err(status_from)?;
+        let id = p.id().to_string();
+        Ok(
+            u32::try_from(workers.iter().filter(|w| w.provider_id == id).count())
+                .unwrap_or(u32::MAX),
+        )
     }
 }
 
@@ -47,10 +60,42 @@ impl ProviderManagementService for ProviderManagementApi {
         }
         let p = self
             .cp
-            .register_provider_config(&r.name, config)
+            .register_provider_config(&r.name, config, r.max_workers)
             .await
             .map_err(status_from)?;
         Ok(Response::new(v1::RegisterProviderResponse {
+            provider: Some(provider_to_proto(&p, 0)),
+        }))
+    }
+
+    async fn set_provider_state(
+        &self,
+        req: Request<v1::SetProviderStateRequest>,
+    ) -> Result<Response<v1::SetProviderStateResponse>, Status> {
+        let r = req.into_inner();
+        let state =
+            provider_status_from_proto(r.state, "state").map_err(|e| status_from(e.into()))?;
+        let p = self
+            .cp
+            .set_provider_state(&r.provider, state)
+            .await
+            .map_err(status_from)?;
+        let n = self.live_workers(&p).await?;
+        Ok(Response::new(v1::SetProviderStateResponse {
+            provider: Some(provider_to_proto(&p, n)),
+        }))
+    }
+
+    async fn remove_provider(
+        &self,
+        req: Request<v1::RemoveProviderRequest>,
+    ) -> Result<Response<v1::RemoveProviderResponse>, Status> {
+        let p = self
+            .cp
+            .remove_provider(&req.get_ref().provider)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(v1::RemoveProviderResponse {
             provider: Some(provider_to_proto(&p, 0)),
         }))
     }

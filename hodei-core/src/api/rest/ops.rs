@@ -101,7 +101,9 @@ pub(super) async fn register_provider(
     if req.name.trim().is_empty() {
         return Err(ApiError::invalid_argument("name", "must not be empty"));
     }
-    let p = s.cp.register_provider_config(&req.name, req.config).await?;
+    let p =
+        s.cp.register_provider_config(&req.name, req.config, req.max_workers)
+            .await?;
     Ok((StatusCode::CREATED, Json(ProviderDto::new(&p, 0))).into_response())
 }
 

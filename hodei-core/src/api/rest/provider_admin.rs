@@ -1,0 +1,120 @@
+//! Operator actions on one provider: set its state, remove it.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::dto::ProviderDto;
+use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::domain::provider::{Provider, ProviderStatus};
+
+/// Body of `PATCH /api/v1/providers/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SetProviderStateRequest {
+    /// `active`, `maintenance` (out of scheduling, workers drained) or
+    /// `disabled` (the same, and it may then be removed).
+    #[schema(example = "maintenance")]
+    pub state: String,
+}
+
+/// The operator state named by `s`.
+///
+/// # Errors
+/// 400 naming `state` for anything but `active`, `maintenance` or `disabled`.
+pub(super) fn parse_state(s: &str) -> Result<ProviderStatus, ApiError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "active" => Ok(ProviderStatus::Active),
+        "maintenance" => Ok(ProviderStatus::Maintenance),
+        "disabled" => Ok(ProviderStatus::Disabled),
+        other => Err(ApiError::invalid_argument(
+            "state",
+            format!("{other:?} is not a state an operator sets (active, maintenance or disabled)"),
+        )),
+    }
+}
+
+async fn dto(s: &AppState, p: &Provider) -> Result<ProviderDto, ApiError> {
+    let workers =
+        s.cp.stores()
+            .workers
+            .list()
+            .await
+            .map_err(crate::control::ControlError::from)?
+            .iter()
+            .filter(|w| w.provider_id() == p.id() && !w.state().is_gone())
+            .count();
+    Ok(ProviderDto::new(
+        p,
+        u32::try_from(workers).unwrap_or(u32::MAX),
+    ))
+}
+
+/// Sets a provider's state. Leaving `active` takes it out of scheduling at
+/// once: idle workers are retired, busy ones drained (running jobs finish).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/providers/{id}",
+    tag = "providers",
+    params(("id" = String, Path, description = "Provider id or name")),
+    request_body(content = SetProviderStateRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The provider in its new state", body = ProviderDto),
+        (status = 400, description = "Malformed body or unknown state", body = ErrorBody),
+        (status = 404, description = "No such provider", body = ErrorBody),
+        (status = 503, description = "A store is unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn set_provider_state(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetProviderStateRequest>,
+) -> Result<Json<ProviderDto>, ApiError> {
+    let state = parse_state(&req.state)?;
+    let p = s.cp.set_provider_state(&id, state).await?;
+    Ok(Json(dto(&s, &p).await?))
+}
+
+/// Removes a provider that is `disabled` and has no workers left.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/providers/{id}",
+    tag = "providers",
+    params(("id" = String, Path, description = "Provider id or name")),
+    responses(
+        (status = 200, description = "The removed provider", body = ProviderDto),
+        (status = 404, description = "No such provider", body = ErrorBody),
+        (status = 409, description = "Not disabled, or workers are still draining", body = ErrorBody),
+        (status = 503, description = "A store is unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn remove_provider(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ProviderDto>, ApiError> {
+    let p = s.cp.remove_provider(&id).await?;
+    Ok(Json(ProviderDto::new(&p, 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_operator_states_parse_and_a_bad_one_names_the_field() {
+        assert_eq!(
+            parse_state("Maintenance").unwrap(),
+            ProviderStatus::Maintenance
+        );
+        assert_eq!(parse_state(" active ").unwrap(), ProviderStatus::Active);
+        assert_eq!(parse_state("disabled").unwrap(), ProviderStatus::Disabled);
+        for bad in ["overloaded", "unhealthy", "", "paused"] {
+            let e = parse_state(bad).unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(e.detail().field.as_deref(), Some("state"), "{bad}");
+        }
+    }
+}
