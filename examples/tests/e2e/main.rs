@@ -8,6 +8,7 @@ mod docker;
 mod failover;
 mod harness;
 mod postgres;
+mod runtime_providers;
 mod security;
 
 use std::time::Duration;
