@@ -2,14 +2,17 @@
 //! real child processes, real sockets, the embedded in-memory store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit;
 mod crash_safety;
 mod dashboard;
 mod docker;
 mod failover;
 mod harness;
+mod observability;
 mod postgres;
 mod runtime_providers;
 mod security;
+mod templates;
 
 use std::time::Duration;
 

@@ -32,10 +32,13 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// The usage carried by a heartbeat, for the worker being updated.
+    /// The usage carried by a heartbeat, for the worker being updated. An
+    /// agent's first heartbeats may carry an empty sample (its cache not
+    /// filled yet: no live process uses 0 bytes): not a measurement, skipped.
     pub(super) fn heartbeat_stats(hb: &v1::WorkerHeartbeat) -> Option<WorkerStats> {
         hb.usage
             .as_ref()
+            .filter(|u| u.memory_bytes > 0)
             .map(crate::proto::convert::worker_stats_from_proto)
     }
 }

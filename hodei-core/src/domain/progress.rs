@@ -53,4 +53,27 @@ mod tests {
         let p = JobProgress::new(100, &long).unwrap();
         assert!(p.message.len() <= MAX_PROGRESS_MESSAGE_BYTES);
     }
+
+    #[test]
+    fn only_a_placed_job_takes_progress_and_a_new_attempt_starts_without() {
+        use crate::domain::ids::{ProviderId, WorkerId};
+        use crate::domain::job::{AttemptResult, Job};
+        use crate::domain::spec::{CommandType, JobSpec};
+        let mut job = Job::new(
+            JobSpec::new("p", CommandType::shell("true", [] as [&str; 0])).with_max_attempts(2),
+        );
+        let p = JobProgress::new(10, "x").unwrap();
+        assert!(job.record_progress(p.clone()).is_err(), "pending");
+        job.submit_to_provider(ProviderId::new(), Some(WorkerId::new()))
+            .unwrap();
+        job.mark_running().unwrap();
+        job.record_progress(p.clone()).unwrap();
+        assert_eq!(job.execution_context().progress.as_ref(), Some(&p));
+        job.queue("worker lost").unwrap();
+        job.submit_to_provider(ProviderId::new(), None).unwrap();
+        assert_eq!(job.execution_context().progress, None, "new attempt");
+        job.mark_running().unwrap();
+        job.complete(AttemptResult::exited(0)).unwrap();
+        assert!(job.record_progress(p).is_err(), "finished");
+    }
 }
