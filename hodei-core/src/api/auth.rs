@@ -572,13 +572,11 @@ pub fn grpc_required_scope(path: &str) -> Option<Scope> {
         // Worker-facing: the worker's session token, checked by the service.
         ("WorkerAgentService" | "ArtifactService", _) => None,
         ("JobExecutionService", "StartJob" | "UpdateProgress" | "CompleteJob" | "FailJob") => None,
-        (
-            "JobExecutionService",
-            "QueueJob" | "CancelJob" | "RetryJob" | "ExecutionEventStream",
-        ) => {
+        ("JobExecutionService", "QueueJob" | "CancelJob" | "RetryJob" | "ExecutionEventStream") => {
             Some(Scope::Submit)
         }
         ("JobQueryService" | "LogStreamService" | "MetricsService", _) => Some(Scope::Submit),
+        ("JobArtifactService", _) => Some(Scope::Submit),
         // Like their REST routes: creating and running templates is submitting work.
         ("TemplateService", _) => Some(Scope::Submit),
         ("ProviderManagementService", "ListProviders" | "GetProviderHealth") => Some(Scope::Submit),
@@ -843,6 +841,19 @@ mod tests {
 
     #[test]
     fn method_scopes() {
+        // Retrying is like submitting; the audit log is for admins only.
+        assert_eq!(
+            grpc_required_scope("/hodei.v1.JobExecutionService/RetryJob"),
+            Some(Scope::Submit)
+        );
+        assert_eq!(
+            grpc_required_scope("/hodei.v1.AuditService/ListAudit"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            rest_required_scope(&Method::GET, "/api/v1/audit"),
+            Some(Scope::Admin)
+        );
         assert_eq!(
             grpc_required_scope("/hodei.v1.WorkerAgentService/Register"),
             None

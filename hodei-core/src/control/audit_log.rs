@@ -120,6 +120,24 @@ impl Auditor<'_> {
         self.append(entry).await;
     }
 
+    /// Like [`record`](Self::record), with `detail` kept on a success too
+    /// (e.g. the state a provider was set to).
+    pub async fn record_detail<T, E: fmt::Display>(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        target: impl Into<String>,
+        result: &Result<T, E>,
+        detail: impl Into<String>,
+    ) {
+        let entry = NewAuditEntry::new(actor.as_str(), action, target);
+        let entry = match result {
+            Ok(_) => entry.with_outcome(AuditOutcome::Success, detail),
+            Err(e) => entry.with_outcome(AuditOutcome::Failure, e.to_string()),
+        };
+        self.append(entry).await;
+    }
+
     /// Records a prepared entry.
     pub async fn append(&self, entry: NewAuditEntry) {
         if let Err(e) = self.cp.inner.stores.audit.append(&entry).await {

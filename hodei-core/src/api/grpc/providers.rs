@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::status_from;
-use crate::control::ControlPlane;
+use crate::control::{Actor, ControlPlane, provider_target};
 use crate::domain::provider::ProviderConfig;
 use crate::proto::convert::{
     provider_status_from_proto, provider_status_to_proto, provider_to_proto,
@@ -11,6 +11,7 @@ use crate::proto::convert::{
 };
 use crate::proto::v1;
 use crate::proto::v1::provider_management_service_server::ProviderManagementService;
+use crate::store::AuditAction;
 
 /// ProviderManagementService over the control plane.
 #[derive(Debug, Clone)]
@@ -44,6 +45,7 @@ impl ProviderManagementService for ProviderManagementApi {
         &self,
         req: Request<v1::RegisterProviderRequest>,
     ) -> Result<Response<v1::RegisterProviderResponse>, Status> {
+        let actor = Actor::of_grpc(&req);
         let r = req.into_inner();
         if r.name.trim().is_empty() {
             return Err(Status::invalid_argument("name: must not be empty"));
@@ -58,11 +60,15 @@ impl ProviderManagementService for ProviderManagementApi {
                 config.provider_type()
             )));
         }
-        let p = self
+        let result = self
             .cp
             .register_provider_config(&r.name, config, r.max_workers)
-            .await
-            .map_err(status_from)?;
+            .await;
+        self.cp
+            .audit()
+            .record(&actor, AuditAction::ProviderRegister, provider_target(&r.name), &result)
+            .await;
+        let p = result.map_err(status_from)?;
         Ok(Response::new(v1::RegisterProviderResponse {
             provider: Some(provider_to_proto(&p, 0)),
         }))
@@ -72,14 +78,17 @@ impl ProviderManagementService for ProviderManagementApi {
         &self,
         req: Request<v1::SetProviderStateRequest>,
     ) -> Result<Response<v1::SetProviderStateResponse>, Status> {
+        let actor = Actor::of_grpc(&req);
         let r = req.into_inner();
         let state =
             provider_status_from_proto(r.state, "state").map_err(|e| status_from(e.into()))?;
-        let p = self
-            .cp
-            .set_provider_state(&r.provider, state)
-            .await
-            .map_err(status_from)?;
+        let result = self.cp.set_provider_state(&r.provider, state).await;
+        let target = provider_target(result.as_ref().map_or(r.provider.as_str(), |p| p.name()));
+        self.cp
+            .audit()
+            .record_detail(&actor, AuditAction::ProviderUpdate, target, &result, format!("state {state}"))
+            .await;
+        let p = result.map_err(status_from)?;
         let n = self.live_workers(&p).await?;
         Ok(Response::new(v1::SetProviderStateResponse {
             provider: Some(provider_to_proto(&p, n)),
@@ -90,11 +99,15 @@ impl ProviderManagementService for ProviderManagementApi {
         &self,
         req: Request<v1::RemoveProviderRequest>,
     ) -> Result<Response<v1::RemoveProviderResponse>, Status> {
-        let p = self
-            .cp
-            .remove_provider(&req.get_ref().provider)
-            .await
-            .map_err(status_from)?;
+        let actor = Actor::of_grpc(&req);
+        let id = req.get_ref().provider.as_str();
+        let result = self.cp.remove_provider(id).await;
+        let target = provider_target(result.as_ref().map_or(id, |p| p.name()));
+        self.cp
+            .audit()
+            .record(&actor, AuditAction::ProviderDelete, target, &result)
+            .await;
+        let p = result.map_err(status_from)?;
         Ok(Response::new(v1::RemoveProviderResponse {
             provider: Some(provider_to_proto(&p, 0)),
         }))

@@ -96,14 +96,24 @@ pub(super) async fn list_providers(
 )]
 pub(super) async fn register_provider(
     State(s): State<AppState>,
+    actor: crate::control::Actor,
     ApiJson(req): ApiJson<RegisterProviderRequest>,
 ) -> Result<Response, ApiError> {
     if req.name.trim().is_empty() {
         return Err(ApiError::invalid_argument("name", "must not be empty"));
     }
-    let p =
+    let result =
         s.cp.register_provider_config(&req.name, req.config, req.max_workers)
-            .await?;
+            .await;
+    s.cp.audit()
+        .record(
+            &actor,
+            crate::store::AuditAction::ProviderRegister,
+            crate::control::provider_target(&req.name),
+            &result,
+        )
+        .await;
+    let p = result?;
     Ok((StatusCode::CREATED, Json(ProviderDto::new(&p, 0))).into_response())
 }
 

@@ -8,7 +8,9 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::dto::ProviderDto;
 use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::control::{Actor, provider_target};
 use crate::domain::provider::{Provider, ProviderStatus};
+use crate::store::AuditAction;
 
 /// Body of `PATCH /api/v1/providers/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -70,11 +72,17 @@ async fn dto(s: &AppState, p: &Provider) -> Result<ProviderDto, ApiError> {
 )]
 pub(super) async fn set_provider_state(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<SetProviderStateRequest>,
 ) -> Result<Json<ProviderDto>, ApiError> {
     let state = parse_state(&req.state)?;
-    let p = s.cp.set_provider_state(&id, state).await?;
+    let result = s.cp.set_provider_state(&id, state).await;
+    let target = provider_target(result.as_ref().map_or(id.as_str(), |p| p.name()));
+    s.cp.audit()
+        .record_detail(&actor, AuditAction::ProviderUpdate, target, &result, format!("state {state}"))
+        .await;
+    let p = result?;
     Ok(Json(dto(&s, &p).await?))
 }
 
@@ -93,9 +101,15 @@ pub(super) async fn set_provider_state(
 )]
 pub(super) async fn remove_provider(
     State(s): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Json<ProviderDto>, ApiError> {
-    let p = s.cp.remove_provider(&id).await?;
+    let result = s.cp.remove_provider(&id).await;
+    let target = provider_target(result.as_ref().map_or(id.as_str(), |p| p.name()));
+    s.cp.audit()
+        .record(&actor, AuditAction::ProviderDelete, target, &result)
+        .await;
+    let p = result?;
     Ok(Json(ProviderDto::new(&p, 0)))
 }
 
