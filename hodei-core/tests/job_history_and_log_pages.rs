@@ -187,7 +187,7 @@ async fn events_list_every_state_change_with_its_time_and_reason() {
 }
 
 #[tokio::test]
-async fn log_pages_by_sequence_range_across_attempts_and_search() {
+async fn log_pages_by_line_range_across_attempts_and_search() {
     let app = spawn_app().await;
     let job = app.create("big-log").await;
     let id: JobId = job.id.parse().unwrap();
@@ -203,23 +203,34 @@ async fn log_pages_by_sequence_range_across_attempts_and_search() {
             vec![
                 LogEntry::new(1, LogStream::Stderr, b"Second try: LINE 7 again".to_vec()),
                 LogEntry::new(2, LogStream::Stdout, b"\xffbad utf-8".to_vec()),
+                // One entry, several lines (the agent batches output), split
+                // as the SSE form splits them.
+                LogEntry::new(3, LogStream::Stdout, b"x\r\ny\rz\r".to_vec()),
             ],
         )
         .await
         .unwrap();
-    // Defaults: from the start, 1000 lines; every attempt's count. The job
-    // never ran, so only the attempts its record knows are counted.
+    // Defaults: from the start, 1000 lines; every attempt's count of lines
+    // and of the entries holding them.
     let page = app.lines(&job.id, "").await;
+    let counts: Vec<_> = page
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.lines, a.entries))
+        .collect();
+    assert_eq!(counts, vec![(1, 2500, 2500), (2, 5, 3)]);
     assert_eq!(page.lines.len(), 1000);
     assert_eq!(page.lines[0].text, "line 1");
-    assert_eq!(page.lines[999].sequence, 1000);
+    assert_eq!(page.lines[999].line, 1000);
     assert!(page.more);
     // A far range, continuing into the next attempt.
-    let page = app.lines(&job.id, "?attempt=1&from_seq=2499&limit=3").await;
+    let page = app
+        .lines(&job.id, "?attempt=1&from_line=2499&limit=3")
+        .await;
     let got: Vec<_> = page
         .lines
         .iter()
-        .map(|l| (l.attempt, l.sequence, l.stream.as_str(), l.text.as_str()))
+        .map(|l| (l.attempt, l.line, l.stream.as_str(), l.text.as_str()))
         .collect();
     assert_eq!(
         got,
@@ -230,13 +241,20 @@ async fn log_pages_by_sequence_range_across_attempts_and_search() {
         ]
     );
     assert!(page.more);
-    let page = app.lines(&job.id, "?attempt=2&from_seq=2").await;
-    assert_eq!(page.lines.len(), 1);
-    assert_eq!(page.lines[0].text, "\u{fffd}bad utf-8");
+    let page = app.lines(&job.id, "?attempt=2&from_line=2").await;
+    let got: Vec<_> = page
+        .lines
+        .iter()
+        .map(|l| (l.line, l.text.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(2, "\u{fffd}bad utf-8"), (3, "x"), (4, "y"), (5, "z")]
+    );
     assert!(!page.more);
     // Search: case-insensitive, every attempt, in order, capped by limit.
     let page = app.lines(&job.id, "?contains=line%207").await;
-    let hits: Vec<_> = page.lines.iter().map(|l| (l.attempt, l.sequence)).collect();
+    let hits: Vec<_> = page.lines.iter().map(|l| (l.attempt, l.line)).collect();
     let mut expected: Vec<(u32, u64)> = vec![(1, 7)];
     expected.extend((70..=79).map(|s| (1, s)));
     expected.extend((700..=799).map(|s| (1, s)));
@@ -253,8 +271,8 @@ async fn log_pages_by_sequence_range_across_attempts_and_search() {
         ("?limit=0", "limit"),
         ("?limit=10001", "limit"),
         ("?limit=x", "limit"),
-        ("?from_seq=0", "from_seq"),
-        ("?from_seq=-1", "from_seq"),
+        ("?from_line=0", "from_line"),
+        ("?from_line=-1", "from_line"),
         ("?attempt=", "attempt"),
         ("?contains=", "contains"),
     ] {

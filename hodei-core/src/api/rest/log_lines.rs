@@ -1,7 +1,15 @@
-//! `GET /api/v1/jobs/{id}/logs/lines`: one page of a job's log by sequence
+//! `GET /api/v1/jobs/{id}/logs/lines`: one page of a job's log by line
 //! range, as JSON, with each attempt's line count; optionally only the lines
 //! containing a text. A viewer of a huge log loads the pages it shows (and
-//! follows the tail over SSE) instead of holding every line.
+//! follows the tail over SSE from the entry the counts end at) instead of
+//! holding every line.
+//!
+//! A stored entry may hold many lines (the agent batches output read
+//! together), so lines are numbered here, per attempt, by splitting entries
+//! as the SSE form does: a trailing `\r` dropped, `\r\n`, `\r` and `\n` each
+//! a line break. Each request reads the job's entries once from the start
+//! (cheap for the in-memory store; a full read of the job's rows in
+//! Postgres); the entries of one attempt are counted up to their first gap.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -13,7 +21,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::jobs::job_id;
 use crate::domain::logs::LogStream;
-use crate::store::{LogCursor, StoredLogEntry};
+use crate::store::LogCursor;
 
 /// Lines returned when no `limit` is given.
 const DEFAULT_LIMIT: usize = 1000;
@@ -29,9 +37,9 @@ pub(super) struct LogLinesQuery {
     /// Attempt to start in (default 1). Pages continue into later attempts.
     #[param(value_type = Option<u32>, minimum = 1)]
     attempt: Option<String>,
-    /// First sequence (line number within the attempt, from 1; default 1).
+    /// First line (number within the attempt, from 1; default 1).
     #[param(value_type = Option<u64>, minimum = 1)]
-    from_seq: Option<String>,
+    from_line: Option<String>,
     /// At most this many lines (default 1000, at most 10000).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
@@ -46,8 +54,8 @@ pub(super) struct LogLinesQuery {
 pub struct LogLineDto {
     /// Attempt it belongs to.
     pub attempt: u32,
-    /// Its sequence within the attempt (from 1).
-    pub sequence: u64,
+    /// Its number within the attempt (from 1).
+    pub line: u64,
     /// `stdout`, `stderr` or `system`.
     pub stream: String,
     /// The line as UTF-8 (invalid bytes replaced).
@@ -62,6 +70,9 @@ pub struct AttemptLinesDto {
     pub attempt: u32,
     /// Lines `1..=lines` are stored.
     pub lines: u64,
+    /// They are the lines of the entries `1..=entries` (follow the log over
+    /// SSE with `Last-Event-ID: attempt:entries` for the lines after them).
+    pub entries: u64,
 }
 
 /// A page of a job's log.
@@ -70,24 +81,63 @@ pub struct AttemptLinesDto {
 pub struct LogLinesPage {
     /// Every attempt of the job with its line count, in order.
     pub attempts: Vec<AttemptLinesDto>,
-    /// The lines, ordered by (attempt, sequence).
+    /// The lines, ordered by (attempt, line).
     pub lines: Vec<LogLineDto>,
     /// Whether lines after the page may exist (ask again from the last one).
     pub more: bool,
 }
 
-fn line(e: &StoredLogEntry) -> LogLineDto {
-    LogLineDto {
-        attempt: e.attempt,
-        sequence: e.entry.sequence,
-        stream: match e.entry.stream {
-            LogStream::Stdout => "stdout",
-            LogStream::Stderr => "stderr",
-            _ => "system",
-        }
-        .to_owned(),
-        text: String::from_utf8_lossy(&e.entry.data).into_owned(),
+fn stream_name(s: LogStream) -> &'static str {
+    match s {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+        _ => "system",
     }
+}
+
+/// The lines of one entry, split as the SSE form splits them.
+fn split_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let data = data.strip_suffix(b"\r").unwrap_or(data);
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let d = rest?;
+        match d.iter().position(|&b| b == b'\n' || b == b'\r') {
+            None => {
+                rest = None;
+                Some(d)
+            }
+            Some(i) => {
+                let skip = if d[i] == b'\r' && d.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = Some(&d[i + skip..]);
+                Some(&d[..i])
+            }
+        }
+    })
+}
+
+/// How many lines [`split_lines`] yields, without building them.
+fn count_lines(data: &[u8]) -> u64 {
+    let data = data.strip_suffix(b"\r").unwrap_or(data);
+    let mut n = 1u64;
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\n' => n += 1,
+            b'\r' => {
+                n += 1;
+                if data.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    n
 }
 
 /// A positive number from the query, or a 400 naming the field.
@@ -108,7 +158,7 @@ fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
     }
 }
 
-/// A page of a job's log from (`attempt`, `from_seq`), with every attempt's
+/// A page of a job's log from (`attempt`, `from_line`), with every attempt's
 /// line count; with `contains`, only the matching lines.
 #[utoipa::path(
     get,
@@ -132,7 +182,7 @@ pub(super) async fn log_lines(
     let id = job_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::invalid_argument("query", e.body_text()))?;
     let attempt: u32 = number("attempt", q.attempt.as_deref(), 1)?;
-    let from_seq: u64 = number("from_seq", q.from_seq.as_deref(), 1)?;
+    let from_line: u64 = number("from_line", q.from_line.as_deref(), 1)?;
     let limit: usize = number("limit", q.limit.as_deref(), DEFAULT_LIMIT)?;
     if limit > MAX_LIMIT {
         return Err(ApiError::invalid_argument(
@@ -148,51 +198,74 @@ pub(super) async fn log_lines(
     };
     let job = s.cp.get_job(id).await?;
     let last_attempt = job.attempts().max(job.execution_context().attempt);
-    let mut attempts = Vec::new();
-    for a in 1..=last_attempt {
-        attempts.push(AttemptLinesDto {
+    let mut attempts: Vec<AttemptLinesDto> = (1..=last_attempt)
+        .map(|a| AttemptLinesDto {
             attempt: a,
-            lines: s.cp.logs().store().last_sequence(id, a).await?,
-        });
-    }
-    let mut cursor = LogCursor {
-        attempt,
-        sequence: from_seq - 1,
-    };
+            lines: 0,
+            entries: 0,
+        })
+        .collect();
     let mut lines = Vec::new();
-    let more = match needle {
-        None => {
-            let page = s.cp.logs().read(id, cursor, limit).await?;
-            lines.extend(page.iter().map(line));
-            page.len() == limit
-        }
-        Some(needle) => loop {
-            let page = s.cp.logs().read(id, cursor, SCAN_PAGE).await?;
-            let Some(last) = page.last() else { break false };
-            cursor = LogCursor {
-                attempt: last.attempt,
-                sequence: last.entry.sequence,
+    let mut more = false;
+    let mut cursor = LogCursor::default();
+    loop {
+        let page = s.cp.logs().read(id, cursor, SCAN_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        cursor = LogCursor {
+            attempt: last.attempt,
+            sequence: last.entry.sequence,
+        };
+        let full = page.len() == SCAN_PAGE;
+        for e in &page {
+            // Entries come in attempt order: an attempt the job record does
+            // not count (yet) is added at the end.
+            if attempts.last().is_none_or(|c| c.attempt < e.attempt) {
+                attempts.push(AttemptLinesDto {
+                    attempt: e.attempt,
+                    lines: 0,
+                    entries: 0,
+                });
+            }
+            let Some(count) = attempts.iter_mut().find(|c| c.attempt == e.attempt) else {
+                continue;
             };
-            let full = page.len() == SCAN_PAGE;
-            for e in &page {
-                if String::from_utf8_lossy(&e.entry.data)
-                    .to_lowercase()
-                    .contains(&needle)
-                {
-                    lines.push(line(e));
-                    if lines.len() == limit {
-                        break;
-                    }
+            // Counted up to the first gap, so line numbers never shift.
+            if e.entry.sequence != count.entries + 1 {
+                continue;
+            }
+            count.entries += 1;
+            let first = count.lines + 1;
+            count.lines += count_lines(&e.entry.data);
+            if more || (e.attempt, count.lines) < (attempt, from_line) {
+                continue;
+            }
+            for (i, text) in (first..).zip(split_lines(&e.entry.data)) {
+                if (e.attempt, i) < (attempt, from_line) {
+                    continue;
                 }
+                let text = String::from_utf8_lossy(text);
+                if let Some(needle) = &needle
+                    && !text.to_lowercase().contains(needle.as_str())
+                {
+                    continue;
+                }
+                if lines.len() == limit {
+                    // The counts still need the rest of the log.
+                    more = true;
+                    break;
+                }
+                lines.push(LogLineDto {
+                    attempt: e.attempt,
+                    line: i,
+                    stream: stream_name(e.entry.stream).to_owned(),
+                    text: text.into_owned(),
+                });
             }
-            if lines.len() == limit {
-                break true;
-            }
-            if !full {
-                break false;
-            }
-        },
-    };
+        }
+        if !full {
+            break;
+        }
+    }
     Ok(Json(LogLinesPage {
         attempts,
         lines,

@@ -15,7 +15,7 @@
 //! | `POST /api/v1/jobs/{id}/retry` | run a finished job again → 201 new [`JobDto`] |
 //! | `GET /api/v1/jobs/{id}/artifacts`, `…/artifacts/{name}` | list a job's artifacts, download one |
 //! | `GET /api/v1/jobs/{id}/logs` | text; `?follow=true` streams; `Accept: text/event-stream` → SSE |
-//! | `GET /api/v1/jobs/{id}/logs/lines?attempt=&from_seq=&limit=&contains=` | a page of the log as JSON |
+//! | `GET /api/v1/jobs/{id}/logs/lines?attempt=&from_line=&limit=&contains=` | a page of the log as JSON |
 //! | `GET /api/v1/jobs/{id}/events` | the job's state changes with their times |
 //! | `POST/GET /api/v1/templates` | store a template (its next version) / list the latest of each |
 //! | `GET /api/v1/templates/{name}?version=` | one template version (default: the latest) |

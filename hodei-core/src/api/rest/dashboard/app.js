@@ -359,7 +359,7 @@ function jobPage(id) {
       <button type="button" id="j-retry" hidden>Retry</button>
       <button type="button" class="danger" id="j-cancel" hidden>Cancel</button></h1>
     <div class="panel"><div class="grid" id="j-facts"></div></div>
-    <div class="panel"><b>Timeline</b><ul class="timeline" id="j-timeline"></ul></div>
+    <div class="panel"><b>Timeline</b><ol class="timeline" id="j-timeline"></ol></div>
     <div class="panel" id="j-error-panel" hidden><b>Error</b><div class="error-text" id="j-error"></div></div>
     <details class="panel"><summary><b>Spec</b></summary><pre class="spec mono" id="j-spec"></pre></details>
     <div class="log-tools">
@@ -374,9 +374,9 @@ function jobPage(id) {
     </div>
     <div class="log" id="log"></div>`;
   let job = null;
-  const log = new LogView($('#log'), opened);
+  const log = new LogView($('#log'), opened, id);
   window.hodeiLog = log; // for tests and timings
-  const stream = followLog(id, log);
+  log.start();
 
   $('#j-cancel').addEventListener('click', async () => {
     $('#j-cancel').disabled = true;
@@ -408,10 +408,14 @@ function jobPage(id) {
   let searchTimer = null;
   $('#log-search').addEventListener('input', () => {
     clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => { log.search($('#log-search').value); }, 200);
+    searchTimer = setTimeout(() => { log.search($('#log-search').value); }, 300);
   });
-  $('#log-search').addEventListener('keydown', (e) => {
-    if (e.key === 'Enter') { e.preventDefault(); log.search($('#log-search').value); log.jump(e.shiftKey ? -1 : 1); }
+  $('#log-search').addEventListener('keydown', async (e) => {
+    if (e.key !== 'Enter') return;
+    e.preventDefault();
+    clearTimeout(searchTimer);
+    if (log.term !== $('#log-search').value.toLowerCase()) await log.search($('#log-search').value);
+    log.jump(e.shiftKey ? -1 : 1);
   });
   $('#log-next').addEventListener('click', () => log.jump(1));
   $('#log-prev').addEventListener('click', () => log.jump(-1));
@@ -432,6 +436,10 @@ function jobPage(id) {
       ['Job id', `<span class="mono">${esc(j.id)}</span>`],
       ['Attempts', `${j.attempts} of ${j.max_attempts}`],
       ['Exit code', j.exit_code ?? '—'],
+      // Reported by the job (`::progress <percent> [message]` on its stdout).
+      ['Progress', j.progress
+        ? `<progress max="100" value="${j.progress.percent}"></progress> ${j.progress.percent} %${j.progress.message ? ` · ${esc(j.progress.message)}` : ''}`
+        : '—'],
       ['Duration', fmtDuration(jobDuration(j))],
       ['Worker', j.worker_id ? `<span class="mono">${esc(shortId(j.worker_id))}</span>` : '—'],
       ['Provider', esc(provider)],
@@ -442,22 +450,25 @@ function jobPage(id) {
     ];
     if (retryOf) facts.push(['Retry of', `<a class="mono" href="#/jobs/${esc(retryOf)}">${esc(shortId(retryOf))}</a>`]);
     $('#j-facts').innerHTML = facts.map(([k, v]) => `<div><b>${k}</b><span data-fact="${k}">${v}</span></div>`).join('');
-    // The API exposes these three instants; per-attempt history is not in it.
-    const steps = [['Submitted', j.created_at], ['Started', j.started_at],
-      [j.finished_at ? `Finished (${j.state})` : 'Finished', j.finished_at]];
-    $('#j-timeline').innerHTML = steps.map(([k, t]) => `<li class="${t ? '' : 'none'}"><b>${esc(k)}</b><br>${fmtTime(t)}</li>`).join('');
     $('#j-error-panel').hidden = !j.error;
     $('#j-error').textContent = j.error || '';
     const spec = JSON.stringify(j.spec, null, 2);
     if ($('#j-spec').textContent !== spec) $('#j-spec').textContent = spec;
   }
 
+  // Polled until the job and its history both show the end (the history's
+  // last change is recorded just after the job's).
+  let historyDone = false;
   const stopPolling = every(1000, async () => {
-    if (job && TERMINAL.has(job.state)) return;
+    if (job && TERMINAL.has(job.state) && historyDone) return;
     await loadProviderNames();
-    show(await api(`/api/v1/jobs/${id}`));
+    const [j, history] = await Promise.all([api(`/api/v1/jobs/${id}`), api(`/api/v1/jobs/${id}/events`)]);
+    show(j);
+    const last = history.events[history.events.length - 1];
+    historyDone = Boolean(last && TERMINAL.has(last.to));
+    $('#j-timeline').innerHTML = timelineHtml(history.events);
   });
-  leave = () => { stopPolling(); stream.abort(); log.destroy(); };
+  leave = () => { stopPolling(); log.destroy(); };
 }
 
 async function download(id) {
@@ -477,330 +488,26 @@ async function download(id) {
   }
 }
 
-/**
- * Follows a job's log over SSE (`Accept: text/event-stream`), read with fetch so
- * the API token travels in a header. Resumes with `Last-Event-ID` when the
- * connection drops before the `end` event.
- */
-function followLog(id, log) {
-  const ctl = new AbortController();
-  let lastId = null;
-  let attempt = null;
-  let ended = false;
-
-  function onEvent(type, data, evId) {
-    if (type === 'end' || type === 'error') {
-      ended = type === 'end';
-      log.append(type === 'end' ? `── log ended: ${JSON.parse(data).state} ──` : `── log error: ${data} ──`, 2);
-      return;
-    }
-    if (evId) {
-      lastId = evId;
-      const a = evId.split(':')[0];
-      if (attempt !== null && a !== attempt) log.append(`── attempt ${a} ──`, 2);
-      attempt = a;
-    }
-    const kind = type === 'stderr' ? 1 : type === 'stdout' ? 0 : 2;
-    // One event may carry several lines (the agent groups lines read together).
-    for (const line of data.split('\n')) log.append(line, kind);
-  }
-
-  async function run() {
-    while (!ended && !ctl.signal.aborted) {
-      try {
-        const h = headers({ Accept: 'text/event-stream' });
-        if (lastId) h['Last-Event-ID'] = lastId;
-        const res = await fetch(`/api/v1/jobs/${id}/logs`, { headers: h, signal: ctl.signal });
-        if (!res.ok) {
-          if (res.status === 401 || res.status === 403) askToken(res.status);
-          throw new ApiError(res.status, await res.json().catch(() => null));
-        }
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = '';
-        let slice = performance.now();
-        for (;;) {
-          // A fast server fills the stream faster than it is read; then reads
-          // resolve without ever leaving the task. Yield every few ms so the
-          // first lines paint and the tab stays responsive.
-          if (performance.now() - slice > 12) {
-            await new Promise((r) => setTimeout(r, 0));
-            slice = performance.now();
-          }
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += value;
-          let start = 0;
-          let at;
-          while ((at = buf.indexOf('\n\n', start)) >= 0) {
-            parseEvent(buf.slice(start, at));
-            start = at + 2;
-          }
-          buf = buf.slice(start);
-        }
-      } catch (e) {
-        if (ctl.signal.aborted) return;
-        if (e instanceof ApiError && e.status < 500) { flash(`Log: ${e.message}`); return; }
-      }
-      if (!ended) await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
-
-  function parseEvent(block) {
-    let type = 'message';
-    let evId = null;
-    const data = [];
-    for (const line of block.split('\n')) {
-      if (!line || line[0] === ':') continue;
-      const colon = line.indexOf(':');
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value = colon < 0 ? '' : line.slice(colon + 1);
-      if (value[0] === ' ') value = value.slice(1);
-      if (field === 'event') type = value;
-      else if (field === 'data') data.push(value);
-      else if (field === 'id') evId = value;
-    }
-    if (data.length || type === 'end') onEvent(type, data.join('\n'), evId);
-  }
-
-  run();
-  return ctl;
-}
-
-// ---- ANSI colours -----------------------------------------------------------
-
-const ANSI16 = [
-  '#000000', '#cd3131', '#0dbc79', '#e5e510', '#2472c8', '#bc3fbc', '#11a8cd', '#e5e5e5',
-  '#666666', '#f14c4c', '#23d18b', '#f5f543', '#3b8eea', '#d670d6', '#29b8db', '#ffffff',
-];
-
-function color256(n) {
-  if (n < 16) return ANSI16[n];
-  if (n < 232) {
-    const v = [0, 95, 135, 175, 215, 255];
-    const i = n - 16;
-    return `rgb(${v[Math.floor(i / 36)]},${v[Math.floor(i / 6) % 6]},${v[i % 6]})`;
-  }
-  const g = 8 + (n - 232) * 10;
-  return `rgb(${g},${g},${g})`;
-}
-
-// eslint-disable-next-line no-control-regex
-const ESCAPES = /\x1b\[([0-9;?]*)([A-Za-z])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[()][A-Za-z0-9]|\x1b./g;
-
-/** A line with ANSI SGR sequences as HTML spans; other escapes are dropped. */
-function ansiToHtml(line) {
-  if (line.indexOf('\x1b') < 0) return esc(line);
-  let out = '';
-  let last = 0;
-  const st = { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false };
-  const open = () => {
-    const css = [];
-    if (st.fg) css.push(`color:${st.fg}`);
-    if (st.bg) css.push(`background:${st.bg}`);
-    if (st.bold) css.push('font-weight:bold');
-    if (st.dim) css.push('opacity:.7');
-    if (st.italic) css.push('font-style:italic');
-    if (st.underline) css.push('text-decoration:underline');
-    return css.length ? `<span class="ansi" style="${css.join(';')}">` : '';
-  };
-  let span = '';
-  const text = (s) => { if (s) out += span + esc(s) + (span ? '</span>' : ''); };
-  ESCAPES.lastIndex = 0;
-  let m;
-  while ((m = ESCAPES.exec(line)) !== null) {
-    text(line.slice(last, m.index));
-    last = ESCAPES.lastIndex;
-    if (m[2] !== 'm') continue;
-    const codes = m[1] === '' ? [0] : m[1].split(';').map((c) => Number(c || 0));
-    for (let i = 0; i < codes.length; i += 1) {
-      const c = codes[i];
-      if (c === 0) Object.assign(st, { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false });
-      else if (c === 1) st.bold = true;
-      else if (c === 2) st.dim = true;
-      else if (c === 3) st.italic = true;
-      else if (c === 4) st.underline = true;
-      else if (c === 22) { st.bold = false; st.dim = false; }
-      else if (c === 23) st.italic = false;
-      else if (c === 24) st.underline = false;
-      else if (c >= 30 && c <= 37) st.fg = ANSI16[c - 30];
-      else if (c >= 90 && c <= 97) st.fg = ANSI16[c - 90 + 8];
-      else if (c === 39) st.fg = null;
-      else if (c >= 40 && c <= 47) st.bg = ANSI16[c - 40];
-      else if (c >= 100 && c <= 107) st.bg = ANSI16[c - 100 + 8];
-      else if (c === 49) st.bg = null;
-      else if (c === 38 || c === 48) {
-        let col = null;
-        if (codes[i + 1] === 5) { col = color256(codes[i + 2] & 255); i += 2; }
-        else if (codes[i + 1] === 2) { col = `rgb(${codes[i + 2] & 255},${codes[i + 3] & 255},${codes[i + 4] & 255})`; i += 4; }
-        if (c === 38) st.fg = col; else st.bg = col;
-      }
-    }
-    span = open();
-  }
-  text(line.slice(last));
-  return out;
-}
-
-// ---- the virtual log view ---------------------------------------------------
-
-/** Browsers cap an element's height; past this the scrollbar is scaled. */
-const MAX_SCROLL_PX = 8000000;
-
-/**
- * Holds every line as a string and renders only the rows in view, so a
- * multi-million-line log costs one array, not one DOM node per line.
- */
-class LogView {
-  constructor(el, opened) {
-    this.el = el;
-    this.opened = opened;
-    this.lines = [];
-    this.kinds = [];
-    this.follow = true;
-    this.hits = [];
-    this.hit = -1;
-    this.term = '';
-    this.rowH = 18;
-    this.timings = { opened, firstLine: null, lines: 0 };
-    this.onHits = () => {};
-    this.onCount = () => {};
-    el.innerHTML = '<div class="spacer"></div><div class="rows"></div>';
-    this.spacer = el.firstChild;
-    this.rows = el.lastChild;
-    this.pending = false;
-    this.onScroll = () => {
-      // Scrolling up stops following; reaching the bottom resumes it.
-      const atBottom = el.scrollTop + el.clientHeight >= el.scrollHeight - 2;
-      if (!this.programmatic) this.setFollow(atBottom, true);
-      this.programmatic = false;
-      this.schedule();
-    };
-    el.addEventListener('scroll', this.onScroll);
-    this.onResize = () => this.schedule();
-    window.addEventListener('resize', this.onResize);
-    this.schedule();
-  }
-
-  destroy() {
-    window.removeEventListener('resize', this.onResize);
-    this.destroyed = true;
-  }
-
-  setFollow(on, fromScroll = false) {
-    this.follow = on;
-    const box = document.getElementById('log-follow');
-    if (box) box.checked = on;
-    if (on && !fromScroll) this.schedule();
-  }
-
-  append(line, kind) {
-    this.lines.push(line);
-    this.kinds.push(kind);
-    if (this.term && this.hits.length < 100000 && line.toLowerCase().includes(this.term)) {
-      this.hits.push(this.lines.length - 1);
-      this.onHits(this.hit, this.hits.length, false);
-    }
-    this.schedule();
-  }
-
-  schedule() {
-    if (this.pending || this.destroyed) return;
-    this.pending = true;
-    requestAnimationFrame(() => { this.pending = false; this.render(); });
-  }
-
-  /** First line shown for the current scroll position. */
-  firstVisible() {
-    const n = this.lines.length;
-    const view = Math.max(1, Math.floor(this.el.clientHeight / this.rowH));
-    if (n * this.rowH <= MAX_SCROLL_PX) return Math.floor(this.el.scrollTop / this.rowH);
-    const max = MAX_SCROLL_PX - this.el.clientHeight;
-    return Math.round((this.el.scrollTop / Math.max(1, max)) * Math.max(0, n - view));
-  }
-
-  scrollToLine(i) {
-    const n = this.lines.length;
-    const view = Math.max(1, Math.floor(this.el.clientHeight / this.rowH));
-    const target = Math.max(0, i - Math.floor(view / 2));
-    this.programmatic = true;
-    if (n * this.rowH <= MAX_SCROLL_PX) this.el.scrollTop = target * this.rowH;
-    else this.el.scrollTop = (target / Math.max(1, n - view)) * (MAX_SCROLL_PX - this.el.clientHeight);
-  }
-
-  render() {
-    if (this.destroyed) return;
-    const n = this.lines.length;
-    const total = n * this.rowH;
-    const scaled = total > MAX_SCROLL_PX;
-    const height = `${Math.min(total, MAX_SCROLL_PX)}px`;
-    if (this.spacer.style.height !== height) this.spacer.style.height = height;
-    if (this.follow && n) {
-      const bottom = this.el.scrollHeight - this.el.clientHeight;
-      if (Math.abs(this.el.scrollTop - bottom) > 1) { this.programmatic = true; this.el.scrollTop = bottom; }
-    }
-    // Scaled, the rows sit at the scroll position and must fit in the view
-    // (or they would stretch the scroll height).
-    const count = scaled ? Math.floor(this.el.clientHeight / this.rowH)
-      : Math.ceil(this.el.clientHeight / this.rowH) + 2;
-    const first = Math.max(0, Math.min(this.firstVisible(), n - 1));
-    const last = Math.min(n, first + count);
-    const top = scaled ? this.el.scrollTop : first * this.rowH;
-    this.rows.style.transform = `translateY(${top}px)`;
-    const cur = this.hits[this.hit];
-    let html = '';
-    for (let i = first; i < last; i += 1) {
-      const k = this.kinds[i];
-      let cls = k === 1 ? 'ln err' : k === 2 ? 'ln sys' : 'ln';
-      if (this.term && this.lines[i].toLowerCase().includes(this.term)) cls += i === cur ? ' hit cur' : ' hit';
-      html += `<div class="${cls}" data-line="${i + 1}"><span class="no">${i + 1}</span><span class="tx">${ansiToHtml(this.lines[i])}</span></div>`;
-    }
-    if (!n) html = '<div class="empty">Waiting for output…</div>';
-    this.rows.innerHTML = html;
-    this.onCount(n);
-    if (n && this.timings.firstLine === null) {
-      // Measured once the frame holding the first line has been painted.
-      requestAnimationFrame(() => setTimeout(() => {
-        if (this.timings.firstLine === null) this.timings.firstLine = performance.now();
-      }, 0));
-    }
-    this.timings.lines = n;
-  }
-
-  /** Finds `term` (case-insensitive) in every line, so far and as lines arrive. */
-  search(term) {
-    this.term = term.toLowerCase();
-    this.hits = [];
-    this.hit = -1;
-    let capped = false;
-    if (this.term) {
-      for (let i = 0; i < this.lines.length; i += 1) {
-        if (this.lines[i].toLowerCase().includes(this.term)) {
-          this.hits.push(i);
-          if (this.hits.length >= 100000) { capped = true; break; }
-        }
-      }
-    }
-    this.onHits(this.hit, this.hits.length, capped);
-    this.schedule();
-  }
-
-  jump(dir) {
-    if (!this.hits.length) return;
-    this.hit = (this.hit + dir + this.hits.length) % this.hits.length;
-    if (this.hit < 0) this.hit = 0;
-    this.setFollow(false);
-    this.scrollToLine(this.hits[this.hit]);
-    this.onHits(this.hit, this.hits.length, false);
-    this.schedule();
-  }
-}
-
 // ---- workers, providers and the queue ----------------------------------------
 
 /** One gauge from the Prometheus text of /metrics. */
 function gauge(text, name) {
   const m = text.match(new RegExp(`^${name} ([0-9.eE+-]+)$`, 'm'));
   return m ? Number(m[1]) : null;
+}
+
+function fmtBytes(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** Memory in use, and of its limit when the agent knows one. */
+function fmtMemory(st) {
+  return st.memory_limit_bytes
+    ? `${fmtBytes(st.memory_bytes)} / ${fmtBytes(st.memory_limit_bytes)}`
+    : fmtBytes(st.memory_bytes);
 }
 
 function workersPage() {
@@ -817,7 +524,7 @@ function workersPage() {
       <th>Workers</th><th>Active jobs</th><th>Last health check</th><th>Last error</th></tr></thead><tbody></tbody></table>
     <h2>Workers</h2>
     <table id="workers"><thead><tr><th>Worker</th><th>State</th><th>Provider</th><th>Current job</th>
-      <th>Jobs run</th><th>Last heartbeat</th><th>Created</th></tr></thead><tbody></tbody></table>`;
+      <th>CPU</th><th>Memory</th><th>Jobs run</th><th>Last heartbeat</th><th>Created</th></tr></thead><tbody></tbody></table>`;
   leave = every(REFRESH_MS, async () => {
     const [{ workers }, { providers }, metrics, pending] = await Promise.all([
       api('/api/v1/workers'), api('/api/v1/providers'), api('/metrics'),
@@ -844,8 +551,10 @@ function workersPage() {
       <td class="mono">${esc(shortId(w.id))}</td><td>${badge(w.state)}</td>
       <td>${esc(w.provider_name || shortId(w.provider_id))}</td>
       <td>${w.current_jobs.map((j) => `<a class="mono" href="#/jobs/${esc(j)}">${esc(shortId(j))}</a>`).join(' ') || '—'}</td>
+      <td data-col="cpu">${w.stats ? `${w.stats.cpu_percent.toFixed(1)} %` : '—'}</td>
+      <td data-col="memory">${w.stats ? fmtMemory(w.stats) : '—'}</td>
       <td>${w.jobs_run}</td><td>${ago(w.last_heartbeat)}</td><td class="muted">${fmtTime(w.created_at)}</td></tr>`).join('')
-      || '<tr><td colspan="7" class="muted">No workers.</td></tr>';
+      || '<tr><td colspan="9" class="muted">No workers.</td></tr>';
   });
 }
 
