@@ -106,6 +106,24 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
     };
     assert_eq!(done["state"], "succeeded", "{done}");
 
+    // Provider changes by the admin token: registered, then paused.
+    let r = http
+        .post(api("/api/v1/providers"))
+        .bearer_auth(&ops)
+        .json(&json!({"name": "local-2", "config": {"type": "bare_metal"}, "max_workers": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .patch(api("/api/v1/providers/local-2"))
+        .bearer_auth(&ops)
+        .json(&json!({"state": "maintenance"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     // Reading the log needs an admin token.
     let r = http
         .get(api("/api/v1/audit"))
@@ -132,6 +150,8 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
         (s2("ci-bot"), s2("job_retry"), job(&id), s2("success")),
         (s2("ci-bot"), s2("job_retry"), job(&new_id), s2("failure")),
         (s2("ci-bot"), s2("job_submit"), job(&secret_job), s2("success")),
+        (s2("ops"), s2("provider_register"), s2("provider:local-2"), s2("success")),
+        (s2("ops"), s2("provider_update"), s2("provider:local-2"), s2("success")),
     ] {
         assert!(got.contains(&want), "{want:?} missing in {got:?}");
     }
