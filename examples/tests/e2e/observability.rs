@@ -59,6 +59,17 @@ async fn progress_lines_are_stored_and_shown_by_rest_and_the_cli() {
     let out = cli(&s, &["job", "get", &id, "-o", "json"]).await;
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["progress"]["percent"], 100, "{j}");
+
+    // A flood of reports (paced by the agent, latest wins) ends on the last one.
+    let flood = s
+        .submit(script(
+            "for i in $(seq 0 100); do echo \"::progress $i step $i\"; done; echo '::progress 101 ignored'",
+        ))
+        .await;
+    let done = s.wait_done(&flood, Duration::from_secs(30)).await;
+    assert_eq!(done.state, v1::JobState::Succeeded as i32);
+    let p = done.progress.expect("progress kept");
+    assert_eq!((p.percent, p.message.as_str()), (100, "step 100"));
 }
 
 #[tokio::test]

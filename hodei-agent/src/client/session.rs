@@ -263,9 +263,14 @@ async fn run_connection(
     end
 }
 
-/// Sends `job_started` notices, then every unacknowledged log batch not yet sent on this
-/// connection (in order), then every unacknowledged result whose batches were all sent. Runs
-/// until the connection ends.
+/// Least time between two progress sends on a connection: a job printing
+/// `::progress` in a tight loop costs the server a few writes a second, not one
+/// per log batch.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Sends `job_started` notices, then the latest progress reports (paced), then every
+/// unacknowledged log batch not yet sent on this connection (in order), then every
+/// unacknowledged result whose batches were all sent. Runs until the connection ends.
 async fn send_outbox(
     shared: Arc<Shared>,
     tx: mpsc::Sender<v1::WorkerMessage>,
@@ -274,19 +279,11 @@ async fn send_outbox(
     // What this connection already carried: highest sequence per attempt, and results.
     let mut sent_seq: HashMap<AttemptKey, u64> = HashMap::new();
     let mut sent_results: HashSet<AttemptKey> = HashSet::new();
+    let mut progress_due = tokio::time::Instant::now();
     loop {
         let started: Vec<v1::JobStartedMessage> = std::mem::take(&mut *lock(&shared.started));
         for s in started {
             if tx.send(msg(WorkerPayload::JobStarted(s))).await.is_err() {
-                return;
-            }
-        }
-        // Advisory and latest-wins: a report lost with a broken connection is
-        // superseded by the next one.
-        let progress: Vec<v1::JobProgressMessage> =
-            std::mem::take(&mut *lock(&shared.progress)).into_values().collect();
-        for p in progress {
-            if tx.send(msg(WorkerPayload::Progress(p))).await.is_err() {
                 return;
             }
         }
@@ -297,6 +294,29 @@ async fn send_outbox(
             .filter(|(k, _)| !sent_results.contains(k))
             .map(|(k, v)| (*k, v.clone()))
             .collect();
+        // Progress is advisory and latest-wins (a report lost with a broken
+        // connection is superseded by the next), sent at most every
+        // PROGRESS_EVERY; an attempt's last report goes out before its result
+        // whatever the pace (the pump stored it before the result existed).
+        let progress: Vec<v1::JobProgressMessage> = {
+            let mut pending = lock(&shared.progress);
+            if tokio::time::Instant::now() >= progress_due {
+                if !pending.is_empty() {
+                    progress_due = tokio::time::Instant::now() + PROGRESS_EVERY;
+                }
+                std::mem::take(&mut *pending).into_values().collect()
+            } else {
+                results
+                    .iter()
+                    .filter_map(|(k, _)| pending.remove(k))
+                    .collect()
+            }
+        };
+        for p in progress {
+            if tx.send(msg(WorkerPayload::Progress(p))).await.is_err() {
+                return;
+            }
+        }
         for batch in shared.unacked.pending() {
             let key = (batch.job_id, batch.attempt);
             let last = batch.entries.last().map_or(0, |e| e.sequence);
@@ -335,9 +355,11 @@ async fn send_outbox(
             let live = lock(&shared.results);
             sent_results.retain(|k| live.contains_key(k));
         }
+        let progress_waiting = !lock(&shared.progress).is_empty();
         tokio::select! {
             () = cancel.cancelled() => return,
             () = shared.outbox.notified() => {}
+            () = tokio::time::sleep_until(progress_due), if progress_waiting => {}
         }
     }
 }

@@ -9,6 +9,10 @@
 //! are meant to be called from tests.
 
 pub mod audit;
+#[cfg(feature = "server")]
+pub mod fairness;
 pub mod provider;
+pub mod reported_state;
+pub mod scheduling;
 pub mod stores;
 pub mod templates;

@@ -316,6 +316,7 @@ where
     queue_rescue_expired(make().await).await;
     queue_remove(make().await).await;
     queue_renew_and_queued(make().await).await;
+    super::scheduling::queue_scan_conformance(&make).await;
 }
 
 async fn queue_renew_and_queued(q: Arc<dyn JobQueue>) {
@@ -1100,6 +1101,8 @@ where
     super::templates::template_store_conformance(|| async move { f().await.templates }).await;
     job_history_conformance(|| async move { f().await.job_history }).await;
     super::audit::audit_log_conformance(|| async move { f().await.audit }).await;
+    super::reported_state::reported_state_conformance(f).await;
+    super::scheduling::scheduling_store_conformance(|| async move { f().await.scheduling }).await;
 }
 
 // ---------------------------------------------------------------------------
