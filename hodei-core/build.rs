@@ -21,6 +21,7 @@ fn generate() -> Result<(), Box<dyn std::error::Error>> {
         "hodei/v1/provider.proto",
         "hodei/v1/logs.proto",
         "hodei/v1/metrics.proto",
+        "hodei/v1/templates.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

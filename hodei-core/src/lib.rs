@@ -70,7 +70,9 @@ pub use domain::spec::{
     ArtifactDest, ArtifactSource, CommandType, Constraint, ConstraintOp, FieldError,
     JobPreferences, JobResources, JobSpec, ValidationErrors,
 };
-pub use domain::template::{JobTemplate, TemplateParameter};
+pub use domain::template::{
+    JobTemplate, ParameterType, TEMPLATE_LABEL, TEMPLATE_VERSION_LABEL, TemplateParameter,
+};
 pub use domain::worker::{
     WORKER_ENV_JOB_TIMEOUT_SECS, Worker, WorkerHandle, WorkerSpec, WorkerState,
 };

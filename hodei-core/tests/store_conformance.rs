@@ -65,6 +65,15 @@ async fn in_memory_otp_store() {
     .await;
 }
 
+#[tokio::test]
+async fn in_memory_template_store() {
+    hodei_core::testing::templates::template_store_conformance(|| async {
+        Arc::new(hodei_core::store::InMemoryTemplateStore::new())
+            as Arc<dyn hodei_core::store::TemplateStore>
+    })
+    .await;
+}
+
 /// The suite really detects a broken store: a queue that ignores priorities fails it.
 #[tokio::test]
 async fn the_suite_catches_a_broken_queue() {

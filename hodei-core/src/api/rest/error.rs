@@ -170,6 +170,13 @@ impl From<ControlError> for ApiError {
     }
 }
 
+// A store read a handler makes directly maps like the control plane's.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ControlError::from(e).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: self.detail };
