@@ -22,6 +22,7 @@ fn generate() -> Result<(), Box<dyn std::error::Error>> {
         "hodei/v1/logs.proto",
         "hodei/v1/metrics.proto",
         "hodei/v1/templates.proto",
+        "hodei/v1/artifacts.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
@@ -35,6 +36,9 @@ fn generate() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .bytes(".hodei.v1.LogEntry.data")
+        // Artifact chunks travel as `Bytes`: no copy between the wire and the store.
+        .bytes(".hodei.v1.UploadArtifactRequest")
+        .bytes(".hodei.v1.DownloadArtifactResponse")
         .server_mod_attribute(".", "#[cfg(feature = \"server\")]")
         .compile_fds(fds)?;
     Ok(())

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod artifacts;
 pub mod domain;
 pub mod otp;
 pub mod provider;

@@ -9,7 +9,7 @@ use tonic::transport::server::Router;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::api::grpc::{
-    ArtifactApi, JobExecutionApi, JobQueryApi, LogStreamApi, MetricsApi, ProviderManagementApi, SchedulerApi,
+    ArtifactApi, JobArtifactApi, JobExecutionApi, JobQueryApi, LogStreamApi, MetricsApi, ProviderManagementApi, SchedulerApi,
     WorkerAgentApi,
 };
 use crate::control::ControlPlane;
@@ -101,6 +101,7 @@ async fn build_router(
     auth: Option<crate::api::auth::ApiAuth>,
 ) -> Result<Router, ServeError> {
     use v1::artifact_service_server::ArtifactServiceServer;
+    use v1::job_artifact_service_server::JobArtifactServiceServer;
     use v1::audit_service_server::AuditServiceServer;
     use v1::job_execution_service_server::JobExecutionServiceServer;
     use v1::job_query_service_server::JobQueryServiceServer;
@@ -117,6 +118,9 @@ async fn build_router(
         .await;
     health_reporter
         .set_serving::<ArtifactServiceServer<ArtifactApi>>()
+        .await;
+    health_reporter
+        .set_serving::<JobArtifactServiceServer<JobArtifactApi>>()
         .await;
     health_reporter
         .set_serving::<JobExecutionServiceServer<JobExecutionApi>>()
@@ -179,6 +183,9 @@ async fn build_router(
             ))),
         )
         .add_service(guard.wrap(JobQueryServiceServer::new(JobQueryApi::new(cp.clone()))))
+        .add_service(guard.wrap(JobArtifactServiceServer::new(JobArtifactApi::new(
+            cp.clone(),
+        ))))
         .add_service(guard.wrap(SchedulerServiceServer::new(SchedulerApi::new(cp.clone()))))
         .add_service(guard.wrap(ProviderManagementServiceServer::new(
             ProviderManagementApi::new(cp.clone()),

@@ -871,32 +871,37 @@ async fn openapi_states_ids_bounds_and_the_command_shape() {
 
 // ---- Accepted but not acted on (issue 14) ---------------------------------------
 
-/// Artifacts are not fetched or uploaded yet, so a spec naming one is refused
-/// with the entry named, and nothing is stored; an empty list is still fine.
+/// Kinds of artifact source or destination the agent does not act on (an
+/// http URL, another destination than the server's store), and unsafe paths,
+/// are refused with the field named, and nothing is stored; an empty list is fine.
 #[tokio::test]
-async fn artifacts_are_refused_with_the_entry_named_and_nothing_stored() {
+async fn unsupported_artifacts_are_refused_with_the_field_named_and_nothing_stored() {
     let app = spawn_app().await;
     let mut spec = echo("with-input");
     spec["inputs"] =
         json!([{"name": "src", "url": "http://example.invalid/s.tar", "path": "s.tar"}]);
     let e = error_of(app.create(spec).await, StatusCode::BAD_REQUEST).await;
     assert_eq!(e.error.code, "invalid_argument");
-    assert_eq!(e.error.field.as_deref(), Some("inputs[0]"));
-    assert!(
-        e.error.message.contains("not supported"),
-        "{}",
-        e.error.message
-    );
+    assert_eq!(e.error.field.as_deref(), Some("inputs[0].url"));
+    assert!(e.error.message.contains("artifact://"), "{}", e.error.message);
 
     let mut spec = echo("with-output");
     spec["outputs"] = json!([{"name": "out", "path": "out/*", "url": "http://example.invalid/o"}]);
     let e = error_of(app.create(spec).await, StatusCode::BAD_REQUEST).await;
-    assert_eq!(e.error.field.as_deref(), Some("outputs[0]"));
-    assert!(
-        e.error.message.contains("not supported"),
-        "{}",
-        e.error.message
-    );
+    assert_eq!(e.error.field.as_deref(), Some("outputs[0].url"));
+
+    let mut spec = echo("traversal");
+    spec["outputs"] = json!([{"name": "../x", "path": "/etc/*"}]);
+    let e = error_of(app.create(spec).await, StatusCode::BAD_REQUEST).await;
+    let fields: Vec<_> = e.error.details.iter().map(|d| d.field.as_str()).collect();
+    assert_eq!(fields, ["outputs[0].name", "outputs[0].path"]);
+
+    // This control plane has no artifact store: a well-formed output is refused too.
+    let mut spec = echo("no-store");
+    spec["outputs"] = json!([{"name": "out", "path": "out/*"}]);
+    let e = error_of(app.create(spec).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(e.error.field.as_deref(), Some("outputs"));
+    assert!(e.error.message.contains("no artifact store"), "{}", e.error.message);
 
     assert!(app.list("").await.is_empty());
     assert_eq!(app.cp.queue_status().await.unwrap().pending, 0);
@@ -906,7 +911,7 @@ async fn artifacts_are_refused_with_the_entry_named_and_nothing_stored() {
     spec["outputs"] = json!([]);
     assert_eq!(app.create(spec).await.status(), StatusCode::CREATED);
 
-    // The OpenAPI document does not offer what is refused.
+    // The OpenAPI document describes what is accepted.
     let doc: Value = app
         .http
         .get(app.url("/api/v1/openapi.json"))
@@ -918,13 +923,15 @@ async fn artifacts_are_refused_with_the_entry_named_and_nothing_stored() {
         .unwrap();
     let props = &doc["components"]["schemas"]["JobSpec"]["properties"];
     for field in ["inputs", "outputs"] {
-        assert_eq!(props[field]["maxItems"], 0, "{field}: {}", props[field]);
+        assert_eq!(props[field]["maxItems"], 1000, "{field}: {}", props[field]);
     }
+    assert!(doc["paths"]["/api/v1/jobs/{id}/artifacts"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/jobs/{id}/artifacts/{name}"]["get"].is_object());
 }
 
-/// The same refusal over gRPC: InvalidArgument naming the entry, nothing stored.
+/// The same refusal over gRPC: InvalidArgument naming the field, nothing stored.
 #[tokio::test]
-async fn grpc_refuses_artifacts_as_invalid_argument() {
+async fn grpc_refuses_unsupported_artifacts_as_invalid_argument() {
     use hodei_core::proto::v1;
     use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
 
@@ -954,7 +961,10 @@ async fn grpc_refuses_artifacts_as_invalid_argument() {
         path: "out/*".into(),
         url: "http://example.invalid/o".into(),
     });
-    for (spec, field) in [(with_input, "inputs[0]"), (with_output, "outputs[0]")] {
+    for (spec, field) in [
+        (with_input, "inputs[0].url"),
+        (with_output, "outputs[0].url"),
+    ] {
         let status = jobs
             .queue_job(v1::QueueJobRequest {
                 spec: Some(spec),
@@ -964,11 +974,6 @@ async fn grpc_refuses_artifacts_as_invalid_argument() {
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains(field), "{}", status.message());
-        assert!(
-            status.message().contains("not supported"),
-            "{}",
-            status.message()
-        );
     }
     assert!(app.list("").await.is_empty());
     assert_eq!(app.cp.queue_status().await.unwrap().pending, 0);

@@ -36,6 +36,9 @@ pub enum ControlError {
     /// A dependency is down (store, provider).
     #[error("{0}")]
     Unavailable(String),
+    /// A limit was reached (artifact size or count).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A provider refused.
     #[error(transparent)]
     Provider(#[from] ProviderError),

@@ -28,6 +28,8 @@ pub struct HousekeepingReport {
     pub expired_otps: u64,
     /// Finished jobs (with their logs) deleted for being older than the retention.
     pub pruned_jobs: u64,
+    /// Jobs whose artifacts were deleted because the job is gone.
+    pub pruned_artifacts: u64,
 }
 
 impl ControlPlane {
@@ -43,6 +45,7 @@ impl ControlPlane {
                 tracing::info!(
                     expired_otps = report.expired_otps,
                     pruned_jobs = report.pruned_jobs,
+                    pruned_artifacts = report.pruned_artifacts,
                     "housekeeping"
                 );
             }
@@ -73,9 +76,17 @@ impl ControlPlane {
             }
             None => 0,
         };
+        // After the jobs: artifacts whose job is gone, including any a failed
+        // earlier sweep left behind. Only with a retention: nothing is pruned without.
+        let pruned_artifacts = if cutoff.is_some() {
+            self.sweep_artifacts().await?
+        } else {
+            0
+        };
         Ok(HousekeepingReport {
             expired_otps,
             pruned_jobs,
+            pruned_artifacts,
         })
     }
 }

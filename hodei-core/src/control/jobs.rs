@@ -37,6 +37,7 @@ impl ControlPlane {
         correlation_id: Option<CorrelationId>,
     ) -> ControlResult<Job> {
         spec.validate()?;
+        self.check_artifacts_supported(&spec)?;
         // Secrets are stored only sealed; they are opened for the worker alone.
         let mut spec = spec;
         spec.secrets = self.inner.sealer.seal(&spec.secrets);
@@ -152,6 +153,10 @@ impl ControlPlane {
         f: impl FnMut(&mut Job) -> ControlResult<Transition>,
     ) -> ControlResult<Job> {
         let (job, t) = self.update_job(id, f).await?;
+        // Ended or queued again: its concurrency slot goes to the next job.
+        if t.to.is_terminal() || t.to == JobState::Pending {
+            self.free_concurrency_slot(&job).await;
+        }
         self.record_transition(&job, Some(t.from), t.to, message)
             .await;
         self.publish(&job, Some(t.from), t.to, message.to_owned());
@@ -357,9 +362,14 @@ impl ControlPlane {
             running: get(JobState::Running),
             oldest_pending_age_ms: 0,
         };
-        // `peek` is in claim order (priority first): look at a page for the oldest.
-        let sample = self.inner.stores.queue.peek(256).await?;
-        if let Some(min) = sample.iter().map(|e| e.enqueued_at).min() {
+        // The head of a FIFO walk is the oldest unclaimed entry of the whole queue.
+        let head = self
+            .inner
+            .stores
+            .queue
+            .scan(crate::store::QueueOrder::Fifo, None, 1)
+            .await?;
+        if let Some(min) = head.entries.iter().map(|e| e.enqueued_at).min() {
             status.oldest_pending_age_ms =
                 u64::try_from((Utc::now() - min).num_milliseconds()).unwrap_or(0);
         }

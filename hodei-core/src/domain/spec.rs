@@ -12,9 +12,9 @@ pub const MAX_ENV_ENTRIES: usize = 1024;
 pub const MIN_SECRET_LEN: usize = 6;
 /// Longest job timeout accepted: seven days.
 pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
-/// Why a spec with [`JobSpec::inputs`] or [`JobSpec::outputs`] is refused.
-pub const ARTIFACTS_NOT_SUPPORTED: &str =
-    "artifacts are not supported yet: no input is fetched and no output is uploaded; remove it";
+/// Why an output whose `url` names another destination than the server's artifact store is refused.
+pub const OUTPUT_URL_NOT_SUPPORTED: &str =
+    "only the server's artifact store is supported as a destination: leave url empty";
 
 /// What a job runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,31 +129,36 @@ impl Constraint {
     }
 }
 
-/// An input artifact to fetch before the job runs.
+/// An input artifact, fetched by the agent before the command starts.
 ///
-/// Not supported yet: [`JobSpec::validate`] refuses a spec that names one.
+/// The only source supported is an artifact of another job,
+/// `artifact://JOB_ID/NAME` (see [`crate::artifacts`]); any other `url` is
+/// refused by [`JobSpec::validate`] naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSource {
-    /// Artifact name.
+    /// A label for logs and errors (free text, may be empty).
+    #[serde(default)]
     pub name: String,
-    /// Where to fetch it from.
+    /// Where to fetch it from: `artifact://JOB_ID/NAME`.
     pub url: String,
-    /// Where to put it, relative to the job's working directory.
+    /// Where to put it, relative to the job's working directory (no `..`, not absolute).
     pub path: String,
 }
 
-/// An output artifact to upload after the job ran.
+/// An output artifact, uploaded by the agent after the command ends, whatever its outcome.
 ///
-/// Not supported yet: [`JobSpec::validate`] refuses a spec that names one.
+/// `path` is a file or a glob relative to the working directory. A file is
+/// stored as `name`; each file a glob matches as `name/RELATIVE_PATH`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactDest {
-    /// Artifact name.
+    /// Artifact name (or name prefix, for a glob).
     pub name: String,
-    /// Path relative to the job's working directory.
+    /// File or glob relative to the job's working directory (`out/**/*.txt`).
     pub path: String,
-    /// Where to upload it.
+    /// Destination; empty = the server's artifact store, the only one supported.
+    #[serde(default)]
     pub url: String,
 }
 
@@ -220,10 +225,10 @@ pub struct JobSpec {
     /// Placement constraints.
     #[serde(default)]
     pub constraints: Vec<Constraint>,
-    /// Input artifacts. Not supported yet: any entry fails validation.
+    /// Input artifacts, fetched before the command starts.
     #[serde(default)]
     pub inputs: Vec<ArtifactSource>,
-    /// Output artifacts. Not supported yet: any entry fails validation.
+    /// Output artifacts, uploaded after the command ends (also when it fails).
     #[serde(default)]
     pub outputs: Vec<ArtifactDest>,
     /// Scheduling preferences.
@@ -238,6 +243,11 @@ pub struct JobSpec {
     /// Free-form labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Jobs sharing this key are scheduled at most the key's concurrency
+    /// limit at a time (see [`crate::domain::concurrency`]); the others wait
+    /// in the queue without holding up other jobs. `None` = no limit applies.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 // Secrets never reach Debug output.
@@ -347,6 +357,7 @@ impl JobSpec {
             preferences: JobPreferences::default(),
             max_attempts: default_max_attempts(),
             working_dir: None,
+            concurrency_key: None,
             labels: BTreeMap::new(),
         }
     }
@@ -535,13 +546,15 @@ impl JobSpec {
                 );
             }
         }
-        // Nothing fetches inputs or uploads outputs yet: refuse them rather
-        // than accept a spec whose files would silently never appear.
-        for i in 0..self.inputs.len() {
-            err(format!("inputs[{i}]"), ARTIFACTS_NOT_SUPPORTED);
-        }
-        for i in 0..self.outputs.len() {
-            err(format!("outputs[{i}]"), ARTIFACTS_NOT_SUPPORTED);
+        // Only the kinds of source and destination the agent acts on are
+        // accepted; any other is refused naming the field, never ignored.
+        crate::artifacts::names::check_spec(&self.inputs, &self.outputs, &mut err);
+        if let Some(why) = self
+            .concurrency_key
+            .as_deref()
+            .and_then(crate::domain::concurrency::concurrency_key_problem)
+        {
+            err("concurrency_key".into(), &why);
         }
         if !(-1000..=1000).contains(&self.preferences.priority) {
             err(
@@ -614,27 +627,50 @@ mod tests {
     }
 
     #[test]
-    fn artifacts_are_refused_naming_each_entry() {
+    fn unsupported_artifact_kinds_are_refused_naming_each_field() {
         let mut spec = JobSpec::new("a", CommandType::shell("true", Vec::<String>::new()));
         let input = ArtifactSource {
             name: "src".into(),
             url: "http://example.invalid/src.tar".into(),
-            path: "src.tar".into(),
+            path: "../src.tar".into(),
         };
-        spec.inputs = vec![input.clone(), input];
+        spec.inputs = vec![input];
         spec.outputs = vec![ArtifactDest {
-            name: "out".into(),
-            path: "out/*".into(),
+            name: "/out".into(),
+            path: "out/[".into(),
             url: "http://example.invalid/out".into(),
         }];
         let e = spec.validate().unwrap_err();
         let f: Vec<_> = e.errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(f, ["inputs[0]", "inputs[1]", "outputs[0]"]);
-        assert!(e.errors.iter().all(|e| e.message.contains("not supported")));
-        // An empty list is no request for artifacts.
-        spec.inputs.clear();
-        spec.outputs.clear();
+        assert_eq!(
+            f,
+            [
+                "inputs[0].url",
+                "inputs[0].path",
+                "outputs[0].url",
+                "outputs[0].name",
+                "outputs[0].path"
+            ]
+        );
+        // What the agent acts on is accepted: another job's artifact in, the server's store out.
+        let producer = crate::domain::ids::JobId::new();
+        spec.inputs = vec![ArtifactSource {
+            name: String::new(),
+            url: format!("artifact://{producer}/out/report.txt"),
+            path: "in/report.txt".into(),
+        }];
+        spec.outputs = vec![ArtifactDest {
+            name: "reports".into(),
+            path: "out/**/*.txt".into(),
+            url: String::new(),
+        }];
         spec.validate().unwrap();
+        // An output's url may be left out of the JSON.
+        let parsed: JobSpec = serde_json::from_str(
+            r#"{"command":{"type":"shell","cmd":"true"},"outputs":[{"name":"o","path":"*.txt"}]}"#,
+        )
+        .unwrap();
+        parsed.validate().unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod scheduler;
 mod templates;
 mod worker_agent;
 
-pub use artifacts::ArtifactApi;
+pub use artifacts::{ArtifactApi, JobArtifactApi};
 pub use audit::AuditApi;
 pub use jobs::{JobExecutionApi, JobQueryApi};
 pub use logs::LogStreamApi;

@@ -157,6 +157,9 @@ impl From<ControlError> for ApiError {
             ControlError::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
             }
+            ControlError::ResourceExhausted(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "resource_exhausted", m)
+            }
             ControlError::Provider(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
