@@ -118,6 +118,9 @@ pub(crate) async fn run(server: &str, format: Format, cmd: JobCommand) -> Result
             }
             Ok(0)
         }
+        JobCommand::Artifacts { id, download } => {
+            super::artifacts::run(server, format, id, download).await
+        }
         JobCommand::Cancel { id, reason } => {
             let channel = client::connect(server).await?;
             let job = cancel(server, channel, &id, &reason).await?;

@@ -2,6 +2,7 @@
 //! client over the generated `hodei.v1` stubs.
 
 mod args;
+mod artifacts;
 mod audit;
 mod certs;
 mod client;
@@ -101,6 +102,15 @@ pub(crate) enum JobCommand {
         /// Follow new output until the job ends.
         #[arg(short, long)]
         follow: bool,
+    },
+    /// List a job's artifacts (name, size, sha256); --download DIR saves them,
+    /// each checked against its checksum.
+    Artifacts {
+        /// Job id.
+        id: String,
+        /// Save every artifact under this directory (as DIR/NAME).
+        #[arg(long, value_name = "DIR")]
+        download: Option<PathBuf>,
     },
     /// Cancel a job.
     Cancel {
