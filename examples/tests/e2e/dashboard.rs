@@ -619,6 +619,61 @@ async fn failed_jobs_workers_and_providers_are_shown() {
         b.js("document.querySelector('#q-depth').textContent").await,
         "0"
     );
+    // CPU and memory as the API reports them: a figure once the agent sent
+    // one, "—" before. The page is read first: a sample the API lacked then
+    // cannot have been shown, and one it has is shown by the next refresh.
+    let rows = b
+        .js(
+            "[...document.querySelectorAll('#workers tbody tr')].map(r => [r.cells[0].textContent,\
+               r.querySelector('[data-col=cpu]').textContent,\
+               r.querySelector('[data-col=memory]').textContent])",
+        )
+        .await;
+    let workers: Value = reqwest::get(format!("{}/api/v1/workers", s.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut with_stats = 0;
+    for row in rows.as_array().unwrap() {
+        let (short, cpu, memory) = (
+            row[0].as_str().unwrap(),
+            row[1].as_str().unwrap(),
+            row[2].as_str().unwrap(),
+        );
+        let w = workers["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"].as_str().unwrap().starts_with(short))
+            .unwrap_or_else(|| panic!("worker {short} in the API"));
+        if w["stats"].is_null() {
+            assert_eq!((cpu, memory), ("—", "—"), "{w}");
+        } else if cpu != "—" {
+            with_stats += 1;
+            assert!(cpu.ends_with(" %"), "{cpu} for {w}");
+            assert!(memory.ends_with('B'), "{memory} for {w}");
+        }
+    }
+    let reported = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| !w["stats"].is_null())
+        .count();
+    if reported > 0 {
+        b.until(
+            "CPU figures of the workers that reported",
+            &format!(
+                "[...document.querySelectorAll('#workers [data-col=cpu]')]\
+                   .filter(c => c.textContent.endsWith(' %')).length >= {reported}"
+            ),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    eprintln!("workers page: {with_stats} rows with CPU/memory at first look, {reported} reported");
     b.screenshot("dashboard-workers").await;
     b.close().await;
 }
@@ -894,6 +949,12 @@ async fn two_million_line_log_first_paint() {
         baseline.as_secs_f64() * 1000.0,
         jump.as_secs_f64() * 1000.0
     );
+    b.until(
+        "every row in view loaded",
+        "!document.querySelector('#log .ln.loading')",
+        Duration::from_secs(10),
+    )
+    .await;
     b.screenshot("dashboard-2m-log").await;
     b.close().await;
 }
