@@ -105,6 +105,14 @@ async fn the_suite_catches_a_broken_queue() {
             all.truncate(limit);
             Ok(all)
         }
+        async fn scan(
+            &self,
+            order: hodei_core::store::QueueOrder,
+            after: Option<hodei_core::store::QueueCursor>,
+            limit: usize,
+        ) -> Result<hodei_core::store::QueuePage, StoreError> {
+            self.0.scan(order, after, limit).await
+        }
         async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
             self.0.complete(lease).await
         }

@@ -30,6 +30,7 @@ mod logs;
 mod otp;
 mod providers;
 mod queue;
+mod scheduling;
 mod templates;
 mod workers;
 
@@ -50,6 +51,7 @@ pub use logs::PgLogStore;
 pub use otp::PgOtpTokenStore;
 pub use providers::PgProviderConfigRepository;
 pub use queue::{PgJobQueue, QUEUE_CHANNEL};
+pub use scheduling::PgSchedulingStore;
 pub use sqlx;
 pub use templates::PgTemplateStore;
 pub use workers::PgWorkerRegistry;
@@ -204,6 +206,7 @@ pub struct PgStores {
     templates: Arc<PgTemplateStore>,
     job_history: Arc<PgJobHistoryStore>,
     audit: Arc<PgAuditLog>,
+    scheduling: Arc<PgSchedulingStore>,
 }
 
 impl PgStores {
@@ -220,6 +223,7 @@ impl PgStores {
             templates: Arc::new(PgTemplateStore::new(pool.clone())),
             job_history: Arc::new(PgJobHistoryStore::new(pool.clone())),
             audit: Arc::new(PgAuditLog::new(pool.clone())),
+            scheduling: Arc::new(PgSchedulingStore::new(pool.clone())),
             pool,
         })
     }
@@ -238,6 +242,7 @@ impl PgStores {
         )
         .with_audit(self.audit.clone())
         .with_templates(self.templates.clone())
+        .with_scheduling(self.scheduling.clone())
     }
 
     /// The connection pool (for readiness checks, leases, custom queries).

@@ -9,7 +9,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use hodei_core::domain::ids::JobId;
-use hodei_core::store::{JobQueue, Lease, QueueEntry, StoreError};
+use hodei_core::store::{
+    JobQueue, Lease, QueueCursor, QueueEntry, QueueOrder, QueuePage, StoreError,
+};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
@@ -36,9 +38,10 @@ fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// Sorts claimed rows into claim order and turns them into leases.
+/// Sorts claimed rows into claim order (aged rank, then enqueue order) and
+/// turns them into leases.
 fn into_leases(mut rows: Vec<LeaseRow>) -> Vec<Lease> {
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
+    rows.sort_by_key(|r| (QueueCursor::key_of(QueueOrder::Aged, r.1, r.2), r.3));
     rows.into_iter()
         .map(
             |(job_id, priority, enqueued_at, _, lease_id, expires_at)| Lease {
@@ -56,8 +59,8 @@ fn into_leases(mut rows: Vec<LeaseRow>) -> Vec<Lease> {
 
 /// The job queue in Postgres.
 ///
-/// * `claim` takes up to `limit` unclaimed rows, highest priority then oldest,
-///   in one statement: a CTE selects them `FOR UPDATE SKIP LOCKED` and the
+/// * `claim` takes up to `limit` unclaimed rows in aged order (priority
+///   with aging, from the indexed `aged_key` column), in one statement: a CTE selects them `FOR UPDATE SKIP LOCKED` and the
 ///   update gives each a fresh lease id, so concurrent claimers (any number of
 ///   replicas) never get one row twice and never wait on each other.
 /// * `complete` and `release` name the lease id; a lease that was rescued,
@@ -85,10 +88,14 @@ impl PgJobQueue {
         let ids: Vec<Uuid> = entries.iter().map(|e| *e.job_id.as_uuid()).collect();
         let prios: Vec<i32> = entries.iter().map(|e| e.priority).collect();
         let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.enqueued_at).collect();
+        let keys: Vec<i64> = entries
+            .iter()
+            .map(|e| QueueCursor::key_of(QueueOrder::Aged, e.priority, e.enqueued_at))
+            .collect();
         let n: i64 = sqlx::query_scalar(
             "WITH ins AS ( \
-                INSERT INTO job_queue (job_id, priority, enqueued_at) \
-                SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[]) \
+                INSERT INTO job_queue (job_id, priority, enqueued_at, aged_key) \
+                SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $5::bigint[]) \
                 ON CONFLICT (job_id) DO NOTHING RETURNING 1) \
              SELECT n, CASE WHEN n > 0 THEN pg_notify($4, '') END \
              FROM (SELECT count(*) AS n FROM ins) s",
@@ -97,6 +104,7 @@ impl PgJobQueue {
         .bind(&prios)
         .bind(&times)
         .bind(QUEUE_CHANNEL)
+        .bind(&keys)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| map_err("queue entry", e))?;
@@ -128,7 +136,7 @@ impl JobQueue for PgJobQueue {
         let rows: Vec<LeaseRow> = sqlx::query_as(
             "WITH c AS ( \
                 SELECT job_id FROM job_queue WHERE lease_id IS NULL \
-                ORDER BY priority DESC, enqueued_at, seq \
+                ORDER BY aged_key, seq \
                 LIMIT $1 FOR UPDATE SKIP LOCKED) \
              UPDATE job_queue q SET lease_id = gen_random_uuid(), lease_expires_at = $2 \
              FROM c WHERE q.job_id = c.job_id \
@@ -164,7 +172,7 @@ impl JobQueue for PgJobQueue {
     async fn peek(&self, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
         let rows: Vec<(Uuid, i32, DateTime<Utc>)> = sqlx::query_as(
             "SELECT job_id, priority, enqueued_at FROM job_queue WHERE lease_id IS NULL \
-             ORDER BY priority DESC, enqueued_at, seq LIMIT $1",
+             ORDER BY aged_key, seq LIMIT $1",
         )
         .bind(limit_i64(limit))
         .fetch_all(&self.pool)
@@ -178,6 +186,58 @@ impl JobQueue for PgJobQueue {
                 enqueued_at,
             })
             .collect())
+    }
+
+    async fn scan(
+        &self,
+        order: QueueOrder,
+        after: Option<QueueCursor>,
+        limit: usize,
+    ) -> Result<QueuePage, StoreError> {
+        if limit == 0 {
+            return Ok(QueuePage::default());
+        }
+        // Row comparisons on the index columns: each page is an index range scan.
+        // No cursor: below every row (COALESCE keeps the condition indexable).
+        let seq = after.map_or(i64::MIN, |c| c.seq);
+        let query = match order {
+            QueueOrder::Fifo => sqlx::query_as(
+                "SELECT job_id, priority, enqueued_at, seq FROM job_queue \
+                 WHERE lease_id IS NULL \
+                   AND (enqueued_at, seq) > (COALESCE($1::timestamptz, '-infinity'), $2) \
+                 ORDER BY enqueued_at, seq LIMIT $3",
+            )
+            .bind(after.and_then(|c| DateTime::<Utc>::from_timestamp_micros(c.key))),
+            _ => sqlx::query_as(
+                "SELECT job_id, priority, enqueued_at, seq FROM job_queue \
+                 WHERE lease_id IS NULL \
+                   AND (aged_key, seq) > (COALESCE($1::bigint, -9223372036854775808), $2) \
+                 ORDER BY aged_key, seq LIMIT $3",
+            )
+            .bind(after.map(|c| c.key)),
+        };
+        let rows: Vec<(Uuid, i32, DateTime<Utc>, i64)> = query
+            .bind(seq)
+            .bind(limit_i64(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err("queue entry", e))?;
+        let next = match rows.last() {
+            Some(&(_, priority, enqueued_at, seq)) if rows.len() == limit => Some(QueueCursor::new(
+                QueueCursor::key_of(order, priority, enqueued_at),
+                seq,
+            )),
+            _ => None,
+        };
+        let entries = rows
+            .into_iter()
+            .map(|(id, priority, enqueued_at, _)| QueueEntry {
+                job_id: JobId::from_uuid(id),
+                priority,
+                enqueued_at,
+            })
+            .collect();
+        Ok(QueuePage::new(entries, next))
     }
 
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {

@@ -82,8 +82,13 @@ pub struct ControlPlaneConfig {
     /// Extra time past a job's deadline before the server times it out itself
     /// (the agent normally does it first).
     pub timeout_grace: Duration,
-    /// Queue entries looked at per scheduling pass.
+    /// Queue entries read per page of a scheduling pass (a pass pages on
+    /// through the whole queue while capacity is left).
     pub dispatch_batch: usize,
+    /// Most queue entries one scheduling pass looks at. When a pass stops
+    /// there, the next one continues after the last entry seen (wrapping to
+    /// the head at the end), so every entry is considered in turn.
+    pub dispatch_scan_limit: usize,
     /// Terminal jobs (and their logs) are pruned after this age; `None` = kept.
     pub retention: Option<Duration>,
     /// How often the leader audits the store for records a crash left half
@@ -105,6 +110,7 @@ impl Default for ControlPlaneConfig {
             dispatch_lease: Duration::from_secs(30),
             timeout_grace: Duration::from_secs(15),
             dispatch_batch: 256,
+            dispatch_scan_limit: 10_000,
             retention: None,
             audit_interval: Duration::from_secs(10),
         }

@@ -258,7 +258,13 @@ impl ControlPlane {
             return Ok(self.record_decision(job_id, &d));
         }
         let r = self.dispatch_one(job.clone(), &mut snapshot).await;
-        if !matches!(r, Ok(DecisionRecord { action: DecisionAction::Assign(_) | DecisionAction::Provision(_), .. })) {
+        if !matches!(
+            r,
+            Ok(DecisionRecord {
+                action: DecisionAction::Assign(_) | DecisionAction::Provision(_),
+                ..
+            })
+        ) {
             self.free_concurrency_slot(&job).await;
         }
         r
@@ -885,12 +891,13 @@ impl ControlPlane {
         percent: u32,
         message: &str,
     ) -> ControlResult<()> {
-        let progress = crate::domain::progress::JobProgress::new(percent, message).ok_or_else(
-            || ControlError::InvalidArgument {
-                field: "percent".to_owned(),
-                message: format!("must be 0..=100, got {percent}"),
-            },
-        )?;
+        let progress =
+            crate::domain::progress::JobProgress::new(percent, message).ok_or_else(|| {
+                ControlError::InvalidArgument {
+                    field: "percent".to_owned(),
+                    message: format!("must be 0..=100, got {percent}"),
+                }
+            })?;
         let (job, ()) = self
             .update_job(job_id, |job| {
                 Self::check_assignment(job, worker, Some(attempt))?;

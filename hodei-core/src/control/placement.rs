@@ -1,12 +1,12 @@
 //! Adapts the live state to the pure strategies in [`crate::scheduler`], and
 //! keeps one pass's snapshot current while it dispatches many jobs.
 
-use chrono::{DateTime, Utc};
-
-use crate::domain::ids::{JobId, ProviderId, WorkerId};
+use crate::domain::ids::{ProviderId, WorkerId};
 use crate::domain::job::Job;
-use crate::scheduler::{self, Decision, QueueView, SchedulingSnapshot, Strategy};
-use crate::store::QueueEntry;
+use crate::domain::pricing::ResourcePricing;
+use crate::domain::spec::{CommandType, JobSpec};
+use crate::provider::{Eligibility, FullProvider};
+use crate::scheduler::{self, Decision, ProviderView, SchedulingSnapshot, Strategy};
 
 /// Whether any job could still be placed in this pass.
 pub(crate) fn has_any_capacity(snap: &SchedulingSnapshot) -> bool {
@@ -31,20 +31,38 @@ pub(crate) fn add_provisioning(snap: &mut SchedulingSnapshot, p: ProviderId) {
     }
 }
 
-/// Decides for one pending job.
-pub(crate) fn decide(strategy: Strategy, job: &Job, snap: &SchedulingSnapshot) -> Decision {
-    scheduler::decide(strategy, job.spec(), snap)
+/// Decides for one pending job. Each provider's own eligibility check
+/// ([`crate::provider::WorkerEligibility`], e.g. Docker's missing worker
+/// image) is consulted besides its capabilities; `entry` finds the live
+/// provider of a view.
+pub(crate) fn decide<E: AsRef<dyn FullProvider>>(
+    strategy: Strategy,
+    job: &Job,
+    snap: &SchedulingSnapshot,
+    entry: impl Fn(ProviderId) -> Option<E>,
+) -> Decision {
+    let spec = job.spec();
+    scheduler::decide_with(strategy, spec, snap, |p: &ProviderView| {
+        match entry(p.id)?.as_ref().check_eligibility(spec) {
+            Eligibility::Ineligible(why) => Some(why),
+            _ => None,
+        }
+    })
 }
 
-/// Order in which queued jobs are considered.
-pub(crate) fn order_queue(
-    strategy: Strategy,
-    entries: &[QueueEntry],
-    now: DateTime<Utc>,
-) -> Vec<JobId> {
-    let views: Vec<QueueView> = entries
-        .iter()
-        .map(|e| QueueView::new(e.job_id, e.priority, e.enqueued_at))
-        .collect();
-    scheduler::order_queue(strategy, &views, now)
+/// A provider's own cost estimate as a linear price per resource, probed at
+/// one core and at one GiB, so every job is priced from its own resources.
+pub(crate) fn estimated_pricing(provider: &dyn FullProvider) -> ResourcePricing {
+    let probe = |cpu: f64, mem_mb: u64| {
+        let mut spec = JobSpec::new("", CommandType::shell("true", Vec::<String>::new()));
+        spec.resources.cpu_cores = cpu;
+        spec.resources.memory_mb = mem_mb;
+        let v = provider.estimate_cost(&spec).per_hour;
+        if v.is_finite() { v.max(0.0) } else { 0.0 }
+    };
+    let base = probe(0.0, 0);
+    let mut p = ResourcePricing::default();
+    p.price_per_cpu_hour = (probe(1.0, 0) - base).max(0.0);
+    p.price_per_gib_hour = (probe(0.0, 1024) - base).max(0.0);
+    p
 }

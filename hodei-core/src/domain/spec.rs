@@ -404,6 +404,13 @@ impl JobSpec {
         self
     }
 
+    /// Sets the concurrency key (see [`crate::domain::concurrency`]).
+    #[must_use]
+    pub fn with_concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
     /// The secret names, never the values.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.secrets.keys().map(String::as_str)

@@ -642,6 +642,7 @@ mod tests {
         s.preferences.allow_retry = false;
         s.working_dir = Some("/w".into());
         s.labels.insert("team".into(), "x".into());
+        s.concurrency_key = Some("deploy/prod".into());
         s
     }
 

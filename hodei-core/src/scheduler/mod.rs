@@ -14,6 +14,7 @@
 //! assert_eq!(decide(Strategy::CostAware, &spec, &snapshot), Decision::Provision(cheap.id));
 //! ```
 
+mod fairness;
 mod snapshot;
 mod strategy;
 #[cfg(test)]
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
 use crate::domain::spec::JobSpec;
 
+pub use fairness::{AGING_MS_PER_POINT, QueueCursor, QueueOrder, QueuePage, aged_rank};
 pub use snapshot::{ProviderView, QueueView, SchedulingSnapshot, WorkerResources, WorkerView};
 pub use strategy::{Strategy, UnknownStrategy};
 
@@ -76,6 +78,12 @@ pub enum WaitReason {
     },
     /// Every eligible, available provider is at its worker limit and no worker has a free slot.
     AtCapacity,
+    /// As many jobs with its concurrency key as the key's limit allows are
+    /// scheduled or running.
+    ConcurrencyLimit {
+        /// The job's `concurrency_key`.
+        key: String,
+    },
 }
 
 impl fmt::Display for WaitReason {
@@ -92,6 +100,9 @@ impl fmt::Display for WaitReason {
                 write!(f, "no eligible provider is active: {}", statuses.join("; "))
             }
             WaitReason::AtCapacity => f.write_str("every eligible provider is at capacity"),
+            WaitReason::ConcurrencyLimit { key } => {
+                write!(f, "concurrency limit of key {key:?} reached")
+            }
         }
     }
 }
@@ -134,6 +145,22 @@ fn first_min_by<T>(
 /// strategy ranks the candidates (see [`Strategy`]).
 #[must_use]
 pub fn decide(strategy: Strategy, spec: &JobSpec, snapshot: &SchedulingSnapshot) -> Decision {
+    decide_with(strategy, spec, snapshot, |_| None)
+}
+
+/// [`decide`], with a further eligibility check per provider: `ineligible`
+/// returns why a provider cannot run the spec (the provider's own
+/// [`crate::provider::WorkerEligibility`] check, e.g. Docker's missing worker
+/// image), or `None`. A provider it refuses is skipped like one whose
+/// capabilities do not fit, and its reason shows in
+/// [`WaitReason::NoEligibleProvider`].
+#[must_use]
+pub fn decide_with(
+    strategy: Strategy,
+    spec: &JobSpec,
+    snapshot: &SchedulingSnapshot,
+    ineligible: impl Fn(&ProviderView) -> Option<String>,
+) -> Decision {
     if snapshot.providers.is_empty() {
         return Decision::Wait(WaitReason::NoProviders);
     }
@@ -157,7 +184,11 @@ pub fn decide(strategy: Strategy, spec: &JobSpec, snapshot: &SchedulingSnapshot)
     let mut reasons = Vec::new();
     let eligible: Vec<&ProviderView> = named
         .into_iter()
-        .filter(|p| match p.capabilities.ineligibility(spec) {
+        .filter(|p| match p
+            .capabilities
+            .ineligibility(spec)
+            .or_else(|| ineligible(p))
+        {
             None => true,
             Some(why) => {
                 reasons.push(format!("{}: {why}", p.name));
@@ -273,7 +304,7 @@ fn pick_worker(
                 .then_with(|| a.0.free_slots.cmp(&b.0.free_slots))
         }),
         Strategy::CostAware => first_min_by(candidates, |a, b| {
-            a.1.cost_per_hour.total_cmp(&b.1.cost_per_hour)
+            a.1.cost_for(spec).total_cmp(&b.1.cost_for(spec))
         }),
     };
     best.map(|(w, ..)| w.id)
@@ -308,7 +339,7 @@ fn pick_provider(
             fit(a).total_cmp(&fit(b))
         }),
         Strategy::CostAware => first_min_by(candidates, |a, b| {
-            a.cost_per_hour.total_cmp(&b.cost_per_hour)
+            a.cost_for(spec).total_cmp(&b.cost_for(spec))
         }),
         Strategy::FastestStartup => first_min_by(candidates, |a, b| {
             a.estimated_startup.cmp(&b.estimated_startup)

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
+use crate::domain::pricing::ResourcePricing;
 use crate::domain::provider::{Provider, ProviderCapabilities, ProviderStatus};
 use crate::domain::worker::{Worker, WorkerState};
 use crate::store::QueueEntry;
@@ -137,6 +138,9 @@ pub struct ProviderView {
     pub cost_per_hour: f64,
     /// Expected time from create to registered (from [`crate::provider::WorkerCost`]).
     pub estimated_startup: Duration,
+    /// Price of its resources; when set, a job's cost is priced from the
+    /// job's own resources instead of `cost_per_hour`.
+    pub pricing: Option<ResourcePricing>,
 }
 
 impl ProviderView {
@@ -156,6 +160,7 @@ impl ProviderView {
             active_workers: 0,
             cost_per_hour: 0.0,
             estimated_startup: Duration::ZERO,
+            pricing: None,
         }
     }
 
@@ -168,7 +173,23 @@ impl ProviderView {
             provider.capabilities().clone(),
         );
         v.status = provider.status();
+        v.pricing = provider.pricing();
         v
+    }
+
+    /// Sets the price of its resources.
+    #[must_use]
+    pub fn with_pricing(mut self, pricing: Option<ResourcePricing>) -> Self {
+        self.pricing = pricing;
+        self
+    }
+
+    /// The hourly cost of running `spec` here: its resources at
+    /// [`ProviderView::pricing`], else the flat `cost_per_hour`.
+    #[must_use]
+    pub fn cost_for(&self, spec: &crate::domain::spec::JobSpec) -> f64 {
+        self.pricing
+            .map_or(self.cost_per_hour, |p| p.cost_per_hour(&spec.resources))
     }
 
     /// Sets the status.

@@ -6,7 +6,6 @@
 //! recovered: every critical section leaves the data consistent before it can
 //! panic.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +24,8 @@ use crate::domain::worker::Worker;
 use crate::otp::constant_time_eq;
 use crate::store::{
     JobFilter, JobQueue, JobRepository, Lease, LogCursor, LogStore, OtpError, OtpTokenStore,
-    ProviderConfigRepository, QueueEntry, StoreError, StoredLogEntry, WorkerRegistry,
+    ProviderConfigRepository, QueueCursor, QueueEntry, QueueOrder, QueuePage, StoreError,
+    StoredLogEntry, WorkerRegistry,
 };
 
 /// Default number of jobs [`JobRepository::list`] returns without a limit.
@@ -175,8 +175,9 @@ impl JobRepository for InMemoryJobRepository {
 // Queue
 // ---------------------------------------------------------------------------
 
-/// Claim order: priority descending, then oldest, then insertion order.
-type QueueKey = (Reverse<i32>, DateTime<Utc>, u64, JobId);
+/// Claim order: aged rank descending (priority with aging, see
+/// [`crate::scheduler::aged_rank`]), then insertion order.
+type QueueKey = (i64, u64, JobId);
 
 #[derive(Debug)]
 struct Slot {
@@ -187,12 +188,12 @@ struct Slot {
 
 impl Slot {
     fn key(&self) -> QueueKey {
-        (
-            Reverse(self.entry.priority),
-            self.entry.enqueued_at,
-            self.seq,
-            self.entry.job_id,
-        )
+        self.key_in(QueueOrder::Aged)
+    }
+
+    fn key_in(&self, order: QueueOrder) -> QueueKey {
+        let k = QueueCursor::key_of(order, self.entry.priority, self.entry.enqueued_at);
+        (k, self.seq, self.entry.job_id)
     }
 }
 
@@ -201,16 +202,32 @@ struct QueueState {
     slots: HashMap<JobId, Slot>,
     /// Unclaimed entries in claim order.
     ready: BTreeSet<QueueKey>,
+    /// Unclaimed entries, oldest first (for FIFO walks).
+    ready_fifo: BTreeSet<QueueKey>,
     next_seq: u64,
 }
 
 impl QueueState {
+    fn mark_ready(&mut self, job_id: JobId) {
+        if let Some(slot) = self.slots.get(&job_id) {
+            self.ready.insert(slot.key());
+            self.ready_fifo.insert(slot.key_in(QueueOrder::Fifo));
+        }
+    }
+
+    fn unmark_ready(&mut self, job_id: JobId) {
+        if let Some(slot) = self.slots.get(&job_id) {
+            self.ready.remove(&slot.key());
+            self.ready_fifo.remove(&slot.key_in(QueueOrder::Fifo));
+        }
+    }
+
     fn lease(&mut self, job_id: JobId, now: DateTime<Utc>, lease_for: Duration) -> Option<Lease> {
-        let slot = self.slots.get_mut(&job_id)?;
-        if slot.lease.is_some() {
+        if self.slots.get(&job_id)?.lease.is_some() {
             return None;
         }
-        self.ready.remove(&slot.key());
+        self.unmark_ready(job_id);
+        let slot = self.slots.get_mut(&job_id)?;
         let lease_id = Uuid::new_v4();
         let expires_at = add_duration(now, lease_for);
         slot.lease = Some((lease_id, expires_at));
@@ -234,8 +251,8 @@ impl QueueState {
     }
 }
 
-/// A priority queue with leases, in memory. Claim order is priority
-/// descending, then `enqueued_at` ascending, then enqueue order.
+/// A priority queue with leases, in memory. Claim order is the aged rank
+/// (priority with aging) descending, then enqueue order.
 #[derive(Debug, Default)]
 pub struct InMemoryJobQueue {
     state: Mutex<QueueState>,
@@ -258,20 +275,21 @@ impl JobQueue for InMemoryJobQueue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
+        let job_id = entry.job_id;
         let slot = Slot {
             entry,
             seq,
             lease: None,
         };
-        st.ready.insert(slot.key());
-        st.slots.insert(slot.entry.job_id, slot);
+        st.slots.insert(job_id, slot);
+        st.mark_ready(job_id);
         Ok(())
     }
 
     async fn claim(&self, limit: usize, lease_for: Duration) -> Result<Vec<Lease>, StoreError> {
         let now = Utc::now();
         let mut st = lock(&self.state);
-        let ids: Vec<JobId> = st.ready.iter().take(limit).map(|k| k.3).collect();
+        let ids: Vec<JobId> = st.ready.iter().take(limit).map(|k| k.2).collect();
         Ok(ids
             .into_iter()
             .filter_map(|id| st.lease(id, now, lease_for))
@@ -293,8 +311,47 @@ impl JobQueue for InMemoryJobQueue {
             .ready
             .iter()
             .take(limit)
-            .filter_map(|k| st.slots.get(&k.3).map(|s| s.entry.clone()))
+            .filter_map(|k| st.slots.get(&k.2).map(|s| s.entry.clone()))
             .collect())
+    }
+
+    async fn scan(
+        &self,
+        order: QueueOrder,
+        after: Option<QueueCursor>,
+        limit: usize,
+    ) -> Result<QueuePage, StoreError> {
+        let st = lock(&self.state);
+        let set = match order {
+            QueueOrder::Fifo => &st.ready_fifo,
+            _ => &st.ready,
+        };
+        let start = match after {
+            // Strictly after (key, seq): every job id sorts after the nil one.
+            Some(c) => Bound::Excluded((
+                c.key,
+                u64::try_from(c.seq).unwrap_or(0),
+                JobId::from_uuid(Uuid::max()),
+            )),
+            None => Bound::Unbounded,
+        };
+        let keys: Vec<QueueKey> = set
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .copied()
+            .collect();
+        let next = match keys.last() {
+            Some(k) if keys.len() == limit => Some(QueueCursor::new(
+                k.0,
+                i64::try_from(k.1).unwrap_or(i64::MAX),
+            )),
+            _ => None,
+        };
+        let entries = keys
+            .iter()
+            .filter_map(|k| st.slots.get(&k.2).map(|s| s.entry.clone()))
+            .collect();
+        Ok(QueuePage::new(entries, next))
     }
 
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -307,18 +364,15 @@ impl JobQueue for InMemoryJobQueue {
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         let mut st = lock(&self.state);
         st.check_lease(lease)?;
-        let key = match st.slots.get_mut(&lease.entry.job_id) {
-            Some(slot) => {
-                slot.lease = None;
-                slot.key()
-            }
+        match st.slots.get_mut(&lease.entry.job_id) {
+            Some(slot) => slot.lease = None,
             None => {
                 return Err(StoreError::StaleLease {
                     job_id: lease.entry.job_id,
                 });
             }
-        };
-        st.ready.insert(key);
+        }
+        st.mark_ready(lease.entry.job_id);
         Ok(())
     }
 
@@ -349,29 +403,24 @@ impl JobQueue for InMemoryJobQueue {
 
     async fn remove(&self, job_id: JobId) -> Result<bool, StoreError> {
         let mut st = lock(&self.state);
-        match st.slots.remove(&job_id) {
-            Some(slot) => {
-                st.ready.remove(&slot.key());
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        st.unmark_ready(job_id);
+        Ok(st.slots.remove(&job_id).is_some())
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, StoreError> {
         let mut st = lock(&self.state);
         let mut rescued = Vec::new();
-        let mut keys = Vec::new();
         for slot in st.slots.values_mut() {
             if let Some((_, expires_at)) = slot.lease
                 && expires_at < now
             {
                 slot.lease = None;
                 rescued.push(slot.entry.job_id);
-                keys.push(slot.key());
             }
         }
-        st.ready.extend(keys);
+        for id in &rescued {
+            st.mark_ready(*id);
+        }
         Ok(rescued)
     }
 

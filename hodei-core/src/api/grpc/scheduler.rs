@@ -100,7 +100,7 @@ impl SchedulerService for SchedulerApi {
         req: Request<v1::ConfigureSchedulerRequest>,
     ) -> Result<Response<v1::ConfigureSchedulerResponse>, Status> {
         let s = strategy_from_proto(req.get_ref().strategy)?;
-        let prev = self.cp.configure_scheduler(s);
+        let prev = self.cp.configure_scheduler(s).await.map_err(status_from)?;
         Ok(Response::new(v1::ConfigureSchedulerResponse {
             previous: strategy_to_proto(prev) as i32,
             current: strategy_to_proto(s) as i32,
@@ -112,12 +112,13 @@ impl SchedulerService for SchedulerApi {
         _req: Request<v1::GetQueueStatusRequest>,
     ) -> Result<Response<v1::GetQueueStatusResponse>, Status> {
         let q = self.cp.queue_status().await.map_err(status_from)?;
+        let strategy = self.cp.shared_strategy().await.map_err(status_from)?;
         Ok(Response::new(v1::GetQueueStatusResponse {
             pending: q.pending,
             scheduled: q.scheduled,
             running: q.running,
             oldest_pending_age_ms: q.oldest_pending_age_ms,
-            strategy: strategy_to_proto(self.cp.current_strategy()) as i32,
+            strategy: strategy_to_proto(strategy) as i32,
         }))
     }
 

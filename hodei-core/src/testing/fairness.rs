@@ -1,0 +1,255 @@
+//! Fairness through the control plane on any [`Stores`] bundle: one
+//! scheduling pass over a large queue must not stop at a page of jobs it
+//! cannot place (the same scenario runs on memory and Postgres).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::stream::{self, BoxStream, StreamExt};
+
+use super::scheduling::{entry, now_ms, ok};
+use crate::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
+use crate::domain::error::ProviderError;
+use crate::domain::ids::{JobId, ProviderId};
+use crate::domain::job::{Job, JobState};
+use crate::domain::provider::{ProviderCapabilities, ProviderConfig, ProviderType};
+use crate::domain::spec::{CommandType, JobSpec};
+use crate::domain::worker::{WorkerHandle, WorkerSpec, WorkerState};
+use crate::provider::{
+    CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility,
+    WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
+    WorkerProviderIdentity,
+};
+use crate::scheduler::aged_rank;
+use crate::store::Stores;
+
+/// A provider that creates workers which never register (the test only looks
+/// at what the scheduler chose) and refuses any job asking for the image
+/// `refused:latest` in its own eligibility check.
+struct FairnessProvider {
+    id: ProviderId,
+}
+
+/// The image [`FairnessProvider`]'s eligibility check refuses.
+const REFUSED_IMAGE: &str = "refused:latest";
+
+fn caps() -> ProviderCapabilities {
+    let mut c = ProviderCapabilities::default();
+    c.max_cpu_cores = 4.0;
+    c.max_memory_mb = 8192;
+    c.max_workers = 1000;
+    c.supports_images = true;
+    c
+}
+
+#[async_trait]
+impl WorkerLifecycle for FairnessProvider {
+    async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
+        Ok(WorkerHandle::new(spec.worker_id, self.id, "never-registers"))
+    }
+    async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
+        Ok(WorkerState::Creating)
+    }
+    async fn destroy_worker(&self, _h: &WorkerHandle) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+#[async_trait]
+impl WorkerHealth for FairnessProvider {
+    async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
+        Ok(HealthStatus::healthy("ok"))
+    }
+}
+#[async_trait]
+impl WorkerLogs for FairnessProvider {
+    async fn get_worker_logs(
+        &self,
+        _h: &WorkerHandle,
+        _tail: Option<usize>,
+    ) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
+}
+impl WorkerCost for FairnessProvider {
+    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
+        CostEstimate::free()
+    }
+    fn estimated_startup_time(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+impl WorkerEligibility for FairnessProvider {
+    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
+        if spec.image.as_deref() == Some(REFUSED_IMAGE) {
+            return Eligibility::Ineligible(format!("image {REFUSED_IMAGE} not found"));
+        }
+        Eligibility::from_capabilities(&self.capabilities(), spec)
+    }
+}
+#[async_trait]
+impl WorkerMetrics for FairnessProvider {
+    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
+        Ok(ResourceUsage::default())
+    }
+}
+impl WorkerEventSource for FairnessProvider {
+    fn events(&self) -> BoxStream<'static, WorkerEvent> {
+        stream::empty().boxed()
+    }
+}
+impl WorkerProviderIdentity for FairnessProvider {
+    fn id(&self) -> ProviderId {
+        self.id
+    }
+    fn name(&self) -> &str {
+        "fairness"
+    }
+    fn provider_type(&self) -> ProviderType {
+        ProviderType::Custom
+    }
+    fn capabilities(&self) -> ProviderCapabilities {
+        caps()
+    }
+}
+
+/// What [`no_page_size_starvation`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StarvationReport {
+    /// Jobs queued.
+    pub queued: usize,
+    /// Jobs the one scheduling pass sent to a new worker.
+    pub dispatched: usize,
+    /// How long the pass took.
+    pub pass: Duration,
+}
+
+/// 10 000 queued jobs of mixed priorities behind 320 unplaceable heads (160
+/// asking more CPU than the provider has, 160 whose image the provider's own
+/// eligibility check refuses), with room for `slots` new workers: one
+/// scheduling pass must pass over the heads and dispatch, in aged order, an
+/// old low-priority job and the best placeable jobs after it. `stores` must
+/// be fresh and empty.
+///
+/// # Panics
+/// On any deviation.
+pub async fn no_page_size_starvation(stores: Stores) -> StarvationReport {
+    const TOTAL: usize = 10_000;
+    const HEADS: usize = 320;
+    const SLOTS: u32 = 6;
+    let c = "fairness/no-page-size-starvation";
+    let now = now_ms();
+    let mut placeable: Vec<(i64, JobId)> = Vec::new();
+    let mut heads = Vec::new();
+    let insert = |spec: JobSpec, priority: i32, at: DateTime<Utc>| {
+        let mut spec = spec;
+        spec.preferences.priority = priority;
+        (Job::new(spec), priority, at)
+    };
+    let mut jobs = Vec::with_capacity(TOTAL);
+    for i in 0..HEADS {
+        let mut spec = JobSpec::new("head", CommandType::shell("true", [""; 0]));
+        if i % 2 == 0 {
+            spec.resources.cpu_cores = 64.0;
+        } else {
+            spec.image = Some(REFUSED_IMAGE.to_owned());
+        }
+        jobs.push(insert(spec, 1000, now));
+    }
+    // Just below the heads after aging (-1000 + 1999 = 999), above every other job.
+    let old = insert(
+        JobSpec::new("old-low", CommandType::shell("true", [""; 0])),
+        -1000,
+        now - TimeDelta::milliseconds(1999 * 6000),
+    );
+    let old_id = old.0.id();
+    jobs.push(old);
+    for i in 0..(TOTAL - HEADS - 1) {
+        let prio = i32::try_from(i % 1999).unwrap_or(0) - 1000;
+        let at = now - TimeDelta::milliseconds(i64::try_from(i % 977).unwrap_or(0));
+        jobs.push(insert(
+            JobSpec::new("filler", CommandType::shell("true", [""; 0])),
+            prio,
+            at,
+        ));
+    }
+    for (job, priority, at) in &jobs {
+        let stored = ok(stores.jobs.insert(job).await, c);
+        ok(stores.queue.enqueue(entry(stored.id(), *priority, *at)).await, c);
+        if job.spec().name == "head" {
+            heads.push(stored.id());
+        } else {
+            placeable.push((aged_rank(*priority, *at), stored.id()));
+        }
+    }
+    placeable.sort_by(|a, b| b.0.cmp(&a.0));
+
+    let mut config = ControlPlaneConfig::default();
+    config.registration_timeout = Duration::from_secs(600);
+    let cp = ControlPlane::builder()
+        .config(config)
+        .stores(stores.clone())
+        .build();
+    let provider = Arc::new(FairnessProvider {
+        id: ProviderId::new(),
+    });
+    ok(
+        cp.register_provider(
+            provider,
+            ProviderConfig::Custom {
+                settings: BTreeMap::new(),
+            },
+            PoolPolicy::default().max_workers(SLOTS),
+        )
+        .await,
+        c,
+    );
+    let started = std::time::Instant::now();
+    ok(cp.reconcile().await, c);
+    let pass = started.elapsed();
+
+    let mut dispatched = Vec::new();
+    for (_, id) in &placeable {
+        let j = ok(stores.jobs.get(*id).await, c);
+        if j.is_some_and(|j| j.state() != JobState::Pending) {
+            dispatched.push(*id);
+        }
+    }
+    let expected: Vec<JobId> = placeable
+        .iter()
+        .take(SLOTS as usize)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(
+        placeable.first().map(|p| p.1),
+        Some(old_id),
+        "{c}: the old low-priority job ranks first among placeable jobs"
+    );
+    assert_eq!(
+        dispatched, expected,
+        "{c}: the {SLOTS} best placeable jobs (in aged order) are dispatched past {HEADS} unplaceable heads"
+    );
+    for id in &heads {
+        let j = ok(stores.jobs.get(*id).await, c);
+        assert_eq!(
+            j.map(|j| j.state()),
+            Some(JobState::Pending),
+            "{c}: an unplaceable head stays queued"
+        );
+    }
+    let d = ok(cp.preview_decision(heads[1]).await, c);
+    let why = format!("{:?}", d.action);
+    assert!(
+        why.contains(REFUSED_IMAGE),
+        "{c}: the provider's own eligibility check is consulted: {why}"
+    );
+    cp.shutdown();
+    StarvationReport {
+        queued: TOTAL,
+        dispatched: dispatched.len(),
+        pass,
+    }
+}
