@@ -40,6 +40,12 @@ struct Seen {
     /// First message of each stream.
     first_messages: Vec<Option<WP>>,
     heartbeats: u32,
+    /// Progress reports (percent, message), in arrival order, and whether one
+    /// came after a result of its job.
+    progress: Vec<(u32, String)>,
+    progress_after_result: bool,
+    /// Usage of the `stats` messages.
+    stats: Vec<v1::ResourceUsage>,
     statuses: Vec<i32>,
     unregistered: Vec<String>,
     registers: Vec<v1::RegisterRequest>,
@@ -103,7 +109,14 @@ impl ControlPlane {
         match m {
             WP::Heartbeat(_) => self.seen.lock().unwrap().heartbeats += 1,
             WP::JobStarted(s) => self.seen.lock().unwrap().started.push(s.job_id),
-            WP::Stats(_) => {}
+            WP::Stats(st) => self.seen.lock().unwrap().stats.extend(st.usage),
+            WP::Progress(p) => {
+                let mut seen = self.seen.lock().unwrap();
+                if seen.results.iter().any(|r| r.job_id == p.job_id) {
+                    seen.progress_after_result = true;
+                }
+                seen.progress.push((p.percent, p.message));
+            }
             WP::LogBatch(b) => {
                 let acked = {
                     let mut seen = self.seen.lock().unwrap();
@@ -453,6 +466,47 @@ async fn logs_survive_a_dropped_stream_exactly_once_and_in_order() {
     let seen = cp.seen.lock().unwrap();
     assert_eq!(seen.statuses, vec![v1::WorkerState::Draining as i32]);
     assert_eq!(seen.unregistered.len(), 1);
+}
+
+#[tokio::test]
+async fn progress_lines_and_stats_reach_the_server() {
+    let cp = ControlPlane::new(0);
+    let addr = serve(cp.clone()).await;
+    let client = WorkerClient::builder(agent_config(addr, OTP))
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(client.run(shutdown.clone()));
+    wait_for("the stream", Duration::from_secs(10), || {
+        cp.current.lock().unwrap().is_some()
+    })
+    .await;
+    cp.send(run_job(
+        JobId::new(),
+        "echo '::progress 30 fetching'; sleep 0.7; echo 'say ::progress 50 no'; \
+         echo '::progress 90 packing'; echo '::progress 90 done'",
+    ))
+    .await;
+    wait_for("the job result", Duration::from_secs(30), || {
+        !cp.seen.lock().unwrap().results.is_empty()
+    })
+    .await;
+    {
+        let seen = cp.seen.lock().unwrap();
+        assert_eq!(seen.progress.first(), Some(&(30, "fetching".to_owned())));
+        // Latest wins; a marker not at the start of a line is no report.
+        assert_eq!(seen.progress.last(), Some(&(90, "done".to_owned())));
+        assert!(!seen.progress.iter().any(|(p, _)| *p == 50), "{:?}", seen.progress);
+        assert!(!seen.progress_after_result, "the last report precedes the result");
+        // The stats tick fires at connect with a fresh sample.
+        assert!(
+            seen.stats.iter().any(|u| u.memory_bytes > 0),
+            "stats: {:?}",
+            seen.stats
+        );
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
 }
 
 /// Two replicas sharing one state; the agent is given both. Replica A stores what arrives
