@@ -496,8 +496,15 @@ async fn progress_lines_and_stats_reach_the_server() {
         assert_eq!(seen.progress.first(), Some(&(30, "fetching".to_owned())));
         // Latest wins; a marker not at the start of a line is no report.
         assert_eq!(seen.progress.last(), Some(&(90, "done".to_owned())));
-        assert!(!seen.progress.iter().any(|(p, _)| *p == 50), "{:?}", seen.progress);
-        assert!(!seen.progress_after_result, "the last report precedes the result");
+        assert!(
+            !seen.progress.iter().any(|(p, _)| *p == 50),
+            "{:?}",
+            seen.progress
+        );
+        assert!(
+            !seen.progress_after_result,
+            "the last report precedes the result"
+        );
         // The stats tick fires at connect with a fresh sample.
         assert!(
             seen.stats.iter().any(|u| u.memory_bytes > 0),

@@ -88,7 +88,9 @@ struct AuditPageView {
 /// Entries as a table.
 pub(crate) fn audit_table(entries: &[AuditView]) -> String {
     output::table(
-        &["ID", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAIL"],
+        &[
+            "ID", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAIL",
+        ],
         entries
             .iter()
             .map(|e| {
@@ -178,7 +180,13 @@ mod tests {
             outcome: "failure".into(),
             detail: "job abc not found".into(),
         }]);
-        for s in ["ci-bot", "job_cancel", "job:abc", "failure", "job abc not found"] {
+        for s in [
+            "ci-bot",
+            "job_cancel",
+            "job:abc",
+            "failure",
+            "job abc not found",
+        ] {
             assert!(rows.contains(s), "{s} missing in {rows}");
         }
     }

@@ -47,7 +47,9 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
     let r = http
         .post(api("/api/v1/jobs"))
         .bearer_auth(&ci)
-        .json(&json!({"name": "long", "command": {"type": "shell", "cmd": "sleep", "args": ["30"]}}))
+        .json(
+            &json!({"name": "long", "command": {"type": "shell", "cmd": "sleep", "args": ["30"]}}),
+        )
         .send()
         .await
         .unwrap();
@@ -76,8 +78,10 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
     let r = http
         .post(api("/api/v1/jobs"))
         .bearer_auth(&ci)
-        .json(&json!({"name": "secretive", "command": {"type": "shell", "cmd": "true"},
-                      "secrets": {"DEPLOY_KEY": "value-0123456789"}}))
+        .json(
+            &json!({"name": "secretive", "command": {"type": "shell", "cmd": "true"},
+                      "secrets": {"DEPLOY_KEY": "value-0123456789"}}),
+        )
         .send()
         .await
         .unwrap();
@@ -149,14 +153,33 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
         (s2("ci-bot"), s2("job_cancel"), job(&id), s2("success")),
         (s2("ci-bot"), s2("job_retry"), job(&id), s2("success")),
         (s2("ci-bot"), s2("job_retry"), job(&new_id), s2("failure")),
-        (s2("ci-bot"), s2("job_submit"), job(&secret_job), s2("success")),
-        (s2("ops"), s2("provider_register"), s2("provider:local-2"), s2("success")),
-        (s2("ops"), s2("provider_update"), s2("provider:local-2"), s2("success")),
+        (
+            s2("ci-bot"),
+            s2("job_submit"),
+            job(&secret_job),
+            s2("success"),
+        ),
+        (
+            s2("ops"),
+            s2("provider_register"),
+            s2("provider:local-2"),
+            s2("success"),
+        ),
+        (
+            s2("ops"),
+            s2("provider_update"),
+            s2("provider:local-2"),
+            s2("success"),
+        ),
     ] {
         assert!(got.contains(&want), "{want:?} missing in {got:?}");
     }
     // Newest first: the cancel came after the submit.
-    let pos = |a: &str| got.iter().position(|e| e.1 == a && e.2 == job(&id)).unwrap();
+    let pos = |a: &str| {
+        got.iter()
+            .position(|e| e.1 == a && e.2 == job(&id))
+            .unwrap()
+    };
     assert!(pos("job_cancel") < pos("job_submit"), "{got:?}");
     // The secret injection names the worker and the secret, never its value.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -175,7 +198,10 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
         if let Some(e) = page["entries"].as_array().and_then(|a| a.first()) {
             break e.clone();
         }
-        assert!(std::time::Instant::now() < deadline, "no secret_injected entry");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no secret_injected entry"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(
@@ -209,7 +235,9 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
     assert_eq!(entries(&first).len(), 2);
     let before = first["next_before"].as_u64().expect("a next page");
     let second: Value = http
-        .get(api(&format!("/api/v1/audit?actor=ci-bot&limit=2&before={before}")))
+        .get(api(&format!(
+            "/api/v1/audit?actor=ci-bot&limit=2&before={before}"
+        )))
         .bearer_auth(&ops)
         .send()
         .await
@@ -218,7 +246,12 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
         .await
         .unwrap();
     let ids = |p: &Value| -> Vec<u64> {
-        p["entries"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect()
+        p["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect()
     };
     assert!(ids(&second).iter().all(|i| *i < before), "older page");
     // Bad filters name the field.
@@ -243,7 +276,10 @@ async fn submit_cancel_retry_and_secret_injection_are_audited_with_the_token_nam
     let out = hodei(&s, &ops, &["audit", "list", "--actor", "ci-bot"]).await;
     assert!(out.status.success(), "{out:?}");
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("job_cancel") && table.contains(&job(&id)), "{table}");
+    assert!(
+        table.contains("job_cancel") && table.contains(&job(&id)),
+        "{table}"
+    );
     let out = hodei(
         &s,
         &ops,

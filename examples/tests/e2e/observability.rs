@@ -37,17 +37,24 @@ async fn progress_lines_are_stored_and_shown_by_rest_and_the_cli() {
         .await;
     let http = reqwest::Client::new();
     let job_url = format!("{}/api/v1/jobs/{id}", s.http);
-    let progress = until("progress 40 on the running job", Duration::from_secs(30), async || {
-        let j: Value = http.get(&job_url).send().await.ok()?.json().await.ok()?;
-        (j["progress"]["percent"] == 40).then(|| j["progress"].clone())
-    })
+    let progress = until(
+        "progress 40 on the running job",
+        Duration::from_secs(30),
+        async || {
+            let j: Value = http.get(&job_url).send().await.ok()?.json().await.ok()?;
+            (j["progress"]["percent"] == 40).then(|| j["progress"].clone())
+        },
+    )
     .await;
     assert_eq!(progress["message"], "compiling crates");
     assert!(progress["updated_at"].is_string());
     let out = cli(&s, &["job", "get", &id]).await;
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("PROGRESS:") && text.contains("40% compiling crates"), "{text}");
+    assert!(
+        text.contains("PROGRESS:") && text.contains("40% compiling crates"),
+        "{text}"
+    );
     std::fs::write(&go, "").unwrap();
     let done = s.wait_done(&id, Duration::from_secs(30)).await;
     assert_eq!(done.state, v1::JobState::Succeeded as i32);
@@ -55,7 +62,11 @@ async fn progress_lines_are_stored_and_shown_by_rest_and_the_cli() {
     let p = done.progress.expect("progress kept");
     assert_eq!((p.percent, p.message.as_str()), (100, "done"));
     // The progress line stays in the log.
-    assert!(s.log_lines(&id).await.contains(&"::progress 40 compiling crates".to_owned()));
+    assert!(
+        s.log_lines(&id)
+            .await
+            .contains(&"::progress 40 compiling crates".to_owned())
+    );
     let out = cli(&s, &["job", "get", &id, "-o", "json"]).await;
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["progress"]["percent"], 100, "{j}");
@@ -107,7 +118,10 @@ async fn worker_stats_are_shown_by_rest_and_worker_list() {
     assert!(out.status.success(), "{out:?}");
     let table = String::from_utf8_lossy(&out.stdout);
     let header = table.lines().next().unwrap_or_default();
-    assert!(header.contains("CPU") && header.contains("MEMORY"), "{table}");
+    assert!(
+        header.contains("CPU") && header.contains("MEMORY"),
+        "{table}"
+    );
     assert!(table.contains('%') && table.contains("iB"), "{table}");
     let out = cli(&s, &["worker", "list", "-o", "json"]).await;
     let workers: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -144,7 +158,10 @@ async fn cli_job_retry_runs_a_finished_job_again() {
     let running = s.submit(script("sleep 30")).await;
     let out = cli(&s, &["job", "retry", &running]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("FailedPrecondition"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("FailedPrecondition"),
+        "{out:?}"
+    );
     // The JSON form is the new job, labelled with the original.
     let out = cli(&s, &["job", "retry", &id, "-o", "json"]).await;
     assert!(out.status.success(), "{out:?}");

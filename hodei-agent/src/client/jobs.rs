@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hodei_core::proto::v1;
 use hodei_core::domain::logs::LogStream;
+use hodei_core::proto::v1;
 use hodei_core::{JobId, JobSpec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -179,8 +179,7 @@ async fn run(
     req.working_dir = spec.working_dir.map(PathBuf::from);
     // Inputs are fetched first and outputs uploaded after, whatever the outcome.
     let result =
-        super::artifacts::execute(&shared, req, &spec.inputs, &spec.outputs, line_tx, cancel)
-            .await;
+        super::artifacts::execute(&shared, req, &spec.inputs, &spec.outputs, line_tx, cancel).await;
 
     let last_sequence = match batcher.await {
         Ok(seq) => seq,

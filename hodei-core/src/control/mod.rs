@@ -18,8 +18,8 @@
 //! # Ok(()) }
 //! ```
 
-mod audit_log;
 mod artifacts;
+mod audit_log;
 mod concurrency;
 mod config;
 mod controller;

@@ -39,7 +39,10 @@ where
 
 async fn job_progress_round_trip(stores: Stores) {
     let c = "reported/job-progress";
-    let mut job = Job::new(JobSpec::new("p", CommandType::shell("true", [] as [&str; 0])));
+    let mut job = Job::new(JobSpec::new(
+        "p",
+        CommandType::shell("true", [] as [&str; 0]),
+    ));
     ok(
         job.submit_to_provider(ProviderId::new(), Some(WorkerId::new())),
         c,
@@ -70,6 +73,11 @@ async fn worker_stats_round_trip(stores: Stores) {
     assert_eq!(back.stats(), Some(&stats), "{c}: stats kept");
     // An older sample does not replace a newer one.
     let mut again = back.clone();
-    again.record_stats(WorkerStats::new(1.0, 1, 0, at - chrono::Duration::seconds(5)));
+    again.record_stats(WorkerStats::new(
+        1.0,
+        1,
+        0,
+        at - chrono::Duration::seconds(5),
+    ));
     assert_eq!(again.stats(), Some(&stats), "{c}: older sample ignored");
 }

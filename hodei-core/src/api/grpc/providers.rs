@@ -66,7 +66,12 @@ impl ProviderManagementService for ProviderManagementApi {
             .await;
         self.cp
             .audit()
-            .record(&actor, AuditAction::ProviderRegister, provider_target(&r.name), &result)
+            .record(
+                &actor,
+                AuditAction::ProviderRegister,
+                provider_target(&r.name),
+                &result,
+            )
             .await;
         let p = result.map_err(status_from)?;
         Ok(Response::new(v1::RegisterProviderResponse {
@@ -86,7 +91,13 @@ impl ProviderManagementService for ProviderManagementApi {
         let target = provider_target(result.as_ref().map_or(r.provider.as_str(), |p| p.name()));
         self.cp
             .audit()
-            .record_detail(&actor, AuditAction::ProviderUpdate, target, &result, format!("state {state}"))
+            .record_detail(
+                &actor,
+                AuditAction::ProviderUpdate,
+                target,
+                &result,
+                format!("state {state}"),
+            )
             .await;
         let p = result.map_err(status_from)?;
         let n = self.live_workers(&p).await?;

@@ -13,9 +13,9 @@ use super::dto::{CancelRequest, JobDto, JobList, JobStateDto};
 use super::error::{ApiError, ApiJson, ErrorBody, OptionalApiJson};
 use crate::control::{Actor, job_target};
 use crate::domain::ids::{CorrelationId, JobId};
-use crate::store::AuditAction;
 use crate::domain::job::JobState;
 use crate::domain::spec::JobSpec;
+use crate::store::AuditAction;
 use crate::store::JobFilter;
 
 /// Jobs listed when no `limit` is given.

@@ -80,7 +80,13 @@ pub(super) async fn set_provider_state(
     let result = s.cp.set_provider_state(&id, state).await;
     let target = provider_target(result.as_ref().map_or(id.as_str(), |p| p.name()));
     s.cp.audit()
-        .record_detail(&actor, AuditAction::ProviderUpdate, target, &result, format!("state {state}"))
+        .record_detail(
+            &actor,
+            AuditAction::ProviderUpdate,
+            target,
+            &result,
+            format!("state {state}"),
+        )
         .await;
     let p = result?;
     Ok(Json(dto(&s, &p).await?))
