@@ -45,7 +45,9 @@ impl ControlPlane {
                 stored
                     .as_ref()
                     .is_some_and(Provider::is_registered_at_runtime),
-            );
+            )
+            // An operator's price survives a re-registration (restart).
+            .with_pricing(stored.as_ref().and_then(Provider::pricing));
         if let Some(status) = stored
             .map(|p| p.status())
             .filter(|s| matches!(s, ProviderStatus::Maintenance | ProviderStatus::Disabled))

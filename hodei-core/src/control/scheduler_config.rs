@@ -3,7 +3,9 @@
 //! other replicas on their next pass and survives restarts. Until one is
 //! stored, each replica uses the strategy it was built with.
 
-use super::{ControlPlane, ControlResult};
+use super::{ControlError, ControlPlane, ControlResult};
+use crate::domain::pricing::ResourcePricing;
+use crate::domain::provider::Provider;
 use crate::scheduler::Strategy;
 
 impl ControlPlane {
@@ -57,5 +59,28 @@ impl ControlPlane {
     #[must_use]
     pub fn current_strategy(&self) -> Strategy {
         self.strategy()
+    }
+
+    /// Sets (or with `None` clears) the price of a provider's resources,
+    /// which `cost_aware` ranks it by for each job's own resources. Stored
+    /// with the provider, so every replica and a restart see it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the price field; `NotFound`; store errors.
+    pub async fn set_provider_pricing(
+        &self,
+        id_or_name: &str,
+        pricing: Option<ResourcePricing>,
+    ) -> ControlResult<Provider> {
+        if let Some(p) = &pricing {
+            p.validate().map_err(|e| ControlError::InvalidArgument {
+                field: e.field.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
+        let provider = self.get_provider(id_or_name).await?.with_pricing(pricing);
+        self.inner.stores.providers.save(&provider).await?;
+        tracing::info!(provider = %provider.name(), ?pricing, "provider price set");
+        Ok(provider)
     }
 }

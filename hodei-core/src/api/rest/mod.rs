@@ -39,8 +39,8 @@
 //! # }
 //! ```
 
-mod audit;
 mod artifacts;
+mod audit;
 mod dashboard;
 mod dto;
 mod error;
@@ -50,6 +50,7 @@ mod log_lines;
 mod logs;
 mod ops;
 mod provider_admin;
+mod scheduling;
 mod templates;
 
 use std::future::Future;
@@ -61,15 +62,19 @@ use tokio::sync::watch;
 use utoipa::OpenApi;
 
 pub use artifacts::{ArtifactDto, ArtifactList, SHA256_HEADER};
+pub use audit::{AuditEntryDto, AuditPage};
 pub use dto::{
     CancelRequest, JobDto, JobList, JobProgressDto, JobStateDto, ProviderDto, ProviderList,
     RegisterProviderRequest, WorkerDto, WorkerList, WorkerStatsDto,
 };
-pub use audit::{AuditEntryDto, AuditPage};
-pub use provider_admin::SetProviderStateRequest;
 pub use error::{ApiError, ApiJson, ErrorBody, ErrorDetail, FieldDetail, OptionalApiJson};
 pub use job_events::{JobEventDto, JobEventList};
 pub use log_lines::{AttemptLinesDto, LogLineDto, LogLinesPage};
+pub use provider_admin::SetProviderStateRequest;
+pub use scheduling::{
+    ConcurrencyLimitDto, ConcurrencyLimitList, ProviderPricingDto, SchedulerDto,
+    SetConcurrencyLimitRequest,
+};
 pub use templates::{
     ParameterTypeDto, RunTemplateRequest, TemplateDto, TemplateList, TemplateParameterDto,
 };
@@ -99,6 +104,13 @@ use crate::control::ControlPlane;
         provider_admin::set_provider_state,
         provider_admin::remove_provider,
         audit::list_audit,
+        scheduling::get_scheduler,
+        scheduling::set_scheduler,
+        scheduling::list_limits,
+        scheduling::get_limit,
+        scheduling::set_limit,
+        scheduling::delete_limit,
+        scheduling::set_pricing,
         templates::create_template,
         templates::list_templates,
         templates::get_template,
@@ -108,6 +120,8 @@ use crate::control::ControlPlane;
         ops::metrics,
     ),
     components(schemas(
+        SchedulerDto, ConcurrencyLimitDto, ConcurrencyLimitList, SetConcurrencyLimitRequest,
+        ProviderPricingDto,
         JobDto, JobStateDto, JobList, CancelRequest, WorkerDto, WorkerList, ProviderDto,
         JobProgressDto, WorkerStatsDto, audit::AuditEntryDto, audit::AuditPage,
         ProviderList, RegisterProviderRequest, SetProviderStateRequest, ErrorBody, ErrorDetail, FieldDetail,
@@ -121,6 +135,7 @@ use crate::control::ControlPlane;
         (name = "workers", description = "Workers known to the control plane"),
         (name = "providers", description = "Sources of workers"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "scheduling", description = "Shared scheduling settings: strategy, concurrency limits per key, provider prices"),
         (name = "audit", description = "Who did what: submissions, cancels, retries, provider and template changes, secret injections"),
     )
 )]
@@ -177,7 +192,10 @@ fn router_with(cp: ControlPlane, closing: watch::Receiver<bool>) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/api/v1/jobs/{id}/retry", post(jobs::retry_job))
         .route("/api/v1/jobs/{id}/logs", get(logs::job_logs))
-        .route("/api/v1/jobs/{id}/artifacts", get(artifacts::list_artifacts))
+        .route(
+            "/api/v1/jobs/{id}/artifacts",
+            get(artifacts::list_artifacts),
+        )
         .route(
             "/api/v1/jobs/{id}/artifacts/{*name}",
             get(artifacts::download_artifact),
@@ -189,9 +207,27 @@ fn router_with(cp: ControlPlane, closing: watch::Receiver<bool>) -> Router {
             post(templates::create_template).get(templates::list_templates),
         )
         .route("/api/v1/templates/{name}", get(templates::get_template))
-        .route("/api/v1/templates/{name}/run", post(templates::run_template))
+        .route(
+            "/api/v1/templates/{name}/run",
+            post(templates::run_template),
+        )
         .route("/api/v1/workers", get(ops::list_workers))
         .route("/api/v1/audit", get(audit::list_audit))
+        .route(
+            "/api/v1/scheduler",
+            get(scheduling::get_scheduler).put(scheduling::set_scheduler),
+        )
+        .route("/api/v1/concurrency-limits", get(scheduling::list_limits))
+        .route(
+            "/api/v1/concurrency-limits/{key}",
+            get(scheduling::get_limit)
+                .put(scheduling::set_limit)
+                .delete(scheduling::delete_limit),
+        )
+        .route(
+            "/api/v1/providers/{id}/pricing",
+            axum::routing::put(scheduling::set_pricing),
+        )
         .route(
             "/api/v1/providers",
             get(ops::list_providers).post(ops::register_provider),
