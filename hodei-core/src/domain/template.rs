@@ -343,10 +343,8 @@ impl JobTemplate {
                 ),
                 (_, true) => {}
             }
-            if let Some(d) = &p.default {
-                if let Err(m) = p.check_value(d) {
-                    err(format!("parameters.{}.default", p.name), m);
-                }
+            if let Some(Err(m)) = p.default.as_deref().map(|d| p.check_value(d)) {
+                err(format!("parameters.{}.default", p.name), m);
             }
         }
         let declared: BTreeSet<&str> = self.parameters.iter().map(|p| p.name.as_str()).collect();
