@@ -2,7 +2,9 @@
 //! real child processes, real sockets, the embedded in-memory store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod artifacts;
 mod audit;
+mod concurrency;
 mod crash_safety;
 mod dashboard;
 mod docker;
