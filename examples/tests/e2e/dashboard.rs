@@ -352,7 +352,8 @@ async fn a_running_job_is_cancelled_from_its_page() {
     let s = start_server(&[]).await;
     let id = submit(
         &s,
-        json!({"name": "long-sleeper", "command": script("echo started; sleep 300")}),
+        json!({"name": "long-sleeper",
+               "command": script("echo started; echo '::progress 25 warming up'; sleep 300")}),
     )
     .await;
     b.goto(&format!("{}/#/jobs/{id}", s.http)).await;
@@ -361,6 +362,14 @@ async fn a_running_job_is_cancelled_from_its_page() {
         "document.querySelector('#j-state .badge')?.dataset.state === 'running' \
          && document.querySelector('#log .ln .tx')?.textContent === 'started'",
         Duration::from_secs(60),
+    )
+    .await;
+    // The progress the job reported (a `::progress` line) is among its facts.
+    b.until(
+        "the reported progress",
+        "document.querySelector('[data-fact=\"Progress\"]')?.textContent.includes('25 % · warming up') \
+         && document.querySelector('[data-fact=\"Progress\"] progress')?.value === 25",
+        Duration::from_secs(30),
     )
     .await;
     // A job not finished cannot be retried yet.
