@@ -33,10 +33,18 @@ async fn strategy_is_shared_through_the_store() {
         .stores(stores.clone())
         .strategy(Strategy::Fifo)
         .build();
-    assert_eq!(b.shared_strategy().await.unwrap(), Strategy::Fifo, "own until one is stored");
+    assert_eq!(
+        b.shared_strategy().await.unwrap(),
+        Strategy::Fifo,
+        "own until one is stored"
+    );
     let prev = a.configure_scheduler(Strategy::CostAware).await.unwrap();
     assert_eq!(prev, Strategy::Priority);
-    assert_eq!(b.shared_strategy().await.unwrap(), Strategy::CostAware, "another replica sees it");
+    assert_eq!(
+        b.shared_strategy().await.unwrap(),
+        Strategy::CostAware,
+        "another replica sees it"
+    );
     assert_eq!(b.current_strategy(), Strategy::CostAware);
     // A replica started later (a restart) uses the stored one.
     let c = ControlPlane::builder().stores(stores).build();
@@ -82,7 +90,10 @@ async fn a_full_key_holds_its_jobs_and_frees_the_slot_when_one_ends() {
     // No provider: `a` takes the slot then waits, giving it back.
     let d = cp.schedule_job(a.id()).await.unwrap();
     assert!(format!("{:?}", d.action).contains("no provider"), "{d:?}");
-    assert!(stores.scheduling.slots(None).await.unwrap().is_empty(), "a waiting job holds no slot");
+    assert!(
+        stores.scheduling.slots(None).await.unwrap().is_empty(),
+        "a waiting job holds no slot"
+    );
     // Hold the slot as a dispatched `a` would.
     stores
         .scheduling
@@ -90,7 +101,10 @@ async fn a_full_key_holds_its_jobs_and_frees_the_slot_when_one_ends() {
         .await
         .unwrap();
     let d = cp.schedule_job(b.id()).await.unwrap();
-    assert!(format!("{:?}", d.action).contains("concurrency limit"), "{d:?}");
+    assert!(
+        format!("{:?}", d.action).contains("concurrency limit"),
+        "{d:?}"
+    );
     // `a` ends: its slot is freed.
     cp.cancel_job(a.id(), "done").await.unwrap();
     assert!(stores.scheduling.slots(None).await.unwrap().is_empty());

@@ -223,10 +223,9 @@ impl JobQueue for PgJobQueue {
             .await
             .map_err(|e| map_err("queue entry", e))?;
         let next = match rows.last() {
-            Some(&(_, priority, enqueued_at, seq)) if rows.len() == limit => Some(QueueCursor::new(
-                QueueCursor::key_of(order, priority, enqueued_at),
-                seq,
-            )),
+            Some(&(_, priority, enqueued_at, seq)) if rows.len() == limit => Some(
+                QueueCursor::new(QueueCursor::key_of(order, priority, enqueued_at), seq),
+            ),
             _ => None,
         };
         let entries = rows

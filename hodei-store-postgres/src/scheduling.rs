@@ -124,11 +124,13 @@ impl SchedulingStore for PgSchedulingStore {
     ) -> Result<SlotGrant, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         // Serialises every taker of this key until commit.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('hodei.concurrency:' || $1, 0))")
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('hodei.concurrency:' || $1, 0))",
+        )
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
         let limit: Option<i32> =
             sqlx::query_scalar("SELECT max_running FROM concurrency_limits WHERE key = $1")
                 .bind(key)
@@ -189,7 +191,9 @@ impl SchedulingStore for PgSchedulingStore {
         .map_err(err)?;
         Ok(rows
             .into_iter()
-            .map(|(job_id, key, acquired_at)| SlotHolder::new(JobId::from_uuid(job_id), key, acquired_at))
+            .map(|(job_id, key, acquired_at)| {
+                SlotHolder::new(JobId::from_uuid(job_id), key, acquired_at)
+            })
             .collect())
     }
 }

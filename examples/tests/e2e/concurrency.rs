@@ -41,16 +41,31 @@ async fn a_key_limited_to_one_runs_its_jobs_one_at_a_time() {
     let limit = |k: &str| format!("{}/api/v1/concurrency-limits/{k}", s.http);
 
     // Typed validation errors name the field.
-    let r = c.put(limit("bad%20key")).json(&json!({"max_running": 1})).send().await.unwrap();
+    let r = c
+        .put(limit("bad%20key"))
+        .json(&json!({"max_running": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["field"], "key", "{body}");
-    let r = c.put(limit("deploy")).json(&json!({"max_running": 1_000_000})).send().await.unwrap();
+    let r = c
+        .put(limit("deploy"))
+        .json(&json!({"max_running": 1_000_000}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["field"], "max_running", "{body}");
 
-    let r = c.put(limit("deploy")).json(&json!({"max_running": 1})).send().await.unwrap();
+    let r = c
+        .put(limit("deploy"))
+        .json(&json!({"max_running": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let set: Value = r.json().await.unwrap();
     assert_eq!(set["max_running"], 1, "{set}");
@@ -64,7 +79,14 @@ async fn a_key_limited_to_one_runs_its_jobs_one_at_a_time() {
     let free = s.submit(script("echo free")).await;
     let j = s.wait_done(&free, Duration::from_secs(60)).await;
     assert_eq!(state_name(j.state), "JOB_STATE_SUCCEEDED");
-    let listed: Value = c.get(format!("{}/api/v1/concurrency-limits", s.http)).send().await.unwrap().json().await.unwrap();
+    let listed: Value = c
+        .get(format!("{}/api/v1/concurrency-limits", s.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(
         listed["limits"][0]["running"].as_u64().unwrap() <= 1,
         "never more than the limit hold a slot: {listed}"
@@ -72,7 +94,10 @@ async fn a_key_limited_to_one_runs_its_jobs_one_at_a_time() {
     for id in &ids {
         let j = s.wait_done(id, Duration::from_secs(120)).await;
         assert_eq!(state_name(j.state), "JOB_STATE_SUCCEEDED", "{j:?}");
-        assert_eq!(j.spec.as_ref().map(|sp| sp.concurrency_key.as_str()), Some("deploy"));
+        assert_eq!(
+            j.spec.as_ref().map(|sp| sp.concurrency_key.as_str()),
+            Some("deploy")
+        );
     }
     let mut spans = Vec::new();
     for id in &ids {
@@ -87,16 +112,33 @@ async fn a_key_limited_to_one_runs_its_jobs_one_at_a_time() {
             w[0]
         );
     }
-    let after: Value = c.get(limit("deploy")).send().await.unwrap().json().await.unwrap();
+    let after: Value = c
+        .get(limit("deploy"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(after["running"], 0, "every slot freed: {after}");
 
     // The strategy is set and read back over REST; an unknown one is a 400 naming it.
     let url = format!("{}/api/v1/scheduler", s.http);
-    let r = c.put(&url).json(&json!({"strategy": "cost_aware"})).send().await.unwrap();
+    let r = c
+        .put(&url)
+        .json(&json!({"strategy": "cost_aware"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let got: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(got["strategy"], "cost_aware");
-    let r = c.put(&url).json(&json!({"strategy": "random"})).send().await.unwrap();
+    let r = c
+        .put(&url)
+        .json(&json!({"strategy": "random"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["field"], "strategy", "{body}");

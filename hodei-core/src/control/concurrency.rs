@@ -176,7 +176,9 @@ impl ControlPlane {
             Ok(true) => self.wake(),
             Ok(false) => {}
             // The leader's reconcile frees it later.
-            Err(e) => tracing::warn!(job_id = %job.id(), error = %e, "cannot free a concurrency slot"),
+            Err(e) => {
+                tracing::warn!(job_id = %job.id(), error = %e, "cannot free a concurrency slot")
+            }
         }
     }
 
@@ -195,7 +197,14 @@ impl ControlPlane {
                 None => true,
                 Some(j) => j.state().is_terminal() || j.state() == JobState::Pending,
             };
-            if stale && self.inner.stores.scheduling.release_slot(slot.job_id).await? {
+            if stale
+                && self
+                    .inner
+                    .stores
+                    .scheduling
+                    .release_slot(slot.job_id)
+                    .await?
+            {
                 tracing::warn!(job_id = %slot.job_id, key = %slot.key, "stale concurrency slot freed");
                 freed += 1;
             }

@@ -61,8 +61,8 @@ pub(crate) fn estimated_pricing(provider: &dyn FullProvider) -> ResourcePricing 
         if v.is_finite() { v.max(0.0) } else { 0.0 }
     };
     let base = probe(0.0, 0);
-    let mut p = ResourcePricing::default();
-    p.price_per_cpu_hour = (probe(1.0, 0) - base).max(0.0);
-    p.price_per_gib_hour = (probe(0.0, 1024) - base).max(0.0);
-    p
+    ResourcePricing {
+        price_per_cpu_hour: (probe(1.0, 0) - base).max(0.0),
+        price_per_gib_hour: (probe(0.0, 1024) - base).max(0.0),
+    }
 }

@@ -76,9 +76,11 @@ mod tests {
     #[test]
     fn prices_the_job_resources() {
         let p = ResourcePricing::new(0.04, 0.005).unwrap();
-        let mut r = JobResources::default();
-        r.cpu_cores = 2.0;
-        r.memory_mb = 4096;
+        let r = JobResources {
+            cpu_cores: 2.0,
+            memory_mb: 4096,
+            ..JobResources::default()
+        };
         assert!((p.cost_per_hour(&r) - (0.08 + 0.02)).abs() < 1e-12);
         assert_eq!(
             ResourcePricing::new(-1.0, 0.0).unwrap_err().field,

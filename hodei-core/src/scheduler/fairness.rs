@@ -108,7 +108,10 @@ mod tests {
         let now = Utc::now();
         let old_low = aged_rank(-1000, now - TimeDelta::minutes(201));
         let new_high = aged_rank(1000, now);
-        assert!(old_low > new_high, "200 minutes of aging overtake 2000 points");
+        assert!(
+            old_low > new_high,
+            "200 minutes of aging overtake 2000 points"
+        );
         let a = aged_rank(0, now - TimeDelta::seconds(61));
         let b = aged_rank(10, now);
         assert!(a > b, "one minute is worth 10 points");
@@ -125,10 +128,7 @@ mod tests {
         let old = QueueCursor::key_of(QueueOrder::Fifo, 99, now - TimeDelta::seconds(1));
         let new = QueueCursor::key_of(QueueOrder::Fifo, -99, now);
         assert!(old < new, "fifo ignores priority");
-        assert_eq!(
-            QueueOrder::for_strategy(Strategy::Fifo),
-            QueueOrder::Fifo
-        );
+        assert_eq!(QueueOrder::for_strategy(Strategy::Fifo), QueueOrder::Fifo);
         assert_eq!(
             QueueOrder::for_strategy(Strategy::CostAware),
             QueueOrder::Aged

@@ -184,17 +184,15 @@ pub fn decide_with(
     let mut reasons = Vec::new();
     let eligible: Vec<&ProviderView> = named
         .into_iter()
-        .filter(|p| match p
-            .capabilities
-            .ineligibility(spec)
-            .or_else(|| ineligible(p))
-        {
-            None => true,
-            Some(why) => {
-                reasons.push(format!("{}: {why}", p.name));
-                false
-            }
-        })
+        .filter(
+            |p| match p.capabilities.ineligibility(spec).or_else(|| ineligible(p)) {
+                None => true,
+                Some(why) => {
+                    reasons.push(format!("{}: {why}", p.name));
+                    false
+                }
+            },
+        )
         .collect();
     if eligible.is_empty() {
         return Decision::Wait(WaitReason::NoEligibleProvider { reasons });

@@ -37,18 +37,23 @@ struct FairnessProvider {
 const REFUSED_IMAGE: &str = "refused:latest";
 
 fn caps() -> ProviderCapabilities {
-    let mut c = ProviderCapabilities::default();
-    c.max_cpu_cores = 4.0;
-    c.max_memory_mb = 8192;
-    c.max_workers = 1000;
-    c.supports_images = true;
-    c
+    ProviderCapabilities {
+        max_cpu_cores: 4.0,
+        max_memory_mb: 8192,
+        max_workers: 1000,
+        supports_images: true,
+        ..ProviderCapabilities::default()
+    }
 }
 
 #[async_trait]
 impl WorkerLifecycle for FairnessProvider {
     async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
-        Ok(WorkerHandle::new(spec.worker_id, self.id, "never-registers"))
+        Ok(WorkerHandle::new(
+            spec.worker_id,
+            self.id,
+            "never-registers",
+        ))
     }
     async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
         Ok(WorkerState::Creating)
@@ -178,17 +183,26 @@ pub async fn no_page_size_starvation(stores: Stores) -> StarvationReport {
     }
     for (job, priority, at) in &jobs {
         let stored = ok(stores.jobs.insert(job).await, c);
-        ok(stores.queue.enqueue(entry(stored.id(), *priority, *at)).await, c);
+        ok(
+            stores
+                .queue
+                .enqueue(entry(stored.id(), *priority, *at))
+                .await,
+            c,
+        );
         if job.spec().name == "head" {
             heads.push(stored.id());
         } else {
             placeable.push((aged_rank(*priority, *at), stored.id()));
         }
     }
-    placeable.sort_by(|a, b| b.0.cmp(&a.0));
+    // Stable: equal ranks keep enqueue order, as the stores do.
+    placeable.sort_by_key(|p| std::cmp::Reverse(p.0));
 
-    let mut config = ControlPlaneConfig::default();
-    config.registration_timeout = Duration::from_secs(600);
+    let config = ControlPlaneConfig {
+        registration_timeout: Duration::from_secs(600),
+        ..ControlPlaneConfig::default()
+    };
     let cp = ControlPlane::builder()
         .config(config)
         .stores(stores.clone())

@@ -41,7 +41,10 @@ async fn walk(q: &Arc<dyn JobQueue>, order: QueueOrder, page: usize, c: &str) ->
     let mut cursor: Option<QueueCursor> = None;
     loop {
         let p = ok(q.scan(order, cursor, page).await, c);
-        assert!(p.entries.len() <= page, "{c}: a page holds at most its limit");
+        assert!(
+            p.entries.len() <= page,
+            "{c}: a page holds at most its limit"
+        );
         out.extend(p.entries);
         match p.next {
             Some(n) => cursor = Some(n),
@@ -83,7 +86,8 @@ async fn scan_walks_the_whole_queue(q: Arc<dyn JobQueue>) {
     assert_eq!(ids.len(), 600, "{c}: no entry twice");
     for w in aged.windows(2) {
         assert!(
-            aged_rank(w[0].priority, w[0].enqueued_at) >= aged_rank(w[1].priority, w[1].enqueued_at),
+            aged_rank(w[0].priority, w[0].enqueued_at)
+                >= aged_rank(w[1].priority, w[1].enqueued_at),
             "{c}: aged order: {:?} before {:?}",
             w[0],
             w[1]
@@ -102,16 +106,31 @@ async fn scan_walks_the_whole_queue(q: Arc<dyn JobQueue>) {
     // Claimed entries drop out of walks.
     let leases = ok(q.claim(10, Duration::from_secs(60)).await, c);
     let claimed: Vec<JobId> = leases.iter().map(|l| l.entry.job_id).collect();
-    assert_eq!(claimed, ids_of(&aged[..10]), "{c}: claim takes the aged head");
+    assert_eq!(
+        claimed,
+        ids_of(&aged[..10]),
+        "{c}: claim takes the aged head"
+    );
     let rest = walk(&q, QueueOrder::Aged, 64, c).await;
-    assert_eq!(ids_of(&rest), ids_of(&aged[10..]), "{c}: claimed entries are skipped");
+    assert_eq!(
+        ids_of(&rest),
+        ids_of(&aged[10..]),
+        "{c}: claimed entries are skipped"
+    );
 
     let empty = ok(
-        q.scan(QueueOrder::Aged, Some(QueueCursor::new(i64::MAX, i64::MAX)), 10)
-            .await,
+        q.scan(
+            QueueOrder::Aged,
+            Some(QueueCursor::new(i64::MAX, i64::MAX)),
+            10,
+        )
+        .await,
         c,
     );
-    assert!(empty.entries.is_empty() && empty.next.is_none(), "{c}: past the end");
+    assert!(
+        empty.entries.is_empty() && empty.next.is_none(),
+        "{c}: past the end"
+    );
     let none = ok(q.scan(QueueOrder::Aged, None, 0).await, c);
     assert!(none.entries.is_empty(), "{c}: limit 0");
 }
@@ -129,7 +148,11 @@ async fn scan_ties_across_pages(q: Arc<dyn JobQueue>) {
     }
     for order in [QueueOrder::Aged, QueueOrder::Fifo] {
         let got = walk(&q, order, 2, c).await;
-        assert_eq!(ids_of(&got), ids, "{c}: equal keys walk in enqueue order ({order:?})");
+        assert_eq!(
+            ids_of(&got),
+            ids,
+            "{c}: equal keys walk in enqueue order ({order:?})"
+        );
     }
 }
 
@@ -141,7 +164,11 @@ async fn scan_aging_beats_raw_priority(q: Arc<dyn JobQueue>) {
     }
     // -1000 + 10 points a minute for 201 minutes = 1010 > 1000.
     let old = JobId::new();
-    ok(q.enqueue(entry(old, -1000, now - TimeDelta::minutes(201))).await, c);
+    ok(
+        q.enqueue(entry(old, -1000, now - TimeDelta::minutes(201)))
+            .await,
+        c,
+    );
     let first = ok(q.scan(QueueOrder::Aged, None, 1).await, c);
     assert_eq!(
         ids_of(&first.entries),
@@ -149,7 +176,10 @@ async fn scan_aging_beats_raw_priority(q: Arc<dyn JobQueue>) {
         "{c}: an old low-priority job is ahead of 300 fresh high-priority ones"
     );
     let claimed = ok(q.claim(1, Duration::from_secs(60)).await, c);
-    assert_eq!(claimed[0].entry.job_id, old, "{c}: claim uses the same order");
+    assert_eq!(
+        claimed[0].entry.job_id, old,
+        "{c}: claim uses the same order"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -179,7 +209,10 @@ async fn strategy_stored(s: Arc<dyn SchedulingStore>) {
 
 async fn limits_crud(s: Arc<dyn SchedulingStore>) {
     let c = "scheduling/limits";
-    assert!(ok(s.list_concurrency_limits().await, c).is_empty(), "{c}: empty");
+    assert!(
+        ok(s.list_concurrency_limits().await, c).is_empty(),
+        "{c}: empty"
+    );
     assert_eq!(ok(s.concurrency_limit("b").await, c), None, "{c}: unknown");
     let b = ok(s.set_concurrency_limit("b", 2).await, c);
     assert_eq!((b.key.as_str(), b.max_running), ("b", 2), "{c}: as stored");
@@ -207,14 +240,21 @@ async fn slots_respect_limits(s: Arc<dyn SchedulingStore>) {
         "{c}: no limit grants"
     );
     ok(s.set_concurrency_limit("k", 2).await, c);
-    assert_eq!(ok(s.try_acquire_slot("k", b, now).await, c), SlotGrant::Granted);
+    assert_eq!(
+        ok(s.try_acquire_slot("k", b, now).await, c),
+        SlotGrant::Granted
+    );
     assert_eq!(
         ok(s.try_acquire_slot("k", d, now).await, c),
         SlotGrant::Full { limit: 2, held: 2 },
         "{c}: full at the limit"
     );
     assert_eq!(
-        ok(s.try_acquire_slot("k", a, now + TimeDelta::seconds(5)).await, c),
+        ok(
+            s.try_acquire_slot("k", a, now + TimeDelta::seconds(5))
+                .await,
+            c
+        ),
         SlotGrant::Granted,
         "{c}: a holder taking its slot again is granted"
     );
@@ -223,9 +263,15 @@ async fn slots_respect_limits(s: Arc<dyn SchedulingStore>) {
         SlotGrant::Granted,
         "{c}: keys are independent"
     );
-    let held: Vec<JobId> = ok(s.slots(Some("k")).await, c).iter().map(|h| h.job_id).collect();
+    let held: Vec<JobId> = ok(s.slots(Some("k")).await, c)
+        .iter()
+        .map(|h| h.job_id)
+        .collect();
     assert_eq!(held.len(), 2, "{c}: two holders of k");
-    assert!(held.contains(&a) && held.contains(&b), "{c}: a and b hold k");
+    assert!(
+        held.contains(&a) && held.contains(&b),
+        "{c}: a and b hold k"
+    );
     let a_slot = ok(s.slots(Some("k")).await, c)
         .into_iter()
         .find(|h| h.job_id == a);
@@ -266,6 +312,9 @@ async fn slots_atomic_under_contention(s: Arc<dyn SchedulingStore>) {
         .filter(|g| *g == SlotGrant::Granted)
         .count();
     assert_eq!(granted, 3, "{c}: exactly the limit, never more");
-    assert_eq!(ok(s.slots(Some("hot")).await, c).len(), 3, "{c}: three holders");
+    assert_eq!(
+        ok(s.slots(Some("hot")).await, c).len(),
+        3,
+        "{c}: three holders"
+    );
 }
-

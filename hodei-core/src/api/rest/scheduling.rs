@@ -235,9 +235,10 @@ pub(super) async fn set_pricing(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ProviderPricingDto>,
 ) -> Result<Json<ProviderPricingDto>, ApiError> {
-    let mut pricing = ResourcePricing::default();
-    pricing.price_per_cpu_hour = req.price_per_cpu_hour;
-    pricing.price_per_gib_hour = req.price_per_gib_hour;
+    let pricing = ResourcePricing {
+        price_per_cpu_hour: req.price_per_cpu_hour,
+        price_per_gib_hour: req.price_per_gib_hour,
+    };
     let p = s.cp.set_provider_pricing(&id, Some(pricing)).await?;
     let stored = p.pricing().unwrap_or_default();
     Ok(Json(ProviderPricingDto {
