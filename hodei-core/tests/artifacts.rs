@@ -89,7 +89,10 @@ async fn artifacts_are_listed_and_downloaded_over_rest_with_their_checksum() {
 
     let r = app
         .http
-        .get(format!("{}/api/v1/jobs/{job}/artifacts/out/out/a.txt", app.base))
+        .get(format!(
+            "{}/api/v1/jobs/{job}/artifacts/out/out/a.txt",
+            app.base
+        ))
         .send()
         .await
         .unwrap();
@@ -101,7 +104,10 @@ async fn artifacts_are_listed_and_downloaded_over_rest_with_their_checksum() {
     // `..` as an encoded segment reaches the handler and is refused, not served.
     let r = app
         .http
-        .get(format!("{}/api/v1/jobs/{job}/artifacts/%2E%2E%2Fx", app.base))
+        .get(format!(
+            "{}/api/v1/jobs/{job}/artifacts/%2E%2E%2Fx",
+            app.base
+        ))
         .send()
         .await
         .unwrap();
@@ -143,7 +149,9 @@ async fn clients_list_and_download_over_grpc_and_workers_need_the_job() {
         std::future::pending(),
     ));
     let url = format!("http://{addr}");
-    let mut client = JobArtifactServiceClient::connect(url.clone()).await.unwrap();
+    let mut client = JobArtifactServiceClient::connect(url.clone())
+        .await
+        .unwrap();
     let list = client
         .list_job_artifacts(v1::ListJobArtifactsRequest {
             job_id: job.to_string(),

@@ -102,7 +102,11 @@ async fn save(
         .map_err(|e| CliError::Io(format!("creating {}: {e}", target.display())))?;
     let mut hasher = Sha256::new();
     let mut expected = a.sha256.clone();
-    while let Some(m) = stream.message().await.map_err(|s| CliError::rpc(server, s))? {
+    while let Some(m) = stream
+        .message()
+        .await
+        .map_err(|s| CliError::rpc(server, s))?
+    {
         match m.part {
             Some(v1::download_artifact_response::Part::Info(i)) => expected = i.sha256,
             Some(v1::download_artifact_response::Part::Chunk(c)) => {

@@ -214,11 +214,18 @@ async fn fetch_one(
         .map_err(|e| format!("creating {}: {e}", parent.display()))?;
     // A symlink inside the directory must not carry the file outside it.
     let (real_parent, real_dir) = (
-        tokio::fs::canonicalize(parent).await.map_err(|e| e.to_string())?,
-        tokio::fs::canonicalize(dir).await.map_err(|e| e.to_string())?,
+        tokio::fs::canonicalize(parent)
+            .await
+            .map_err(|e| e.to_string())?,
+        tokio::fs::canonicalize(dir)
+            .await
+            .map_err(|e| e.to_string())?,
     );
     if !real_parent.starts_with(&real_dir) {
-        return Err(format!("{} leads outside the working directory", input.path));
+        return Err(format!(
+            "{} leads outside the working directory",
+            input.path
+        ));
     }
     let req = shared.authorized(v1::DownloadArtifactRequest {
         job_id: job.to_string(),
@@ -270,12 +277,12 @@ async fn fetch_one(
     result
 }
 
+/// Files to upload as `(artifact name, file)`, and problems to report.
+type Collected = (Vec<(String, PathBuf)>, Vec<String>);
+
 /// The files to upload: `(artifact name, file)`, in a stable order. A literal
 /// path must exist; a glob may match nothing (said in the log by the caller).
-pub(crate) fn collect_outputs(
-    dir: &Path,
-    outputs: &[ArtifactDest],
-) -> Result<(Vec<(String, PathBuf)>, Vec<String>), String> {
+pub(crate) fn collect_outputs(dir: &Path, outputs: &[ArtifactDest]) -> Result<Collected, String> {
     let mut files = Vec::new();
     let mut problems = Vec::new();
     let mut globs = Vec::new();
@@ -299,7 +306,10 @@ pub(crate) fn collect_outputs(
         }
     }
     if !globs.is_empty() {
-        for entry in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
+        for entry in walkdir::WalkDir::new(dir)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
             let entry = entry.map_err(|e| format!("reading the working directory: {e}"))?;
             if !entry.file_type().is_file() {
                 continue;
@@ -313,13 +323,19 @@ pub(crate) fn collect_outputs(
             for (i, m, hits) in &mut globs {
                 if m.is_match(rel) {
                     *hits += 1;
-                    files.push((format!("{}/{rel}", outputs[*i].name), entry.path().to_owned()));
+                    files.push((
+                        format!("{}/{rel}", outputs[*i].name),
+                        entry.path().to_owned(),
+                    ));
                 }
             }
         }
         for (i, _, hits) in &globs {
             if *hits == 0 {
-                problems.push(format!("outputs[{i}]: nothing matches {}", outputs[*i].path));
+                problems.push(format!(
+                    "outputs[{i}]: nothing matches {}",
+                    outputs[*i].path
+                ));
             }
         }
     }
@@ -355,7 +371,11 @@ pub(super) async fn upload_outputs(
         }
     }
     if files.is_empty() {
-        return if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) };
+        return if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        };
     }
     let mut client = client(shared).await?;
     let total = files.len();
@@ -364,7 +384,10 @@ pub(super) async fn upload_outputs(
             Ok(info) => {
                 note(
                     notes,
-                    format!("output {name} uploaded ({} bytes, sha256 {})", info.size, info.sha256),
+                    format!(
+                        "output {name} uploaded ({} bytes, sha256 {})",
+                        info.size, info.sha256
+                    ),
                 )
                 .await;
             }
@@ -374,7 +397,13 @@ pub(super) async fn upload_outputs(
                 if errors.len() >= MAX_UPLOAD_ERRORS {
                     let left = total - k - 1;
                     if left > 0 {
-                        note(notes, format!("{left} more outputs not tried after {MAX_UPLOAD_ERRORS} errors")).await;
+                        note(
+                            notes,
+                            format!(
+                                "{left} more outputs not tried after {MAX_UPLOAD_ERRORS} errors"
+                            ),
+                        )
+                        .await;
                     }
                     break;
                 }
@@ -399,7 +428,9 @@ async fn upload_one(
     use v1::upload_artifact_request::Part;
     // First pass: size and checksum, announced so the server can check what arrives.
     let (size, sha256) = {
-        let mut file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; UPLOAD_CHUNK_BYTES];
         let mut size = 0u64;
@@ -413,7 +444,9 @@ async fn upload_one(
         }
         (size, hex::encode(hasher.finalize()))
     };
-    let file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
     let header = v1::UploadArtifactRequest {
         part: Some(Part::Header(v1::ArtifactUploadHeader {
             job_id: job.to_string(),
@@ -437,7 +470,8 @@ async fn upload_one(
         .await
         .map_err(|s| status_text(&s))?
         .into_inner();
-    resp.artifact.ok_or_else(|| "the server sent no artifact info".to_owned())
+    resp.artifact
+        .ok_or_else(|| "the server sent no artifact info".to_owned())
 }
 
 #[cfg(test)]

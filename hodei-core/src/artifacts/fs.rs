@@ -61,7 +61,10 @@ impl FsArtifactStore {
             .join(hex::encode(Sha256::digest(name.as_bytes())))
     }
 
-    async fn read_index(&self, job: JobId) -> Result<BTreeMap<String, ArtifactMeta>, ArtifactError> {
+    async fn read_index(
+        &self,
+        job: JobId,
+    ) -> Result<BTreeMap<String, ArtifactMeta>, ArtifactError> {
         match tokio::fs::read(self.job_dir(job).join(INDEX)).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 ArtifactError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -78,8 +81,8 @@ impl FsArtifactStore {
     ) -> Result<(), ArtifactError> {
         let dir = self.job_dir(job);
         let tmp = dir.join(format!("{INDEX}.{}", uuid::Uuid::new_v4()));
-        let body = serde_json::to_vec(index)
-            .map_err(|e| ArtifactError::Io(std::io::Error::other(e)))?;
+        let body =
+            serde_json::to_vec(index).map_err(|e| ArtifactError::Io(std::io::Error::other(e)))?;
         tokio::fs::write(&tmp, body).await?;
         tokio::fs::rename(&tmp, dir.join(INDEX)).await?;
         Ok(())
@@ -299,7 +302,12 @@ mod tests {
         let s = store(dir.path(), ArtifactLimits::default());
         let job = JobId::new();
         let meta = s
-            .put(job, "out/report.txt", Announced::default(), body(&[b"hello ", b"world"]))
+            .put(
+                job,
+                "out/report.txt",
+                Announced::default(),
+                body(&[b"hello ", b"world"]),
+            )
             .await
             .unwrap();
         // sha256("hello world")
@@ -317,18 +325,39 @@ mod tests {
         ));
         // A wrong announced checksum or size is refused and nothing is kept.
         let e = s
-            .put(job, "b", Announced::new(11, "00".repeat(32)), body(&[b"hello world"]))
+            .put(
+                job,
+                "b",
+                Announced::new(11, "00".repeat(32)),
+                body(&[b"hello world"]),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(e, ArtifactError::Mismatch { what: "sha256", .. }), "{e}");
+        assert!(
+            matches!(e, ArtifactError::Mismatch { what: "sha256", .. }),
+            "{e}"
+        );
         let e = s
-            .put(job, "b", Announced::new(3, expected), body(&[b"hello world"]))
+            .put(
+                job,
+                "b",
+                Announced::new(3, expected),
+                body(&[b"hello world"]),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(e, ArtifactError::Mismatch { what: "size", .. }), "{e}");
-        s.put(job, "b", Announced::new(11, expected), body(&[b"hello world"]))
-            .await
-            .unwrap();
+        assert!(
+            matches!(e, ArtifactError::Mismatch { what: "size", .. }),
+            "{e}"
+        );
+        s.put(
+            job,
+            "b",
+            Announced::new(11, expected),
+            body(&[b"hello world"]),
+        )
+        .await
+        .unwrap();
         assert_eq!(s.list(job).await.unwrap().len(), 2);
         // Only the index and blobs remain: no temporary files left behind.
         let left: Vec<_> = std::fs::read_dir(s.job_dir(job)).unwrap().collect();
@@ -345,10 +374,18 @@ mod tests {
         let s = store(dir.path(), limits);
         let job = JobId::new();
         let e = s
-            .put(job, "big", Announced::default(), body(&[b"0123456", b"89abc"]))
+            .put(
+                job,
+                "big",
+                Announced::default(),
+                body(&[b"0123456", b"89abc"]),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(e, ArtifactError::FileTooLarge { limit: 10, .. }), "{e}");
+        assert!(
+            matches!(e, ArtifactError::FileTooLarge { limit: 10, .. }),
+            "{e}"
+        );
         assert!(e.is_limit());
         s.put(job, "a", Announced::default(), body(&[b"12345678"]))
             .await
@@ -357,13 +394,21 @@ mod tests {
             .put(job, "b", Announced::default(), body(&[b"12345678"]))
             .await
             .unwrap_err();
-        assert!(matches!(e, ArtifactError::JobTooLarge { limit: 15, .. }), "{e}");
-        s.put(job, "b", Announced::default(), body(&[b"1"])).await.unwrap();
+        assert!(
+            matches!(e, ArtifactError::JobTooLarge { limit: 15, .. }),
+            "{e}"
+        );
+        s.put(job, "b", Announced::default(), body(&[b"1"]))
+            .await
+            .unwrap();
         let e = s
             .put(job, "c", Announced::default(), body(&[b"1"]))
             .await
             .unwrap_err();
-        assert!(matches!(e, ArtifactError::TooManyFiles { limit: 2, .. }), "{e}");
+        assert!(
+            matches!(e, ArtifactError::TooManyFiles { limit: 2, .. }),
+            "{e}"
+        );
         // Replacing an artifact counts only the new size.
         s.put(job, "a", Announced::default(), body(&[b"1234567"]))
             .await
@@ -395,9 +440,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path(), ArtifactLimits::default());
         let (a, b) = (JobId::new(), JobId::new());
-        s.put(a, "x", Announced::default(), body(&[b"1"])).await.unwrap();
-        s.put(a, "y", Announced::default(), body(&[b"2"])).await.unwrap();
-        s.put(b, "x", Announced::default(), body(&[b"3"])).await.unwrap();
+        s.put(a, "x", Announced::default(), body(&[b"1"]))
+            .await
+            .unwrap();
+        s.put(a, "y", Announced::default(), body(&[b"2"]))
+            .await
+            .unwrap();
+        s.put(b, "x", Announced::default(), body(&[b"3"]))
+            .await
+            .unwrap();
         let mut jobs = s.jobs().await.unwrap();
         jobs.sort();
         let mut want = vec![a, b];

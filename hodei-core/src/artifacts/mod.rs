@@ -111,7 +111,9 @@ pub enum ArtifactError {
         limit: u64,
     },
     /// The job's artifacts together would be over [`ArtifactLimits::max_job_bytes`].
-    #[error("artifact {name:?} would take job {job}'s artifacts over the limit of {limit} bytes per job")]
+    #[error(
+        "artifact {name:?} would take job {job}'s artifacts over the limit of {limit} bytes per job"
+    )]
     JobTooLarge {
         /// The job.
         job: JobId,

@@ -32,9 +32,7 @@ fn check_relative(s: &str, what: &str) -> Result<(), String> {
         return Err(format!("the {what} is longer than {MAX_NAME_BYTES} bytes"));
     }
     if s.starts_with('/') {
-        return Err(format!(
-            "the {what} must be relative (it starts with '/')"
-        ));
+        return Err(format!("the {what} must be relative (it starts with '/')"));
     }
     if s.contains('\\') || s.chars().any(char::is_control) {
         return Err(format!(
@@ -43,11 +41,13 @@ fn check_relative(s: &str, what: &str) -> Result<(), String> {
     }
     for part in s.split('/') {
         match part {
-            "" => return Err(format!("the {what} has an empty component ('//' or a trailing '/')")),
-            "." | ".." => {
+            "" => {
                 return Err(format!(
-                    "the {what} must not hold a '.' or '..' component"
+                    "the {what} has an empty component ('//' or a trailing '/')"
                 ));
+            }
+            "." | ".." => {
+                return Err(format!("the {what} must not hold a '.' or '..' component"));
             }
             _ => {}
         }
@@ -130,7 +130,10 @@ pub(crate) fn check_spec(
         if let Err(m) = check_relative_path(&input.path) {
             err(format!("inputs[{i}].path"), &m);
         } else if !targets.insert(input.path.as_str()) {
-            err(format!("inputs[{i}].path"), "another input is written to this path");
+            err(
+                format!("inputs[{i}].path"),
+                "another input is written to this path",
+            );
         }
     }
     let mut names = std::collections::HashSet::new();
@@ -159,7 +162,16 @@ mod tests {
     #[test]
     fn traversal_and_absolute_names_are_refused() {
         for bad in [
-            "", "../x", "a/../b", "/etc/passwd", "a//b", "a/", ".", "./a", "a\\b", "a\nb",
+            "",
+            "../x",
+            "a/../b",
+            "/etc/passwd",
+            "a//b",
+            "a/",
+            ".",
+            "./a",
+            "a\\b",
+            "a\nb",
         ] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
             assert!(check_relative_path(bad).is_err(), "{bad:?} accepted");
