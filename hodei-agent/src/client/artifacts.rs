@@ -143,9 +143,7 @@ impl Drop for Staging {
 
 async fn note(notes: &mpsc::Sender<LogLine>, text: String) {
     tracing::info!("{text}");
-    let _ = notes
-        .send(LogLine::new(LogStream::System, format!("[hodei] {text}")))
-        .await;
+    let _ = notes.send(LogLine::new(LogStream::System, text)).await;
 }
 
 fn status_text(s: &tonic::Status) -> String {
