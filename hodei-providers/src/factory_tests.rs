@@ -275,3 +275,146 @@ async fn create_builds_a_process_provider_under_the_requested_id() {
         .unwrap_err();
     assert!(matches!(e, ControlError::InvalidArgument { ref field, .. } if field == "config.type"));
 }
+
+#[tokio::test]
+async fn runtime_providers_are_stored_and_restored_with_their_id_and_state() {
+    use hodei_core::control::ControlPlane;
+    use hodei_core::domain::provider::{Provider, ProviderCapabilities, ProviderStatus};
+
+    let stores = Stores::in_memory();
+    let f = Arc::new(BundledProviderFactory::new(
+        PoolPolicy::default().max_workers(2),
+        stores.workers.clone(),
+    ));
+    let cp = ControlPlane::builder()
+        .stores(stores.clone())
+        .provider_factory(f.clone())
+        .build();
+    let c = ProviderConfig::BareMetal {
+        agent_binary: Some("/bin/sh".into()),
+        hosts: vec![],
+    };
+    let p = cp
+        .register_provider_config("rt", c.clone(), Some(1))
+        .await
+        .unwrap();
+    assert!(p.is_registered_at_runtime());
+    assert_eq!(p.capabilities().max_workers, 1);
+    let taken = cp.register_provider_config("rt", c.clone(), None).await;
+    assert!(
+        matches!(taken, Err(ControlError::FailedPrecondition(_))),
+        "{taken:?}"
+    );
+    let bad = ProviderConfig::Docker {
+        image: String::new(),
+        docker_host: None,
+        network: None,
+    };
+    let e = cp
+        .register_provider_config("bad", bad, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, ControlError::InvalidArgument { field, .. } if field == "config.image"));
+    assert!(
+        cp.get_provider("bad").await.is_err(),
+        "nothing stored for bad input"
+    );
+    cp.set_provider_state("rt", ProviderStatus::Maintenance)
+        .await
+        .unwrap();
+    let e = cp
+        .set_provider_state("rt", ProviderStatus::Overloaded)
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, ControlError::InvalidArgument { field, .. } if field == "state"));
+    // A stored runtime provider this server cannot build (a kind it lacks).
+    let broken = Provider::new(
+        ProviderId::new(),
+        "broken",
+        ProviderConfig::Lambda {
+            region: "r".into(),
+            function: "f".into(),
+        },
+        ProviderCapabilities::default(),
+    )
+    .registered_at_runtime(true);
+    stores.providers.save(&broken).await.unwrap();
+    cp.shutdown();
+
+    // A new control plane on the same stores: a restart.
+    let cp2 = ControlPlane::builder()
+        .stores(stores.clone())
+        .provider_factory(f)
+        .build();
+    let mut restored = cp2.restore_runtime_providers().await.unwrap();
+    restored.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(restored.len(), 2, "{restored:?}");
+    assert_eq!(restored[0].name, "broken");
+    assert!(
+        restored[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("lambda")
+    );
+    assert_eq!(
+        (restored[1].name.as_str(), restored[1].error.as_deref()),
+        ("rt", None)
+    );
+    let rt = cp2.get_provider("rt").await.unwrap();
+    assert_eq!(rt.id(), p.id());
+    assert_eq!(
+        rt.status(),
+        ProviderStatus::Maintenance,
+        "the operator's state is kept"
+    );
+    assert_eq!(rt.capabilities().max_workers, 1);
+    let broken = cp2.get_provider("broken").await.unwrap();
+    assert_eq!(
+        broken.status(),
+        ProviderStatus::Unhealthy,
+        "kept, marked unhealthy"
+    );
+    // Restored once: a second pass has nothing to do for rt.
+    let again = cp2.restore_runtime_providers().await.unwrap();
+    assert!(again.iter().all(|r| r.name != "rt"), "{again:?}");
+    // Removal needs the disabled state.
+    assert!(matches!(
+        cp2.remove_provider("rt").await,
+        Err(ControlError::FailedPrecondition(_))
+    ));
+    cp2.set_provider_state("rt", ProviderStatus::Disabled)
+        .await
+        .unwrap();
+    cp2.remove_provider("rt").await.unwrap();
+    assert!(cp2.get_provider("rt").await.is_err());
+    cp2.shutdown();
+}
+
+#[test]
+fn the_job_count_makes_a_provider_overloaded_at_its_limit_and_active_below() {
+    use hodei_core::domain::provider::{Provider, ProviderCapabilities, ProviderStatus};
+    // Non-exhaustive: built from its serde form, the other fields defaulted.
+    let caps: ProviderCapabilities =
+        serde_json::from_value(serde_json::json!({ "max_workers": 2 })).unwrap();
+    let mut p = Provider::new(
+        ProviderId::new(),
+        "p",
+        ProviderConfig::BareMetal {
+            agent_binary: None,
+            hosts: vec![],
+        },
+        caps,
+    );
+    p.set_job_count(1);
+    assert_eq!((p.active_jobs(), p.status()), (1, ProviderStatus::Active));
+    p.set_job_count(2);
+    assert_eq!(p.status(), ProviderStatus::Overloaded);
+    assert!(!p.is_available());
+    p.set_job_count(1);
+    assert_eq!(p.status(), ProviderStatus::Active);
+    // An operator's state is not overridden by the load.
+    p.set_status(ProviderStatus::Maintenance);
+    p.set_job_count(5);
+    assert_eq!(p.status(), ProviderStatus::Maintenance);
+}

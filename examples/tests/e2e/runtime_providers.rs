@@ -49,6 +49,22 @@ async fn patch(s: &TestServer, name: &str, state: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// `hodei -o json ARGS` against the server; its stdout as JSON.
+async fn cli(s: &TestServer, args: &[&str]) -> Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hodei"))
+        .args(["--server", &s.grpc, "-o", "json"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hodei {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn field(body: &Value) -> &str {
     body["error"]["field"].as_str().unwrap_or_default()
 }
@@ -197,10 +213,22 @@ async fn a_provider_registered_at_runtime_runs_jobs_counts_them_drains_and_survi
         "the operator's state survives: {p}"
     );
     assert_eq!(p["active_jobs"], 0);
-    let (code, _) = patch(&s, "rt", "active").await;
-    assert_eq!(code, 200);
-    let (code, _) = patch(&s, "process", "maintenance").await;
-    assert_eq!(code, 200);
+    // The CLI this time (gRPC SetProviderState, ListProviders), as JSON.
+    let set = cli(&s, &["provider", "set-state", "rt", "active"]).await;
+    assert_eq!(set["status"], "active", "{set}");
+    let set = cli(&s, &["provider", "set-state", "process", "maintenance"]).await;
+    assert_eq!(set["status"], "maintenance", "{set}");
+    let list = cli(&s, &["provider", "list"]).await;
+    let rt = list
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["name"] == "rt"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (rt["id"].as_str(), rt["active_jobs"].as_u64()),
+        (Some(rt_id.as_str()), Some(0)),
+        "{list}"
+    );
     run_on(&s, &rt_id, "after-restart").await;
     let grpc = s.grpc_port();
     drop(s);
