@@ -9,8 +9,8 @@ use tonic::transport::server::Router;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::api::grpc::{
-    ArtifactApi, JobArtifactApi, JobExecutionApi, JobQueryApi, LogStreamApi, MetricsApi, ProviderManagementApi, SchedulerApi,
-    WorkerAgentApi,
+    ArtifactApi, JobArtifactApi, JobExecutionApi, JobQueryApi, LogStreamApi, MetricsApi,
+    ProviderManagementApi, SchedulerApi, WorkerAgentApi,
 };
 use crate::control::ControlPlane;
 use crate::proto::v1;
@@ -101,8 +101,8 @@ async fn build_router(
     auth: Option<crate::api::auth::ApiAuth>,
 ) -> Result<Router, ServeError> {
     use v1::artifact_service_server::ArtifactServiceServer;
-    use v1::job_artifact_service_server::JobArtifactServiceServer;
     use v1::audit_service_server::AuditServiceServer;
+    use v1::job_artifact_service_server::JobArtifactServiceServer;
     use v1::job_execution_service_server::JobExecutionServiceServer;
     use v1::job_query_service_server::JobQueryServiceServer;
     use v1::log_stream_service_server::LogStreamServiceServer;
@@ -183,9 +183,11 @@ async fn build_router(
             ))),
         )
         .add_service(guard.wrap(JobQueryServiceServer::new(JobQueryApi::new(cp.clone()))))
-        .add_service(guard.wrap(JobArtifactServiceServer::new(JobArtifactApi::new(
-            cp.clone(),
-        ))))
+        .add_service(
+            guard.wrap(JobArtifactServiceServer::new(JobArtifactApi::new(
+                cp.clone(),
+            ))),
+        )
         .add_service(guard.wrap(SchedulerServiceServer::new(SchedulerApi::new(cp.clone()))))
         .add_service(guard.wrap(ProviderManagementServiceServer::new(
             ProviderManagementApi::new(cp.clone()),
@@ -195,9 +197,11 @@ async fn build_router(
         .add_service(guard.wrap(TemplateServiceServer::new(
             crate::api::grpc::TemplateApi::new(cp.clone()),
         )))
-        .add_service(guard.wrap(AuditServiceServer::new(
-            crate::api::grpc::AuditApi::new(cp.clone()),
-        ))))
+        .add_service(
+            guard.wrap(AuditServiceServer::new(crate::api::grpc::AuditApi::new(
+                cp.clone(),
+            ))),
+        ))
 }
 
 /// Serves gRPC on `listener` until `shutdown` resolves.

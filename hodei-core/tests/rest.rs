@@ -883,7 +883,11 @@ async fn unsupported_artifacts_are_refused_with_the_field_named_and_nothing_stor
     let e = error_of(app.create(spec).await, StatusCode::BAD_REQUEST).await;
     assert_eq!(e.error.code, "invalid_argument");
     assert_eq!(e.error.field.as_deref(), Some("inputs[0].url"));
-    assert!(e.error.message.contains("artifact://"), "{}", e.error.message);
+    assert!(
+        e.error.message.contains("artifact://"),
+        "{}",
+        e.error.message
+    );
 
     let mut spec = echo("with-output");
     spec["outputs"] = json!([{"name": "out", "path": "out/*", "url": "http://example.invalid/o"}]);
@@ -901,7 +905,11 @@ async fn unsupported_artifacts_are_refused_with_the_field_named_and_nothing_stor
     spec["outputs"] = json!([{"name": "out", "path": "out/*"}]);
     let e = error_of(app.create(spec).await, StatusCode::BAD_REQUEST).await;
     assert_eq!(e.error.field.as_deref(), Some("outputs"));
-    assert!(e.error.message.contains("no artifact store"), "{}", e.error.message);
+    assert!(
+        e.error.message.contains("no artifact store"),
+        "{}",
+        e.error.message
+    );
 
     assert!(app.list("").await.is_empty());
     assert_eq!(app.cp.queue_status().await.unwrap().pending, 0);

@@ -1137,22 +1137,45 @@ async fn history_in_order(store: Arc<dyn JobHistoryStore>) {
     let worker = WorkerId::new();
     let t = now_ms();
     let ms = TimeDelta::milliseconds;
-    assert!(
-        ok(store.history(j).await, c).is_empty(),
-        "{c}: unknown job"
-    );
+    assert!(ok(store.history(j).await, c).is_empty(), "{c}: unknown job");
     let records = vec![
         step(j, None, JobState::Pending, t, 0),
-        step(j, Some(JobState::Pending), JobState::Scheduled, t + ms(5), 1).with_worker(Some(worker)),
-        step(j, Some(JobState::Scheduled), JobState::Running, t + ms(9), 1).with_worker(Some(worker)),
+        step(
+            j,
+            Some(JobState::Pending),
+            JobState::Scheduled,
+            t + ms(5),
+            1,
+        )
+        .with_worker(Some(worker)),
+        step(
+            j,
+            Some(JobState::Scheduled),
+            JobState::Running,
+            t + ms(9),
+            1,
+        )
+        .with_worker(Some(worker)),
         step(j, Some(JobState::Running), JobState::Pending, t + ms(20), 1)
             .with_worker(Some(worker))
             .with_reason("worker lost: heartbeat timeout"),
         // Recorded later with an earlier clock (another replica): order is the
         // order of recording, not of the times.
-        step(j, Some(JobState::Pending), JobState::Scheduled, t + ms(15), 2),
-        step(j, Some(JobState::Scheduled), JobState::Failed, t + ms(30), 2)
-            .with_reason("exit code 3 — ünïcode"),
+        step(
+            j,
+            Some(JobState::Pending),
+            JobState::Scheduled,
+            t + ms(15),
+            2,
+        ),
+        step(
+            j,
+            Some(JobState::Scheduled),
+            JobState::Failed,
+            t + ms(30),
+            2,
+        )
+        .with_reason("exit code 3 — ünïcode"),
     ];
     for (i, r) in records.iter().enumerate() {
         ok(store.record(r).await, c);
@@ -1179,7 +1202,10 @@ async fn history_capped(store: Arc<dyn JobHistoryStore>) {
     let cap = crate::store::job_history::MAX_RECORDS_PER_JOB;
     let j = JobId::new();
     let t = now_ms();
-    ok(store.record(&step(j, None, JobState::Pending, t, 0)).await, c);
+    ok(
+        store.record(&step(j, None, JobState::Pending, t, 0)).await,
+        c,
+    );
     let n = cap + 10;
     for i in 1..n {
         let (from, to) = if i % 2 == 1 {
@@ -1190,7 +1216,13 @@ async fn history_capped(store: Arc<dyn JobHistoryStore>) {
         let attempt = u32::try_from(i).unwrap_or(u32::MAX);
         ok(
             store
-                .record(&step(j, Some(from), to, t + TimeDelta::milliseconds(i64::try_from(i).unwrap_or(0)), attempt))
+                .record(&step(
+                    j,
+                    Some(from),
+                    to,
+                    t + TimeDelta::milliseconds(i64::try_from(i).unwrap_or(0)),
+                    attempt,
+                ))
                 .await,
             c,
         );
@@ -1219,12 +1251,36 @@ async fn history_pruned(store: Arc<dyn JobHistoryStore>) {
     let still_running = JobId::new();
     for r in [
         step(done_long_ago, None, JobState::Pending, old, 0),
-        step(done_long_ago, Some(JobState::Pending), JobState::Cancelled, old, 0),
+        step(
+            done_long_ago,
+            Some(JobState::Pending),
+            JobState::Cancelled,
+            old,
+            0,
+        ),
         step(done_recently, None, JobState::Pending, old, 0),
-        step(done_recently, Some(JobState::Pending), JobState::Scheduled, old, 1),
-        step(done_recently, Some(JobState::Scheduled), JobState::Timeout, t, 1),
+        step(
+            done_recently,
+            Some(JobState::Pending),
+            JobState::Scheduled,
+            old,
+            1,
+        ),
+        step(
+            done_recently,
+            Some(JobState::Scheduled),
+            JobState::Timeout,
+            t,
+            1,
+        ),
         step(still_running, None, JobState::Pending, old, 0),
-        step(still_running, Some(JobState::Pending), JobState::Scheduled, old, 1),
+        step(
+            still_running,
+            Some(JobState::Pending),
+            JobState::Scheduled,
+            old,
+            1,
+        ),
     ] {
         ok(store.record(&r).await, c);
     }
@@ -1234,8 +1290,16 @@ async fn history_pruned(store: Arc<dyn JobHistoryStore>) {
         ok(store.history(done_long_ago).await, c).is_empty(),
         "{c}: pruned"
     );
-    assert_eq!(ok(store.history(done_recently).await, c).len(), 3, "{c}: kept");
-    assert_eq!(ok(store.history(still_running).await, c).len(), 2, "{c}: kept");
+    assert_eq!(
+        ok(store.history(done_recently).await, c).len(),
+        3,
+        "{c}: kept"
+    );
+    assert_eq!(
+        ok(store.history(still_running).await, c).len(),
+        2,
+        "{c}: kept"
+    );
     assert_eq!(
         ok(store.prune_finished(t - TimeDelta::hours(1)).await, c),
         0,

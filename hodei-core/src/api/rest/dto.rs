@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::job::{Job, JobState};
-use crate::domain::provider::{Provider, ProviderCapabilities, ProviderConfig};
 use crate::domain::progress::JobProgress;
+use crate::domain::provider::{Provider, ProviderCapabilities, ProviderConfig};
 use crate::domain::worker::Worker;
 use crate::domain::worker_stats::WorkerStats;
 
@@ -385,7 +385,11 @@ pub(crate) struct JobSpecDoc {
     labels: BTreeMap<String, String>,
     /// Jobs sharing this key run at most the key's limit at once (set with
     /// `PUT /api/v1/concurrency-limits/{key}`); the others wait in the queue.
-    #[schema(example = "deploy-prod", max_length = 128, pattern = "^[A-Za-z0-9._:/-]+$")]
+    #[schema(
+        example = "deploy-prod",
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._:/-]+$"
+    )]
     concurrency_key: Option<String>,
 }
 
