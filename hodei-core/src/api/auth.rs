@@ -585,7 +585,9 @@ pub fn grpc_required_scope(path: &str) -> Option<Scope> {
             "GetSchedulingDecision"
             | "GetQueueStatus"
             | "GetAvailableWorkers"
-            | "SchedulingDecisionStream",
+            | "SchedulingDecisionStream"
+            | "ListConcurrencyLimits"
+            | "GetConcurrencyLimit",
         ) => Some(Scope::Submit),
         _ => Some(Scope::Admin),
     }
@@ -600,6 +602,14 @@ pub fn rest_required_scope(method: &Method, path: &str) -> Option<Scope> {
         p if crate::api::rest::is_dashboard_asset(p) => None,
         // Registering, changing the state of or removing a provider.
         p if (p == "/api/v1/providers" || p.starts_with("/api/v1/providers/"))
+            && method != Method::GET
+            && method != Method::HEAD =>
+        {
+            Some(Scope::Admin)
+        }
+        // Changing the shared strategy or a concurrency limit, like
+        // ConfigureScheduler and SetConcurrencyLimit over gRPC.
+        p if (p == "/api/v1/scheduler" || p.starts_with("/api/v1/concurrency-limits/"))
             && method != Method::GET
             && method != Method::HEAD =>
         {
@@ -906,5 +916,44 @@ mod tests {
             grpc_required_scope("/hodei.v1.ProviderManagementService/SetProviderState"),
             Some(Scope::Admin)
         );
+        // Scheduling settings: reading them is for every client, changing
+        // them for admins, over gRPC and REST alike.
+        for m in [
+            "ListConcurrencyLimits",
+            "GetConcurrencyLimit",
+            "GetQueueStatus",
+        ] {
+            assert_eq!(
+                grpc_required_scope(&format!("/hodei.v1.SchedulerService/{m}")),
+                Some(Scope::Submit),
+                "{m}"
+            );
+        }
+        for m in [
+            "/hodei.v1.SchedulerService/SetConcurrencyLimit",
+            "/hodei.v1.SchedulerService/DeleteConcurrencyLimit",
+            "/hodei.v1.ProviderManagementService/SetProviderPricing",
+        ] {
+            assert_eq!(grpc_required_scope(m), Some(Scope::Admin), "{m}");
+        }
+        for p in [
+            "/api/v1/scheduler",
+            "/api/v1/concurrency-limits",
+            "/api/v1/concurrency-limits/deploy",
+        ] {
+            assert_eq!(
+                rest_required_scope(&Method::GET, p),
+                Some(Scope::Submit),
+                "{p}"
+            );
+        }
+        for (m, p) in [
+            (Method::PUT, "/api/v1/scheduler"),
+            (Method::PUT, "/api/v1/concurrency-limits/deploy"),
+            (Method::DELETE, "/api/v1/concurrency-limits/deploy"),
+            (Method::PUT, "/api/v1/providers/docker/pricing"),
+        ] {
+            assert_eq!(rest_required_scope(&m, p), Some(Scope::Admin), "{m} {p}");
+        }
     }
 }

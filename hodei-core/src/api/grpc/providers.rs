@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::status_from;
 use crate::control::{Actor, ControlPlane, provider_target};
+use crate::domain::pricing::ResourcePricing;
 use crate::domain::provider::ProviderConfig;
 use crate::proto::convert::{
     provider_status_from_proto, provider_status_to_proto, provider_to_proto,
@@ -121,6 +122,30 @@ impl ProviderManagementService for ProviderManagementApi {
         let p = result.map_err(status_from)?;
         Ok(Response::new(v1::RemoveProviderResponse {
             provider: Some(provider_to_proto(&p, 0)),
+        }))
+    }
+
+    async fn set_provider_pricing(
+        &self,
+        req: Request<v1::SetProviderPricingRequest>,
+    ) -> Result<Response<v1::SetProviderPricingResponse>, Status> {
+        let r = req.into_inner();
+        let pricing = ResourcePricing {
+            price_per_cpu_hour: r.price_per_cpu_hour,
+            price_per_gib_hour: r.price_per_gib_hour,
+        };
+        // Validated (InvalidArgument naming the field) by the control plane.
+        let p = self
+            .cp
+            .set_provider_pricing(&r.provider, Some(pricing))
+            .await
+            .map_err(status_from)?;
+        let stored = p.pricing().unwrap_or_default();
+        let n = self.live_workers(&p).await?;
+        Ok(Response::new(v1::SetProviderPricingResponse {
+            provider: Some(provider_to_proto(&p, n)),
+            price_per_cpu_hour: stored.price_per_cpu_hour,
+            price_per_gib_hour: stored.price_per_gib_hour,
         }))
     }
 

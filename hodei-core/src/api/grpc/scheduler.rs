@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::{parse_id, status_from};
 use crate::control::Strategy;
-use crate::control::{ControlPlane, DecisionAction, DecisionRecord};
+use crate::control::{ConcurrencyLimitStatus, ControlPlane, DecisionAction, DecisionRecord};
 use crate::domain::ids::JobId;
 use crate::proto::convert::to_millis;
 use crate::proto::v1;
@@ -66,6 +66,15 @@ fn decision_to_proto(d: &DecisionRecord) -> v1::SchedulingDecision {
         action: Some(action),
         strategy: strategy_to_proto(d.strategy) as i32,
         timestamp_ms: to_millis(d.at),
+    }
+}
+
+fn limit_to_proto(s: ConcurrencyLimitStatus) -> v1::ConcurrencyLimit {
+    v1::ConcurrencyLimit {
+        jobs: s.holders.iter().map(ToString::to_string).collect(),
+        key: s.key,
+        max_running: s.max_running,
+        updated_at_ms: to_millis(s.updated_at),
     }
 }
 
@@ -148,5 +157,55 @@ impl SchedulerService for SchedulerApi {
             ))),
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_concurrency_limits(
+        &self,
+        _req: Request<v1::ListConcurrencyLimitsRequest>,
+    ) -> Result<Response<v1::ListConcurrencyLimitsResponse>, Status> {
+        let limits = self.cp.concurrency_limits().await.map_err(status_from)?;
+        Ok(Response::new(v1::ListConcurrencyLimitsResponse {
+            limits: limits.into_iter().map(limit_to_proto).collect(),
+        }))
+    }
+
+    async fn get_concurrency_limit(
+        &self,
+        req: Request<v1::GetConcurrencyLimitRequest>,
+    ) -> Result<Response<v1::GetConcurrencyLimitResponse>, Status> {
+        let limit = self
+            .cp
+            .concurrency_limit(&req.get_ref().key)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(v1::GetConcurrencyLimitResponse {
+            limit: Some(limit_to_proto(limit)),
+        }))
+    }
+
+    async fn set_concurrency_limit(
+        &self,
+        req: Request<v1::SetConcurrencyLimitRequest>,
+    ) -> Result<Response<v1::SetConcurrencyLimitResponse>, Status> {
+        let r = req.get_ref();
+        let limit = self
+            .cp
+            .set_concurrency_limit(&r.key, r.max_running)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(v1::SetConcurrencyLimitResponse {
+            limit: Some(limit_to_proto(limit)),
+        }))
+    }
+
+    async fn delete_concurrency_limit(
+        &self,
+        req: Request<v1::DeleteConcurrencyLimitRequest>,
+    ) -> Result<Response<v1::DeleteConcurrencyLimitResponse>, Status> {
+        self.cp
+            .delete_concurrency_limit(&req.get_ref().key)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(v1::DeleteConcurrencyLimitResponse {}))
     }
 }
