@@ -9,6 +9,7 @@ mod client;
 mod jobs;
 mod output;
 mod providers;
+mod scheduling;
 mod templates;
 
 use std::path::PathBuf;
@@ -64,6 +65,12 @@ pub(crate) enum Command {
     /// Read the audit log (admin token).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Show or switch the scheduling strategy every replica shares (set: admin token).
+    #[command(subcommand)]
+    Scheduler(scheduling::SchedulerCommand),
+    /// List, show, set and remove concurrency limits per key (set, rm: admin token).
+    #[command(subcommand)]
+    Limit(scheduling::LimitCommand),
 }
 
 /// `hodei job …`.
@@ -213,6 +220,8 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Provider(cmd) => providers::run(&cli.server, cli.output, cmd).await,
         Command::Audit(cmd) => audit::run(&cli.server, cli.output, cmd).await,
+        Command::Scheduler(cmd) => scheduling::run_scheduler(&cli.server, cli.output, cmd).await,
+        Command::Limit(cmd) => scheduling::run_limit(&cli.server, cli.output, cmd).await,
     }
 }
 
@@ -251,6 +260,65 @@ mod tests {
         ));
         assert!(parse(&["audit", "list", "--limit", "0"]).is_err());
         assert!(parse(&["audit", "list", "--since", "someday"]).is_err());
+    }
+
+    #[test]
+    fn scheduling_commands_parse() {
+        use scheduling::{LimitCommand, SchedulerCommand};
+        assert!(matches!(
+            parse(&["scheduler", "get"]).unwrap().command,
+            Command::Scheduler(SchedulerCommand::Get)
+        ));
+        assert!(matches!(
+            parse(&["scheduler", "set", "cost-aware"]).unwrap().command,
+            Command::Scheduler(SchedulerCommand::Set {
+                strategy: hodei_core::Strategy::CostAware
+            })
+        ));
+        let e = parse(&["scheduler", "set", "random"]).unwrap_err();
+        assert!(e.to_string().contains("random"), "{e}");
+        assert!(matches!(
+            parse(&["-o", "json", "limit", "list"]).unwrap().command,
+            Command::Limit(LimitCommand::List)
+        ));
+        assert!(matches!(
+            parse(&["limit", "get", "deploy"]).unwrap().command,
+            Command::Limit(LimitCommand::Get { key }) if key == "deploy"
+        ));
+        assert!(matches!(
+            parse(&["limit", "set", "deploy", "0"]).unwrap().command,
+            Command::Limit(LimitCommand::Set { max_running: 0, .. })
+        ));
+        assert!(parse(&["limit", "set", "deploy", "100001"]).is_err());
+        assert!(parse(&["limit", "set", "deploy", "-1"]).is_err());
+        assert!(parse(&["limit", "set", "deploy"]).is_err());
+        for rm in ["rm", "remove", "delete"] {
+            assert!(matches!(
+                parse(&["limit", rm, "deploy"]).unwrap().command,
+                Command::Limit(LimitCommand::Rm { key }) if key == "deploy"
+            ));
+        }
+        match parse(&["provider", "pricing", "docker", "--cpu-hour", "0.04"])
+            .unwrap()
+            .command
+        {
+            Command::Provider(providers::ProviderCommand::Pricing {
+                provider,
+                cpu_hour,
+                gib_hour,
+            }) => {
+                assert_eq!(provider, "docker");
+                assert_eq!(cpu_hour, 0.04);
+                assert_eq!(gib_hour, 0.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["provider", "pricing", "docker"]).is_err(),
+            "a price is required"
+        );
+        let e = parse(&["provider", "pricing", "docker", "--gib-hour", "-0.5"]).unwrap_err();
+        assert!(e.to_string().contains("--gib-hour"), "{e}");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! `hodei provider …`: list providers with their load, register one at
-//! runtime, set its state (active, maintenance, disabled), remove it.
+//! runtime, set its state (active, maintenance, disabled), set its price,
+//! remove it.
 
-use clap::{Subcommand, ValueEnum};
+use clap::{ArgGroup, Subcommand, ValueEnum};
 use hodei_core::ProviderConfig;
 use hodei_core::proto::convert::provider_type_to_proto;
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::provider_management_service_client::ProviderManagementServiceClient;
 
 use super::client::{self, CliError};
+use serde::Serialize;
+
 use super::output::{self, Format, ProviderView};
 
 /// `hodei provider …`.
@@ -45,6 +48,50 @@ pub(crate) enum ProviderCommand {
         /// Provider name or id.
         provider: String,
     },
+    /// Set the price the `cost_aware` strategy ranks a provider by, for each
+    /// job's own resources (cpu cores · CPU-hour price + memory GiB · GiB-hour
+    /// price). Replaces the whole price: an omitted one is 0.
+    #[command(group(ArgGroup::new("price").required(true).multiple(true).args(["cpu_hour", "gib_hour"])))]
+    Pricing {
+        /// Provider name or id.
+        provider: String,
+        /// Price of one CPU core for one hour.
+        #[arg(long, value_name = "PRICE", default_value_t = 0.0, value_parser = parse_price)]
+        cpu_hour: f64,
+        /// Price of one GiB of memory for one hour.
+        #[arg(long, value_name = "PRICE", default_value_t = 0.0, value_parser = parse_price)]
+        gib_hour: f64,
+    },
+}
+
+/// A price: a finite number, not negative.
+fn parse_price(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a price (a finite number >= 0)")),
+    }
+}
+
+/// A provider's price, as printed.
+#[derive(Debug, Serialize)]
+pub(crate) struct PricingView {
+    pub(crate) provider_id: String,
+    pub(crate) provider: String,
+    pub(crate) price_per_cpu_hour: f64,
+    pub(crate) price_per_gib_hour: f64,
+}
+
+/// Prices as a table.
+pub(crate) fn pricing_table(p: &PricingView) -> String {
+    output::table(
+        &["PROVIDER", "ID", "PRICE/CPU-HOUR", "PRICE/GIB-HOUR"],
+        vec![vec![
+            p.provider.clone(),
+            p.provider_id.clone(),
+            p.price_per_cpu_hour.to_string(),
+            p.price_per_gib_hour.to_string(),
+        ]],
+    )
 }
 
 /// The states an operator sets.
@@ -158,6 +205,34 @@ pub(crate) async fn run(
                 .provider;
             print_one(format, p);
         }
+        ProviderCommand::Pricing {
+            provider,
+            cpu_hour,
+            gib_hour,
+        } => {
+            let r = c
+                .set_provider_pricing(v1::SetProviderPricingRequest {
+                    provider: provider.clone(),
+                    price_per_cpu_hour: cpu_hour,
+                    price_per_gib_hour: gib_hour,
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            let (provider_id, provider) = r
+                .provider
+                .map_or((String::new(), provider), |p| (p.id, p.name));
+            let view = PricingView {
+                provider_id,
+                provider,
+                price_per_cpu_hour: r.price_per_cpu_hour,
+                price_per_gib_hour: r.price_per_gib_hour,
+            };
+            match format {
+                Format::Json => println!("{}", output::json(&view)),
+                Format::Table => print!("{}", pricing_table(&view)),
+            }
+        }
     }
     Ok(0)
 }
@@ -182,5 +257,24 @@ mod tests {
             parse_config("@/nonexistent/x.json"),
             Err(CliError::Io(_))
         ));
+    }
+
+    #[test]
+    fn prices_are_finite_and_not_negative() {
+        assert_eq!(parse_price("0.04"), Ok(0.04));
+        assert_eq!(parse_price("0"), Ok(0.0));
+        for bad in ["-1", "NaN", "inf", "cheap"] {
+            let e = parse_price(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        let t = pricing_table(&PricingView {
+            provider_id: "p-1".into(),
+            provider: "docker".into(),
+            price_per_cpu_hour: 0.04,
+            price_per_gib_hour: 0.005,
+        });
+        for s in ["docker", "p-1", "0.04", "0.005"] {
+            assert!(t.contains(s), "{s} missing in {t}");
+        }
     }
 }
