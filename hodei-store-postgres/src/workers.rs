@@ -1,8 +1,10 @@
 //! [`WorkerRegistry`] on the `workers` table.
 
 use async_trait::async_trait;
-use hodei_core::domain::ids::WorkerId;
+use chrono::{DateTime, Utc};
+use hodei_core::domain::ids::{JobId, WorkerId};
 use hodei_core::domain::worker::Worker;
+use hodei_core::domain::worker_stats::WorkerStats;
 use hodei_core::store::{StoreError, WorkerRegistry};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -100,6 +102,41 @@ impl WorkerRegistry for PgWorkerRegistry {
                 .await
                 .map_err(|e| map_err("worker", e))?;
         rows.into_iter().map(decode).collect()
+    }
+
+    async fn touch(
+        &self,
+        id: WorkerId,
+        at: DateTime<Utc>,
+        stats: Option<&WorkerStats>,
+    ) -> Result<Option<Vec<JobId>>, StoreError> {
+        let at = serde_json::to_value(at).map_err(|e| codec("worker", e))?;
+        let stats = stats
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| codec("worker", e))?;
+        // One statement: the row is changed in place, so a concurrent
+        // read-modify-write of the worker (an assignment) is never undone
+        // beyond its heartbeat time. Stats older than the stored ones are
+        // ignored, as `Worker::record_stats` does.
+        let jobs: Option<serde_json::Value> = sqlx::query_scalar(
+            "UPDATE workers SET data = CASE \
+               WHEN $3::jsonb IS NOT NULL AND (data->'stats' IS NULL \
+                    OR jsonb_typeof(data->'stats') = 'null' \
+                    OR (data->'stats'->>'sampled_at')::timestamptz <= ($3::jsonb->>'sampled_at')::timestamptz) \
+                 THEN jsonb_set(jsonb_set(data, '{last_heartbeat}', $2::jsonb), '{stats}', $3::jsonb) \
+               ELSE jsonb_set(data, '{last_heartbeat}', $2::jsonb) END \
+             WHERE id = $1 AND state NOT IN ('terminating', 'terminated') \
+             RETURNING data->'current_jobs'",
+        )
+        .bind(id.as_uuid())
+        .bind(at)
+        .bind(stats)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| map_err("worker", e))?;
+        jobs.map(|j| serde_json::from_value(j).map_err(|e| codec("worker", e)))
+            .transpose()
     }
 
     async fn remove(&self, id: WorkerId) -> Result<bool, StoreError> {

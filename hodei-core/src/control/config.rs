@@ -73,7 +73,8 @@ pub struct ControlPlaneConfig {
     pub registration_timeout: Duration,
     /// OTP lifetime.
     pub otp_ttl: Duration,
-    /// Periodic reconcile, on top of event wake-ups.
+    /// Periodic reconcile, on top of event wake-ups; also how often the
+    /// passes over every worker (liveness, idle timeouts, warm pools) run.
     pub reconcile_interval: Duration,
     /// Interval of provider health checks.
     pub health_check_interval: Duration,

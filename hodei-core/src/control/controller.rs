@@ -1,8 +1,10 @@
 //! The job controller: one control loop, woken by events (new job, worker
 //! ready, job finished) and by a periodic reconcile; it never busy-polls.
 //!
-//! Each pass: enforce timeouts, find lost and idle workers, keep warm pools,
-//! then dispatch queued jobs: to an idle worker, or by provisioning a worker
+//! Each pass: the leader's maintenance (timeouts, leases, audit), then
+//! dispatch of queued jobs; once per reconcile interval also the passes over
+//! every worker (lost and idle ones, warm pools). Dispatch sends a job to an
+//! idle worker, or provisions a worker
 //! through the provisioning saga (create with an OTP → wait for registration
 //! → assign; on failure destroy the worker and put the job back).
 
@@ -37,13 +39,24 @@ impl ControlPlane {
         let mut shutdown = self.inner.shutdown.subscribe();
         let mut last_health = std::time::Instant::now();
         let mut last_keepalive = std::time::Instant::now();
+        let mut last_workers_pass: Option<std::time::Instant> = None;
         let mut notifications = self.inner.stores.queue.work_notifications();
         tracing::info!("job controller started");
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            if let Err(e) = self.reconcile().await {
+            // The passes over every worker (liveness, idle timeouts, warm
+            // pools) go by the clock, once per reconcile interval; a wake
+            // (new job, worker ready, job finished) only dispatches. With
+            // thousands of workers, a pass over all of them on every submit
+            // was most of the dispatch latency.
+            let workers_due = last_workers_pass
+                .is_none_or(|t| t.elapsed() >= self.inner.config.reconcile_interval);
+            if workers_due {
+                last_workers_pass = Some(std::time::Instant::now());
+            }
+            if let Err(e) = self.pass(workers_due).await {
                 tracing::warn!(error = %e, "reconcile failed");
             }
             if last_health.elapsed() >= self.inner.config.health_check_interval {
@@ -72,14 +85,24 @@ impl ControlPlane {
         tracing::info!("job controller stopped");
     }
 
-    /// One reconcile pass.
+    /// One full reconcile pass: the leader's maintenance, liveness and idle
+    /// timeouts of workers, dispatch, warm pools.
     pub async fn reconcile(&self) -> ControlResult<()> {
+        self.pass(true).await
+    }
+
+    /// A pass; `workers_due`: also the passes over every worker.
+    async fn pass(&self, workers_due: bool) -> ControlResult<()> {
         if self.is_leader().await {
             self.maintain().await?;
         }
-        self.find_lost_and_idle_workers().await?;
+        if workers_due {
+            self.find_lost_and_idle_workers().await?;
+        }
         self.dispatch().await?;
-        self.keep_warm_pools().await?;
+        if workers_due {
+            self.keep_warm_pools().await?;
+        }
         Ok(())
     }
 
@@ -194,18 +217,21 @@ impl ControlPlane {
             );
         }
         let reserved = lock(&self.inner.reserved).clone();
+        let sessions = lock(&self.inner.sessions);
         let worker_views = workers
             .iter()
+            .filter(|w| !w.state().is_gone())
             .map(|w| {
                 let mut v = WorkerView::from_worker(w);
                 // Only a connected worker can take a job; a worker being
                 // provisioned for a job is kept for that job.
-                if !self.is_connected(w.id()) || reserved.contains(&w.id()) {
+                if !sessions.contains_key(&w.id()) || reserved.contains(&w.id()) {
                     v.free_slots = 0;
                 }
                 v
             })
             .collect();
+        drop(sessions);
         Ok(SchedulingSnapshot::new(worker_views, provider_views))
     }
 

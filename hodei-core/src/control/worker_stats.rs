@@ -22,13 +22,13 @@ impl ControlPlane {
             m.record(worker_id, usage.into());
         }
         let sample = crate::proto::convert::worker_stats_from_proto(usage);
-        let _g = self.inner.worker_lock.lock().await;
-        if let Some(mut w) = self.inner.stores.workers.get(worker_id).await?
-            && !w.state().is_gone()
-        {
-            w.record_stats(sample);
-            self.inner.stores.workers.update(&w).await?;
-        }
+        // A stats message is a sign of life too: one atomic write, like a
+        // heartbeat (a gone worker is left alone).
+        self.inner
+            .stores
+            .workers
+            .touch(worker_id, chrono::Utc::now(), Some(&sample))
+            .await?;
         Ok(())
     }
 

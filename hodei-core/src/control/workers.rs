@@ -315,27 +315,23 @@ impl ControlPlane {
         worker_id: WorkerId,
         hb: v1::WorkerHeartbeat,
     ) -> ControlResult<()> {
-        let assigned = {
-            let _g = self.inner.worker_lock.lock().await;
-            match self.inner.stores.workers.get(worker_id).await? {
-                Some(mut w) if !w.state().is_gone() => {
-                    w.heartbeat();
-                    if let Some(stats) = Self::heartbeat_stats(&hb) {
-                        w.record_stats(stats);
-                    }
-                    self.inner.stores.workers.update(&w).await?;
-                    w.current_jobs().to_vec()
-                }
-                // Another replica found this worker lost (this one was frozen
-                // or cut off) and gave its jobs away: end the stream, so the
-                // agent's resume is refused and it stops instead of idling on.
-                _ => {
-                    if lock(&self.inner.sessions).remove(&worker_id).is_some() {
-                        tracing::warn!(%worker_id, "heartbeat from a worker that is gone: stream closed");
-                    }
-                    return Ok(());
-                }
+        // One atomic write, outside the worker lock: heartbeats are the most
+        // frequent write and must not queue behind assignments.
+        let stats = Self::heartbeat_stats(&hb);
+        let touched = self
+            .inner
+            .stores
+            .workers
+            .touch(worker_id, Utc::now(), stats.as_ref())
+            .await?;
+        let Some(assigned) = touched else {
+            // Another replica found this worker lost (this one was frozen or
+            // cut off) and gave its jobs away: end the stream, so the agent's
+            // resume is refused and it stops instead of idling on.
+            if lock(&self.inner.sessions).remove(&worker_id).is_some() {
+                tracing::warn!(%worker_id, "heartbeat from a worker that is gone: stream closed");
             }
+            return Ok(());
         };
         // From the agent's send to the stored heartbeat: the first figure an
         // overloaded server shows (agent and server clocks are assumed close).

@@ -408,7 +408,12 @@ impl Worker {
 
     /// A heartbeat arrived.
     pub fn heartbeat(&mut self) {
-        self.last_heartbeat = Utc::now();
+        self.heartbeat_at(Utc::now());
+    }
+
+    /// A heartbeat arrived at `at`.
+    pub fn heartbeat_at(&mut self, at: DateTime<Utc>) {
+        self.last_heartbeat = at;
     }
 
     /// Its agent reported resource usage: kept unless an newer sample is

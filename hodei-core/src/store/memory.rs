@@ -21,6 +21,7 @@ use crate::domain::job::{Job, JobState};
 use crate::domain::logs::LogEntry;
 use crate::domain::provider::Provider;
 use crate::domain::worker::Worker;
+use crate::domain::worker_stats::WorkerStats;
 use crate::otp::constant_time_eq;
 use crate::store::{
     JobFilter, JobQueue, JobRepository, Lease, LogCursor, LogStore, OtpError, OtpTokenStore,
@@ -504,6 +505,23 @@ impl WorkerRegistry for InMemoryWorkerRegistry {
                 .then_with(|| a.id().cmp(&b.id()))
         });
         Ok(all)
+    }
+
+    async fn touch(
+        &self,
+        id: WorkerId,
+        at: DateTime<Utc>,
+        stats: Option<&WorkerStats>,
+    ) -> Result<Option<Vec<JobId>>, StoreError> {
+        let mut st = write(&self.state);
+        let Some(w) = st.workers.get_mut(&id).filter(|w| !w.state().is_gone()) else {
+            return Ok(None);
+        };
+        w.heartbeat_at(at);
+        if let Some(stats) = stats {
+            w.record_stats(stats.clone());
+        }
+        Ok(Some(w.current_jobs().to_vec()))
     }
 
     async fn remove(&self, id: WorkerId) -> Result<bool, StoreError> {

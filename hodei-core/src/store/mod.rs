@@ -25,6 +25,7 @@ use crate::domain::job::{Job, JobState};
 use crate::domain::logs::LogEntry;
 use crate::domain::provider::Provider;
 use crate::domain::worker::Worker;
+use crate::domain::worker_stats::WorkerStats;
 
 pub use templates::{InMemoryTemplateStore, TemplateStore};
 
@@ -228,6 +229,19 @@ pub trait WorkerRegistry: Send + Sync {
     async fn update(&self, worker: &Worker) -> Result<(), StoreError>;
     /// All workers.
     async fn list(&self) -> Result<Vec<Worker>, StoreError>;
+    /// Records a heartbeat of a live worker in one atomic write, with no
+    /// read-modify-write (heartbeats are the most frequent write; with
+    /// thousands of agents they must not queue behind a lock): sets its last
+    /// heartbeat to `at` and, when given and not older than the stored one,
+    /// its stats. A worker that is gone (terminating, terminated) or unknown
+    /// is left as it is and `None` is returned; otherwise the jobs it is
+    /// assigned now.
+    async fn touch(
+        &self,
+        id: WorkerId,
+        at: DateTime<Utc>,
+        stats: Option<&WorkerStats>,
+    ) -> Result<Option<Vec<JobId>>, StoreError>;
     /// Removes a worker (and its session). Returns whether it existed.
     async fn remove(&self, id: WorkerId) -> Result<bool, StoreError>;
     /// Binds a session (by the hash of its token) to a worker, replacing any old one.

@@ -608,6 +608,66 @@ where
 {
     worker_crud(make().await).await;
     worker_sessions(make().await).await;
+    worker_touch(make().await).await;
+}
+
+/// Heartbeats: one atomic write that keeps everything else of the worker,
+/// ignores older stats, and leaves a gone or unknown worker alone.
+async fn worker_touch(reg: Arc<dyn WorkerRegistry>) {
+    use crate::domain::worker_stats::WorkerStats;
+    let c = "workers/touch";
+    let p = ProviderId::new();
+    let mut w = Worker::new(WorkerId::new(), p).with_limits(2, None);
+    ok(reg.register(&w).await, c);
+    assert_eq!(
+        ok(reg.touch(WorkerId::new(), Utc::now(), None).await, c),
+        None,
+        "{c}: unknown worker"
+    );
+
+    let t1 = Utc::now() + chrono::Duration::seconds(5);
+    assert_eq!(
+        ok(reg.touch(w.id(), t1, None).await, c),
+        Some(vec![]),
+        "{c}: no jobs yet"
+    );
+    let got = some(ok(reg.get(w.id()).await, c), c);
+    assert_eq!(got.last_heartbeat(), t1, "{c}: heartbeat time stored");
+    assert_eq!(got.state(), WorkerState::Creating, "{c}: state kept");
+    assert!(got.stats().is_none(), "{c}: no stats given");
+
+    // Assigned a job elsewhere (read-modify-write), then heartbeats with stats.
+    ok(w.created(WorkerHandle::new(w.id(), p, "ext-t")), c);
+    ok(w.registered(), c);
+    let job = JobId::new();
+    ok(w.assign(job), c);
+    ok(reg.update(&w).await, c);
+    let newer = WorkerStats::new(50.0, 1024, 4096, t1);
+    let t2 = t1 + chrono::Duration::seconds(5);
+    assert_eq!(
+        ok(reg.touch(w.id(), t2, Some(&newer)).await, c),
+        Some(vec![job]),
+        "{c}: the assigned job"
+    );
+    let older = WorkerStats::new(99.0, 1, 1, t1 - chrono::Duration::seconds(60));
+    ok(reg.touch(w.id(), t2, Some(&older)).await, c);
+    ok(reg.touch(w.id(), t2, None).await, c);
+    let got = some(ok(reg.get(w.id()).await, c), c);
+    assert_eq!(got.stats(), Some(&newer), "{c}: older stats ignored, none keeps them");
+    assert_eq!(got.current_jobs(), &[job], "{c}: jobs kept");
+    assert_eq!(got.state(), WorkerState::Busy, "{c}: state kept");
+
+    // Gone: left alone.
+    ok(w.terminating(), c);
+    ok(reg.update(&w).await, c);
+    let t3 = t2 + chrono::Duration::seconds(5);
+    assert_eq!(
+        ok(reg.touch(w.id(), t3, None).await, c),
+        None,
+        "{c}: a terminating worker"
+    );
+    let got = some(ok(reg.get(w.id()).await, c), c);
+    assert_ne!(got.last_heartbeat(), t3, "{c}: a gone worker's heartbeat is not moved");
 }
 
 async fn worker_crud(reg: Arc<dyn WorkerRegistry>) {
