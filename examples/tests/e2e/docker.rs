@@ -1,6 +1,8 @@
 //! The real server with `HODEI_DOCKER_ENABLED=1`: `hodei job run --provider
 //! docker` runs the job in a container of the locally built worker image, on
-//! the isolated network (the default), out of reach of the host's loopback.
+//! the isolated network (the default), out of reach of the host's loopback;
+//! a job's output glob in the container becomes a downloadable artifact, and
+//! another container job fetches it as its input.
 
 use std::process::Command;
 use std::time::Duration;
@@ -45,7 +47,9 @@ async fn cli_runs_a_job_in_a_docker_container() {
     let secret_port = secret.local_addr().expect("port").port();
     // Default network; workers come in through the network's gateway, so the
     // server listens on every interface (the harness' default is loopback).
+    let artifacts = tempfile::tempdir().expect("artifact dir");
     let s = start_server(&[
+        ("HODEI_ARTIFACT_DIR", artifacts.path().to_str().expect("utf-8 path")),
         ("HODEI_DOCKER_ENABLED", "1"),
         ("HODEI_WORKER_IMAGE", &image),
         ("HODEI_DOCKER_LABELS", "hodei.test=e2e"),
@@ -87,8 +91,9 @@ async fn cli_runs_a_job_in_a_docker_container() {
         matches!(secret.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the job reached the host's loopback"
     );
+    artifacts_cross_containers(&s).await;
     drop(s);
-    // The server destroyed its container on the way out.
+    // The server destroyed its containers on the way out.
     let left = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("ancestor={image}")])
         .output()
@@ -99,6 +104,100 @@ async fn cli_runs_a_job_in_a_docker_container() {
         String::from_utf8_lossy(&left.stdout)
     );
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}
+
+/// A producer job in a container writes files matched by an output glob; they
+/// are listed and downloaded through the REST API with their checksums; a
+/// consumer job in another container gets one as its input, fails, and its
+/// output is uploaded all the same.
+async fn artifacts_cross_containers(s: &TestServer) {
+    use hodei_core::{ArtifactDest, ArtifactSource};
+    use sha2::{Digest, Sha256};
+    let within = Duration::from_secs(120);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}/api/v1/jobs", s.http_port());
+
+    let mut producer = script(
+        "mkdir -p out && printf 'made in a container\\n' > out/a.txt && \
+         head -c 100000 /dev/zero > out/b.txt && echo no > out/c.log",
+    );
+    producer.preferences.preferred_provider = Some("docker".into());
+    producer.outputs = vec![ArtifactDest {
+        name: "out".into(),
+        path: "out/*.txt".into(),
+        url: String::new(),
+    }];
+    let a = s.submit(producer).await;
+    let job = s.wait_done(&a, within).await;
+    assert_eq!(
+        job.state,
+        hodei_core::proto::v1::JobState::Succeeded as i32,
+        "{}\n{}",
+        job.error,
+        s.server_log()
+    );
+    let listed: serde_json::Value = http
+        .get(format!("{base}/{a}/artifacts"))
+        .send()
+        .await
+        .expect("list artifacts")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<_> = listed["artifacts"]
+        .as_array()
+        .expect("artifacts array")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names, ["out/out/a.txt", "out/out/b.txt"], "{listed}");
+    for item in listed["artifacts"].as_array().expect("array") {
+        let name = item["name"].as_str().expect("name");
+        let r = http
+            .get(format!("{base}/{a}/artifacts/{name}"))
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(r.status(), 200, "{name}");
+        let body = r.bytes().await.expect("body");
+        assert_eq!(
+            item["sha256"].as_str(),
+            Some(hex::encode(Sha256::digest(&body)).as_str()),
+            "{name}"
+        );
+    }
+
+    let mut consumer = script("cat in/a.txt > result.txt; echo consumed >> result.txt; exit 4");
+    consumer.preferences.preferred_provider = Some("docker".into());
+    consumer.max_attempts = 1;
+    consumer.inputs = vec![ArtifactSource {
+        name: "greeting".into(),
+        url: format!("artifact://{a}/out/out/a.txt"),
+        path: "in/a.txt".into(),
+    }];
+    consumer.outputs = vec![ArtifactDest {
+        name: "result".into(),
+        path: "result.txt".into(),
+        url: String::new(),
+    }];
+    let b = s.submit(consumer).await;
+    let job = s.wait_done(&b, within).await;
+    assert_eq!(
+        job.state,
+        hodei_core::proto::v1::JobState::Failed as i32,
+        "{}",
+        job.error
+    );
+    let r = http
+        .get(format!("{base}/{b}/artifacts/result"))
+        .send()
+        .await
+        .expect("download result");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.expect("body").as_ref(),
+        b"made in a container\nconsumed\n"
+    );
 }
 
 #[tokio::test]
