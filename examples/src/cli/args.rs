@@ -171,13 +171,13 @@ pub(crate) fn parse_spec_file(name: &str, text: &str) -> Result<JobSpec, String>
         .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("yaml" | "yml") => {
-            serde_yaml::from_str(text).map_err(|e| format!("{name}: invalid YAML job spec: {e}"))
+            yaml_serde::from_str(text).map_err(|e| format!("{name}: invalid YAML job spec: {e}"))
         }
         Some("json") => {
             serde_json::from_str(text).map_err(|e| format!("{name}: invalid JSON job spec: {e}"))
         }
         _ => serde_json::from_str(text).or_else(|json_err| {
-            serde_yaml::from_str(text).map_err(|yaml_err| {
+            yaml_serde::from_str(text).map_err(|yaml_err| {
                 format!("{name}: not a JSON job spec ({json_err}) nor a YAML one ({yaml_err})")
             })
         }),

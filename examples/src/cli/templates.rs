@@ -77,12 +77,12 @@ fn parse_template_file(name: &str, text: &str) -> Result<JobTemplate, String> {
         .map(str::to_ascii_lowercase);
     let file: TemplateFile =
         match ext.as_deref() {
-            Some("yaml" | "yml") => serde_yaml::from_str(text)
+            Some("yaml" | "yml") => yaml_serde::from_str(text)
                 .map_err(|e| format!("{name}: invalid YAML template: {e}"))?,
             Some("json") => serde_json::from_str(text)
                 .map_err(|e| format!("{name}: invalid JSON template: {e}"))?,
             _ => serde_json::from_str(text).or_else(|json_err| {
-                serde_yaml::from_str(text).map_err(|yaml_err| {
+                yaml_serde::from_str(text).map_err(|yaml_err| {
                     format!("{name}: not a JSON template ({json_err}) nor a YAML one ({yaml_err})")
                 })
             })?,
