@@ -263,6 +263,12 @@ pub fn retain_workers(keep: impl Fn(&str) -> bool) {
     gauges().workers.retain(|id, _| keep(id));
 }
 
+/// Forgets one worker's certificate (its stream closed): the gauge shows the
+/// connected workers' certificates.
+pub fn forget_worker(worker_id: &str) {
+    gauges().workers.remove(worker_id);
+}
+
 /// This process's recorded certificates and their days to expiry.
 #[must_use]
 pub fn recorded() -> BTreeMap<String, i64> {

@@ -31,6 +31,8 @@ use crate::store::{JobFilter, QueueOrder};
 struct ForJob {
     job: Job,
     lease: LeaseKeeper,
+    /// When the job entered the queue (for the dispatch latency).
+    pending_since: chrono::DateTime<Utc>,
 }
 
 impl ControlPlane {
@@ -497,8 +499,10 @@ impl ControlPlane {
             w.provider_id()
         };
         self.refresh_provider_load(provider_id).await;
+        let mut pending_since = Utc::now();
         let job = match self
             .transition_job(job_id, "", |j| {
+                pending_since = j.updated_at();
                 Ok(j.submit_to_provider(provider_id, Some(worker_id))?)
             })
             .await
@@ -520,6 +524,7 @@ impl ControlPlane {
             )
             .await?;
         } else {
+            crate::telemetry::job_dispatched(pending_since);
             tracing::info!(%job_id, %worker_id, attempt = job.execution_context().attempt, "job dispatched");
         }
         Ok(())
@@ -562,8 +567,10 @@ impl ControlPlane {
         else {
             return Ok(());
         };
+        let mut pending_since = Utc::now();
         let job = match self
             .transition_job(job_id, "provisioning a worker", |j| {
+                pending_since = j.updated_at();
                 Ok(j.submit_to_provider(provider_id, None)?)
             })
             .await
@@ -593,8 +600,16 @@ impl ControlPlane {
         };
         let cp = self.clone();
         tokio::spawn(async move {
-            cp.provisioning_saga(entry, worker, Some(ForJob { job, lease }))
-                .await;
+            cp.provisioning_saga(
+                entry,
+                worker,
+                Some(ForJob {
+                    job,
+                    lease,
+                    pending_since,
+                }),
+            )
+            .await;
         });
         Ok(())
     }
@@ -729,9 +744,18 @@ impl ControlPlane {
         .await;
         match result {
             Ok(()) => {
+                crate::telemetry::worker_provisioned(entry.provider.name(), started.elapsed());
                 tracing::info!(%worker_id, provider = %entry.provider.name(), elapsed_ms = started.elapsed().as_millis() as u64, "worker provisioned");
-                if let Some(ForJob { job, lease }) = for_job {
-                    if let Err(e) = self.bind_provisioned(job.id(), worker_id).await {
+                if let Some(ForJob {
+                    job,
+                    lease,
+                    pending_since,
+                }) = for_job
+                {
+                    if let Err(e) = self
+                        .bind_provisioned(job.id(), worker_id, pending_since)
+                        .await
+                    {
                         tracing::warn!(job_id = %job.id(), %worker_id, error = %e, "assigning the provisioned worker failed");
                     }
                     // Bound (the entry is done) or given back (it is queued again).
@@ -772,7 +796,12 @@ impl ControlPlane {
     }
 
     /// The provisioned worker registered: give it the job it was made for.
-    async fn bind_provisioned(&self, job_id: JobId, worker_id: WorkerId) -> ControlResult<()> {
+    async fn bind_provisioned(
+        &self,
+        job_id: JobId,
+        worker_id: WorkerId,
+        pending_since: chrono::DateTime<Utc>,
+    ) -> ControlResult<()> {
         let assigned: ControlResult<_> = async {
             let _g = self.inner.worker_lock.lock().await;
             let mut w = self
@@ -828,6 +857,7 @@ impl ControlPlane {
             )
             .await?;
         } else {
+            crate::telemetry::job_dispatched(pending_since);
             tracing::info!(%job_id, %worker_id, "job dispatched to provisioned worker");
         }
         Ok(())

@@ -150,9 +150,18 @@ impl ControlPlane {
         &self,
         id: JobId,
         message: &str,
-        f: impl FnMut(&mut Job) -> ControlResult<Transition>,
+        mut f: impl FnMut(&mut Job) -> ControlResult<Transition>,
     ) -> ControlResult<Job> {
-        let (job, t) = self.update_job(id, f).await?;
+        // When the job entered its current state: nothing else changes a
+        // pending job, so for one leaving `pending` it is when it was queued.
+        let mut before = None;
+        let (job, t) = self
+            .update_job(id, |j| {
+                before = Some(j.updated_at());
+                f(j)
+            })
+            .await?;
+        crate::telemetry::job_transition(&job, t, before);
         // Ended or queued again: its concurrency slot goes to the next job.
         if t.to.is_terminal() || t.to == JobState::Pending {
             self.free_concurrency_slot(&job).await;

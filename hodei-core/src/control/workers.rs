@@ -183,6 +183,9 @@ impl ControlPlane {
             .is_some_and(|s| s.conn_id == conn_id)
         {
             sessions.remove(&worker_id);
+            // Its agent reports its certificate again in every heartbeat
+            // after a reconnect; a worker gone for good leaves the gauge.
+            crate::cert_expiry::forget_worker(&worker_id.to_string());
             tracing::info!(%worker_id, "worker stream closed");
         }
     }
@@ -329,6 +332,7 @@ impl ControlPlane {
             // cut off) and gave its jobs away: end the stream, so the agent's
             // resume is refused and it stops instead of idling on.
             if lock(&self.inner.sessions).remove(&worker_id).is_some() {
+                crate::cert_expiry::forget_worker(&worker_id.to_string());
                 tracing::warn!(%worker_id, "heartbeat from a worker that is gone: stream closed");
             }
             return Ok(());
@@ -337,7 +341,7 @@ impl ControlPlane {
         // overloaded server shows (agent and server clocks are assumed close).
         if let Some(sent) = chrono::DateTime::from_timestamp_millis(hb.timestamp_ms) {
             let lag = (Utc::now() - sent).to_std().unwrap_or_default();
-            ::metrics::histogram!("hodei_worker_heartbeat_lag_seconds").record(lag.as_secs_f64());
+            ::metrics::histogram!(crate::telemetry::HEARTBEAT_LAG).record(lag.as_secs_f64());
         }
         if let (Some(m), Some(u)) = (self.metrics(), hb.usage.as_ref()) {
             m.record(worker_id, u.into());

@@ -13,7 +13,7 @@ use crate::domain::spec::JobResources;
 use crate::domain::worker_stats::WorkerStats;
 
 /// Lifecycle state of a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     /// The provider is creating it.

@@ -497,6 +497,16 @@ impl WorkerRegistry for InMemoryWorkerRegistry {
         }
     }
 
+    async fn count_by_state(
+        &self,
+    ) -> Result<BTreeMap<crate::domain::worker::WorkerState, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for w in read(&self.state).workers.values() {
+            *counts.entry(w.state()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     async fn list(&self) -> Result<Vec<Worker>, StoreError> {
         let mut all: Vec<Worker> = read(&self.state).workers.values().cloned().collect();
         all.sort_by(|a, b| {

@@ -229,6 +229,18 @@ pub trait WorkerRegistry: Send + Sync {
     async fn update(&self, worker: &Worker) -> Result<(), StoreError>;
     /// All workers.
     async fn list(&self) -> Result<Vec<Worker>, StoreError>;
+    /// How many workers are in each state (states with none may be absent).
+    /// Read on every `/metrics` scrape: implementations should count in the
+    /// store rather than load every worker, as this default does.
+    async fn count_by_state(
+        &self,
+    ) -> Result<BTreeMap<crate::domain::worker::WorkerState, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for w in self.list().await? {
+            *counts.entry(w.state()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
     /// Records a heartbeat of a live worker in one atomic write, with no
     /// read-modify-write (heartbeats are the most frequent write; with
     /// thousands of agents they must not queue behind a lock): sets its last

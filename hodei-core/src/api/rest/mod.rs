@@ -185,6 +185,9 @@ fn with_auth(router: Router, auth: Option<crate::api::auth::ApiAuth>) -> Router 
 }
 
 fn router_with(cp: ControlPlane, closing: watch::Receiver<bool>) -> Router {
+    // `/metrics` serves the process-wide recorder's histograms and counters;
+    // when the application installed another one, that is logged once.
+    let _ = crate::telemetry::install();
     let state = AppState { cp, closing };
     Router::new()
         .route("/api/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))

@@ -1,7 +1,6 @@
 //! Workers, providers, health, readiness and Prometheus metrics.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use axum::Json;
 use axum::extract::State;
@@ -157,7 +156,9 @@ const PROVIDER_STATUSES: [ProviderStatus; 5] = [
     ProviderStatus::Unhealthy,
 ];
 
-/// Gauges in the Prometheus text format (0.0.4).
+/// Gauges read from the stores at scrape time, the control plane's
+/// histograms and counters ([`crate::telemetry`]) and the certificate expiry
+/// gauge, in the Prometheus text format (0.0.4).
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -176,7 +177,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiEr
         .map_err(crate::control::ControlError::from)?;
     let workers = stores
         .workers
-        .list()
+        .count_by_state()
         .await
         .map_err(crate::control::ControlError::from)?;
     let providers = s.cp.list_providers().await?;
@@ -187,45 +188,40 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiEr
         .map_err(crate::control::ControlError::from)?;
     let status = s.cp.queue_status().await?;
 
-    let mut out = String::new();
-    gauge_header(&mut out, "hodei_jobs", "Jobs per state.");
-    for st in JobState::ALL {
-        let n = jobs.get(&st).copied().unwrap_or(0);
-        let _ = writeln!(out, "hodei_jobs{{state=\"{st}\"}} {n}");
+    // The gauges of this control plane's stores go through a recorder of
+    // their own, made for this scrape: another control plane in the process
+    // (or a concurrent scrape) never mixes its values in, and they are served
+    // even when the embedding application installed its own global recorder.
+    let gauges = crate::telemetry::builder().build_recorder();
+    metrics::with_local_recorder(&gauges, || {
+        metrics::describe_gauge!("hodei_jobs", "Jobs per state.");
+        for st in JobState::ALL {
+            let n = jobs.get(&st).copied().unwrap_or(0);
+            metrics::gauge!("hodei_jobs", "state" => st.as_str()).set(n as f64);
+        }
+        metrics::describe_gauge!("hodei_workers", "Workers per state.");
+        for st in WorkerState::ALL {
+            let n = workers.get(&st).copied().unwrap_or(0);
+            metrics::gauge!("hodei_workers", "state" => st.as_str()).set(n as f64);
+        }
+        metrics::describe_gauge!("hodei_providers", "Registered providers per status.");
+        for st in PROVIDER_STATUSES {
+            let n = providers.iter().filter(|p| p.status() == st).count();
+            metrics::gauge!("hodei_providers", "status" => st.to_string()).set(n as f64);
+        }
+        metrics::describe_gauge!("hodei_queue_depth", "Jobs waiting in the queue.");
+        metrics::gauge!("hodei_queue_depth").set(depth as f64);
+        metrics::describe_gauge!(
+            "hodei_queue_oldest_pending_age_seconds",
+            "Age of the oldest waiting job."
+        );
+        metrics::gauge!("hodei_queue_oldest_pending_age_seconds")
+            .set(status.oldest_pending_age_ms as f64 / 1000.0);
+    });
+    let mut out = gauges.handle().render();
+    if let Some(global) = crate::telemetry::handle() {
+        out.push_str(&global.render());
     }
-    gauge_header(&mut out, "hodei_workers", "Workers per state.");
-    for st in WorkerState::ALL {
-        let n = workers.iter().filter(|w| w.state() == st).count();
-        let _ = writeln!(out, "hodei_workers{{state=\"{st}\"}} {n}");
-    }
-    gauge_header(
-        &mut out,
-        "hodei_providers",
-        "Registered providers per status.",
-    );
-    for st in PROVIDER_STATUSES {
-        let n = providers.iter().filter(|p| p.status() == st).count();
-        let _ = writeln!(out, "hodei_providers{{status=\"{st}\"}} {n}");
-    }
-    gauge_header(&mut out, "hodei_queue_depth", "Jobs waiting in the queue.");
-    let _ = writeln!(out, "hodei_queue_depth {depth}");
-    gauge_header(
-        &mut out,
-        "hodei_queue_oldest_pending_age_seconds",
-        "Age of the oldest waiting job.",
-    );
-    let _ = writeln!(
-        out,
-        "hodei_queue_oldest_pending_age_seconds {:.3}",
-        status.oldest_pending_age_ms as f64 / 1000.0
-    );
-    // Client certificates of gone workers leave the gauge.
-    let live: std::collections::HashSet<String> = workers
-        .iter()
-        .filter(|w| w.state() != WorkerState::Terminated)
-        .map(|w| w.id().to_string())
-        .collect();
-    crate::cert_expiry::retain_workers(|id| live.contains(id));
     crate::cert_expiry::write_prometheus(&mut out);
     Ok((
         [(
@@ -235,9 +231,4 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Result<Response, ApiEr
         out,
     )
         .into_response())
-}
-
-fn gauge_header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
 }

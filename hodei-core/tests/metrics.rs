@@ -1,0 +1,248 @@
+//! `/metrics` through the Prometheus exporter: one job runs through the
+//! control plane (a provider whose workers the test registers as their agent
+//! would), then the scrape shows the control plane's histograms and counters
+//! next to the store gauges the dashboard and older tests read.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use hodei_core::api::rest;
+use hodei_core::control::{ControlPlane, PoolPolicy};
+use hodei_core::proto::v1;
+use hodei_core::provider::{
+    WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
+    WorkerMetrics, WorkerProviderIdentity,
+};
+use hodei_core::{
+    AttemptResult, CommandType, CostEstimate, Eligibility, HealthStatus, JobSpec, JobState,
+    ProviderCapabilities, ProviderConfig, ProviderError, ProviderId, ProviderType, ResourceUsage,
+    WorkerEvent, WorkerHandle, WorkerSpec, WorkerState,
+};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(20);
+const PROVIDER: &str = "metrics-test";
+
+/// Creates nothing: hands each worker spec (with its one-time token) to the
+/// test, which plays the agent.
+struct HandOffProvider {
+    id: ProviderId,
+    created: mpsc::UnboundedSender<WorkerSpec>,
+}
+
+#[async_trait]
+impl WorkerLifecycle for HandOffProvider {
+    async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
+        let _ = self.created.send(spec.clone());
+        Ok(WorkerHandle::new(spec.worker_id, self.id, "handed-off"))
+    }
+    async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
+        Ok(WorkerState::Ready)
+    }
+    async fn destroy_worker(&self, _h: &WorkerHandle) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+#[async_trait]
+impl WorkerHealth for HandOffProvider {
+    async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
+        Ok(HealthStatus::healthy("ok"))
+    }
+}
+#[async_trait]
+impl WorkerLogs for HandOffProvider {
+    async fn get_worker_logs(
+        &self,
+        _h: &WorkerHandle,
+        _tail: Option<usize>,
+    ) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
+}
+impl WorkerCost for HandOffProvider {
+    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
+        CostEstimate::free()
+    }
+    fn estimated_startup_time(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+impl WorkerEligibility for HandOffProvider {
+    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
+        Eligibility::from_capabilities(&self.capabilities(), spec)
+    }
+}
+#[async_trait]
+impl WorkerMetrics for HandOffProvider {
+    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
+        Ok(ResourceUsage::default())
+    }
+}
+impl WorkerEventSource for HandOffProvider {
+    fn events(&self) -> BoxStream<'static, WorkerEvent> {
+        stream::empty().boxed()
+    }
+}
+impl WorkerProviderIdentity for HandOffProvider {
+    fn id(&self) -> ProviderId {
+        self.id
+    }
+    fn name(&self) -> &str {
+        PROVIDER
+    }
+    fn provider_type(&self) -> ProviderType {
+        ProviderType::Custom
+    }
+    fn capabilities(&self) -> ProviderCapabilities {
+        ProviderCapabilities::default()
+    }
+}
+
+/// The value of the sample line starting with `series ` (name and labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_finished_job_shows_in_the_metrics_histograms_counters_and_gauges() {
+    let cp = ControlPlane::builder().build();
+    let (tx, mut created) = mpsc::unbounded_channel();
+    cp.register_provider(
+        Arc::new(HandOffProvider {
+            id: ProviderId::new(),
+            created: tx,
+        }),
+        ProviderConfig::Custom {
+            settings: BTreeMap::new(),
+        },
+        PoolPolicy::default().max_workers(1),
+    )
+    .await
+    .unwrap();
+    // The router installs the recorder: build it before anything is recorded.
+    let app = rest::router(cp.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(cp.clone().run());
+
+    let job = cp
+        .create_job(
+            JobSpec::new("measured", CommandType::script("bash", "true")),
+            None,
+        )
+        .await
+        .unwrap();
+
+    // Play the agent: register with the one-time token, open the stream,
+    // take the run command, start and finish the job.
+    let spec = tokio::time::timeout(WAIT, created.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = spec.worker_id;
+    cp.register_worker(&spec.otp, "", Some(worker))
+        .await
+        .unwrap();
+    let mut stream = cp.open_worker_stream(worker).await.unwrap();
+    let run = tokio::time::timeout(WAIT, async {
+        loop {
+            let msg = stream.outbound.recv().await.unwrap().unwrap();
+            if let Some(v1::server_message::Payload::RunJob(run)) = msg.payload {
+                return run;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.job_id, job.id().to_string());
+    cp.job_started(worker, job.id(), run.attempt).await.unwrap();
+    let done = cp
+        .job_finished(worker, job.id(), run.attempt, AttemptResult::exited(0))
+        .await
+        .unwrap();
+    assert_eq!(done.state(), JobState::Succeeded);
+
+    let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let r = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert!(
+        r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+
+    // The control plane's histograms and counters.
+    assert_eq!(
+        sample(&text, "hodei_job_queue_wait_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE hodei_job_queue_wait_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hodei_job_queue_wait_seconds_bucket{le=\"0.005\"}"),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "hodei_jobs_finished_total{outcome=\"succeeded\"}").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hodei_job_run_seconds_count{outcome=\"succeeded\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hodei_dispatch_latency_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("hodei_worker_provisioning_seconds_count{{provider=\"{PROVIDER}\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // The gauges read from the stores, as before.
+    assert!(text.contains("# TYPE hodei_jobs gauge"), "{text}");
+    assert_eq!(
+        sample(&text, "hodei_jobs{state=\"succeeded\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hodei_jobs{state=\"pending\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    let workers: f64 = WorkerState::ALL
+        .iter()
+        .map(|s| sample(&text, &format!("hodei_workers{{state=\"{s}\"}}")).unwrap())
+        .sum();
+    assert_eq!(workers, 1.0, "{text}");
+    assert_eq!(
+        sample(&text, "hodei_providers{status=\"active\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "hodei_queue_depth"), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "hodei_queue_oldest_pending_age_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    cp.shutdown();
+}
