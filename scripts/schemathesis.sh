@@ -35,8 +35,15 @@ if ! command -v st >/dev/null 2>&1; then
   exit 0
 fi
 
-server="$root/target/debug/hodei-server"
-cargo build -q --workspace --all-features --bin hodei-server
+# scripts/test hands over the binary it built with the tests (HODEI_SERVER_BIN):
+# building it again here would resolve features without the dev-dependencies and
+# compile much of the workspace a second time.
+if [ -n "${HODEI_SERVER_BIN:-}" ]; then
+  server="$HODEI_SERVER_BIN"
+else
+  server="$root/target/debug/hodei-server"
+  cargo build -q --workspace --all-features --bin hodei-server
+fi
 
 work=$(mktemp -d /tmp/hodei-schemathesis.XXXXXX)
 pid=""

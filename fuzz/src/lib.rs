@@ -180,6 +180,18 @@ fn worker_message(m: v1::WorkerMessage) {
                 usage(u);
             }
         }
+        Some(Payload::Progress(p)) => {
+            let _ = parse_job_id(&p.job_id, "progress.job_id");
+            let progress = hodei_core::domain::progress::JobProgress::new(p.percent, &p.message);
+            assert_eq!(progress.is_some(), p.percent <= 100, "percent {}", p.percent);
+            if let Some(progress) = progress {
+                assert!(progress.message.len() <= p.message.len());
+                assert!(
+                    progress.message.len()
+                        <= hodei_core::domain::progress::MAX_PROGRESS_MESSAGE_BYTES
+                );
+            }
+        }
     }
 }
 
