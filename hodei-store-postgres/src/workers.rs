@@ -1,9 +1,11 @@
 //! [`WorkerRegistry`] on the `workers` table.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hodei_core::domain::ids::{JobId, WorkerId};
-use hodei_core::domain::worker::Worker;
+use hodei_core::domain::worker::{Worker, WorkerState};
 use hodei_core::domain::worker_stats::WorkerStats;
 use hodei_core::store::{StoreError, WorkerRegistry};
 use sqlx::PgPool;
@@ -35,7 +37,12 @@ fn decode(data: serde_json::Value) -> Result<Worker, StoreError> {
 }
 
 fn state_name(worker: &Worker) -> String {
-    format!("{:?}", worker.state()).to_lowercase()
+    state_label(worker.state())
+}
+
+/// The `state` column's value for a state.
+fn state_label(state: WorkerState) -> String {
+    format!("{state:?}").to_lowercase()
 }
 
 fn not_found(id: WorkerId) -> StoreError {
@@ -102,6 +109,23 @@ impl WorkerRegistry for PgWorkerRegistry {
                 .await
                 .map_err(|e| map_err("worker", e))?;
         rows.into_iter().map(decode).collect()
+    }
+
+    async fn count_by_state(&self) -> Result<BTreeMap<WorkerState, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM workers GROUP BY state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_err("worker", e))?;
+        let mut counts = BTreeMap::new();
+        for (name, n) in rows {
+            let state = WorkerState::ALL
+                .into_iter()
+                .find(|s| state_label(*s) == name)
+                .ok_or_else(|| StoreError::Backend(format!("stored worker state: {name:?}")))?;
+            counts.insert(state, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
     }
 
     async fn touch(

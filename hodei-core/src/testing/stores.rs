@@ -609,6 +609,7 @@ where
     worker_crud(make().await).await;
     worker_sessions(make().await).await;
     worker_touch(make().await).await;
+    worker_count_by_state(make().await).await;
 }
 
 /// Heartbeats: one atomic write that keeps everything else of the worker,
@@ -668,6 +669,43 @@ async fn worker_touch(reg: Arc<dyn WorkerRegistry>) {
     );
     let got = some(ok(reg.get(w.id()).await, c), c);
     assert_ne!(got.last_heartbeat(), t3, "{c}: a gone worker's heartbeat is not moved");
+}
+
+/// `count_by_state` agrees with `list`, and follows state changes.
+async fn worker_count_by_state(reg: Arc<dyn WorkerRegistry>) {
+    let c = "workers/count_by_state";
+    let from_list = |workers: &[Worker]| {
+        let mut counts = BTreeMap::new();
+        for w in workers {
+            *counts.entry(w.state()).or_insert(0_u64) += 1;
+        }
+        counts
+    };
+    let before = ok(reg.count_by_state().await, c);
+    let p = ProviderId::new();
+    let mut ready = Worker::new(WorkerId::new(), p);
+    ok(reg.register(&ready).await, c);
+    ok(reg.register(&Worker::new(WorkerId::new(), p)).await, c);
+    ok(
+        ready.created(WorkerHandle::new(ready.id(), p, "ext-count")),
+        c,
+    );
+    ok(ready.registered(), c);
+    ok(reg.update(&ready).await, c);
+    let counts: BTreeMap<_, _> = ok(reg.count_by_state().await, c)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(
+        counts,
+        from_list(&ok(reg.list().await, c)),
+        "{c}: agrees with list"
+    );
+    let grew = |s: WorkerState| {
+        counts.get(&s).copied().unwrap_or(0) - before.get(&s).copied().unwrap_or(0)
+    };
+    assert_eq!(grew(WorkerState::Creating), 1, "{c}: creating");
+    assert_eq!(grew(WorkerState::Ready), 1, "{c}: ready");
 }
 
 async fn worker_crud(reg: Arc<dyn WorkerRegistry>) {
