@@ -279,6 +279,11 @@ async fn main() -> anyhow::Result<()> {
     // through the API (POST /api/v1/providers, RegisterProvider).
     let process_config = factory_process_base(&settings)?;
     let factory = provider_factory(&settings, &stores, process_config.clone())?;
+    // The Prometheus recorder goes in before the control plane records
+    // anything (the REST router would install it too, a little later).
+    if let Err(e) = hodei_core::telemetry::install() {
+        tracing::warn!(error = %e, "metrics");
+    }
     let mut builder = ControlPlane::builder()
         .config(settings.cp.clone())
         .metrics(settings.metrics)
