@@ -139,7 +139,8 @@ pub(super) async fn healthz() -> &'static str {
 )]
 pub(super) async fn readyz(State(s): State<AppState>) -> Response {
     let queue = s.cp.queue_status().await;
-    let workers = s.cp.stores().workers.list().await;
+    // A count, not the list: probes come often and workers can be many.
+    let workers = s.cp.stores().workers.count_by_state().await;
     match (queue, workers) {
         (Ok(_), Ok(_)) => (StatusCode::OK, "ready").into_response(),
         (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
