@@ -85,6 +85,14 @@ checks.positive_data_acceptance.enabled = false
 include-path = "/api/v1/jobs/{id}/logs"
 include-method = "GET"
 checks.positive_data_acceptance.enabled = false
+# Following (`follow=true` or an SSE Accept) the log of a job that never runs
+# (this server has no workers) streams until the job ends: by design, so the
+# fuzzing and stateful phases, which reach it with the ids of jobs submitted
+# earlier (learned from Location headers), wait out their read timeouts. The
+# examples and coverage phases still check it; following is tested end to end
+# in examples/tests/e2e (logs over SSE and follow=true).
+phases.fuzzing.enabled = false
+phases.stateful.enabled = false
 
 [[operations]]
 include-path = "/api/v1/providers"

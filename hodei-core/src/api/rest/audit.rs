@@ -90,7 +90,7 @@ pub(super) struct AuditQuery {
     #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
     /// Only entries older than this id (the previous page's `next_before`).
-    #[param(value_type = Option<u64>, minimum = 1)]
+    #[param(value_type = Option<i64>, minimum = 1)]
     before: Option<String>,
     /// At most this many (default 100, at most 1000).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
@@ -143,7 +143,8 @@ pub(super) async fn list_audit(
         );
     }
     if let Some(b) = q.before.as_deref() {
-        filter.before = Some(b.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+        // Within the documented int64 range, like the ids themselves.
+        filter.before = Some(b.parse::<i64>().ok().filter(|n| *n >= 1).map(i64::unsigned_abs).ok_or_else(|| {
             ApiError::invalid_argument("before", format!("{b:?} is not an entry id"))
         })?);
     }

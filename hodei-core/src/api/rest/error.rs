@@ -277,13 +277,47 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Deserializes JSON, naming the offending field of any error.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| json_error("", &e))?;
+    // Every request body of the API is an object (serde would otherwise read
+    // a struct from an array, field by field), or `null` where it is optional.
+    if !(value.is_object() || value.is_null()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "invalid request body: a JSON object is expected",
+        ));
+    }
+    integral_floats_as_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         json_error(&path, &inner)
-    })?;
-    Ok(value)
+    })
+}
+
+/// JSON Schema's `integer` includes `7.0`; serde's integers do not. Numbers
+/// with no fractional part become integers, so `{"max_running": 7.0}` means
+/// 7 as the OpenAPI document says (a float field reads an integer as well).
+fn integral_floats_as_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+            {
+                // Only values an i64/u64 holds exactly; anything larger stays a
+                // float and an integer field refuses it.
+                if (-9.007_199_254_740_992e15..=9.007_199_254_740_992e15).contains(&f) {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let i = f as i64;
+                    *v = serde_json::Value::from(i);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
@@ -333,6 +367,28 @@ mod tests {
         parse_json::<JobSpec>(json.as_bytes())
             .err()
             .and_then(|e| e.detail.field)
+    }
+
+    #[test]
+    fn bodies_are_objects_and_integral_numbers_are_integers() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Limit {
+            max_running: u32,
+            #[serde(default)]
+            price: f64,
+        }
+        let l = parse_json::<Limit>(br#"{"max_running": 7110.0, "price": 2}"#).unwrap();
+        assert_eq!(l.max_running, 7110);
+        assert!((l.price - 2.0).abs() < f64::EPSILON);
+        let e = parse_json::<Limit>(br#"{"max_running": 7.5}"#).unwrap_err();
+        assert_eq!(e.detail.field.as_deref(), Some("max_running"));
+        let e = parse_json::<Limit>(br#"{"max_running": 1e300}"#).unwrap_err();
+        assert_eq!(e.detail.field.as_deref(), Some("max_running"));
+        for not_an_object in ["[]", "[1, 2.0]", "7", "\"x\""] {
+            let e = parse_json::<Limit>(not_an_object.as_bytes()).unwrap_err();
+            assert!(e.detail.message.contains("JSON object"), "{not_an_object}: {e:?}");
+        }
+        assert!(parse_json::<Option<Limit>>(b"null").unwrap().is_none());
     }
 
     #[test]

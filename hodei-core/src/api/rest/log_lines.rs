@@ -35,10 +35,10 @@ const SCAN_PAGE: usize = 10_000;
 #[into_params(parameter_in = Query)]
 pub(super) struct LogLinesQuery {
     /// Attempt to start in (default 1). Pages continue into later attempts.
-    #[param(value_type = Option<u32>, minimum = 1)]
+    #[param(value_type = Option<i32>, minimum = 1)]
     attempt: Option<String>,
     /// First line (number within the attempt, from 1; default 1).
-    #[param(value_type = Option<u64>, minimum = 1)]
+    #[param(value_type = Option<i64>, minimum = 1)]
     from_line: Option<String>,
     /// At most this many lines (default 1000, at most 10000).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
@@ -181,8 +181,10 @@ pub(super) async fn log_lines(
 ) -> Result<Json<LogLinesPage>, ApiError> {
     let id = job_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::invalid_argument("query", e.body_text()))?;
-    let attempt: u32 = number("attempt", q.attempt.as_deref(), 1)?;
-    let from_line: u64 = number("from_line", q.from_line.as_deref(), 1)?;
+    // Within the documented int32 range.
+    let attempt = number::<i32>("attempt", q.attempt.as_deref(), 1)?.unsigned_abs();
+    // Within the documented int64 range (what every client can represent).
+    let from_line = number::<i64>("from_line", q.from_line.as_deref(), 1)?.unsigned_abs();
     let limit: usize = number("limit", q.limit.as_deref(), DEFAULT_LIMIT)?;
     if limit > MAX_LIMIT {
         return Err(ApiError::invalid_argument(

@@ -76,7 +76,8 @@ pub use scheduling::{
     SetConcurrencyLimitRequest,
 };
 pub use templates::{
-    ParameterTypeDto, RunTemplateRequest, TemplateDto, TemplateList, TemplateParameterDto,
+    ParameterTypeDto, ParameterValue, RunTemplateRequest, TemplateDto, TemplateList,
+    TemplateParameterDto,
 };
 
 pub(crate) use dashboard::is_asset as is_dashboard_asset;
@@ -127,7 +128,8 @@ use crate::control::ControlPlane;
         ProviderList, RegisterProviderRequest, SetProviderStateRequest, ErrorBody, ErrorDetail, FieldDetail,
         dto::JobSpecDoc, ArtifactList, ArtifactDto, job_events::JobEventDto, job_events::JobEventList,
         log_lines::LogLineDto, log_lines::AttemptLinesDto, log_lines::LogLinesPage,
-        TemplateDto, TemplateList, TemplateParameterDto, ParameterTypeDto, RunTemplateRequest,
+        TemplateDto, TemplateList, TemplateParameterDto, ParameterTypeDto, ParameterValue,
+        RunTemplateRequest,
     )),
     tags(
         (name = "jobs", description = "Submit, inspect, cancel jobs and read their logs"),

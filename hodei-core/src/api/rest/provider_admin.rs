@@ -19,7 +19,7 @@ use crate::store::AuditAction;
 pub struct SetProviderStateRequest {
     /// `active`, `maintenance` (out of scheduling, workers drained) or
     /// `disabled` (the same, and it may then be removed).
-    #[schema(example = "maintenance")]
+    #[schema(example = "maintenance", pattern = "^(active|maintenance|disabled)$")]
     pub state: String,
 }
 
@@ -28,7 +28,9 @@ pub struct SetProviderStateRequest {
 /// # Errors
 /// 400 naming `state` for anything but `active`, `maintenance` or `disabled`.
 pub(super) fn parse_state(s: &str) -> Result<ProviderStatus, ApiError> {
-    match s.trim().to_ascii_lowercase().as_str() {
+    // Exactly as documented (the schema's pattern): what is accepted is
+    // what the OpenAPI document says.
+    match s {
         "active" => Ok(ProviderStatus::Active),
         "maintenance" => Ok(ProviderStatus::Maintenance),
         "disabled" => Ok(ProviderStatus::Disabled),
@@ -126,12 +128,13 @@ mod tests {
     #[test]
     fn only_operator_states_parse_and_a_bad_one_names_the_field() {
         assert_eq!(
-            parse_state("Maintenance").unwrap(),
+            parse_state("maintenance").unwrap(),
             ProviderStatus::Maintenance
         );
-        assert_eq!(parse_state(" active ").unwrap(), ProviderStatus::Active);
+        assert_eq!(parse_state("active").unwrap(), ProviderStatus::Active);
         assert_eq!(parse_state("disabled").unwrap(), ProviderStatus::Disabled);
-        for bad in ["overloaded", "unhealthy", "", "paused"] {
+        // Exactly the documented names: what the OpenAPI pattern says.
+        for bad in ["overloaded", "unhealthy", "", "paused", "Maintenance", " active "] {
             let e = parse_state(bad).unwrap_err();
             assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{bad}");
             assert_eq!(e.detail().field.as_deref(), Some("state"), "{bad}");

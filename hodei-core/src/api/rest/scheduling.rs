@@ -19,7 +19,10 @@ use crate::scheduler::Strategy;
 #[non_exhaustive]
 pub struct SchedulerDto {
     /// `fifo`, `priority`, `least_loaded`, `bin_packing`, `cost_aware` or `fastest_startup`.
-    #[schema(example = "cost_aware")]
+    #[schema(
+        example = "cost_aware",
+        pattern = "^(fifo|priority|least_loaded|bin_packing|cost_aware|fastest_startup)$"
+    )]
     pub strategy: String,
 }
 
@@ -119,11 +122,19 @@ pub(super) async fn set_scheduler(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<SchedulerDto>,
 ) -> Result<Json<SchedulerDto>, ApiError> {
-    let st: Strategy = req
-        .strategy
-        .parse()
-        .map_err(|e: crate::scheduler::UnknownStrategy| {
-            ApiError::invalid_argument("strategy", e.to_string())
+    // Exactly as documented (the schema's pattern); the CLI and the
+    // environment take the lenient spellings (`least-loaded`).
+    let st = Strategy::ALL
+        .into_iter()
+        .find(|st| st.as_str() == req.strategy)
+        .ok_or_else(|| {
+            ApiError::invalid_argument(
+                "strategy",
+                crate::scheduler::UnknownStrategy {
+                    name: req.strategy.clone(),
+                }
+                .to_string(),
+            )
         })?;
     s.cp.configure_scheduler(st).await?;
     Ok(Json(SchedulerDto {
@@ -155,7 +166,7 @@ pub(super) async fn list_limits(
     get,
     path = "/api/v1/concurrency-limits/{key}",
     tag = "scheduling",
-    params(("key" = String, Path, description = "Concurrency key (ASCII letters, digits, . _ - : /)")),
+    params(("key" = String, Path, pattern = r"^[A-Za-z0-9._:/-]{1,128}$", description = "Concurrency key (ASCII letters, digits, . _ - : /)")),
     responses(
         (status = 200, description = "The limit", body = ConcurrencyLimitDto),
         (status = 400, description = "Malformed key (field `key`)", body = ErrorBody),
@@ -176,7 +187,7 @@ pub(super) async fn get_limit(
     put,
     path = "/api/v1/concurrency-limits/{key}",
     tag = "scheduling",
-    params(("key" = String, Path, description = "Concurrency key (ASCII letters, digits, . _ - : /)")),
+    params(("key" = String, Path, pattern = r"^[A-Za-z0-9._:/-]{1,128}$", description = "Concurrency key (ASCII letters, digits, . _ - : /)")),
     request_body(content = SetConcurrencyLimitRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The limit as stored", body = ConcurrencyLimitDto),
@@ -201,7 +212,7 @@ pub(super) async fn set_limit(
     delete,
     path = "/api/v1/concurrency-limits/{key}",
     tag = "scheduling",
-    params(("key" = String, Path, description = "Concurrency key")),
+    params(("key" = String, Path, pattern = r"^[A-Za-z0-9._:/-]{1,128}$", description = "Concurrency key (ASCII letters, digits, . _ - : /)")),
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "Malformed key (field `key`)", body = ErrorBody),

@@ -74,6 +74,19 @@ impl From<ParameterType> for ParameterTypeDto {
     }
 }
 
+/// A parameter value as the API takes it: text, a number or a boolean (kept
+/// as its text). Only describes the JSON; the handlers read it themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ParameterValue {
+    /// Text.
+    Text(String),
+    /// A number.
+    Number(f64),
+    /// A boolean.
+    Boolean(bool),
+}
+
 /// A declared template parameter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[non_exhaustive]
@@ -88,6 +101,7 @@ pub struct TemplateParameterDto {
     /// Default value; absent = required. A number or boolean is accepted
     /// too and stored as its text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ParameterValue>)]
     pub default: Option<String>,
     /// Allowed values of an `enum` parameter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -167,11 +181,11 @@ pub struct RunTemplateRequest {
     /// Parameter values (strings, numbers or booleans), checked against
     /// their types; parameters left out take their defaults.
     #[serde(default)]
-    #[schema(value_type = Object, example = json!({"who": "hodei", "times": 2}))]
+    #[schema(value_type = BTreeMap<String, ParameterValue>, example = json!({"who": "hodei", "times": 2}))]
     pub parameters: BTreeMap<String, serde_json::Value>,
     /// Run this version instead of the latest.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub version: Option<u32>,
 }
 
@@ -180,7 +194,7 @@ pub struct RunTemplateRequest {
 #[into_params(parameter_in = Query)]
 pub(super) struct VersionQuery {
     /// This version instead of the latest.
-    #[param(value_type = Option<u32>, minimum = 1)]
+    #[param(value_type = Option<i32>, minimum = 1)]
     version: Option<String>,
 }
 
@@ -275,8 +289,9 @@ pub(super) async fn list_templates(
 fn version_of(q: Result<Query<VersionQuery>, QueryRejection>) -> Result<Option<u32>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid_argument("query", e.body_text()))?;
     q.version
-        .map(|v| match v.parse::<u32>() {
-            Ok(n) if n >= 1 => Ok(n),
+        // Within the documented int32 range.
+        .map(|v| match v.parse::<i32>().map(u32::try_from) {
+            Ok(Ok(n)) if n >= 1 => Ok(n),
             _ => Err(ApiError::invalid_argument(
                 "version",
                 format!("{v:?} is not a version (a whole number from 1)"),
@@ -333,6 +348,15 @@ pub(super) async fn run_template(
     OptionalApiJson(req): OptionalApiJson<RunTemplateRequest>,
 ) -> Result<Response, ApiError> {
     let req = req.unwrap_or_default();
+    // The documented int32 range, from 1.
+    if let Some(v) = req.version
+        && !(1..=i32::MAX.unsigned_abs()).contains(&v)
+    {
+        return Err(ApiError::invalid_argument(
+            "version",
+            format!("{v} is not a version (a whole number from 1 to 2147483647)"),
+        ));
+    }
     let values = parameter_values(req.parameters)?;
     let result = TemplateService::new(s.cp.clone())
         .run(&name, req.version, &values, None)
