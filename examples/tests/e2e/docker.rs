@@ -49,7 +49,10 @@ async fn cli_runs_a_job_in_a_docker_container() {
     // server listens on every interface (the harness' default is loopback).
     let artifacts = tempfile::tempdir().expect("artifact dir");
     let s = start_server(&[
-        ("HODEI_ARTIFACT_DIR", artifacts.path().to_str().expect("utf-8 path")),
+        (
+            "HODEI_ARTIFACT_DIR",
+            artifacts.path().to_str().expect("utf-8 path"),
+        ),
         ("HODEI_DOCKER_ENABLED", "1"),
         ("HODEI_WORKER_IMAGE", &image),
         ("HODEI_DOCKER_LABELS", "hodei.test=e2e"),

@@ -654,7 +654,11 @@ async fn worker_touch(reg: Arc<dyn WorkerRegistry>) {
     ok(reg.touch(w.id(), t2, Some(&older)).await, c);
     ok(reg.touch(w.id(), t2, None).await, c);
     let got = some(ok(reg.get(w.id()).await, c), c);
-    assert_eq!(got.stats(), Some(&newer), "{c}: older stats ignored, none keeps them");
+    assert_eq!(
+        got.stats(),
+        Some(&newer),
+        "{c}: older stats ignored, none keeps them"
+    );
     assert_eq!(got.current_jobs(), &[job], "{c}: jobs kept");
     assert_eq!(got.state(), WorkerState::Busy, "{c}: state kept");
 
@@ -668,7 +672,11 @@ async fn worker_touch(reg: Arc<dyn WorkerRegistry>) {
         "{c}: a terminating worker"
     );
     let got = some(ok(reg.get(w.id()).await, c), c);
-    assert_ne!(got.last_heartbeat(), t3, "{c}: a gone worker's heartbeat is not moved");
+    assert_ne!(
+        got.last_heartbeat(),
+        t3,
+        "{c}: a gone worker's heartbeat is not moved"
+    );
 }
 
 /// `count_by_state` agrees with `list`, and follows state changes.

@@ -144,9 +144,15 @@ pub(super) async fn list_audit(
     }
     if let Some(b) = q.before.as_deref() {
         // Within the documented int64 range, like the ids themselves.
-        filter.before = Some(b.parse::<i64>().ok().filter(|n| *n >= 1).map(i64::unsigned_abs).ok_or_else(|| {
-            ApiError::invalid_argument("before", format!("{b:?} is not an entry id"))
-        })?);
+        filter.before = Some(
+            b.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(i64::unsigned_abs)
+                .ok_or_else(|| {
+                    ApiError::invalid_argument("before", format!("{b:?} is not an entry id"))
+                })?,
+        );
     }
     let limit = match q.limit.as_deref() {
         None => crate::store::audit::DEFAULT_AUDIT_PAGE,

@@ -386,7 +386,10 @@ mod tests {
         assert_eq!(e.detail.field.as_deref(), Some("max_running"));
         for not_an_object in ["[]", "[1, 2.0]", "7", "\"x\""] {
             let e = parse_json::<Limit>(not_an_object.as_bytes()).unwrap_err();
-            assert!(e.detail.message.contains("JSON object"), "{not_an_object}: {e:?}");
+            assert!(
+                e.detail.message.contains("JSON object"),
+                "{not_an_object}: {e:?}"
+            );
         }
         assert!(parse_json::<Option<Limit>>(b"null").unwrap().is_none());
     }

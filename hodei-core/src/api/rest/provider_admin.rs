@@ -134,7 +134,14 @@ mod tests {
         assert_eq!(parse_state("active").unwrap(), ProviderStatus::Active);
         assert_eq!(parse_state("disabled").unwrap(), ProviderStatus::Disabled);
         // Exactly the documented names: what the OpenAPI pattern says.
-        for bad in ["overloaded", "unhealthy", "", "paused", "Maintenance", " active "] {
+        for bad in [
+            "overloaded",
+            "unhealthy",
+            "",
+            "paused",
+            "Maintenance",
+            " active ",
+        ] {
             let e = parse_state(bad).unwrap_err();
             assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{bad}");
             assert_eq!(e.detail().field.as_deref(), Some("state"), "{bad}");
