@@ -57,3 +57,7 @@ pub mod firecracker;
 #[cfg(feature = "factory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "factory")))]
 pub mod factory;
+
+#[cfg(feature = "factory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "factory")))]
+pub mod server_setup;

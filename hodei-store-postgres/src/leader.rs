@@ -1,12 +1,13 @@
 //! An expiring lease in the database that elects one leader per name among
 //! several control-plane replicas.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
 
 use crate::error::map_err;
-use hodei_core::store::StoreError;
+use hodei_core::store::{LeaderElection, StoreError};
 
 /// One leader among replicas sharing a database, for work that must run in
 /// one place (the rescuer, pruning, timeouts).
@@ -102,4 +103,73 @@ impl PgLeaderLease {
         .await
         .map_err(|e| map_err("lease", e))
     }
+}
+
+/// [`PgLeaderLease`] as the control plane's [`LeaderElection`]: each
+/// [`is_leader`](LeaderElection::is_leader) call takes or renews the lease.
+///
+/// A failed database check counts as not leading (logged as a warning), and
+/// every change of leadership is logged (`maintenance leadership changed`).
+///
+/// ```no_run
+/// # async fn f(stores: hodei_store_postgres::PgStores) {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use hodei_store_postgres::{PgLeaderElection, replica_holder_id};
+///
+/// let lease = stores.leader_lease("hodei-maintenance", replica_holder_id(), Duration::from_secs(15));
+/// let election = Arc::new(PgLeaderElection::new(lease));
+/// // ControlPlane::builder().leader_election(election) …
+/// # let _ = election;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct PgLeaderElection {
+    lease: PgLeaderLease,
+    leading: AtomicBool,
+}
+
+impl PgLeaderElection {
+    /// Elects through `lease`; this replica starts as not leading.
+    #[must_use]
+    pub fn new(lease: PgLeaderLease) -> Self {
+        Self {
+            lease,
+            leading: AtomicBool::new(false),
+        }
+    }
+
+    /// The lease this election renews.
+    #[must_use]
+    pub fn lease(&self) -> &PgLeaderLease {
+        &self.lease
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaderElection for PgLeaderElection {
+    async fn is_leader(&self) -> bool {
+        let now = match self.lease.try_acquire_or_renew().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "leader lease check failed");
+                false
+            }
+        };
+        let before = self.leading.swap(now, Ordering::Relaxed);
+        if before != now {
+            tracing::info!(leading = now, "maintenance leadership changed");
+        }
+        now
+    }
+}
+
+/// A lease holder id unique to this process: the host name
+/// (`/proc/sys/kernel/hostname`, `hodei` when unreadable) and a random UUID.
+#[must_use]
+pub fn replica_holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "hodei".into());
+    format!("{host}-{}", uuid::Uuid::new_v4())
 }

@@ -46,7 +46,7 @@ pub use audit::PgAuditLog;
 pub use error::PgStoreError;
 pub use job_history::PgJobHistoryStore;
 pub use jobs::PgJobRepository;
-pub use leader::PgLeaderLease;
+pub use leader::{PgLeaderElection, PgLeaderLease, replica_holder_id};
 pub use logs::PgLogStore;
 pub use otp::PgOtpTokenStore;
 pub use providers::PgProviderConfigRepository;

@@ -1,0 +1,602 @@
+//! The settings of a control-plane server (the reference `hodei-server`),
+//! read from `HODEI_*` environment variables in one place.
+//!
+//! [`ServerConfig::from_env`] reads every variable below; a value that does
+//! not parse is an error naming the variable (`GRPC_PORT="x" is invalid: …`).
+//! Unset or blank numeric variables take their default.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `HODEI_BIND_ADDRESS` | address the gRPC and REST listeners bind | `0.0.0.0` |
+//! | `GRPC_PORT`, `HODEI_HTTP_PORT` | gRPC and REST ports | 50051, 8080 |
+//! | `HODEI_WORKER_SERVER_ADDRESS` | gRPC URL(s) given to workers, comma-separated | `http(s)://127.0.0.1:$GRPC_PORT` |
+//! | `HODEI_POOL_MIN_IDLE`, `HODEI_MAX_WORKERS` | warm idle workers, most workers per provider | 0, 4 |
+//! | `HODEI_MAX_JOBS_PER_WORKER` | jobs over a worker's life (0 = reused forever) | 0 |
+//! | `HODEI_IDLE_TIMEOUT_SECS` | idle workers above the minimum are destroyed after | 300 |
+//! | `HODEI_HEARTBEAT_INTERVAL_MS`, `HODEI_WORKER_LOST_AFTER_MS` | worker heartbeats, and when a silent worker is lost | 5000, 15000 |
+//! | `HODEI_REGISTRATION_TIMEOUT_SECS` | a provisioned worker must register within | 60 |
+//! | `HODEI_DISPATCH_LEASE_MS` | queue lease of a provisioning (at least 300) | 30000 |
+//! | `HODEI_AUDIT_INTERVAL_MS` | worker audit period (at least 100) | 10000 |
+//! | `HODEI_RETENTION` | how long finished jobs and their logs are kept (`7d`, `12h`) | forever |
+//! | `HODEI_METRICS_BACKEND` | `memory` records control-plane metrics | off |
+//! | `HODEI_LEADER_LEASE_SECS` | maintenance leader lease among replicas (at least 1) | 15 |
+//! | `HODEI_PROCESS_PROVIDER_NAME` | name of the local process provider | `process` |
+//! | `HODEI_TLS_*`, `HODEI_REST_TLS` | gRPC (m)TLS, REST over HTTPS ([`ServerTlsSettings`]) | plain |
+//! | `HODEI_API_TOKENS`, `HODEI_API_TOKENS_FILE` | API tokens ([`ApiAuth`]) | open API |
+//! | `HODEI_WORKER_TLS_CERT`, `_KEY`, `_CA` | client certificate of locally spawned workers | none |
+//! | `HODEI_ARTIFACT_DIR` | job artifact directory (replicas on one database share it) | `$TMPDIR/hodei-artifacts` |
+//! | `HODEI_ARTIFACT_MAX_FILE_BYTES`, `_MAX_JOB_BYTES`, `_MAX_FILES` | artifact limits | 100 MiB, 1 GiB, 1000 |
+//! | `HODEI_DOCKER_ENABLED`, `HODEI_K8S_ENABLED`, `HODEI_QEMU_ENABLED`, `HODEI_FC_ENABLED` | providers started with the server (`1`, `true`, `yes`) | off |
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::api::auth::{ApiAuth, AuthConfigError};
+use crate::artifacts::{self, ArtifactLimits, FsArtifactStore};
+use crate::control::{ControlPlaneConfig, PoolPolicy};
+use crate::tls::{ServerTlsError, ServerTlsSettings};
+
+/// Variable holding the gRPC URL(s) workers are given.
+pub const ENV_WORKER_SERVER_ADDRESS: &str = "HODEI_WORKER_SERVER_ADDRESS";
+/// Variable holding how long finished jobs are kept.
+pub const ENV_RETENTION: &str = "HODEI_RETENTION";
+/// Variable holding the artifact directory.
+pub const ENV_ARTIFACT_DIR: &str = "HODEI_ARTIFACT_DIR";
+
+/// A server setting that cannot be used; its text names the variable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerConfigError {
+    /// A variable's value does not parse or is out of range.
+    #[error("{variable}={value:?} is invalid: {message}")]
+    Invalid {
+        /// The variable.
+        variable: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The gRPC TLS variables are inconsistent.
+    #[error("TLS configuration")]
+    Tls(#[source] ServerTlsError),
+    /// `HODEI_REST_TLS` is not a yes/no.
+    #[error("REST TLS configuration")]
+    RestTls(#[source] ServerTlsError),
+    /// `HODEI_REST_TLS` is on without a server certificate.
+    #[error("HODEI_REST_TLS needs the server certificate: set HODEI_TLS_CERT and HODEI_TLS_KEY")]
+    RestTlsWithoutCertificate,
+    /// The API token variables are wrong.
+    #[error("API tokens")]
+    Auth(#[source] AuthConfigError),
+    /// Only part of the worker client certificate is given.
+    #[error(
+        "set HODEI_WORKER_TLS_CERT and HODEI_WORKER_TLS_KEY together (and HODEI_WORKER_TLS_CA \
+         or HODEI_TLS_CLIENT_CA)"
+    )]
+    WorkerTlsIncomplete,
+    /// `HODEI_WORKER_SERVER_ADDRESS` is not a list of gRPC URLs.
+    #[error("invalid {variable}: {message}")]
+    WorkerServerAddress {
+        /// The variable.
+        variable: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The artifact directory cannot be created or used.
+    #[error("artifact directory {} (HODEI_ARTIFACT_DIR)", dir.display())]
+    ArtifactDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Client certificate, key and CA given to locally spawned workers
+/// (`HODEI_WORKER_TLS_CERT`, `HODEI_WORKER_TLS_KEY`, `HODEI_WORKER_TLS_CA`
+/// defaulting to `HODEI_TLS_CLIENT_CA`), as paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerTls {
+    /// Certificate (PEM).
+    pub cert: String,
+    /// Private key (PEM).
+    pub key: String,
+    /// CA bundle that signed the server certificate.
+    pub ca: String,
+}
+
+/// Which bundled providers start with the server
+/// (`HODEI_DOCKER_ENABLED`, `HODEI_K8S_ENABLED`, `HODEI_QEMU_ENABLED`, `HODEI_FC_ENABLED`).
+/// The local process provider always does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnabledProviders {
+    /// Docker.
+    pub docker: bool,
+    /// Kubernetes.
+    pub kubernetes: bool,
+    /// QEMU microvm.
+    pub qemu: bool,
+    /// Firecracker.
+    pub firecracker: bool,
+}
+
+/// The job artifact store's directory and limits.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ArtifactSettings {
+    /// `HODEI_ARTIFACT_DIR`, default `$TMPDIR/hodei-artifacts`.
+    pub dir: PathBuf,
+    /// `HODEI_ARTIFACT_MAX_FILE_BYTES`, `HODEI_ARTIFACT_MAX_JOB_BYTES`,
+    /// `HODEI_ARTIFACT_MAX_FILES` (100 MiB, 1 GiB, 1000 by default).
+    pub limits: ArtifactLimits,
+}
+
+impl ArtifactSettings {
+    /// Opens the store, creating the directory if needed.
+    ///
+    /// # Errors
+    /// [`ServerConfigError::ArtifactDir`] when the directory cannot be created.
+    pub fn open(&self) -> Result<FsArtifactStore, ServerConfigError> {
+        let store = FsArtifactStore::new(&self.dir, self.limits).map_err(|source| {
+            ServerConfigError::ArtifactDir {
+                dir: self.dir.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(dir = %self.dir.display(), limits = ?self.limits, "job artifacts kept on disk");
+        Ok(store)
+    }
+}
+
+/// Every setting of the server (see the [module](self) for the variables).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address the listeners bind.
+    pub bind: IpAddr,
+    /// gRPC port.
+    pub grpc_port: u16,
+    /// REST port.
+    pub http_port: u16,
+    /// gRPC URL(s) workers dial, comma-separated (this replica's first).
+    pub worker_server_address: String,
+    /// Pool policy of every provider.
+    pub pool: PoolPolicy,
+    /// The control plane's timings and retention (its `worker_server_address` set too).
+    pub control_plane: ControlPlaneConfig,
+    /// Record control-plane metrics in memory.
+    pub metrics: bool,
+    /// Maintenance leader lease among replicas on one database.
+    pub leader_lease: Duration,
+    /// Name of the local process provider; give each replica on one database
+    /// its own, since its workers are local processes.
+    pub process_provider_name: Option<String>,
+    /// gRPC TLS.
+    pub tls: Option<ServerTlsSettings>,
+    /// REST TLS (`HODEI_REST_TLS=1`): the same certificate and key, no client certificates.
+    pub rest_tls: Option<ServerTlsSettings>,
+    /// API tokens; `None` = open API.
+    pub auth: Option<ApiAuth>,
+    /// Client certificate of locally spawned workers.
+    pub worker_tls: Option<WorkerTls>,
+    /// The job artifact store.
+    pub artifacts: ArtifactSettings,
+    /// Providers started with the server.
+    pub providers: EnabledProviders,
+}
+
+impl ServerConfig {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// The first setting that cannot be used, naming its variable.
+    pub fn from_env() -> Result<Self, ServerConfigError> {
+        let mut config = Self::from_lookup(|k| std::env::var(k).ok())?;
+        // A directory need not be UTF-8.
+        if let Some(dir) = std::env::var_os(ENV_ARTIFACT_DIR).filter(|d| !d.is_empty()) {
+            config.artifacts.dir = dir.into();
+        }
+        Ok(config)
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ServerConfigError> {
+        let get = |name: &str| lookup(name);
+        let bind: IpAddr = parse_or(get, "HODEI_BIND_ADDRESS", IpAddr::from([0, 0, 0, 0]))?;
+        let grpc_port = parse_or(get, "GRPC_PORT", 50051u16)?;
+        let http_port = parse_or(get, "HODEI_HTTP_PORT", 8080u16)?;
+        let tls = ServerTlsSettings::from_lookup(get).map_err(ServerConfigError::Tls)?;
+        let rest_tls = match ServerTlsSettings::rest_tls_from_lookup(get)
+            .map_err(ServerConfigError::RestTls)?
+        {
+            false => None,
+            true => match &tls {
+                Some(t) => Some(t.clone().for_rest()),
+                None => return Err(ServerConfigError::RestTlsWithoutCertificate),
+            },
+        };
+        let auth = ApiAuth::from_lookup(get).map_err(ServerConfigError::Auth)?;
+        let worker_tls = match (
+            get("HODEI_WORKER_TLS_CERT"),
+            get("HODEI_WORKER_TLS_KEY"),
+            get("HODEI_WORKER_TLS_CA").or_else(|| get("HODEI_TLS_CLIENT_CA")),
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(WorkerTls { cert, key, ca }),
+            (None, None, _) => None,
+            _ => return Err(ServerConfigError::WorkerTlsIncomplete),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        // One address, or several (this replica's first): agents move on when one dies.
+        let worker_server_address = match get(ENV_WORKER_SERVER_ADDRESS) {
+            Some(list) => server_addresses(ENV_WORKER_SERVER_ADDRESS, &list)?,
+            None => format!("{scheme}://127.0.0.1:{grpc_port}"),
+        };
+        let max_jobs: u32 = parse_or(get, "HODEI_MAX_JOBS_PER_WORKER", 0u32)?;
+        let pool = PoolPolicy::default()
+            .min_idle(parse_or(get, "HODEI_POOL_MIN_IDLE", 0u32)?)
+            .max_workers(parse_or(get, "HODEI_MAX_WORKERS", 4u32)?)
+            .max_jobs_per_worker((max_jobs > 0).then_some(max_jobs))
+            .idle_timeout(Duration::from_secs(parse_or(
+                get,
+                "HODEI_IDLE_TIMEOUT_SECS",
+                300u64,
+            )?));
+        let cp = ControlPlaneConfig {
+            worker_server_address: worker_server_address.clone(),
+            heartbeat_interval: Duration::from_millis(parse_or(
+                get,
+                "HODEI_HEARTBEAT_INTERVAL_MS",
+                5_000u64,
+            )?),
+            worker_lost_after: Duration::from_millis(parse_or(
+                get,
+                "HODEI_WORKER_LOST_AFTER_MS",
+                15_000u64,
+            )?),
+            registration_timeout: Duration::from_secs(parse_or(
+                get,
+                "HODEI_REGISTRATION_TIMEOUT_SECS",
+                60u64,
+            )?),
+            // A provisioning's queue lease: a job whose controller died is
+            // back on the queue within about this long.
+            dispatch_lease: Duration::from_millis(
+                parse_or(get, "HODEI_DISPATCH_LEASE_MS", 30_000u64)?.max(300),
+            ),
+            audit_interval: Duration::from_millis(
+                parse_or(get, "HODEI_AUDIT_INTERVAL_MS", 10_000u64)?.max(100),
+            ),
+            retention: retention(get(ENV_RETENTION).as_deref())?,
+            ..ControlPlaneConfig::default()
+        };
+        let metrics = get("HODEI_METRICS_BACKEND").is_some_and(|v| v == "memory");
+        let leader_lease =
+            Duration::from_secs(parse_or(get, "HODEI_LEADER_LEASE_SECS", 15u64)?.max(1));
+        let process_provider_name = get("HODEI_PROCESS_PROVIDER_NAME")
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
+        let artifacts = ArtifactSettings {
+            dir: get(ENV_ARTIFACT_DIR)
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| std::env::temp_dir().join("hodei-artifacts"), Into::into),
+            limits: ArtifactLimits::default()
+                .with_max_file_bytes(parse_or(
+                    get,
+                    "HODEI_ARTIFACT_MAX_FILE_BYTES",
+                    artifacts::DEFAULT_MAX_FILE_BYTES,
+                )?)
+                .with_max_job_bytes(parse_or(
+                    get,
+                    "HODEI_ARTIFACT_MAX_JOB_BYTES",
+                    artifacts::DEFAULT_MAX_JOB_BYTES,
+                )?)
+                .with_max_files(parse_or(
+                    get,
+                    "HODEI_ARTIFACT_MAX_FILES",
+                    artifacts::DEFAULT_MAX_FILES,
+                )?),
+        };
+        let on = |name: &str| enabled(get(name).as_deref());
+        let providers = EnabledProviders {
+            docker: on("HODEI_DOCKER_ENABLED"),
+            kubernetes: on("HODEI_K8S_ENABLED"),
+            qemu: on("HODEI_QEMU_ENABLED"),
+            firecracker: on("HODEI_FC_ENABLED"),
+        };
+        Ok(Self {
+            bind,
+            grpc_port,
+            http_port,
+            worker_server_address,
+            pool,
+            control_plane: cp,
+            metrics,
+            leader_lease,
+            process_provider_name,
+            tls,
+            rest_tls,
+            auth,
+            worker_tls,
+            artifacts,
+            providers,
+        })
+    }
+}
+
+/// `name`'s value parsed, trimmed; `default` when unset or blank.
+///
+/// # Errors
+/// [`ServerConfigError::Invalid`] naming the variable and its value.
+pub fn parse_or<T: FromStr>(
+    lookup: impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+) -> Result<T, ServerConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match lookup(name) {
+        Some(v) if !v.trim().is_empty() => {
+            v.trim()
+                .parse()
+                .map_err(|e: T::Err| ServerConfigError::Invalid {
+                    variable: name.to_owned(),
+                    message: e.to_string(),
+                    value: v,
+                })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// Whether a switch variable is on: exactly `1`, `true` or `yes`.
+#[must_use]
+pub fn enabled(value: Option<&str>) -> bool {
+    matches!(value, Some("1" | "true" | "yes"))
+}
+
+/// `HODEI_RETENTION`: how long finished jobs and their logs are kept, as a
+/// human duration (`7d`, `12h`, `1h 30m`); unset or blank = kept forever.
+///
+/// # Errors
+/// [`ServerConfigError::Invalid`] for a value that is not a duration, or is zero.
+pub fn retention(value: Option<&str>) -> Result<Option<Duration>, ServerConfigError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |message: String| ServerConfigError::Invalid {
+        variable: ENV_RETENTION.to_owned(),
+        value: v.to_owned(),
+        message,
+    };
+    let d = humantime::parse_duration(v)
+        .map_err(|e| invalid(format!("{e} (a duration such as 7d or 12h)")))?;
+    if d.is_zero() {
+        return Err(invalid(
+            "must be longer than zero (unset it to keep jobs)".to_owned(),
+        ));
+    }
+    Ok(Some(d))
+}
+
+/// A comma-separated list of `http://` or `https://` gRPC URLs with a host
+/// (blanks around entries and empty entries ignored), normalised to
+/// `url,url`. The same rules as the agent's `HODEI_SERVER`.
+///
+/// # Errors
+/// [`ServerConfigError::WorkerServerAddress`] naming `variable`.
+pub fn server_addresses(variable: &str, list: &str) -> Result<String, ServerConfigError> {
+    let error = |message: String| ServerConfigError::WorkerServerAddress {
+        variable: variable.to_owned(),
+        message,
+    };
+    let urls: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err(error("no server address given".to_owned()));
+    }
+    for url in &urls {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(error(format!(
+                "{url:?} must start with http:// or https://"
+            )));
+        }
+        let uri: tonic::transport::Uri = url
+            .parse()
+            .map_err(|e| error(format!("{url:?} is not a valid URL: {e}")))?;
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(error(format!("{url:?} has no host")));
+        }
+    }
+    Ok(urls.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<ServerConfig, ServerConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ServerConfig::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn retention_is_a_human_duration_and_a_bad_one_names_the_variable() {
+        assert_eq!(retention(None).unwrap(), None);
+        assert_eq!(retention(Some(" ")).unwrap(), None);
+        assert_eq!(
+            retention(Some("7d")).unwrap(),
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert_eq!(
+            retention(Some("12h 30m")).unwrap(),
+            Some(Duration::from_secs(12 * 3600 + 1800))
+        );
+        for bad in ["seven days", "7", "0s", "-1d"] {
+            let e = retention(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("HODEI_RETENTION"), "{bad}: {e}");
+        }
+        let e = retention(Some("0s")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "HODEI_RETENTION=\"0s\" is invalid: must be longer than zero (unset it to keep jobs)"
+        );
+    }
+
+    #[test]
+    fn defaults_with_an_empty_environment() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.bind, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!((c.grpc_port, c.http_port), (50051, 8080));
+        assert_eq!(c.worker_server_address, "http://127.0.0.1:50051");
+        assert_eq!(
+            c.control_plane.worker_server_address,
+            c.worker_server_address
+        );
+        assert_eq!(c.pool.max_workers, 4);
+        assert_eq!(c.pool.min_idle, 0);
+        assert_eq!(c.pool.max_jobs_per_worker, None);
+        assert_eq!(c.pool.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.control_plane.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.control_plane.worker_lost_after, Duration::from_secs(15));
+        assert_eq!(c.control_plane.dispatch_lease, Duration::from_secs(30));
+        assert_eq!(c.control_plane.retention, None);
+        assert_eq!(c.leader_lease, Duration::from_secs(15));
+        assert!(!c.metrics);
+        assert!(c.tls.is_none() && c.rest_tls.is_none() && c.auth.is_none());
+        assert!(c.worker_tls.is_none());
+        assert_eq!(c.process_provider_name, None);
+        assert_eq!(c.providers, EnabledProviders::default());
+        assert_eq!(
+            c.artifacts.dir,
+            std::env::temp_dir().join("hodei-artifacts")
+        );
+        assert_eq!(c.artifacts.limits.max_files, artifacts::DEFAULT_MAX_FILES);
+    }
+
+    #[test]
+    fn values_are_trimmed_clamped_and_blank_means_default() {
+        let c = config(&[
+            ("GRPC_PORT", " 6000 "),
+            ("HODEI_HTTP_PORT", ""),
+            ("HODEI_MAX_JOBS_PER_WORKER", "1"),
+            ("HODEI_DISPATCH_LEASE_MS", "1"),
+            ("HODEI_AUDIT_INTERVAL_MS", "1"),
+            ("HODEI_LEADER_LEASE_SECS", "0"),
+            ("HODEI_METRICS_BACKEND", "memory"),
+            ("HODEI_PROCESS_PROVIDER_NAME", "  local-a "),
+            ("HODEI_DOCKER_ENABLED", "yes"),
+            ("HODEI_K8S_ENABLED", "on"),
+            ("HODEI_RETENTION", "7d"),
+        ])
+        .unwrap();
+        assert_eq!((c.grpc_port, c.http_port), (6000, 8080));
+        assert_eq!(c.worker_server_address, "http://127.0.0.1:6000");
+        assert_eq!(c.pool.max_jobs_per_worker, Some(1));
+        assert_eq!(c.control_plane.dispatch_lease, Duration::from_millis(300));
+        assert_eq!(c.control_plane.audit_interval, Duration::from_millis(100));
+        assert_eq!(c.leader_lease, Duration::from_secs(1));
+        assert!(c.metrics);
+        assert_eq!(c.process_provider_name.as_deref(), Some("local-a"));
+        assert!(c.providers.docker && !c.providers.kubernetes);
+        assert_eq!(
+            c.control_plane.retention,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_value() {
+        let e = config(&[("GRPC_PORT", "x")]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "GRPC_PORT=\"x\" is invalid: invalid digit found in string"
+        );
+        let e = config(&[("HODEI_ARTIFACT_MAX_FILES", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("HODEI_ARTIFACT_MAX_FILES=\"-1\" is invalid"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn worker_addresses_are_checked_and_normalised() {
+        let c = config(&[(
+            "HODEI_WORKER_SERVER_ADDRESS",
+            " http://cp-a:50051 , ,https://cp-b:50051",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.worker_server_address,
+            "http://cp-a:50051,https://cp-b:50051"
+        );
+        let e = config(&[("HODEI_WORKER_SERVER_ADDRESS", "http://a:1,127.0.0.1:2")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid HODEI_WORKER_SERVER_ADDRESS: \"127.0.0.1:2\" must start with http:// or https://"
+        );
+        let e = config(&[("HODEI_WORKER_SERVER_ADDRESS", " ")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid HODEI_WORKER_SERVER_ADDRESS: no server address given"
+        );
+    }
+
+    #[test]
+    fn partial_worker_tls_and_rest_tls_without_a_certificate_are_errors() {
+        let e = config(&[("HODEI_WORKER_TLS_CERT", "c.pem")]).unwrap_err();
+        assert!(matches!(e, ServerConfigError::WorkerTlsIncomplete), "{e}");
+        let e = config(&[("HODEI_REST_TLS", "1")]).unwrap_err();
+        assert!(
+            matches!(e, ServerConfigError::RestTlsWithoutCertificate),
+            "{e}"
+        );
+        let c = config(&[
+            ("HODEI_WORKER_TLS_CERT", "c.pem"),
+            ("HODEI_WORKER_TLS_KEY", "k.pem"),
+            ("HODEI_TLS_CLIENT_CA", "ca.pem"),
+            ("HODEI_TLS_CERT", "s.pem"),
+            ("HODEI_TLS_KEY", "sk.pem"),
+        ])
+        .unwrap();
+        let w = c.worker_tls.unwrap();
+        assert_eq!((w.cert.as_str(), w.ca.as_str()), ("c.pem", "ca.pem"));
+        assert_eq!(c.worker_server_address, "https://127.0.0.1:50051");
+    }
+
+    #[test]
+    fn switches_are_exact() {
+        for (v, on) in [
+            ("1", true),
+            ("true", true),
+            ("yes", true),
+            ("on", false),
+            ("TRUE", false),
+        ] {
+            assert_eq!(enabled(Some(v)), on, "{v}");
+        }
+        assert!(!enabled(None));
+    }
+}
