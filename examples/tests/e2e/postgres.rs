@@ -99,8 +99,10 @@ async fn kill_9_of_the_server_loses_no_job() {
 }
 
 /// Tracing filter that keeps the lines these tests read (dispatches,
-/// leadership changes, lost workers) and little else.
-const PG_LOG: &str = "warn,hodei_server=info,hodei_core::control=info";
+/// leadership changes under `hodei_store_postgres::leader`, lost workers)
+/// and little else.
+const PG_LOG: &str =
+    "warn,hodei_server=info,hodei_core::control=info,hodei_store_postgres::leader=info";
 
 async fn sql_count(db: &str, sql: &str) -> i64 {
     use hodei_store_postgres::sqlx::{Connection, PgConnection};
