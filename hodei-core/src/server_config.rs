@@ -26,6 +26,7 @@
 //! | `HODEI_WORKER_TLS_CERT`, `_KEY`, `_CA` | client certificate of locally spawned workers | none |
 //! | `HODEI_ARTIFACT_DIR` | job artifact directory (replicas on one database share it) | `$TMPDIR/hodei-artifacts` |
 //! | `HODEI_ARTIFACT_MAX_FILE_BYTES`, `_MAX_JOB_BYTES`, `_MAX_FILES` | artifact limits | 100 MiB, 1 GiB, 1000 |
+//! | `HODEI_SECRETS_KEY` | key sealing job secrets (32 bytes, hex or base64; required with a database) | random per process |
 //! | `HODEI_DOCKER_ENABLED`, `HODEI_K8S_ENABLED`, `HODEI_QEMU_ENABLED`, `HODEI_FC_ENABLED` | providers started with the server (`1`, `true`, `yes`) | off |
 
 use std::net::IpAddr;
@@ -35,8 +36,9 @@ use std::time::Duration;
 
 use crate::api::auth::{ApiAuth, AuthConfigError};
 use crate::artifacts::{self, ArtifactLimits, FsArtifactStore};
-use crate::control::{ControlPlaneConfig, PoolPolicy};
-use crate::tls::{ServerTlsError, ServerTlsSettings};
+use crate::control::{ControlPlaneConfig, PoolPolicy, SecretSealer, SecretsError};
+use crate::server::ServerOptions;
+use crate::tls::{ServerTls, ServerTlsError, ServerTlsSettings};
 
 /// Variable holding the gRPC URL(s) workers are given.
 pub const ENV_WORKER_SERVER_ADDRESS: &str = "HODEI_WORKER_SERVER_ADDRESS";
@@ -44,6 +46,8 @@ pub const ENV_WORKER_SERVER_ADDRESS: &str = "HODEI_WORKER_SERVER_ADDRESS";
 pub const ENV_RETENTION: &str = "HODEI_RETENTION";
 /// Variable holding the artifact directory.
 pub const ENV_ARTIFACT_DIR: &str = "HODEI_ARTIFACT_DIR";
+/// Variable holding the key that seals job secrets.
+pub const ENV_SECRETS_KEY: &str = "HODEI_SECRETS_KEY";
 
 /// A server setting that cannot be used; its text names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,25 @@ pub enum ServerConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A TLS certificate or key cannot be loaded.
+    #[error("{what}")]
+    TlsLoad {
+        /// Which listener's certificate.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: ServerTlsError,
+    },
+    /// `HODEI_SECRETS_KEY` is not a 32-byte key.
+    #[error("HODEI_SECRETS_KEY")]
+    SecretsKey(#[source] SecretsError),
+    /// `HODEI_SECRETS_KEY` is unset while secrets are stored durably.
+    #[error(
+        "HODEI_SECRETS_KEY is required with a database: job secrets are stored sealed with it \
+         and must still open after a restart (32 bytes, hex or base64; e.g. `openssl rand -hex \
+         32`)"
+    )]
+    SecretsKeyRequired,
     /// The artifact directory cannot be created or used.
     #[error("artifact directory {} (HODEI_ARTIFACT_DIR)", dir.display())]
     ArtifactDir {
@@ -329,6 +352,88 @@ impl ServerConfig {
             artifacts,
             providers,
         })
+    }
+}
+
+impl ServerConfig {
+    /// The gRPC listener's options: TLS (its certificates loaded now) and
+    /// API tokens. Logs whether tokens are required, with a warning when not.
+    ///
+    /// # Errors
+    /// [`ServerConfigError::TlsLoad`] when the certificate or key cannot be loaded.
+    pub fn grpc_options(&self) -> Result<ServerOptions, ServerConfigError> {
+        let mut options = ServerOptions::new();
+        if let Some(tls) = self.tls.clone() {
+            options = options.with_tls(load_tls(tls, "loading TLS certificates")?);
+        }
+        match &self.auth {
+            Some(auth) => {
+                tracing::info!(
+                    tokens = auth.tokens().len(),
+                    file = ?auth.file(),
+                    "API tokens required on gRPC and REST"
+                );
+                options = options.with_auth(auth.clone());
+            }
+            None => tracing::warn!(
+                "NO API AUTHENTICATION: HODEI_API_TOKENS/HODEI_API_TOKENS_FILE are not set, so \
+                 anyone who reaches these ports can submit jobs and manage providers (create \
+                 tokens with `hodei token create`)"
+            ),
+        }
+        Ok(options)
+    }
+
+    /// The REST listener's options: the API tokens, and TLS when
+    /// `HODEI_REST_TLS` is on (a warning when gRPC has TLS and REST not).
+    ///
+    /// # Errors
+    /// [`ServerConfigError::TlsLoad`] when the certificate or key cannot be loaded.
+    pub fn rest_options(&self) -> Result<ServerOptions, ServerConfigError> {
+        let mut options = ServerOptions::new();
+        if let Some(auth) = self.auth.clone() {
+            options = options.with_auth(auth);
+        }
+        match self.rest_tls.clone() {
+            Some(tls) => {
+                options = options.with_tls(load_tls(tls, "loading the REST TLS certificate")?);
+            }
+            None if self.tls.is_some() => tracing::warn!(
+                "the REST API is plain HTTP while gRPC uses TLS: set HODEI_REST_TLS=1 to serve it \
+                 over HTTPS with the same certificate"
+            ),
+            None => {}
+        }
+        Ok(options)
+    }
+}
+
+fn load_tls(tls: ServerTlsSettings, what: &'static str) -> Result<ServerTls, ServerConfigError> {
+    ServerTls::load(tls).map_err(|source| ServerConfigError::TlsLoad { what, source })
+}
+
+/// The sealer of job secrets: from `key` (`HODEI_SECRETS_KEY`), or a random
+/// key living as long as the process (with a warning) when the store is
+/// not durable.
+///
+/// # Errors
+/// [`ServerConfigError::SecretsKey`] for a malformed key;
+/// [`ServerConfigError::SecretsKeyRequired`] without a key on a durable store,
+/// where sealed secrets must still open after a restart.
+pub fn secret_sealer(
+    key: Option<&str>,
+    durable_store: bool,
+) -> Result<SecretSealer, ServerConfigError> {
+    match key {
+        Some(key) => SecretSealer::from_encoded(key).map_err(ServerConfigError::SecretsKey),
+        None if durable_store => Err(ServerConfigError::SecretsKeyRequired),
+        None => {
+            tracing::warn!(
+                "HODEI_SECRETS_KEY is not set: job secrets are sealed with a random key that \
+                 lives only as long as this process"
+            );
+            Ok(SecretSealer::ephemeral())
+        }
     }
 }
 
@@ -584,6 +689,32 @@ mod tests {
         let w = c.worker_tls.unwrap();
         assert_eq!((w.cert.as_str(), w.ca.as_str()), ("c.pem", "ca.pem"));
         assert_eq!(c.worker_server_address, "https://127.0.0.1:50051");
+    }
+
+    #[test]
+    fn secrets_key_is_required_only_with_a_durable_store() {
+        assert!(secret_sealer(None, false).is_ok());
+        let e = secret_sealer(None, true).unwrap_err().to_string();
+        assert!(
+            e.starts_with("HODEI_SECRETS_KEY is required with a database"),
+            "{e}"
+        );
+        let e = secret_sealer(Some("short"), false).unwrap_err();
+        assert!(matches!(e, ServerConfigError::SecretsKey(_)), "{e}");
+        assert!(secret_sealer(Some(&"ab".repeat(32)), true).is_ok());
+    }
+
+    #[test]
+    fn listener_options_without_tls() {
+        let c = config(&[]).unwrap();
+        assert!(c.grpc_options().is_ok() && c.rest_options().is_ok());
+        let c = config(&[
+            ("HODEI_TLS_CERT", "/nonexistent/s.pem"),
+            ("HODEI_TLS_KEY", "/nonexistent/s.key"),
+        ])
+        .unwrap();
+        let e = c.grpc_options().unwrap_err().to_string();
+        assert_eq!(e, "loading TLS certificates");
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
-use hodei_core::control::{ControlPlane, SecretSealer};
-use hodei_core::server_config::ServerConfig;
+use hodei_core::control::ControlPlane;
+use hodei_core::server_config::{self, ServerConfig};
 use hodei_providers::server_setup;
 use hodei_store_postgres::{PgLeaderElection, PgStoreConfig};
 
@@ -54,21 +54,8 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let sealer = match std::env::var("HODEI_SECRETS_KEY") {
-        Ok(key) => SecretSealer::from_encoded(&key).context("HODEI_SECRETS_KEY")?,
-        Err(_) if pg.is_some() => bail!(
-            "HODEI_SECRETS_KEY is required with a database: job secrets are stored sealed with \
-             it and must still open after a restart (32 bytes, hex or base64; e.g. `openssl \
-             rand -hex 32`)"
-        ),
-        Err(_) => {
-            tracing::warn!(
-                "HODEI_SECRETS_KEY is not set: job secrets are sealed with a random key that \
-                 lives only as long as this process"
-            );
-            SecretSealer::ephemeral()
-        }
-    };
+    let secrets_key = std::env::var(server_config::ENV_SECRETS_KEY).ok();
+    let sealer = server_config::secret_sealer(secrets_key.as_deref(), pg.is_some())?;
     let stores = match &pg {
         Some(pg) => pg.stores(),
         None => hodei_core::store::Stores::in_memory(),
@@ -123,49 +110,14 @@ async fn main() -> anyhow::Result<()> {
 
     let stop = tokio_util_shutdown();
     let controller = tokio::spawn(cp.clone().run());
-    let mut server_options = hodei_core::server::ServerOptions::new();
-    if let Some(tls) = settings.tls.clone() {
-        server_options = server_options
-            .with_tls(hodei_core::tls::ServerTls::load(tls).context("loading TLS certificates")?);
-    }
-    match &settings.auth {
-        Some(auth) => {
-            tracing::info!(
-                tokens = auth.tokens().len(),
-                file = ?auth.file(),
-                "API tokens required on gRPC and REST"
-            );
-            server_options = server_options.with_auth(auth.clone());
-        }
-        None => tracing::warn!(
-            "NO API AUTHENTICATION: HODEI_API_TOKENS/HODEI_API_TOKENS_FILE are not set, so anyone \
-             who reaches these ports can submit jobs and manage providers (create tokens with \
-             `hodei token create`)"
-        ),
-    }
+    let server_options = settings.grpc_options()?;
     let grpc = tokio::spawn(hodei_core::server::serve_grpc_with(
         cp.clone(),
         grpc_listener,
         server_options,
         wait(stop.clone()),
     ));
-    let mut rest_options = hodei_core::server::ServerOptions::new();
-    if let Some(auth) = settings.auth.clone() {
-        rest_options = rest_options.with_auth(auth);
-    }
-    match settings.rest_tls.clone() {
-        Some(tls) => {
-            rest_options = rest_options.with_tls(
-                hodei_core::tls::ServerTls::load(tls)
-                    .context("loading the REST TLS certificate")?,
-            );
-        }
-        None if settings.tls.is_some() => tracing::warn!(
-            "the REST API is plain HTTP while gRPC uses TLS: set HODEI_REST_TLS=1 to serve it \
-             over HTTPS with the same certificate"
-        ),
-        None => {}
-    }
+    let rest_options = settings.rest_options()?;
     let rest = tokio::spawn(hodei_core::api::rest::serve_rest_with_options(
         cp.clone(),
         http_listener,
