@@ -20,9 +20,9 @@ use hodei_store_postgres::{PgLeaderElection, PgStoreConfig};
 #[path = "../demo.rs"]
 mod demo;
 
-/// Hodei control plane.
+/// Hodei control plane; every setting is an environment variable (docs/OPERATIONS.md lists them)
 #[derive(Debug, Parser)]
-#[command(name = "hodei-server", version, about)]
+#[command(name = "hodei-server", version)]
 struct Args {
     /// Submit a few demo jobs after start and print their logs.
     #[arg(long)]

@@ -24,7 +24,7 @@ use output::Format;
 
 /// Submit and follow jobs on a Hodei server.
 #[derive(Debug, Parser)]
-#[command(name = "hodei", version, about, propagate_version = true)]
+#[command(name = "hodei", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// gRPC address of the Hodei server.
     #[arg(
