@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use hodei_core::api::rest;
 use hodei_core::control::{ControlPlane, PoolPolicy};
-use hodei_core::proto::v1;
+use hodei_core::domain::worker_protocol::WorkerCommand;
 use hodei_core::provider::{
     WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
     WorkerMetrics, WorkerProviderIdentity,
@@ -152,15 +152,14 @@ async fn a_finished_job_shows_in_the_metrics_histograms_counters_and_gauges() {
     let mut stream = cp.open_worker_stream(worker).await.unwrap();
     let run = tokio::time::timeout(WAIT, async {
         loop {
-            let msg = stream.outbound.recv().await.unwrap().unwrap();
-            if let Some(v1::server_message::Payload::RunJob(run)) = msg.payload {
+            if let WorkerCommand::Run(run) = stream.outbound.recv().await.unwrap() {
                 return run;
             }
         }
     })
     .await
     .unwrap();
-    assert_eq!(run.job_id, job.id().to_string());
+    assert_eq!(run.job_id, job.id());
     cp.job_started(worker, job.id(), run.attempt).await.unwrap();
     let done = cp
         .job_finished(worker, job.id(), run.attempt, AttemptResult::exited(0))

@@ -212,7 +212,7 @@ async fn a_retired_worker_cannot_resume_its_session() {
 /// refused and it stops): no agent idles on after its jobs were given away.
 #[tokio::test]
 async fn a_heartbeat_from_a_worker_found_lost_elsewhere_closes_its_stream() {
-    use hodei_core::proto::v1;
+    use hodei_core::domain::worker_protocol::{Heartbeat, WorkerReport};
     let stores = Stores::in_memory();
     let cp = control_plane(&stores);
     let mut w = Worker::new(WorkerId::new(), ProviderId::new());
@@ -221,17 +221,13 @@ async fn a_heartbeat_from_a_worker_found_lost_elsewhere_closes_its_stream() {
         .unwrap();
     stores.workers.update(&w).await.unwrap();
     let mut stream = cp.open_worker_stream(w.id()).await.unwrap();
-    let heartbeat = || v1::WorkerMessage {
-        payload: Some(v1::worker_message::Payload::Heartbeat(
-            v1::WorkerHeartbeat::default(),
-        )),
-    };
-    cp.handle_worker_message(w.id(), heartbeat()).await.unwrap();
+    let heartbeat = || WorkerReport::Heartbeat(Heartbeat::default());
+    cp.handle_worker_report(w.id(), heartbeat()).await.unwrap();
     assert!(cp.is_connected(w.id()), "a live worker keeps its stream");
 
     // Another replica's leader found it lost and removed it.
     stores.workers.remove(w.id()).await.unwrap();
-    cp.handle_worker_message(w.id(), heartbeat()).await.unwrap();
+    cp.handle_worker_report(w.id(), heartbeat()).await.unwrap();
     assert!(!cp.is_connected(w.id()));
     let end = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(m) = stream.outbound.recv().await {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hodei_core::domain::ids::{JobId, WorkerId};
+use hodei_core::domain::ids::{JobId, ProviderId, WorkerId};
 use hodei_core::domain::worker::{Worker, WorkerState};
 use hodei_core::domain::worker_stats::WorkerStats;
 use hodei_core::store::{StoreError, WorkerRegistry};
@@ -126,6 +126,21 @@ impl WorkerRegistry for PgWorkerRegistry {
             counts.insert(state, u64::try_from(n).unwrap_or(0));
         }
         Ok(counts)
+    }
+
+    async fn count_alive_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT provider_id, count(*) FROM workers WHERE state NOT IN ($1, $2) GROUP BY provider_id",
+        )
+        .bind(state_label(WorkerState::Terminating))
+        .bind(state_label(WorkerState::Terminated))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err("worker", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(p, n)| (ProviderId::from(p), u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect())
     }
 
     async fn touch(

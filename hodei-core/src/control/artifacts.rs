@@ -29,23 +29,28 @@ impl From<ArtifactError> for ControlError {
     }
 }
 
-impl ControlPlane {
-    /// The artifact store, when one is configured.
-    #[must_use]
-    pub fn artifacts(&self) -> Option<&Arc<dyn ArtifactStore>> {
-        self.inner.artifacts.as_ref()
+/// The artifact store of this control plane, if it keeps artifacts.
+#[derive(Default)]
+pub(super) struct JobArtifacts {
+    store: Option<Arc<dyn ArtifactStore>>,
+}
+
+impl JobArtifacts {
+    pub(super) fn new(store: Option<Arc<dyn ArtifactStore>>) -> Self {
+        Self { store }
     }
 
-    fn artifact_store(&self) -> ControlResult<&Arc<dyn ArtifactStore>> {
-        self.inner.artifacts.as_ref().ok_or_else(|| {
+    /// The store, or why there is none.
+    fn store(&self) -> ControlResult<&Arc<dyn ArtifactStore>> {
+        self.store.as_ref().ok_or_else(|| {
             ControlError::FailedPrecondition("this server keeps no artifacts".into())
         })
     }
 
     /// Refuses a spec with inputs or outputs when no store is configured:
     /// their files could never be fetched or kept.
-    pub(super) fn check_artifacts_supported(&self, spec: &JobSpec) -> ControlResult<()> {
-        if self.inner.artifacts.is_some() {
+    pub(super) fn check_supported(&self, spec: &JobSpec) -> ControlResult<()> {
+        if self.store.is_some() {
             return Ok(());
         }
         let field = if spec.inputs.is_empty() {
@@ -61,11 +66,23 @@ impl ControlPlane {
             None => Ok(()),
         }
     }
+}
+
+impl ControlPlane {
+    /// The artifact store, when one is configured.
+    #[must_use]
+    pub fn artifacts(&self) -> Option<&Arc<dyn ArtifactStore>> {
+        self.inner.artifacts.store.as_ref()
+    }
+
+    fn artifact_store(&self) -> ControlResult<&Arc<dyn ArtifactStore>> {
+        self.inner.artifacts.store()
+    }
 
     /// The artifacts of a job (which must exist), by name.
     pub async fn list_artifacts(&self, job: JobId) -> ControlResult<Vec<ArtifactMeta>> {
         self.get_job(job).await?;
-        match &self.inner.artifacts {
+        match self.artifacts() {
             Some(store) => Ok(store.list(job).await?),
             None => Ok(Vec::new()),
         }
@@ -132,7 +149,7 @@ impl ControlPlane {
     /// pruned while a previous sweep failed). Returns how many jobs' artifacts
     /// were deleted.
     pub(super) async fn sweep_artifacts(&self) -> ControlResult<u64> {
-        let Some(store) = &self.inner.artifacts else {
+        let Some(store) = self.artifacts() else {
             return Ok(0);
         };
         let mut deleted = 0;

@@ -13,8 +13,8 @@
 //! ```
 //!
 //! REST handlers get the actor with the `Actor` extractor (the API-token
-//! middleware puts the token's name in the request), gRPC handlers with
-//! [`Actor::of_grpc`]. Recording never fails the action: an entry the store
+//! middleware puts the token's name in the request), gRPC handlers read it
+//! from the request's extensions the same layer fills. Recording never fails the action: an entry the store
 //! refuses is logged as an error instead (the action already happened).
 
 use std::fmt;
@@ -45,16 +45,6 @@ impl Actor {
     #[must_use]
     pub fn worker(id: WorkerId) -> Self {
         Self(format!("worker:{id}"))
-    }
-
-    /// The actor of a gRPC request (put there by the API-token layer),
-    /// `anonymous` when none.
-    #[must_use]
-    pub fn of_grpc<T>(req: &tonic::Request<T>) -> Self {
-        req.extensions()
-            .get::<Actor>()
-            .cloned()
-            .unwrap_or_else(Self::anonymous)
     }
 
     /// The name recorded.

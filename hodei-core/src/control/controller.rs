@@ -4,69 +4,94 @@
 //! Each pass: the leader's maintenance (timeouts, leases, audit), then
 //! dispatch of queued jobs; once per reconcile interval also the passes over
 //! every worker (lost and idle ones, warm pools). Dispatch sends a job to an
-//! idle worker, or provisions a worker
-//! through the provisioning saga (create with an OTP → wait for registration
-//! → assign; on failure destroy the worker and put the job back).
+//! idle worker, or provisions a worker for it (see `provisioner`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use super::events::{DecisionAction, DecisionRecord};
-use super::lease_keeper::LeaseKeeper;
-use super::placement::{self, add_provisioning, has_any_capacity, take_slot};
-use super::{ControlError, ControlPlane, ControlResult, ProviderEntry, lock};
+use super::providers::estimated_pricing;
+use super::{ControlError, ControlPlane, ControlResult, lock};
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
 use crate::domain::job::{Job, JobState};
-use crate::domain::provider::ProviderStatus;
-use crate::domain::worker::{WORKER_ENV_JOB_TIMEOUT_SECS, Worker, WorkerSpec, WorkerState};
-use crate::otp::{generate_token, hash_token};
-use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot, WorkerView};
+use crate::domain::worker::WorkerState;
+use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot};
 use crate::store::{JobFilter, QueueOrder};
 
-/// A provisioning for a queued job: the job and the queue lease held until
-/// the job is bound to the new worker.
-struct ForJob {
-    job: Job,
-    lease: LeaseKeeper,
-    /// When the job entered the queue (for the dispatch latency).
-    pending_since: chrono::DateTime<Utc>,
+/// When the loop's periodic work last ran, and so what is due on a turn.
+///
+/// The passes over every worker (liveness, idle timeouts, warm pools) go by
+/// the clock, once per reconcile interval; a wake (new job, worker ready, job
+/// finished) only dispatches. With thousands of workers, a pass over all of
+/// them on every submit was most of the dispatch latency.
+#[derive(Debug)]
+struct Cadence {
+    last_health: Instant,
+    last_keep_alive: Instant,
+    last_workers_pass: Option<Instant>,
+}
+
+/// The periodic work due on one turn of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Due {
+    workers: bool,
+    health_checks: bool,
+    keep_alives: bool,
+}
+
+impl Cadence {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_health: now,
+            last_keep_alive: now,
+            last_workers_pass: None,
+        }
+    }
+
+    /// What is due at `now`; marks it done.
+    fn due(&mut self, config: &super::ControlPlaneConfig, now: Instant) -> Due {
+        fn take(last: &mut Instant, every: Duration, now: Instant) -> bool {
+            let due = now.duration_since(*last) >= every;
+            if due {
+                *last = now;
+            }
+            due
+        }
+        let workers = self
+            .last_workers_pass
+            .is_none_or(|t| now.duration_since(t) >= config.reconcile_interval);
+        if workers {
+            self.last_workers_pass = Some(now);
+        }
+        Due {
+            workers,
+            health_checks: take(&mut self.last_health, config.health_check_interval, now),
+            keep_alives: take(&mut self.last_keep_alive, config.heartbeat_interval, now),
+        }
+    }
 }
 
 impl ControlPlane {
     /// Runs the control loop until [`ControlPlane::shutdown`].
     pub async fn run(self) {
         let mut shutdown = self.inner.shutdown.subscribe();
-        let mut last_health = std::time::Instant::now();
-        let mut last_keepalive = std::time::Instant::now();
-        let mut last_workers_pass: Option<std::time::Instant> = None;
+        let mut cadence = Cadence::new(Instant::now());
         let mut notifications = self.inner.stores.queue.work_notifications();
         tracing::info!("job controller started");
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            // The passes over every worker (liveness, idle timeouts, warm
-            // pools) go by the clock, once per reconcile interval; a wake
-            // (new job, worker ready, job finished) only dispatches. With
-            // thousands of workers, a pass over all of them on every submit
-            // was most of the dispatch latency.
-            let workers_due = last_workers_pass
-                .is_none_or(|t| t.elapsed() >= self.inner.config.reconcile_interval);
-            if workers_due {
-                last_workers_pass = Some(std::time::Instant::now());
-            }
-            if let Err(e) = self.pass(workers_due).await {
+            let due = cadence.due(&self.inner.config, Instant::now());
+            if let Err(e) = self.pass(due.workers).await {
                 tracing::warn!(error = %e, "reconcile failed");
             }
-            if last_health.elapsed() >= self.inner.config.health_check_interval {
-                last_health = std::time::Instant::now();
+            if due.health_checks {
                 self.check_all_providers().await;
             }
-            if last_keepalive.elapsed() >= self.inner.config.heartbeat_interval {
-                last_keepalive = std::time::Instant::now();
+            if due.keep_alives {
                 self.send_keep_alives();
             }
             let remote = async {
@@ -138,6 +163,9 @@ impl ControlPlane {
         let reg_timeout = chrono::Duration::from_std(self.inner.config.registration_timeout)
             .unwrap_or(chrono::Duration::seconds(60));
         let workers = self.inner.stores.workers.list().await?;
+        // Writes by other replicas (a drain, a slot freed by the leader's
+        // audit) reach this replica's views here.
+        self.inner.sessions.observe_all(&workers);
         let mut idle_per_provider: HashMap<ProviderId, u32> = HashMap::new();
         for w in &workers {
             match w.state() {
@@ -194,23 +222,24 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// What the scheduler sees: the workers connected to this replica (the
+    /// only ones it can send a job to, from their sessions' views: no store
+    /// read per worker) and every provider with its count of live workers
+    /// over all replicas (one grouped count).
     async fn snapshot(&self) -> ControlResult<SchedulingSnapshot> {
-        let workers = self.inner.stores.workers.list().await?;
+        let alive = self.inner.stores.workers.count_alive_by_provider().await?;
         let providers = self.inner.stores.providers.list().await?;
         let mut provider_views = Vec::new();
         for p in providers {
             let Some(entry) = self.provider_entry(p.id()) else {
                 continue;
             };
-            let alive = workers
-                .iter()
-                .filter(|w| w.provider_id() == p.id() && !w.state().is_gone())
-                .count() as u32;
+            let alive = alive.get(&p.id()).copied().unwrap_or(0);
             // The operator's price, else the provider's own estimate as a
             // price per resource: each job is priced from its own resources.
             let pricing = p
                 .pricing()
-                .unwrap_or_else(|| placement::estimated_pricing(entry.provider.as_ref()));
+                .unwrap_or_else(|| estimated_pricing(entry.provider.as_ref()));
             provider_views.push(
                 ProviderView::from_provider(&p)
                     .with_workers(alive, entry.policy.max_workers)
@@ -218,23 +247,10 @@ impl ControlPlane {
                     .with_estimated_startup(entry.provider.estimated_startup_time()),
             );
         }
-        let reserved = lock(&self.inner.reserved).clone();
-        let sessions = lock(&self.inner.sessions);
-        let worker_views = workers
-            .iter()
-            .filter(|w| !w.state().is_gone())
-            .map(|w| {
-                let mut v = WorkerView::from_worker(w);
-                // Only a connected worker can take a job; a worker being
-                // provisioned for a job is kept for that job.
-                if !sessions.contains_key(&w.id()) || reserved.contains(&w.id()) {
-                    v.free_slots = 0;
-                }
-                v
-            })
-            .collect();
-        drop(sessions);
-        Ok(SchedulingSnapshot::new(worker_views, provider_views))
+        Ok(SchedulingSnapshot::new(
+            self.inner.sessions.views(),
+            provider_views,
+        ))
     }
 
     fn record_decision(&self, job: JobId, decision: &Decision) -> DecisionRecord {
@@ -246,7 +262,7 @@ impl ControlPlane {
         DecisionRecord {
             job_id: job,
             action,
-            strategy: self.strategy(),
+            strategy: self.current_strategy(),
             at: Utc::now(),
         }
     }
@@ -262,9 +278,7 @@ impl ControlPlane {
         }
         let snapshot = self.snapshot().await?;
         let strategy = self.shared_strategy().await?;
-        let d = placement::decide(strategy, &job, &snapshot, |id| {
-            self.provider_entry(id).map(|e| e.provider.clone())
-        });
+        let d = self.decide(strategy, &job, &snapshot);
         Ok(self.record_decision(job_id, &d))
     }
 
@@ -332,7 +346,7 @@ impl ControlPlane {
                 let job_id = entry.job_id;
                 match self.inner.stores.jobs.get(job_id).await? {
                     Some(job) if job.state() == JobState::Pending => {
-                        if !has_any_capacity(snap) {
+                        if !snap.has_capacity() {
                             return Ok(());
                         }
                         if let Some(key) = job.spec().concurrency_key.as_deref() {
@@ -452,18 +466,16 @@ impl ControlPlane {
         job: Job,
         snapshot: &mut SchedulingSnapshot,
     ) -> ControlResult<DecisionRecord> {
-        let decision = placement::decide(self.strategy(), &job, snapshot, |id| {
-            self.provider_entry(id).map(|e| e.provider.clone())
-        });
+        let decision = self.decide(self.current_strategy(), &job, snapshot);
         let record = self.record_decision(job.id(), &decision);
         let _ = self.inner.decisions.send(record.clone());
         match decision {
             Decision::AssignWorker(w) => {
-                take_slot(snapshot, w);
+                snapshot.take_slot(w);
                 self.assign_to_worker(job.id(), w).await?;
             }
             Decision::Provision(p) => {
-                add_provisioning(snapshot, p);
+                snapshot.add_provisioning(p);
                 self.provision_for(job.id(), p).await?;
             }
             Decision::Wait(reason) => {
@@ -492,10 +504,12 @@ impl ControlPlane {
                 return Ok(());
             };
             if let Err(e) = w.assign(job_id) {
+                // This replica's view of the worker was stale: correct it.
+                self.inner.sessions.observe(&w);
                 self.inner.stores.queue.release(&lease).await?;
                 return Err(e.into());
             }
-            self.inner.stores.workers.update(&w).await?;
+            self.save_worker(&w).await?;
             w.provider_id()
         };
         self.refresh_provider_load(provider_id).await;
@@ -542,7 +556,7 @@ impl ControlPlane {
         }
     }
 
-    async fn undo_assignment(
+    pub(super) async fn undo_assignment(
         &self,
         job_id: JobId,
         worker_id: WorkerId,
@@ -550,360 +564,6 @@ impl ControlPlane {
     ) -> ControlResult<()> {
         self.release_worker_slot(worker_id, job_id).await?;
         self.release_to_queue(job_id, why).await?;
-        Ok(())
-    }
-
-    /// Starts the provisioning saga for a queued job.
-    async fn provision_for(&self, job_id: JobId, provider_id: ProviderId) -> ControlResult<()> {
-        let Some(entry) = self.provider_entry(provider_id) else {
-            return Err(ControlError::NotFound(format!("provider {provider_id}")));
-        };
-        let Some(lease) = self
-            .inner
-            .stores
-            .queue
-            .claim_job(job_id, self.inner.config.dispatch_lease)
-            .await?
-        else {
-            return Ok(());
-        };
-        let mut pending_since = Utc::now();
-        let job = match self
-            .transition_job(job_id, "provisioning a worker", |j| {
-                pending_since = j.updated_at();
-                Ok(j.submit_to_provider(provider_id, None)?)
-            })
-            .await
-        {
-            Ok(j) => j,
-            Err(e) => {
-                self.inner.stores.queue.release(&lease).await?;
-                return Err(e);
-            }
-        };
-        // The entry stays claimed until the job is bound to a worker: if this
-        // controller dies meanwhile, the lease expires and the job is given back.
-        let lease = LeaseKeeper::start(
-            self.inner.stores.queue.clone(),
-            lease,
-            self.inner.config.dispatch_lease,
-        );
-        let worker = match self.new_worker(&entry, provider_id).await {
-            Ok(w) => w,
-            Err(e) => {
-                if let Some(lease) = lease.finish().await {
-                    self.settle_entry(lease, &format!("could not record a new worker: {e}"))
-                        .await;
-                }
-                return Err(e);
-            }
-        };
-        let cp = self.clone();
-        tokio::spawn(async move {
-            cp.provisioning_saga(
-                entry,
-                worker,
-                Some(ForJob {
-                    job,
-                    lease,
-                    pending_since,
-                }),
-            )
-            .await;
-        });
-        Ok(())
-    }
-
-    async fn new_worker(
-        &self,
-        entry: &ProviderEntry,
-        provider_id: ProviderId,
-    ) -> ControlResult<Worker> {
-        let worker = Worker::new(WorkerId::new(), provider_id).with_limits(
-            entry.policy.max_concurrent_jobs_per_worker,
-            entry.policy.max_jobs_per_worker,
-        );
-        self.inner.stores.workers.register(&worker).await?;
-        Ok(worker)
-    }
-
-    /// create worker (with an OTP) → wait for its registration → assign the job.
-    /// On any failure: destroy the worker, put the job back, record why.
-    async fn provisioning_saga(
-        &self,
-        entry: Arc<ProviderEntry>,
-        worker: Worker,
-        for_job: Option<ForJob>,
-    ) {
-        let worker_id = worker.id();
-        let provider_id = worker.provider_id();
-        if for_job.is_some() {
-            lock(&self.inner.reserved).insert(worker_id);
-        }
-        self.provisioning_saga_inner(entry, worker_id, provider_id, for_job)
-            .await;
-        lock(&self.inner.reserved).remove(&worker_id);
-        self.wake();
-    }
-
-    async fn provisioning_saga_inner(
-        &self,
-        entry: Arc<ProviderEntry>,
-        worker_id: WorkerId,
-        provider_id: ProviderId,
-        for_job: Option<ForJob>,
-    ) {
-        let job = for_job.as_ref().map(|f| f.job.clone());
-        let mut registered = self.inner.worker_registered.subscribe();
-        let mut exited = self.inner.worker_exited.subscribe();
-        let otp = generate_token();
-        let expires = Utc::now()
-            + chrono::Duration::from_std(self.inner.config.otp_ttl)
-                .unwrap_or(chrono::Duration::minutes(10));
-        let started = std::time::Instant::now();
-        let result: Result<(), String> = async {
-            self.inner
-                .stores
-                .otps
-                .insert(&hash_token(&otp), worker_id, expires)
-                .await
-                .map_err(|e| format!("storing the one-time token failed: {e}"))?;
-            let mut spec = WorkerSpec::new(
-                worker_id,
-                provider_id,
-                self.inner.config.worker_server_address.clone(),
-                otp,
-            );
-            spec.max_concurrent_jobs = entry.policy.max_concurrent_jobs_per_worker;
-            if let Some(job) = &job {
-                spec.resources = job.spec().resources.clone();
-                spec.image = job.spec().image.clone();
-                // An ephemeral worker lives for this one job: providers may bound its
-                // lifetime by the job's timeout (Kubernetes `activeDeadlineSeconds`).
-                if entry.policy.max_jobs_per_worker == Some(1) && job.spec().timeout_ms > 0 {
-                    spec.env.insert(
-                        WORKER_ENV_JOB_TIMEOUT_SECS.to_owned(),
-                        job.spec().timeout_ms.div_ceil(1000).to_string(),
-                    );
-                }
-            }
-            let handle = entry.provider.create_worker(&spec).await.map_err(|e| {
-                format!(
-                    "provider {} could not create a worker: {e}",
-                    entry.provider.name()
-                )
-            })?;
-            {
-                let _g = self.inner.worker_lock.lock().await;
-                let mut w = self
-                    .inner
-                    .stores
-                    .workers
-                    .get(worker_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("worker vanished during provisioning")?;
-                w.created(handle).map_err(|e| e.to_string())?;
-                self.inner
-                    .stores
-                    .workers
-                    .update(&w)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            // Wait for the agent's stream (it may already be open), or for the
-            // provider to see the worker die first (a guest that cannot boot, a
-            // container that exits, a pod that cannot start): no use waiting then.
-            let deadline = tokio::time::Instant::now() + self.inner.config.registration_timeout;
-            let timed_out = || {
-                format!(
-                    "worker did not register within {:?}",
-                    self.inner.config.registration_timeout
-                )
-            };
-            while !self.is_connected(worker_id) {
-                use tokio::sync::broadcast::error::RecvError;
-                tokio::select! {
-                    r = registered.recv() => match r {
-                        Ok(id) if id == worker_id => break,
-                        Ok(_) | Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return Err("control plane shutting down".to_owned()),
-                    },
-                    r = exited.recv() => match r {
-                        Ok((id, why)) if id == worker_id => {
-                            return Err(format!("worker exited before registering: {why}"));
-                        }
-                        Ok(_) | Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return Err("control plane shutting down".to_owned()),
-                    },
-                    () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
-                }
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                crate::telemetry::worker_provisioned(entry.provider.name(), started.elapsed());
-                tracing::info!(%worker_id, provider = %entry.provider.name(), elapsed_ms = started.elapsed().as_millis() as u64, "worker provisioned");
-                if let Some(ForJob {
-                    job,
-                    lease,
-                    pending_since,
-                }) = for_job
-                {
-                    if let Err(e) = self
-                        .bind_provisioned(job.id(), worker_id, pending_since)
-                        .await
-                    {
-                        tracing::warn!(job_id = %job.id(), %worker_id, error = %e, "assigning the provisioned worker failed");
-                    }
-                    // Bound (the entry is done) or given back (it is queued again).
-                    if let Some(lease) = lease.finish().await {
-                        self.settle_entry(lease, "the provisioned worker could not take the job")
-                            .await;
-                    }
-                }
-                self.wake();
-            }
-            Err(why) => {
-                tracing::warn!(%worker_id, provider = %entry.provider.name(), reason = %why, "provisioning failed; compensating");
-                self.provider_failed(provider_id, &why).await;
-                let handle = self
-                    .inner
-                    .stores
-                    .workers
-                    .get(worker_id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|w| w.handle().cloned());
-                if let Some(h) = handle
-                    && let Err(e) = entry.provider.destroy_worker(&h).await
-                {
-                    tracing::warn!(%worker_id, error = %e, "compensation: destroy failed");
-                }
-                let _ = self.inner.stores.workers.remove(worker_id).await;
-                // The job goes back to the queue; a lease already lost was
-                // rescued by the leader, whose dispatch settles the entry.
-                if let Some(ForJob { lease, .. }) = for_job
-                    && let Some(lease) = lease.finish().await
-                {
-                    self.settle_entry(lease, &why).await;
-                }
-            }
-        }
-    }
-
-    /// The provisioned worker registered: give it the job it was made for.
-    async fn bind_provisioned(
-        &self,
-        job_id: JobId,
-        worker_id: WorkerId,
-        pending_since: chrono::DateTime<Utc>,
-    ) -> ControlResult<()> {
-        let assigned: ControlResult<_> = async {
-            let _g = self.inner.worker_lock.lock().await;
-            let mut w = self
-                .inner
-                .stores
-                .workers
-                .get(worker_id)
-                .await?
-                .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
-            w.assign(job_id)?;
-            self.inner.stores.workers.update(&w).await?;
-            Ok(w.provider_id())
-        }
-        .await;
-        let assigned = match assigned {
-            Ok(provider_id) => {
-                self.refresh_provider_load(provider_id).await;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = assigned {
-            // Never leave the job stranded in `Scheduled`: back to the queue.
-            let why = format!("provisioned worker could not take the job: {e}");
-            self.release_to_queue(job_id, &why).await?;
-            return Err(e);
-        }
-        let bound = self
-            .update_job(job_id, |j| {
-                if j.state() != JobState::Scheduled || j.worker_id().is_some() {
-                    return Err(ControlError::FailedPrecondition(format!(
-                        "job {} is {} (cancelled while provisioning?)",
-                        j.id(),
-                        j.state()
-                    )));
-                }
-                Ok(j.assign_worker(worker_id)?)
-            })
-            .await;
-        let job = match bound {
-            Ok((job, ())) => job,
-            Err(e) => {
-                // The job moved on (cancelled): the worker stays as an idle pool member.
-                self.release_worker_slot(worker_id, job_id).await?;
-                return Err(e);
-            }
-        };
-        if !self.send_run(worker_id, &job).await? {
-            self.undo_assignment(
-                job_id,
-                worker_id,
-                "worker disconnected before the job was sent",
-            )
-            .await?;
-        } else {
-            crate::telemetry::job_dispatched(pending_since);
-            tracing::info!(%job_id, %worker_id, "job dispatched to provisioned worker");
-        }
-        Ok(())
-    }
-
-    /// Keeps `min_idle` idle workers per provider.
-    async fn keep_warm_pools(&self) -> ControlResult<()> {
-        let workers = self.inner.stores.workers.list().await?;
-        for entry in self.provider_entries() {
-            let pid = entry.provider.id();
-            if entry.policy.min_idle == 0 {
-                continue;
-            }
-            let Some(p) = self.inner.stores.providers.get(pid).await? else {
-                continue;
-            };
-            // An operator's maintenance/disabled keeps no warm pool.
-            if !p.is_healthy()
-                || matches!(
-                    p.status(),
-                    ProviderStatus::Maintenance | ProviderStatus::Disabled
-                )
-            {
-                continue;
-            }
-            let mine: Vec<&Worker> = workers
-                .iter()
-                .filter(|w| w.provider_id() == pid && !w.state().is_gone())
-                .collect();
-            let idle = mine
-                .iter()
-                .filter(|w| {
-                    matches!(
-                        w.state(),
-                        WorkerState::Creating | WorkerState::Connecting | WorkerState::Ready
-                    ) && w.current_jobs().is_empty()
-                })
-                .count() as u32;
-            let room = entry.policy.max_workers.saturating_sub(mine.len() as u32);
-            for _ in 0..entry.policy.min_idle.saturating_sub(idle).min(room) {
-                let worker = self.new_worker(&entry, pid).await?;
-                let cp = self.clone();
-                let entry = entry.clone();
-                tokio::spawn(async move { cp.provisioning_saga(entry, worker, None).await });
-            }
-        }
         Ok(())
     }
 
@@ -968,5 +628,32 @@ impl ControlPlane {
             format!("{}% {}", progress.percent, progress.message),
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_passes_go_by_the_clock_not_by_wakes() {
+        let config = super::super::ControlPlaneConfig::default();
+        let t0 = Instant::now();
+        let mut c = Cadence::new(t0);
+        assert!(
+            c.due(&config, t0).workers,
+            "the first turn passes over the workers"
+        );
+        let soon = t0 + Duration::from_millis(1);
+        let d = c.due(&config, soon);
+        assert!(
+            !d.workers && !d.health_checks && !d.keep_alives,
+            "a wake only dispatches"
+        );
+        let later = t0 + config.reconcile_interval;
+        assert!(c.due(&config, later).workers);
+        let much_later = t0 + config.health_check_interval + config.heartbeat_interval;
+        let d = c.due(&config, much_later);
+        assert!(d.health_checks && d.keep_alives);
     }
 }

@@ -9,8 +9,10 @@ use super::{ControlError, ControlPlane, ControlResult};
 use crate::domain::ids::{CorrelationId, JobId, WorkerId};
 use crate::domain::job::{AttemptOutcome, AttemptResult, Job, JobState, Transition};
 use crate::domain::spec::JobSpec;
-use crate::proto::v1;
 use crate::store::{JobFilter, JobTransitionRecord, QueueEntry, StoreError};
+
+/// Label a retried job carries, naming the job it retries.
+pub const RETRY_OF_LABEL: &str = "hodei.retry_of";
 
 /// Counts for `GetQueueStatus`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,7 +39,7 @@ impl ControlPlane {
         correlation_id: Option<CorrelationId>,
     ) -> ControlResult<Job> {
         spec.validate()?;
-        self.check_artifacts_supported(&spec)?;
+        self.inner.artifacts.check_supported(&spec)?;
         // Secrets are stored only sealed; they are opened for the worker alone.
         let mut spec = spec;
         spec.secrets = self.inner.sealer.seal(&spec.secrets);
@@ -418,9 +420,25 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Publishes the proto form of a job (used by adapters).
-    #[must_use]
-    pub fn job_to_proto(job: &Job) -> v1::Job {
-        v1::Job::from(job)
+    /// Runs a finished job again (failed, timed out, cancelled or succeeded):
+    /// queues a new `Pending` job with the same spec and labels, plus
+    /// [`RETRY_OF_LABEL`] set to `id`. A job not finished yet is refused
+    /// (`FailedPrecondition`): cancel it first.
+    pub async fn retry_job(&self, id: JobId) -> ControlResult<Job> {
+        let original = self.get_job(id).await?;
+        if !original.state().is_terminal() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "job {id} is {}; cancel it first",
+                original.state()
+            )));
+        }
+        // The stored spec's secrets are sealed already; `store_and_enqueue`
+        // keeps them as they are.
+        let mut spec = original.spec().clone();
+        spec.labels
+            .insert(RETRY_OF_LABEL.to_owned(), id.to_string());
+        let job = self.store_and_enqueue(Job::new(spec)).await?;
+        tracing::info!(job_id = %job.id(), retry_of = %id, "job retried");
+        Ok(job)
     }
 }

@@ -30,23 +30,20 @@ mod jobs;
 mod lease_keeper;
 mod logs;
 mod metrics;
-mod placement;
 mod provider_admin;
 mod provider_factory;
 mod providers;
+mod provisioner;
 mod reconcile;
-mod retry;
-mod scheduler_config;
 mod secrets;
+mod shared_strategy;
 mod templates;
-mod worker_stats;
+mod worker_sessions;
 mod workers;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 pub use crate::scheduler::Strategy;
 pub use audit_log::{Actor, Auditor, job_target, provider_target, template_target};
@@ -55,55 +52,33 @@ pub use config::{ControlPlaneConfig, PoolPolicy};
 pub use error::{ControlError, ControlResult};
 pub use events::{DecisionAction, DecisionRecord, JobEvent};
 pub use housekeeping::{HOUSEKEEPING_INTERVAL, HousekeepingReport};
-pub use jobs::QueueStatus;
+pub use jobs::{QueueStatus, RETRY_OF_LABEL};
 pub use logs::{LogChunk, LogHub};
 pub use metrics::{MetricsBackend, MetricsSummary};
 pub use provider_admin::RestoredProvider;
 pub use provider_factory::{BuiltProvider, ProviderFactory, ProviderRequest};
 pub use reconcile::AuditReport;
-pub use retry::RETRY_OF_LABEL;
 pub use secrets::{SecretSealer, SecretsError};
 pub use templates::TemplateService;
-pub use workers::{RegisterOutcome, WorkerStreamHandle};
+pub use workers::{RegisterOutcome, WorkerListing, WorkerStreamHandle};
 
-use crate::domain::ids::{ProviderId, WorkerId};
-use crate::proto::v1;
-use crate::provider::FullProvider;
+use crate::domain::ids::WorkerId;
 use crate::store::{LeaderElection, Stores};
-
-/// Outbound half of an open worker stream.
-type WorkerSender = mpsc::Sender<Result<v1::ServerMessage, tonic::Status>>;
-
-#[derive(Clone)]
-struct Session {
-    conn_id: u64,
-    tx: WorkerSender,
-}
-
-struct ProviderEntry {
-    provider: Arc<dyn FullProvider>,
-    policy: PoolPolicy,
-}
 
 struct Inner {
     config: ControlPlaneConfig,
     stores: Stores,
-    providers: RwLock<HashMap<ProviderId, Arc<ProviderEntry>>>,
+    providers: providers::ProviderRegistry,
     provider_factory: Option<Arc<dyn ProviderFactory>>,
-    sessions: Mutex<HashMap<WorkerId, Session>>,
-    /// Workers being provisioned for a specific job: the dispatcher must not
-    /// give them another job between their registration and that binding.
-    reserved: Mutex<HashSet<WorkerId>>,
-    next_conn: AtomicU64,
+    sessions: worker_sessions::WorkerSessions,
     job_events: broadcast::Sender<JobEvent>,
     decisions: broadcast::Sender<DecisionRecord>,
-    worker_registered: broadcast::Sender<WorkerId>,
     /// Workers their provider saw exit, with why: ends a provisioning wait early.
     worker_exited: broadcast::Sender<(WorkerId, String)>,
     logs: LogHub,
     wake: Notify,
     /// This replica's copy of the shared strategy (refreshed from the store each pass).
-    strategy: RwLock<Strategy>,
+    strategy: shared_strategy::SharedStrategy,
     /// Where the next scheduling pass resumes when the last one hit
     /// `dispatch_scan_limit` before the end of the queue.
     scan_resume: Mutex<Option<crate::store::QueueCursor>>,
@@ -118,7 +93,7 @@ struct Inner {
     /// When the leader last purged expired tokens and pruned old jobs.
     housekeeping: Mutex<housekeeping::HousekeepingState>,
     /// Where job artifacts are kept; `None` refuses jobs with inputs or outputs.
-    artifacts: Option<Arc<dyn crate::artifacts::ArtifactStore>>,
+    artifacts: artifacts::JobArtifacts,
 }
 
 /// Handle to the control plane. Clone it freely.
@@ -209,17 +184,16 @@ impl ControlPlaneBuilder {
                 config: self.config,
                 logs,
                 stores,
-                providers: RwLock::new(HashMap::new()),
+                providers: providers::ProviderRegistry::default(),
                 provider_factory: self.provider_factory,
-                sessions: Mutex::new(HashMap::new()),
-                reserved: Mutex::new(HashSet::new()),
-                next_conn: AtomicU64::new(1),
+                sessions: worker_sessions::WorkerSessions::new(),
                 job_events: broadcast::channel(4096).0,
                 decisions: broadcast::channel(1024).0,
-                worker_registered: broadcast::channel(256).0,
                 worker_exited: broadcast::channel(256).0,
                 wake: Notify::new(),
-                strategy: RwLock::new(self.strategy.unwrap_or(Strategy::Priority)),
+                strategy: shared_strategy::SharedStrategy::new(
+                    self.strategy.unwrap_or(Strategy::Priority),
+                ),
                 scan_resume: Mutex::new(None),
                 worker_lock: tokio::sync::Mutex::new(()),
                 metrics: self.metrics.then(|| Arc::new(MetricsBackend::default())),
@@ -228,7 +202,7 @@ impl ControlPlaneBuilder {
                 shutdown: watch::channel(false).0,
                 audit: Mutex::new(reconcile::AuditState::default()),
                 housekeeping: Mutex::new(housekeeping::HousekeepingState::default()),
-                artifacts: self.artifacts,
+                artifacts: artifacts::JobArtifacts::new(self.artifacts),
             }),
         }
     }
@@ -289,11 +263,7 @@ impl ControlPlane {
     pub fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
         // Ending the worker streams lets a graceful server shutdown complete.
-        lock(&self.inner.sessions).clear();
+        self.inner.sessions.clear();
         self.wake();
-    }
-
-    fn next_conn_id(&self) -> u64 {
-        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 }

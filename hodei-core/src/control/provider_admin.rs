@@ -5,6 +5,7 @@
 
 use super::{ControlError, ControlPlane, ControlResult, ProviderRequest};
 use crate::domain::ids::{ProviderId, WorkerId};
+use crate::domain::pricing::ResourcePricing;
 use crate::domain::provider::{Provider, ProviderConfig, ProviderStatus};
 use crate::domain::worker::WorkerState;
 
@@ -179,11 +180,7 @@ impl ControlPlane {
                 p.name()
             )));
         }
-        self.inner
-            .providers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&p.id());
+        self.inner.providers.remove(p.id());
         self.inner.stores.providers.delete(p.id()).await?;
         tracing::info!(provider = %p.name(), id = %p.id(), "provider removed");
         Ok(p)
@@ -238,5 +235,28 @@ impl ControlPlane {
                 }
             }
         }
+    }
+
+    /// Sets (or with `None` clears) the price of a provider's resources,
+    /// which `cost_aware` ranks it by for each job's own resources. Stored
+    /// with the provider, so every replica and a restart see it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the price field; `NotFound`; store errors.
+    pub async fn set_provider_pricing(
+        &self,
+        id_or_name: &str,
+        pricing: Option<ResourcePricing>,
+    ) -> ControlResult<Provider> {
+        if let Some(p) = &pricing {
+            p.validate().map_err(|e| ControlError::InvalidArgument {
+                field: e.field.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
+        let provider = self.get_provider(id_or_name).await?.with_pricing(pricing);
+        self.inner.stores.providers.save(&provider).await?;
+        tracing::info!(provider = %provider.name(), ?pricing, "provider price set");
+        Ok(provider)
     }
 }

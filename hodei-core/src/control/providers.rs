@@ -1,18 +1,73 @@
 //! The provider registry: runtime providers with their pool policies, their
 //! stored aggregates, periodic health checks and worker events.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use futures::StreamExt;
 
-use super::{ControlError, ControlPlane, ControlResult, PoolPolicy, ProviderEntry};
+use super::{ControlError, ControlPlane, ControlResult, PoolPolicy};
 use crate::domain::ids::ProviderId;
+use crate::domain::job::Job;
+use crate::domain::pricing::ResourcePricing;
 use crate::domain::provider::{Provider, ProviderConfig, ProviderStatus};
-use crate::provider::{FullProvider, HealthStatus, WorkerEvent};
+use crate::domain::spec::{CommandType, JobSpec};
+use crate::provider::{Eligibility, FullProvider, HealthStatus, WorkerEvent};
+use crate::scheduler::{self, Decision, ProviderView, SchedulingSnapshot, Strategy};
 
 /// How soon a provider is probed again after a failed provisioning.
 const PROBE_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A live provider with the pool policy it was registered with.
+pub(super) struct ProviderEntry {
+    pub(super) provider: Arc<dyn FullProvider>,
+    pub(super) policy: PoolPolicy,
+}
+
+/// The providers this replica can create workers with, by id.
+#[derive(Default)]
+pub(super) struct ProviderRegistry {
+    entries: RwLock<HashMap<ProviderId, Arc<ProviderEntry>>>,
+}
+
+impl ProviderRegistry {
+    /// Adds a provider, or replaces the one with its id.
+    fn insert(&self, provider: Arc<dyn FullProvider>, policy: PoolPolicy) {
+        let entry = Arc::new(ProviderEntry { provider, policy });
+        self.entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(entry.provider.id(), entry);
+    }
+
+    /// The provider with this id.
+    pub(super) fn get(&self, id: ProviderId) -> Option<Arc<ProviderEntry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    /// Every provider.
+    pub(super) fn all(&self) -> Vec<Arc<ProviderEntry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets a provider.
+    pub(super) fn remove(&self, id: ProviderId) {
+        self.entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+}
 
 impl ControlPlane {
     /// Registers a runtime provider under its name with a pool policy, stores
@@ -55,20 +110,7 @@ impl ControlPlane {
             aggregate.set_status(status);
         }
         self.inner.stores.providers.save(&aggregate).await?;
-        {
-            let mut map = self
-                .inner
-                .providers
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.insert(
-                id,
-                Arc::new(ProviderEntry {
-                    provider: provider.clone(),
-                    policy,
-                }),
-            );
-        }
+        self.inner.providers.insert(provider.clone(), policy);
         self.spawn_event_follower(provider);
         self.check_provider_health(id).await?;
         tracing::info!(provider = %aggregate.name(), %id, "provider registered");
@@ -77,22 +119,29 @@ impl ControlPlane {
     }
 
     pub(super) fn provider_entry(&self, id: ProviderId) -> Option<Arc<ProviderEntry>> {
-        self.inner
-            .providers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&id)
-            .cloned()
+        self.inner.providers.get(id)
     }
 
     pub(super) fn provider_entries(&self) -> Vec<Arc<ProviderEntry>> {
-        self.inner
-            .providers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.inner.providers.all()
+    }
+
+    /// Decides for one pending job. Each provider's own eligibility check
+    /// ([`crate::provider::WorkerEligibility`], e.g. Docker's missing worker
+    /// image) is consulted besides its capabilities.
+    pub(super) fn decide(
+        &self,
+        strategy: Strategy,
+        job: &Job,
+        snapshot: &SchedulingSnapshot,
+    ) -> Decision {
+        let spec = job.spec();
+        scheduler::decide_with(strategy, spec, snapshot, |p: &ProviderView| {
+            match self.provider_entry(p.id)?.provider.check_eligibility(spec) {
+                Eligibility::Ineligible(why) => Some(why),
+                _ => None,
+            }
+        })
     }
 
     /// A provider by id or name.
@@ -108,6 +157,11 @@ impl ControlPlane {
     /// All registered providers.
     pub async fn list_providers(&self) -> ControlResult<Vec<Provider>> {
         Ok(self.inner.stores.providers.list().await?)
+    }
+
+    /// How many workers of each provider are not gone (over all replicas).
+    pub async fn live_workers_by_provider(&self) -> ControlResult<BTreeMap<ProviderId, u32>> {
+        Ok(self.inner.stores.workers.count_alive_by_provider().await?)
     }
 
     /// Runs a health check now and records the result on the provider.
@@ -190,5 +244,22 @@ impl ControlPlane {
                 }
             }
         });
+    }
+}
+
+/// A provider's own cost estimate as a linear price per resource, probed at
+/// one core and at one GiB, so every job is priced from its own resources.
+pub(super) fn estimated_pricing(provider: &dyn FullProvider) -> ResourcePricing {
+    let probe = |cpu: f64, mem_mb: u64| {
+        let mut spec = JobSpec::new("", CommandType::shell("true", Vec::<String>::new()));
+        spec.resources.cpu_cores = cpu;
+        spec.resources.memory_mb = mem_mb;
+        let v = provider.estimate_cost(&spec).per_hour;
+        if v.is_finite() { v.max(0.0) } else { 0.0 }
+    };
+    let base = probe(0.0, 0);
+    ResourcePricing {
+        price_per_cpu_hour: (probe(1.0, 0) - base).max(0.0),
+        price_per_gib_hour: (probe(0.0, 1024) - base).max(0.0),
     }
 }

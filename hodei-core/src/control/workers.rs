@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::{ControlError, ControlPlane, ControlResult, Session, lock};
+use super::{ControlError, ControlPlane, ControlResult};
 use crate::domain::ids::{JobId, WorkerId};
-use crate::domain::job::{Job, JobState};
+use crate::domain::job::{AttemptResult, Job, JobState};
 use crate::domain::logs::LogEntry;
 use crate::domain::worker::{Worker, WorkerState};
+use crate::domain::worker_protocol::{Ack, Heartbeat, RunJob, WorkerCommand, WorkerReport};
+use crate::domain::worker_stats::{ResourceUsage, WorkerStats};
 use crate::otp::{generate_token, hash_token};
-use crate::proto::convert::{self, attempt_result_from_proto, parse_job_id};
-use crate::proto::v1;
 use crate::store::OtpError;
 
 /// What a worker gets back from `Register`.
@@ -35,13 +35,19 @@ pub struct WorkerStreamHandle {
     pub worker_id: WorkerId,
     /// Identifies this connection (a reconnect gets a new one).
     pub conn_id: u64,
-    /// Messages for the agent.
-    pub outbound: mpsc::Receiver<Result<v1::ServerMessage, tonic::Status>>,
+    /// Commands for the agent.
+    pub outbound: mpsc::Receiver<WorkerCommand>,
 }
 
-/// Outbound buffer per worker stream. Sends of commands and acks await when
-/// full; keep-alives are dropped.
-const OUTBOUND_CAPACITY: usize = 1024;
+/// A worker with the name of its provider, for listings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerListing {
+    /// The worker.
+    pub worker: Worker,
+    /// Its provider's name (empty when the provider was removed).
+    pub provider_name: String,
+}
 
 /// A scheduled job not listed by its agent is sent again once it has been
 /// scheduled this long (a heartbeat sent before the job arrived lists nothing).
@@ -144,9 +150,7 @@ impl ControlPlane {
         &self,
         worker_id: WorkerId,
     ) -> ControlResult<WorkerStreamHandle> {
-        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        let conn_id = self.next_conn_id();
-        {
+        let worker = {
             let _g = self.inner.worker_lock.lock().await;
             let mut w = self
                 .inner
@@ -163,9 +167,9 @@ impl ControlPlane {
             }
             w.registered()?;
             self.inner.stores.workers.update(&w).await?;
-        }
-        lock(&self.inner.sessions).insert(worker_id, Session { conn_id, tx });
-        let _ = self.inner.worker_registered.send(worker_id);
+            w
+        };
+        let (conn_id, rx) = self.inner.sessions.open(&worker);
         self.wake();
         Ok(WorkerStreamHandle {
             worker_id,
@@ -177,12 +181,7 @@ impl ControlPlane {
     /// The stream closed. The worker may reconnect; if it does not, it is lost
     /// after `worker_lost_after` without heartbeats.
     pub async fn close_worker_stream(&self, worker_id: WorkerId, conn_id: u64) {
-        let mut sessions = lock(&self.inner.sessions);
-        if sessions
-            .get(&worker_id)
-            .is_some_and(|s| s.conn_id == conn_id)
-        {
-            sessions.remove(&worker_id);
+        if self.inner.sessions.close(worker_id, conn_id) {
             // Its agent reports its certificate again in every heartbeat
             // after a reconnect; a worker gone for good leaves the gauge.
             crate::cert_expiry::forget_worker(&worker_id.to_string());
@@ -193,32 +192,28 @@ impl ControlPlane {
     /// Whether the worker has an open stream.
     #[must_use]
     pub fn is_connected(&self, worker_id: WorkerId) -> bool {
-        lock(&self.inner.sessions).contains_key(&worker_id)
+        self.inner.sessions.is_connected(worker_id)
     }
 
-    fn session(&self, worker_id: WorkerId) -> Option<Session> {
-        lock(&self.inner.sessions).get(&worker_id).cloned()
-    }
-
-    async fn send_to(&self, worker_id: WorkerId, msg: v1::server_message::Payload) -> bool {
-        let Some(s) = self.session(worker_id) else {
-            return false;
-        };
-        s.tx.send(Ok(v1::ServerMessage { payload: Some(msg) }))
-            .await
-            .is_ok()
+    /// Stores a changed worker and keeps this replica's view of it current.
+    pub(super) async fn save_worker(&self, w: &Worker) -> ControlResult<()> {
+        self.inner.stores.workers.update(w).await?;
+        self.inner.sessions.observe(w);
+        Ok(())
     }
 
     /// Tells a worker to cancel a job attempt.
     pub(super) async fn send_cancel(&self, worker_id: WorkerId, job: &Job, reason: &str) {
         let sent = self
-            .send_to(
+            .inner
+            .sessions
+            .send(
                 worker_id,
-                v1::server_message::Payload::CancelJob(v1::CancelJobCommand {
-                    job_id: job.id().to_string(),
+                WorkerCommand::Cancel {
+                    job_id: job.id(),
                     attempt: job.execution_context().attempt,
                     reason: reason.to_owned(),
-                }),
+                },
             )
             .await;
         if !sent {
@@ -254,35 +249,30 @@ impl ControlPlane {
             .logs
             .last_sequence(job.id(), attempt)
             .await?;
+        let run = RunJob::new(
+            job.id(),
+            attempt,
+            spec,
+            job.correlation_id().to_string(),
+            resume_after,
+        );
         Ok(self
-            .send_to(
-                worker_id,
-                v1::server_message::Payload::RunJob(v1::RunJobCommand {
-                    job_id: job.id().to_string(),
-                    attempt,
-                    spec: Some(v1::JobSpec::from(&spec)),
-                    correlation_id: job.correlation_id().to_string(),
-                    resume_after_sequence: resume_after,
-                }),
-            )
+            .inner
+            .sessions
+            .send(worker_id, WorkerCommand::Run(run))
             .await)
     }
 
-    /// Handles one message from a worker's stream.
-    pub async fn handle_worker_message(
+    /// Handles one report from a worker's stream.
+    pub async fn handle_worker_report(
         &self,
         worker_id: WorkerId,
-        msg: v1::WorkerMessage,
+        report: WorkerReport,
     ) -> ControlResult<()> {
-        use v1::worker_message::Payload;
-        let Some(payload) = msg.payload else {
-            return Ok(());
-        };
-        match payload {
-            Payload::Heartbeat(hb) => self.on_heartbeat(worker_id, hb).await,
-            Payload::JobStarted(s) => {
-                let job_id = parse_job_id(&s.job_id, "job_started.job_id")?;
-                match self.job_started(worker_id, job_id, s.attempt).await {
+        match report {
+            WorkerReport::Heartbeat(hb) => self.on_heartbeat(worker_id, hb).await,
+            WorkerReport::JobStarted { job_id, attempt } => {
+                match self.job_started(worker_id, job_id, attempt).await {
                     Ok(_) => Ok(()),
                     Err(e @ ControlError::PermissionDenied(_)) => Err(e),
                     Err(e) => {
@@ -291,15 +281,27 @@ impl ControlPlane {
                     }
                 }
             }
-            Payload::LogBatch(batch) => self.on_log_batch(worker_id, batch).await,
-            Payload::JobResult(r) => self.on_job_result(worker_id, r).await,
-            Payload::Stats(s) => self.on_worker_stats(worker_id, &s).await,
-            Payload::Progress(p) => {
-                let job_id = parse_job_id(&p.job_id, "progress.job_id")?;
+            WorkerReport::Logs {
+                job_id,
+                attempt,
+                entries,
+            } => self.on_logs(worker_id, job_id, attempt, entries).await,
+            WorkerReport::Result {
+                job_id,
+                attempt,
+                result,
+            } => self.on_job_result(worker_id, job_id, attempt, result).await,
+            WorkerReport::Stats(usage) => self.on_worker_stats(worker_id, &usage).await,
+            WorkerReport::Progress {
+                job_id,
+                attempt,
+                percent,
+                message,
+            } => {
                 // Progress is advisory: a late report (the job finished, a new
                 // attempt started) is dropped, never an error on the stream.
                 match self
-                    .job_progress(worker_id, job_id, p.attempt, p.percent, &p.message)
+                    .job_progress(worker_id, job_id, attempt, percent, &message)
                     .await
                 {
                     Ok(()) => Ok(()),
@@ -313,14 +315,10 @@ impl ControlPlane {
         }
     }
 
-    async fn on_heartbeat(
-        &self,
-        worker_id: WorkerId,
-        hb: v1::WorkerHeartbeat,
-    ) -> ControlResult<()> {
+    async fn on_heartbeat(&self, worker_id: WorkerId, hb: Heartbeat) -> ControlResult<()> {
         // One atomic write, outside the worker lock: heartbeats are the most
         // frequent write and must not queue behind assignments.
-        let stats = Self::heartbeat_stats(&hb);
+        let stats = heartbeat_stats(&hb);
         let touched = self
             .inner
             .stores
@@ -331,7 +329,7 @@ impl ControlPlane {
             // Another replica found this worker lost (this one was frozen or
             // cut off) and gave its jobs away: end the stream, so the agent's
             // resume is refused and it stops instead of idling on.
-            if lock(&self.inner.sessions).remove(&worker_id).is_some() {
+            if self.inner.sessions.remove(worker_id) {
                 crate::cert_expiry::forget_worker(&worker_id.to_string());
                 tracing::warn!(%worker_id, "heartbeat from a worker that is gone: stream closed");
             }
@@ -339,12 +337,12 @@ impl ControlPlane {
         };
         // From the agent's send to the stored heartbeat: the first figure an
         // overloaded server shows (agent and server clocks are assumed close).
-        if let Some(sent) = chrono::DateTime::from_timestamp_millis(hb.timestamp_ms) {
+        if let Some(sent) = hb.sent_at {
             let lag = (Utc::now() - sent).to_std().unwrap_or_default();
             ::metrics::histogram!(crate::telemetry::HEARTBEAT_LAG).record(lag.as_secs_f64());
         }
         if let (Some(m), Some(u)) = (self.metrics(), hb.usage.as_ref()) {
-            m.record(worker_id, u.into());
+            m.record(worker_id, u.clone());
         }
         self.resend_missing_runs(worker_id, &assigned, &hb.running_jobs)
             .await
@@ -359,11 +357,11 @@ impl ControlPlane {
         &self,
         worker_id: WorkerId,
         assigned: &[JobId],
-        running: &[String],
+        running: &[JobId],
     ) -> ControlResult<()> {
         let settle = chrono::Duration::milliseconds(RESEND_AFTER_MS);
         for &job_id in assigned {
-            if running.iter().any(|r| r.parse::<JobId>() == Ok(job_id)) {
+            if running.contains(&job_id) {
                 continue;
             }
             let Some(job) = self.inner.stores.jobs.get(job_id).await? else {
@@ -388,42 +386,32 @@ impl ControlPlane {
         }
     }
 
-    async fn ack(&self, worker_id: WorkerId, job_id: &str, attempt: u32, seq: u64, result: bool) {
+    async fn ack(&self, worker_id: WorkerId, ack: Ack) {
         let _ = self
-            .send_to(
-                worker_id,
-                v1::server_message::Payload::Ack(v1::AckMessage {
-                    job_id: job_id.to_owned(),
-                    attempt,
-                    acked_sequence: seq,
-                    result_acked: result,
-                }),
-            )
+            .inner
+            .sessions
+            .send(worker_id, WorkerCommand::Ack(ack))
             .await;
     }
 
-    async fn on_log_batch(&self, worker_id: WorkerId, batch: v1::LogBatch) -> ControlResult<()> {
-        let job_id = parse_job_id(&batch.job_id, "log_batch.job_id")?;
+    async fn on_logs(
+        &self,
+        worker_id: WorkerId,
+        job_id: JobId,
+        attempt: u32,
+        entries: Vec<LogEntry>,
+    ) -> ControlResult<()> {
         let Some(_job) = self.owned_job(worker_id, job_id).await? else {
             // Not this worker's job (any more): nothing is stored. The ack lets a
             // stale agent drop the data instead of resending it forever.
             tracing::warn!(%worker_id, %job_id, "log batch for a job not assigned to this worker: dropped");
-            let last = batch.entries.last().map_or(0, |e| e.sequence);
-            self.ack(worker_id, &batch.job_id, batch.attempt, last, false)
+            let last = entries.last().map_or(0, |e| e.sequence);
+            self.ack(worker_id, Ack::new(job_id, attempt, last, false))
                 .await;
             return Ok(());
         };
-        let entries = batch
-            .entries
-            .into_iter()
-            .map(LogEntry::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        let acked = self
-            .inner
-            .logs
-            .append(job_id, batch.attempt, entries)
-            .await?;
-        self.ack(worker_id, &batch.job_id, batch.attempt, acked, false)
+        let acked = self.inner.logs.append(job_id, attempt, entries).await?;
+        self.ack(worker_id, Ack::new(job_id, attempt, acked, false))
             .await;
         Ok(())
     }
@@ -431,37 +419,19 @@ impl ControlPlane {
     async fn on_job_result(
         &self,
         worker_id: WorkerId,
-        r: v1::JobResultMessage,
+        job_id: JobId,
+        attempt: u32,
+        result: AttemptResult,
     ) -> ControlResult<()> {
-        let job_id = parse_job_id(&r.job_id, "job_result.job_id")?;
-        let result = attempt_result_from_proto(&r)?;
-        let injected = result.secrets_injected.clone();
         match self
-            .job_finished(worker_id, job_id, r.attempt, result)
+            .report_job_result(worker_id, job_id, attempt, result)
             .await
         {
-            // Recorded once, with the result that was accepted (a resent
-            // result is refused below and not recorded again).
-            Ok(_) if !injected.is_empty() => {
-                self.audit()
-                    .append(
-                        crate::store::NewAuditEntry::new(
-                            super::Actor::worker(worker_id).as_str(),
-                            crate::store::AuditAction::SecretInjected,
-                            super::job_target(job_id),
-                        )
-                        .with_outcome(
-                            crate::store::AuditOutcome::Success,
-                            format!("attempt {}: {}", r.attempt, injected.join(", ")),
-                        ),
-                    )
-                    .await;
-            }
             Ok(_) => {}
             Err(ControlError::PermissionDenied(m)) | Err(ControlError::FailedPrecondition(m)) => {
                 // A stale attempt or a job taken away (lost and retried elsewhere):
                 // acknowledge so the agent forgets it; nothing changes.
-                tracing::warn!(%worker_id, %job_id, attempt = r.attempt, "stale job result ignored: {m}");
+                tracing::warn!(%worker_id, %job_id, attempt, "stale job result ignored: {m}");
             }
             Err(e) => return Err(e),
         }
@@ -469,10 +439,48 @@ impl ControlPlane {
             .inner
             .stores
             .logs
-            .last_sequence(job_id, r.attempt)
+            .last_sequence(job_id, attempt)
             .await?;
-        self.ack(worker_id, &r.job_id, r.attempt, last, true).await;
+        self.ack(worker_id, Ack::new(job_id, attempt, last, true))
+            .await;
         Ok(())
+    }
+
+    /// A worker reports how an attempt of its job ended (on its stream, or by
+    /// the unary `CompleteJob`/`FailJob` calls): the job moves on, and the
+    /// secrets the attempt was given are recorded in the audit trail, once,
+    /// with the result that was accepted (a resent result is refused).
+    ///
+    /// # Errors
+    /// `PermissionDenied` when the job is not this worker's, `FailedPrecondition`
+    /// for a stale attempt or a finished job; store errors.
+    pub async fn report_job_result(
+        &self,
+        worker_id: WorkerId,
+        job_id: JobId,
+        attempt: u32,
+        result: AttemptResult,
+    ) -> ControlResult<Job> {
+        let injected = result.secrets_injected.clone();
+        let job = self
+            .job_finished(worker_id, job_id, attempt, result)
+            .await?;
+        if !injected.is_empty() {
+            self.audit()
+                .append(
+                    crate::store::NewAuditEntry::new(
+                        super::Actor::worker(worker_id).as_str(),
+                        crate::store::AuditAction::SecretInjected,
+                        super::job_target(job_id),
+                    )
+                    .with_outcome(
+                        crate::store::AuditOutcome::Success,
+                        format!("attempt {attempt}: {}", injected.join(", ")),
+                    ),
+                )
+                .await;
+        }
+        Ok(job)
     }
 
     /// A job left this worker: free its slot; retire it if its job budget is used up.
@@ -490,7 +498,7 @@ impl ControlPlane {
                 return Ok(());
             }
             w.release(job)?;
-            self.inner.stores.workers.update(&w).await?;
+            self.save_worker(&w).await?;
             (
                 w.is_exhausted() && w.current_jobs().is_empty(),
                 w.provider_id(),
@@ -516,7 +524,7 @@ impl ControlPlane {
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
         w.drain()?;
-        self.inner.stores.workers.update(&w).await?;
+        self.save_worker(&w).await?;
         Ok(w)
     }
 
@@ -565,7 +573,7 @@ impl ControlPlane {
                 return;
             }
             let _ = w.terminating();
-            let _ = self.inner.stores.workers.update(&w).await;
+            let _ = self.save_worker(&w).await;
             w.handle().cloned()
         };
         tracing::info!(%worker_id, reason, "retiring worker");
@@ -602,7 +610,7 @@ impl ControlPlane {
             }
             let jobs = w.current_jobs().to_vec();
             let _ = w.terminating();
-            let _ = self.inner.stores.workers.update(&w).await;
+            let _ = self.save_worker(&w).await;
             (jobs, w.handle().cloned())
         };
         tracing::warn!(%worker_id, reason, jobs = jobs.len(), "worker lost");
@@ -628,7 +636,7 @@ impl ControlPlane {
         worker_id: WorkerId,
         handle: Option<crate::domain::worker::WorkerHandle>,
     ) {
-        lock(&self.inner.sessions).remove(&worker_id);
+        self.inner.sessions.remove(worker_id);
         let handle_provider = handle.as_ref().map(|h| h.provider_id);
         if let Some(h) = handle
             && let Some(entry) = self.provider_entry(h.provider_id)
@@ -643,8 +651,9 @@ impl ControlPlane {
         self.wake();
     }
 
-    /// Workers with their provider names, for listings.
-    pub async fn list_workers(&self, include_busy: bool) -> ControlResult<Vec<v1::Worker>> {
+    /// Workers with their provider names, for listings: all of them, or
+    /// only those ready for a job.
+    pub async fn list_workers(&self, include_busy: bool) -> ControlResult<Vec<WorkerListing>> {
         let names: BTreeMap<_, _> = self
             .inner
             .stores
@@ -660,25 +669,53 @@ impl ControlPlane {
             .workers
             .list()
             .await?
-            .iter()
+            .into_iter()
             .filter(|w| include_busy || w.state() == WorkerState::Ready)
-            .map(|w| {
-                convert::worker_to_proto(w, names.get(&w.provider_id()).map_or("", String::as_str))
+            .map(|worker| WorkerListing {
+                provider_name: names
+                    .get(&worker.provider_id())
+                    .cloned()
+                    .unwrap_or_default(),
+                worker,
             })
             .collect())
     }
 
     /// Keep-alive to every connected worker (dropped when a stream is full).
     pub(super) fn send_keep_alives(&self) {
-        let sessions: Vec<Session> = lock(&self.inner.sessions).values().cloned().collect();
-        for s in sessions {
-            let _ = s.tx.try_send(Ok(v1::ServerMessage {
-                payload: Some(v1::server_message::Payload::KeepAlive(
-                    v1::KeepAliveMessage {
-                        timestamp_ms: Utc::now().timestamp_millis(),
-                    },
-                )),
-            }));
-        }
+        self.inner
+            .sessions
+            .try_send_all(&WorkerCommand::KeepAlive { at: Utc::now() });
     }
+
+    /// Stores the usage of a `stats` report on the worker (and feeds the
+    /// metrics backend when enabled). A worker already gone is ignored.
+    async fn on_worker_stats(
+        &self,
+        worker_id: WorkerId,
+        usage: &ResourceUsage,
+    ) -> ControlResult<()> {
+        if let Some(m) = self.metrics() {
+            m.record(worker_id, usage.clone());
+        }
+        // A stats message is a sign of life too: one atomic write, like a
+        // heartbeat (a gone worker is left alone).
+        let now = Utc::now();
+        self.inner
+            .stores
+            .workers
+            .touch(worker_id, now, Some(&WorkerStats::from_usage(usage, now)))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The usage carried by a heartbeat, for the worker being updated. An
+/// agent's first heartbeats may carry an empty sample (its cache not filled
+/// yet: no live process uses 0 bytes): not a measurement, skipped.
+fn heartbeat_stats(hb: &Heartbeat) -> Option<WorkerStats> {
+    hb.usage
+        .as_ref()
+        .filter(|u| u.memory_bytes > 0)
+        .map(|u| WorkerStats::from_usage(u, Utc::now()))
 }

@@ -11,4 +11,5 @@ pub mod provider;
 pub mod spec;
 pub mod template;
 pub mod worker;
+pub mod worker_protocol;
 pub mod worker_stats;

@@ -69,3 +69,34 @@ mod tests {
         assert_eq!(WorkerStats::new(42.5, 1, 0, now).cpu_percent, 42.5);
     }
 }
+
+/// Resource usage of a worker or job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ResourceUsage {
+    /// CPU use, percent of one core.
+    pub cpu_percent: f64,
+    /// Memory in use.
+    pub memory_bytes: u64,
+    /// Memory limit (0 = none known).
+    pub memory_limit_bytes: u64,
+    /// Bytes read from disk.
+    pub disk_read_bytes: u64,
+    /// Bytes written to disk.
+    pub disk_write_bytes: u64,
+    /// Bytes received.
+    pub net_rx_bytes: u64,
+    /// Bytes sent.
+    pub net_tx_bytes: u64,
+}
+
+impl WorkerStats {
+    /// A reported usage sample as a worker's latest stats, stamped with the
+    /// server's clock `at` (an agent's clock may be off; the order of
+    /// arrival is what "latest" means).
+    #[must_use]
+    pub fn from_usage(u: &ResourceUsage, at: DateTime<Utc>) -> Self {
+        Self::new(u.cpu_percent, u.memory_bytes, u.memory_limit_bytes, at)
+            .with_disk(u.disk_read_bytes, u.disk_write_bytes)
+    }
+}

@@ -531,20 +531,6 @@ impl From<&v1::ResourceUsage> for ResourceUsage {
     }
 }
 
-/// A reported usage sample as the worker's latest stats, stamped with the
-/// server's clock (an agent's clock may be off; the order of arrival is what
-/// "latest" means).
-#[must_use]
-pub fn worker_stats_from_proto(u: &v1::ResourceUsage) -> crate::domain::worker_stats::WorkerStats {
-    crate::domain::worker_stats::WorkerStats::new(
-        u.cpu_percent,
-        u.memory_bytes,
-        u.memory_limit_bytes,
-        chrono::Utc::now(),
-    )
-    .with_disk(u.disk_read_bytes, u.disk_write_bytes)
-}
-
 /// Domain worker → proto, with its provider's name.
 #[must_use]
 pub fn worker_to_proto(w: &Worker, provider_name: &str) -> v1::Worker {

@@ -16,3 +16,4 @@ pub mod v1 {
 
 pub mod convert;
 pub mod template_convert;
+pub mod worker_convert;

@@ -215,25 +215,7 @@ pub trait WorkerEligibility: Send + Sync {
     fn check_eligibility(&self, spec: &JobSpec) -> Eligibility;
 }
 
-/// Resource usage of a worker or job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ResourceUsage {
-    /// CPU use, percent of one core.
-    pub cpu_percent: f64,
-    /// Memory in use.
-    pub memory_bytes: u64,
-    /// Memory limit (0 = none known).
-    pub memory_limit_bytes: u64,
-    /// Bytes read from disk.
-    pub disk_read_bytes: u64,
-    /// Bytes written to disk.
-    pub disk_write_bytes: u64,
-    /// Bytes received.
-    pub net_rx_bytes: u64,
-    /// Bytes sent.
-    pub net_tx_bytes: u64,
-}
+pub use crate::domain::worker_stats::ResourceUsage;
 
 /// Resource usage as the provider measures it.
 #[async_trait]

@@ -257,6 +257,31 @@ impl SchedulingSnapshot {
     pub fn new(workers: Vec<WorkerView>, providers: Vec<ProviderView>) -> Self {
         Self { workers, providers }
     }
+
+    /// Whether any job could still be placed: a worker with a free slot, or
+    /// an available provider with room for another worker.
+    #[must_use]
+    pub fn has_capacity(&self) -> bool {
+        self.workers.iter().any(WorkerView::takes_jobs)
+            || self
+                .providers
+                .iter()
+                .any(|p| p.is_available() && p.free_worker_slots() > 0)
+    }
+
+    /// A job took a slot of this worker (one pass places many jobs on one snapshot).
+    pub fn take_slot(&mut self, worker: WorkerId) {
+        if let Some(v) = self.workers.iter_mut().find(|v| v.id == worker) {
+            v.free_slots = v.free_slots.saturating_sub(1);
+        }
+    }
+
+    /// A worker is being provisioned on this provider.
+    pub fn add_provisioning(&mut self, provider: ProviderId) {
+        if let Some(v) = self.providers.iter_mut().find(|v| v.id == provider) {
+            v.active_workers += 1;
+        }
+    }
 }
 
 /// A queued job, as the queue orderer sees it.

@@ -507,6 +507,16 @@ impl WorkerRegistry for InMemoryWorkerRegistry {
         Ok(counts)
     }
 
+    async fn count_alive_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for w in read(&self.state).workers.values() {
+            if !w.state().is_gone() {
+                *counts.entry(w.provider_id()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     async fn list(&self) -> Result<Vec<Worker>, StoreError> {
         let mut all: Vec<Worker> = read(&self.state).workers.values().cloned().collect();
         all.sort_by(|a, b| {

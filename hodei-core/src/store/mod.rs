@@ -241,6 +241,20 @@ pub trait WorkerRegistry: Send + Sync {
         }
         Ok(counts)
     }
+    /// How many workers of each provider are not gone (not terminating or
+    /// terminated); providers with none may be absent. Read by every
+    /// scheduling pass for the providers' `max_workers`: implementations
+    /// should count in the store rather than load every worker, as this
+    /// default does.
+    async fn count_alive_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for w in self.list().await? {
+            if !w.state().is_gone() {
+                *counts.entry(w.provider_id()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
     /// Records a heartbeat of a live worker in one atomic write, with no
     /// read-modify-write (heartbeats are the most frequent write; with
     /// thousands of agents they must not queue behind a lock): sets its last

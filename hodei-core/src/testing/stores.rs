@@ -610,6 +610,36 @@ where
     worker_sessions(make().await).await;
     worker_touch(make().await).await;
     worker_count_by_state(make().await).await;
+    worker_count_alive_by_provider(make().await).await;
+}
+
+/// `count_alive_by_provider` counts the workers that are not gone, per provider.
+async fn worker_count_alive_by_provider(reg: Arc<dyn WorkerRegistry>) {
+    let c = "workers/count_alive_by_provider";
+    let (p1, p2) = (ProviderId::new(), ProviderId::new());
+    let mut ready = Worker::new(WorkerId::new(), p1);
+    ok(reg.register(&ready).await, c);
+    ok(reg.register(&Worker::new(WorkerId::new(), p1)).await, c);
+    let mut leaving = Worker::new(WorkerId::new(), p2);
+    ok(reg.register(&leaving).await, c);
+    ok(
+        ready.created(WorkerHandle::new(ready.id(), p1, "ext-alive")),
+        c,
+    );
+    ok(ready.registered(), c);
+    ok(reg.update(&ready).await, c);
+    let counts = ok(reg.count_alive_by_provider().await, c);
+    assert_eq!(counts.get(&p1), Some(&2), "{c}: creating and ready count");
+    assert_eq!(counts.get(&p2), Some(&1), "{c}: one of p2");
+    ok(leaving.terminating(), c);
+    ok(reg.update(&leaving).await, c);
+    let counts = ok(reg.count_alive_by_provider().await, c);
+    assert_eq!(
+        counts.get(&p2).copied().unwrap_or(0),
+        0,
+        "{c}: a terminating worker is gone"
+    );
+    assert_eq!(counts.get(&p1), Some(&2), "{c}: p1 unchanged");
 }
 
 /// Heartbeats: one atomic write that keeps everything else of the worker,

@@ -8,7 +8,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
 
 use super::{authenticated_worker, parse_id, status_from};
-use crate::control::{Actor, ControlPlane, JobEvent, job_target};
+use crate::control::{ControlPlane, JobEvent, job_target};
 use crate::domain::ids::{CorrelationId, JobId, WorkerId};
 use crate::domain::job::{AttemptOutcome, AttemptResult};
 use crate::domain::spec::JobSpec;
@@ -53,7 +53,7 @@ impl JobExecutionService for JobExecutionApi {
         &self,
         req: Request<v1::QueueJobRequest>,
     ) -> Result<Response<v1::QueueJobResponse>, Status> {
-        let actor = Actor::of_grpc(&req);
+        let actor = super::actor_of(&req);
         let r = req.into_inner();
         let spec = r
             .spec
@@ -144,7 +144,7 @@ impl JobExecutionService for JobExecutionApi {
         check_caller(caller, &r.worker_id)?;
         let job = self
             .cp
-            .job_finished(
+            .report_job_result(
                 caller,
                 job_id,
                 r.attempt,
@@ -176,7 +176,7 @@ impl JobExecutionService for JobExecutionApi {
         result.exit_code = r.exit_code.filter(|c| *c != 0).or(r.exit_code.map(|_| 1));
         let job = self
             .cp
-            .job_finished(caller, job_id, r.attempt, result)
+            .report_job_result(caller, job_id, r.attempt, result)
             .await
             .map_err(status_from)?;
         Ok(Response::new(v1::FailJobResponse {
@@ -188,7 +188,7 @@ impl JobExecutionService for JobExecutionApi {
         &self,
         req: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
-        let actor = Actor::of_grpc(&req);
+        let actor = super::actor_of(&req);
         let r = req.into_inner();
         let job_id: JobId = parse_id(&r.job_id, "job_id")?;
         let result = self.cp.cancel_job(job_id, &r.reason).await;
@@ -206,7 +206,7 @@ impl JobExecutionService for JobExecutionApi {
         &self,
         req: Request<v1::RetryJobRequest>,
     ) -> Result<Response<v1::RetryJobResponse>, Status> {
-        let actor = Actor::of_grpc(&req);
+        let actor = super::actor_of(&req);
         let job_id: JobId = parse_id(&req.get_ref().job_id, "job_id")?;
         let result = self.cp.retry_job(job_id).await;
         self.cp

@@ -56,6 +56,15 @@ pub(crate) fn bearer<T>(req: &Request<T>) -> &str {
         .trim()
 }
 
+/// The actor of a request (put there by the API-token layer), `anonymous`
+/// when none.
+pub(crate) fn actor_of<T>(req: &Request<T>) -> crate::control::Actor {
+    req.extensions()
+        .get::<crate::control::Actor>()
+        .cloned()
+        .unwrap_or_else(crate::control::Actor::anonymous)
+}
+
 /// The worker whose session token the request carries.
 pub(crate) async fn authenticated_worker<T>(
     cp: &ControlPlane,

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::status_from;
-use crate::control::{Actor, ControlPlane, provider_target};
+use crate::control::{ControlPlane, provider_target};
 use crate::domain::pricing::ResourcePricing;
 use crate::domain::provider::ProviderConfig;
 use crate::proto::convert::{
@@ -31,12 +31,12 @@ impl ProviderManagementApi {
 impl ProviderManagementApi {
     /// Workers of `p` that are not gone.
     async fn live_workers(&self, p: &crate::domain::provider::Provider) -> Result<u32, Status> {
-        let workers = self.cp.list_workers(true).await.map_err(status_from)?;
-        let id = p.id().to_string();
-        Ok(
-            u32::try_from(workers.iter().filter(|w| w.provider_id == id).count())
-                .unwrap_or(u32::MAX),
-        )
+        let live = self
+            .cp
+            .live_workers_by_provider()
+            .await
+            .map_err(status_from)?;
+        Ok(live.get(&p.id()).copied().unwrap_or(0))
     }
 }
 
@@ -46,7 +46,7 @@ impl ProviderManagementService for ProviderManagementApi {
         &self,
         req: Request<v1::RegisterProviderRequest>,
     ) -> Result<Response<v1::RegisterProviderResponse>, Status> {
-        let actor = Actor::of_grpc(&req);
+        let actor = super::actor_of(&req);
         let r = req.into_inner();
         if r.name.trim().is_empty() {
             return Err(Status::invalid_argument("name: must not be empty"));
@@ -84,7 +84,7 @@ impl ProviderManagementService for ProviderManagementApi {
         &self,
         req: Request<v1::SetProviderStateRequest>,
     ) -> Result<Response<v1::SetProviderStateResponse>, Status> {
-        let actor = Actor::of_grpc(&req);
+        let actor = super::actor_of(&req);
         let r = req.into_inner();
         let state =
             provider_status_from_proto(r.state, "state").map_err(|e| status_from(e.into()))?;
@@ -111,7 +111,7 @@ impl ProviderManagementService for ProviderManagementApi {
         &self,
         req: Request<v1::RemoveProviderRequest>,
     ) -> Result<Response<v1::RemoveProviderResponse>, Status> {
-        let actor = Actor::of_grpc(&req);
+        let actor = super::actor_of(&req);
         let id = req.get_ref().provider.as_str();
         let result = self.cp.remove_provider(id).await;
         let target = provider_target(result.as_ref().map_or(id, |p| p.name()));
@@ -154,17 +154,15 @@ impl ProviderManagementService for ProviderManagementApi {
         _req: Request<v1::ListProvidersRequest>,
     ) -> Result<Response<v1::ListProvidersResponse>, Status> {
         let providers = self.cp.list_providers().await.map_err(status_from)?;
-        let workers = self.cp.list_workers(true).await.map_err(status_from)?;
+        let live = self
+            .cp
+            .live_workers_by_provider()
+            .await
+            .map_err(status_from)?;
         Ok(Response::new(v1::ListProvidersResponse {
             providers: providers
                 .iter()
-                .map(|p| {
-                    let n = workers
-                        .iter()
-                        .filter(|w| w.provider_id == p.id().to_string())
-                        .count() as u32;
-                    provider_to_proto(p, n)
-                })
+                .map(|p| provider_to_proto(p, live.get(&p.id()).copied().unwrap_or(0)))
                 .collect(),
         }))
     }

@@ -139,7 +139,10 @@ impl SchedulerService for SchedulerApi {
             .cp
             .list_workers(req.get_ref().include_busy)
             .await
-            .map_err(status_from)?;
+            .map_err(status_from)?
+            .iter()
+            .map(|l| crate::proto::convert::worker_to_proto(&l.worker, &l.provider_name))
+            .collect();
         Ok(Response::new(v1::GetAvailableWorkersResponse { workers }))
     }
 

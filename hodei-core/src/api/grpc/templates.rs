@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{parse_id, status_from};
-use crate::control::{Actor, ControlPlane, TemplateService, template_target};
+use crate::control::{ControlPlane, TemplateService, template_target};
 use crate::domain::ids::CorrelationId;
 use crate::domain::template::JobTemplate;
 use crate::proto::v1;
@@ -39,7 +39,7 @@ impl TemplateServiceRpc for TemplateApi {
         &self,
         req: Request<v1::CreateTemplateRequest>,
     ) -> Result<Response<v1::CreateTemplateResponse>, Status> {
-        let actor = Actor::of_grpc(&req);
+        let actor = super::actor_of(&req);
         let wire = req
             .into_inner()
             .template
@@ -86,7 +86,7 @@ impl TemplateServiceRpc for TemplateApi {
         &self,
         req: Request<v1::RunTemplateRequest>,
     ) -> Result<Response<v1::RunTemplateResponse>, Status> {
-        let actor = Actor::of_grpc(&req);
+        let actor = super::actor_of(&req);
         let r = req.into_inner();
         let correlation = if r.correlation_id.is_empty() {
             None

@@ -13,6 +13,7 @@ use crate::domain::worker::WorkerState;
 use crate::proto::convert::{self, worker_state_from_proto};
 use crate::proto::v1;
 use crate::proto::v1::worker_agent_service_server::WorkerAgentService;
+use crate::proto::worker_convert::worker_report_from_proto;
 
 /// WorkerAgentService over the control plane.
 #[derive(Debug, Clone)]
@@ -86,7 +87,15 @@ impl WorkerAgentService for WorkerAgentApi {
                                     days,
                                 );
                             }
-                            match cp.handle_worker_message(worker_id, m).await {
+                            let report = match worker_report_from_proto(m) {
+                                Ok(Some(r)) => r,
+                                Ok(None) => continue,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "malformed worker message refused");
+                                    continue;
+                                }
+                            };
+                            match cp.handle_worker_report(worker_id, report).await {
                                 Ok(()) => {}
                                 // The agent resends what is unacknowledged only on a
                                 // new stream: end this one so nothing it sent while the
@@ -108,9 +117,9 @@ impl WorkerAgentService for WorkerAgentApi {
             },
             span,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(
-            handle.outbound,
-        ))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(handle.outbound).map(|cmd| Ok(v1::ServerMessage::from(cmd))),
+        )))
     }
 
     async fn update_worker_status(

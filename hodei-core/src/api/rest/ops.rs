@@ -1,7 +1,5 @@
 //! Workers, providers, health, readiness and Prometheus metrics.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -25,22 +23,11 @@ use crate::domain::worker::WorkerState;
     )
 )]
 pub(super) async fn list_workers(State(s): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
-    let names: BTreeMap<_, _> =
-        s.cp.list_providers()
-            .await?
-            .into_iter()
-            .map(|p| (p.id(), p.name().to_owned()))
-            .collect();
-    let workers =
-        s.cp.stores()
-            .workers
-            .list()
-            .await
-            .map_err(crate::control::ControlError::from)?;
+    let workers = s.cp.list_workers(true).await?;
     Ok(Json(WorkerList {
         workers: workers
             .iter()
-            .map(|w| WorkerDto::new(w, names.get(&w.provider_id()).map_or("", String::as_str)))
+            .map(|l| WorkerDto::new(&l.worker, &l.provider_name))
             .collect(),
     }))
 }
@@ -59,22 +46,11 @@ pub(super) async fn list_providers(
     State(s): State<AppState>,
 ) -> Result<Json<ProviderList>, ApiError> {
     let providers = s.cp.list_providers().await?;
-    let workers =
-        s.cp.stores()
-            .workers
-            .list()
-            .await
-            .map_err(crate::control::ControlError::from)?;
+    let live = s.cp.live_workers_by_provider().await?;
     Ok(Json(ProviderList {
         providers: providers
             .iter()
-            .map(|p| {
-                let n = workers
-                    .iter()
-                    .filter(|w| w.provider_id() == p.id() && !w.state().is_gone())
-                    .count();
-                ProviderDto::new(p, u32::try_from(n).unwrap_or(u32::MAX))
-            })
+            .map(|p| ProviderDto::new(p, live.get(&p.id()).copied().unwrap_or(0)))
             .collect(),
     }))
 }

@@ -42,19 +42,8 @@ pub(super) fn parse_state(s: &str) -> Result<ProviderStatus, ApiError> {
 }
 
 async fn dto(s: &AppState, p: &Provider) -> Result<ProviderDto, ApiError> {
-    let workers =
-        s.cp.stores()
-            .workers
-            .list()
-            .await
-            .map_err(crate::control::ControlError::from)?
-            .iter()
-            .filter(|w| w.provider_id() == p.id() && !w.state().is_gone())
-            .count();
-    Ok(ProviderDto::new(
-        p,
-        u32::try_from(workers).unwrap_or(u32::MAX),
-    ))
+    let live = s.cp.live_workers_by_provider().await?;
+    Ok(ProviderDto::new(p, live.get(&p.id()).copied().unwrap_or(0)))
 }
 
 /// Sets a provider's state. Leaving `active` takes it out of scheduling at
