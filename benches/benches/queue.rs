@@ -526,13 +526,24 @@ const B10_BEFORE: Mode = Mode {
 fn pgqueuer(dsn: &str, n: usize, k: usize) -> Option<Run> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/pgqueuer_bench.py");
     let out = std::process::Command::new("python3")
-        .args([script, "--dsn", dsn, "--n", &n.to_string(), "--k", &k.to_string()])
+        .args([
+            script,
+            "--dsn",
+            dsn,
+            "--n",
+            &n.to_string(),
+            "--k",
+            &k.to_string(),
+        ])
         .output()
         .ok()?;
     if !out.status.success() {
         println!(
             "pgqueuer run failed (K={k}): {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
         return None;
     }
@@ -566,7 +577,9 @@ async fn sweep(
     if pgq_url.is_some() {
         admin(server, &format!("CREATE DATABASE {pgq_db}")).await;
     } else {
-        println!("pgqueuer: not run (python3 cannot import pgqueuer and asyncpg, or HODEI_BENCH_PGQUEUER=0)");
+        println!(
+            "pgqueuer: not run (python3 cannot import pgqueuer and asyncpg, or HODEI_BENCH_PGQUEUER=0)"
+        );
     }
     println!(
         "{:>7} {:>3} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6} {:>6} | {:>9} {:>8} | dead tuples b10-before/b1/b10/b10ack/gwLQ/pgq",
@@ -606,7 +619,10 @@ async fn sweep(
             };
             let lq = graphile_throughput(gw_url, gw_pool, n, k, true).await;
             let pq = pgq_url.as_deref().and_then(|u| pgqueuer(u, n, k));
-            let f = |r: &Option<Run>| r.as_ref().map_or("-".to_owned(), |r| format!("{:.0}", r.jobs_per_s));
+            let f = |r: &Option<Run>| {
+                r.as_ref()
+                    .map_or("-".to_owned(), |r| format!("{:.0}", r.jobs_per_s))
+            };
             let d = |r: &Option<Run>| r.as_ref().map_or("-".to_owned(), |r| r.dead.to_string());
             println!(
                 "{:>7} {:>3} | {:>8.0} {:>8} {:>8.0} {:>8.0} | {:>8} {:>8.0} {:>8} | {:>6.2} {:>6.2} {:>6.2} | {:>9.0} {:>8.0} | {}/{}/{}/{}/{}/{}",
@@ -651,17 +667,34 @@ async fn million(stores: &PgStores) {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    for (label, mode) in [("after (own vacuum)", B10_ACK), ("before (autovacuum only)", Mode { upkeep: false, ..B10_ACK })] {
+    for (label, mode) in [
+        ("after (own vacuum)", B10_ACK),
+        (
+            "before (autovacuum only)",
+            Mode {
+                upkeep: false,
+                ..B10_ACK
+            },
+        ),
+    ] {
         let (enq, enq_slices) = hodei_fill(stores, N, SLICE).await;
         let dead_before = dead_tuples(stores.pool(), "public", "job_queue").await;
-        let budget = if mode.upkeep { Duration::from_secs(1800) } else { MILLION_BEFORE_BUDGET };
+        let budget = if mode.upkeep {
+            Duration::from_secs(1800)
+        } else {
+            MILLION_BEFORE_BUDGET
+        };
         let (rate, slices, finished) = hodei_drain(stores, N, K, mode, SLICE, budget).await;
         let dead_after = dead_tuples(stores.pool(), "public", "job_queue").await;
         println!("1M run, {label}: K={K}, 10 per claim, batched completions");
         println!("  enqueue {enq:.0}/s; per 100k slice: {}", fmt(&enq_slices));
         println!(
             "  drain {rate:.0}/s{}; per 100k slice: {}",
-            if finished { "" } else { " (stopped at the budget)" },
+            if finished {
+                ""
+            } else {
+                " (stopped at the budget)"
+            },
             fmt(&slices)
         );
         println!("  dead tuples in job_queue: {dead_before} before the drain, {dead_after} after");
@@ -695,7 +728,9 @@ async fn main() {
     };
     let full = std::env::var("HODEI_BENCH_FULL").is_ok_and(|v| v == "1");
     let ns: Vec<usize> = if let Ok(v) = std::env::var("HODEI_BENCH_N") {
-        v.split(',').map(|n| n.trim().parse().expect("HODEI_BENCH_N: numbers")).collect()
+        v.split(',')
+            .map(|n| n.trim().parse().expect("HODEI_BENCH_N: numbers"))
+            .collect()
     } else if full {
         vec![10_000, 100_000]
     } else {

@@ -542,7 +542,11 @@ async fn queue_complete_many(q: Arc<dyn JobQueue>) {
     let t = now_ms();
     let ids: Vec<JobId> = (0..5).map(|_| JobId::new()).collect();
     for (i, id) in ids.iter().enumerate() {
-        ok(q.enqueue(entry(*id, 0, t + TimeDelta::seconds(i as i64))).await, c);
+        ok(
+            q.enqueue(entry(*id, 0, t + TimeDelta::seconds(i as i64)))
+                .await,
+            c,
+        );
     }
     let leases = ok(q.claim(4, LEASE).await, c);
     assert_eq!(leases.len(), 4, "{c}: four claimed");
@@ -558,7 +562,9 @@ async fn queue_complete_many(q: Arc<dyn JobQueue>) {
     assert_eq!(stale, want, "{c}: the stale leases are named");
     assert!(
         ok(q.queued(&ids).await, c)
-            == [ids[1], ids[4]].into_iter().collect::<std::collections::HashSet<_>>(),
+            == [ids[1], ids[4]]
+                .into_iter()
+                .collect::<std::collections::HashSet<_>>(),
         "{c}: completed entries are gone, the re-claimed and the unclaimed stay"
     );
     assert!(
