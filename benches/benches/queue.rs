@@ -150,7 +150,7 @@ async fn hodei_fill(stores: &PgStores, n: usize, slice: usize) -> (f64, Vec<f64>
             .collect();
         q.enqueue_many(&chunk).await.unwrap();
         i += m;
-        if i % slice == 0 {
+        if i.is_multiple_of(slice) {
             slices.push(slice as f64 / slice_start.elapsed().as_secs_f64());
             slice_start = Instant::now();
         }
