@@ -5,20 +5,29 @@
 //! ```text
 //! HODEI_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!     cargo bench -p hodei-benches --bench queue
-//! HODEI_BENCH_FULL=1 …    # N = 10k and 100k (about 15 minutes on 2 cores)
+//! HODEI_BENCH_FULL=1 …    # N = 10k and 100k (about 20 minutes on 2 cores)
+//! HODEI_BENCH_1M=1 …       # instead of the sweep: 1M jobs, enqueue and drain
+//! HODEI_BENCH_N=100000 HODEI_BENCH_NO_B1=1 HODEI_BENCH_PGQUEUER=0 …  # a narrower sweep
 //! ```
 //!
 //! Without `HODEI_BENCH_FULL=1` the sweep is K ∈ {1, 8, 32} at N = 10k only.
 //!
 //! Throughput: enqueue N no-op jobs in batches of 1,000, then K concurrent
 //! consumers claim and complete them until the queue is empty. Hodei runs
-//! twice: claiming one entry per round trip (like graphile's default fetch)
-//! and ten per round trip; every completion is its own statement. graphile
-//! runs with concurrency K, twice: its default fetch mode, and its LocalQueue
-//! batch-fetch mode (`gw LQ`, 100 jobs per fetch); its time ends when its jobs
-//! table is empty (completions are batched, so the handler count alone would
-//! flatter it). Latency: 200 jobs enqueued one at a time, 20 ms apart, into
-//! 8 idle consumers woken by LISTEN/NOTIFY; pickup = claim time − enqueue time.
+//! four ways: `b10 bef` is the queue as it was before its own vacuum (ten
+//! entries per claim, each completion its own statement); `b=1` claims one
+//! entry per round trip (like graphile's default fetch, and like the control
+//! plane's `claim_job`); `b=10` ten per claim; `b10 ack` ten per claim and
+//! the ten completions in one `complete_many` statement. graphile runs with
+//! concurrency K: its default fetch mode (at N = 10k only: it is poll-bound,
+//! about 100 jobs/s per slot) and its LocalQueue batch-fetch mode (`gw LQ`,
+//! 100 jobs per fetch); its time ends when its jobs table is empty
+//! (completions are batched, so the handler count alone would flatter it).
+//! pgqueuer runs when `python3` can import `pgqueuer` and `asyncpg`
+//! (`benches/peers/pgqueuer_bench.py`: K queue managers in one Python
+//! process, 10 jobs per fetch; `HODEI_BENCH_PGQUEUER=0` skips it).
+//! Latency: 200 jobs enqueued one at a time, 20 ms apart, into 8 idle
+//! consumers woken by LISTEN/NOTIFY; pickup = claim time − enqueue time.
 //! Dead tuples: `pg_stat_user_tables.n_dead_tup` of the queue table after
 //! each run (vacuumed before each run; autovacuum may run during it).
 #![allow(
@@ -37,8 +46,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use graphile_worker::{IntoTaskHandlerResult, JobSpec, TaskHandler, WorkerContext, WorkerOptions};
 use hodei_core::domain::ids::JobId;
-use hodei_core::store::QueueEntry;
-use hodei_store_postgres::{PgStoreConfig, PgStores, connect};
+use hodei_core::store::{JobQueue, QueueEntry};
+use hodei_store_postgres::{PgJobQueue, PgStoreConfig, PgStores, connect};
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
@@ -102,7 +111,19 @@ struct Run {
     dead: i64,
 }
 
-async fn hodei_throughput(stores: &PgStores, n: usize, k: usize, batch: usize) -> Run {
+/// How a hodei consumer runs: entries per claim, completions batched in one
+/// statement or one by one, and the queue's own vacuum on or off.
+#[derive(Clone, Copy)]
+struct Mode {
+    batch: usize,
+    ack_many: bool,
+    upkeep: bool,
+}
+
+/// A fresh `job_queue` (truncated, vacuumed) and N entries enqueued in
+/// batches of [`ENQUEUE_BATCH`]; returns the enqueue rate and, per
+/// `slice` entries, the rate of that slice.
+async fn hodei_fill(stores: &PgStores, n: usize, slice: usize) -> (f64, Vec<f64>) {
     let pool = stores.pool().clone();
     sqlx::query("TRUNCATE job_queue")
         .execute(&pool)
@@ -115,50 +136,117 @@ async fn hodei_throughput(stores: &PgStores, n: usize, k: usize, batch: usize) -
     let q = stores.queue();
     let t0 = Utc::now();
     let started = Instant::now();
-    let all: Vec<QueueEntry> = (0..n)
-        .map(|i| QueueEntry {
-            job_id: JobId::new(),
-            priority: 0,
-            enqueued_at: t0 + chrono::TimeDelta::microseconds(i as i64),
-        })
-        .collect();
-    for chunk in all.chunks(ENQUEUE_BATCH) {
-        q.enqueue_many(chunk).await.unwrap();
+    let mut slices = Vec::new();
+    let mut slice_start = Instant::now();
+    let mut i = 0usize;
+    while i < n {
+        let m = ENQUEUE_BATCH.min(n - i);
+        let chunk: Vec<QueueEntry> = (i..i + m)
+            .map(|j| QueueEntry {
+                job_id: JobId::new(),
+                priority: 0,
+                enqueued_at: t0 + chrono::TimeDelta::microseconds(j as i64),
+            })
+            .collect();
+        q.enqueue_many(&chunk).await.unwrap();
+        i += m;
+        if i.is_multiple_of(slice) {
+            slices.push(slice as f64 / slice_start.elapsed().as_secs_f64());
+            slice_start = Instant::now();
+        }
     }
-    let enqueue_per_s = n as f64 / started.elapsed().as_secs_f64();
+    (n as f64 / started.elapsed().as_secs_f64(), slices)
+}
 
+/// K consumers drain the queue in `mode`; returns jobs/s, the rate of each
+/// `slice` jobs, and whether it finished within `budget`.
+async fn hodei_drain(
+    stores: &PgStores,
+    n: usize,
+    k: usize,
+    mode: Mode,
+    slice: usize,
+    budget: Duration,
+) -> (f64, Vec<f64>, bool) {
+    let q: Arc<PgJobQueue> = Arc::new(if mode.upkeep {
+        PgJobQueue::new(stores.pool().clone())
+    } else {
+        PgJobQueue::new(stores.pool().clone()).with_vacuum_every(0)
+    });
     let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..k {
-        let q = stores.stores().queue;
+        let q = q.clone();
         let done = done.clone();
+        let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            loop {
-                let leases = q.claim(batch, LEASE).await.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let leases = q.claim(mode.batch, LEASE).await.unwrap();
                 if leases.is_empty() {
                     break;
                 }
-                for l in &leases {
-                    q.complete(l).await.unwrap();
+                if mode.ack_many {
+                    assert!(q.complete_many(&leases).await.unwrap().is_empty());
+                } else {
+                    for l in &leases {
+                        q.complete(l).await.unwrap();
+                    }
                 }
                 done.fetch_add(leases.len() as u64, Ordering::Relaxed);
             }
         }));
     }
+    // When each slice of `slice` jobs was done, sampled every 5 ms.
+    let mut marks = vec![started];
+    let mut finished = true;
+    loop {
+        let all_done = tasks.iter().all(|t| t.is_finished());
+        let d = done.load(Ordering::Relaxed);
+        while d >= (marks.len() * slice) as u64 {
+            marks.push(Instant::now());
+        }
+        if all_done {
+            break;
+        }
+        if started.elapsed() > budget && !stop.load(Ordering::Relaxed) {
+            stop.store(true, Ordering::Relaxed);
+            finished = false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for t in tasks {
         t.await.unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!(
-        done.load(Ordering::Relaxed),
-        n as u64,
-        "every job done once"
-    );
+    let d = done.load(Ordering::Relaxed);
+    let slices = marks
+        .windows(2)
+        .map(|w| slice as f64 / secs_until(w[0], w[1]))
+        .collect();
+    if finished {
+        assert_eq!(d, n as u64, "every job done once");
+    } else {
+        println!(
+            "hodei: only {d} of {n} jobs after {secs:.0} s (K={k}, b={}); stopping this run",
+            mode.batch
+        );
+        sqlx::query("TRUNCATE job_queue")
+            .execute(stores.pool())
+            .await
+            .unwrap();
+    }
+    (d as f64 / secs, slices, finished)
+}
+
+async fn hodei_throughput(stores: &PgStores, n: usize, k: usize, mode: Mode) -> Run {
+    let (enqueue_per_s, _) = hodei_fill(stores, n, n).await;
+    let (jobs_per_s, _, _) = hodei_drain(stores, n, k, mode, n, Duration::from_secs(600)).await;
     Run {
         enqueue_per_s,
-        jobs_per_s: n as f64 / secs,
-        dead: dead_tuples(&pool, "public", "job_queue").await,
+        jobs_per_s,
+        dead: dead_tuples(stores.pool(), "public", "job_queue").await,
     }
 }
 
@@ -411,6 +499,211 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+const B1: Mode = Mode {
+    batch: 1,
+    ack_many: false,
+    upkeep: true,
+};
+const B10: Mode = Mode {
+    batch: 10,
+    ack_many: false,
+    upkeep: true,
+};
+const B10_ACK: Mode = Mode {
+    batch: 10,
+    ack_many: true,
+    upkeep: true,
+};
+/// The queue before its own vacuum (and before `complete_many`).
+const B10_BEFORE: Mode = Mode {
+    batch: 10,
+    ack_many: false,
+    upkeep: false,
+};
+
+/// pgqueuer, when `python3` can import it: its driver script on a database
+/// of its own, N jobs pre-filled, K queue managers of 10 jobs per fetch.
+fn pgqueuer(dsn: &str, n: usize, k: usize) -> Option<Run> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/pgqueuer_bench.py");
+    let out = std::process::Command::new("python3")
+        .args([
+            script,
+            "--dsn",
+            dsn,
+            "--n",
+            &n.to_string(),
+            "--k",
+            &k.to_string(),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        println!(
+            "pgqueuer run failed (K={k}): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last()?).ok()?;
+    Some(Run {
+        enqueue_per_s: v["enqueue_per_s"].as_f64()?,
+        jobs_per_s: v["jobs_per_s"].as_f64()?,
+        dead: v["dead"].as_i64()?,
+    })
+}
+
+fn pgqueuer_available() -> bool {
+    !std::env::var("HODEI_BENCH_PGQUEUER").is_ok_and(|v| v == "0")
+        && std::process::Command::new("python3")
+            .args(["-c", "import pgqueuer, asyncpg"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+async fn sweep(
+    stores: &PgStores,
+    gw_url: &str,
+    gw_pool: &PgPool,
+    server: &str,
+    ns: &[usize],
+    ks: &[usize],
+) {
+    let pgq_db = format!("pgqueuer_bench_{}", uuid::Uuid::new_v4().simple());
+    let pgq_url = pgqueuer_available().then(|| with_database(server, &pgq_db));
+    if pgq_url.is_some() {
+        admin(server, &format!("CREATE DATABASE {pgq_db}")).await;
+    } else {
+        println!(
+            "pgqueuer: not run (python3 cannot import pgqueuer and asyncpg, or HODEI_BENCH_PGQUEUER=0)"
+        );
+    }
+    println!(
+        "{:>7} {:>3} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6} {:>6} | {:>9} {:>8} | dead tuples b10-before/b1/b10/b10ack/gwLQ/pgq",
+        "N",
+        "K",
+        "b10 bef",
+        "b=1",
+        "b=10",
+        "b10 ack",
+        "graphile",
+        "gw LQ",
+        "pgqueuer",
+        "bef/LQ",
+        "b10/LQ",
+        "ack/LQ",
+        "enq h/s",
+        "enq gw/s"
+    );
+    for &n in ns {
+        for &k in ks {
+            let before = hodei_throughput(stores, n, k, B10_BEFORE).await;
+            // `HODEI_BENCH_NO_B1=1`: one entry per claim is round-trip bound
+            // and slow on a loaded machine; skip it.
+            let h1 = if std::env::var("HODEI_BENCH_NO_B1").is_ok_and(|v| v == "1") {
+                None
+            } else {
+                Some(hodei_throughput(stores, n, k, B1).await)
+            };
+            let h10 = hodei_throughput(stores, n, k, B10).await;
+            let ack = hodei_throughput(stores, n, k, B10_ACK).await;
+            // graphile's default fetch mode is poll-bound (about 100 jobs/s
+            // per slot): run it at 10k only.
+            let gw = if n <= 10_000 {
+                Some(graphile_throughput(gw_url, gw_pool, n, k, false).await)
+            } else {
+                None
+            };
+            let lq = graphile_throughput(gw_url, gw_pool, n, k, true).await;
+            let pq = pgq_url.as_deref().and_then(|u| pgqueuer(u, n, k));
+            let f = |r: &Option<Run>| {
+                r.as_ref()
+                    .map_or("-".to_owned(), |r| format!("{:.0}", r.jobs_per_s))
+            };
+            let d = |r: &Option<Run>| r.as_ref().map_or("-".to_owned(), |r| r.dead.to_string());
+            println!(
+                "{:>7} {:>3} | {:>8.0} {:>8} {:>8.0} {:>8.0} | {:>8} {:>8.0} {:>8} | {:>6.2} {:>6.2} {:>6.2} | {:>9.0} {:>8.0} | {}/{}/{}/{}/{}/{}",
+                n,
+                k,
+                before.jobs_per_s,
+                f(&h1),
+                h10.jobs_per_s,
+                ack.jobs_per_s,
+                f(&gw),
+                lq.jobs_per_s,
+                f(&pq),
+                before.jobs_per_s / lq.jobs_per_s,
+                h10.jobs_per_s / lq.jobs_per_s,
+                ack.jobs_per_s / lq.jobs_per_s,
+                ack.enqueue_per_s,
+                lq.enqueue_per_s,
+                before.dead,
+                d(&h1),
+                h10.dead,
+                ack.dead,
+                lq.dead,
+                d(&pq)
+            );
+        }
+    }
+    if pgq_url.is_some() {
+        admin(server, &format!("DROP DATABASE {pgq_db} WITH (FORCE)")).await;
+    }
+}
+
+/// 1M jobs enqueued and drained by K = 8 consumers (10 per claim, batched
+/// completions), throughput per 100k slice; then the queue without its own
+/// vacuum, for at most [`MILLION_BEFORE_BUDGET`].
+async fn million(stores: &PgStores) {
+    const N: usize = 1_000_000;
+    const SLICE: usize = 100_000;
+    const K: usize = 8;
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (label, mode) in [
+        ("after (own vacuum)", B10_ACK),
+        (
+            "before (autovacuum only)",
+            Mode {
+                upkeep: false,
+                ..B10_ACK
+            },
+        ),
+    ] {
+        let (enq, enq_slices) = hodei_fill(stores, N, SLICE).await;
+        let dead_before = dead_tuples(stores.pool(), "public", "job_queue").await;
+        let budget = if mode.upkeep {
+            Duration::from_secs(1800)
+        } else {
+            MILLION_BEFORE_BUDGET
+        };
+        let (rate, slices, finished) = hodei_drain(stores, N, K, mode, SLICE, budget).await;
+        let dead_after = dead_tuples(stores.pool(), "public", "job_queue").await;
+        println!("1M run, {label}: K={K}, 10 per claim, batched completions");
+        println!("  enqueue {enq:.0}/s; per 100k slice: {}", fmt(&enq_slices));
+        println!(
+            "  drain {rate:.0}/s{}; per 100k slice: {}",
+            if finished {
+                ""
+            } else {
+                " (stopped at the budget)"
+            },
+            fmt(&slices)
+        );
+        println!("  dead tuples in job_queue: {dead_before} before the drain, {dead_after} after");
+    }
+}
+
+/// How long the 1M run without the queue's own vacuum may take.
+const MILLION_BEFORE_BUDGET: Duration = Duration::from_secs(150);
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     // `cargo test --benches` runs bench binaries with `--bench` absent: skip then.
@@ -434,11 +727,15 @@ async fn main() {
         return;
     };
     let full = std::env::var("HODEI_BENCH_FULL").is_ok_and(|v| v == "1");
-    let ns: &[usize] = if full {
-        &[10_000, 100_000]
+    let ns: Vec<usize> = if let Ok(v) = std::env::var("HODEI_BENCH_N") {
+        v.split(',')
+            .map(|n| n.trim().parse().expect("HODEI_BENCH_N: numbers"))
+            .collect()
+    } else if full {
+        vec![10_000, 100_000]
     } else {
         println!("N = 10k only; HODEI_BENCH_FULL=1 adds the N = 100k sweep");
-        &[10_000]
+        vec![10_000]
     };
     let ks = [1usize, 8, 32];
 
@@ -466,51 +763,18 @@ async fn main() {
         .fetch_one(stores.pool())
         .await
         .unwrap();
+    let fsync: String = sqlx::query_scalar("SHOW fsync")
+        .fetch_one(stores.pool())
+        .await
+        .unwrap();
     println!(
-        "queue bench — PostgreSQL {version}, {} CPUs; hodei-store-postgres vs graphile_worker 0.14",
+        "queue bench — PostgreSQL {version} (fsync={fsync}), {} CPUs; hodei-store-postgres vs graphile_worker 0.14 and pgqueuer",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!(
-        "{:>7} {:>3} | {:>12} {:>12} {:>12} {:>12} | {:>8} {:>8} {:>8} | {:>10} {:>10} {:>9} | dead tuples h1/h10/gw/gwLQ",
-        "N",
-        "K",
-        "hodei b=1/s",
-        "hodei b=10/s",
-        "graphile/s",
-        "gw LQ/s",
-        "b1/gw",
-        "b10/gw",
-        "b10/LQ",
-        "enq hodei/s",
-        "enq gw/s",
-        "enq ratio"
-    );
-    for &n in ns {
-        for &k in &ks {
-            let h1 = hodei_throughput(&stores, n, k, 1).await;
-            let h10 = hodei_throughput(&stores, n, k, 10).await;
-            let gw = graphile_throughput(&gw_url, &gw_pool, n, k, false).await;
-            let lq = graphile_throughput(&gw_url, &gw_pool, n, k, true).await;
-            println!(
-                "{:>7} {:>3} | {:>12.0} {:>12.0} {:>12.0} {:>12.0} | {:>8.2} {:>8.2} {:>8.2} | {:>10.0} {:>10.0} {:>9.2} | {}/{}/{}/{}",
-                n,
-                k,
-                h1.jobs_per_s,
-                h10.jobs_per_s,
-                gw.jobs_per_s,
-                lq.jobs_per_s,
-                h1.jobs_per_s / gw.jobs_per_s,
-                h10.jobs_per_s / gw.jobs_per_s,
-                h10.jobs_per_s / lq.jobs_per_s,
-                h1.enqueue_per_s,
-                gw.enqueue_per_s,
-                h1.enqueue_per_s / gw.enqueue_per_s,
-                h1.dead,
-                h10.dead,
-                gw.dead,
-                lq.dead
-            );
-        }
+    if std::env::var("HODEI_BENCH_1M").is_ok_and(|v| v == "1") {
+        million(&stores).await;
+    } else {
+        sweep(&stores, &gw_url, &gw_pool, &server, &ns, &ks).await;
     }
 
     let hl = hodei_latency(&stores).await;

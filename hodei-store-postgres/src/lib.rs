@@ -50,7 +50,7 @@ pub use leader::{PgLeaderElection, PgLeaderLease, replica_holder_id};
 pub use logs::PgLogStore;
 pub use otp::PgOtpTokenStore;
 pub use providers::PgProviderConfigRepository;
-pub use queue::{PgJobQueue, QUEUE_CHANNEL};
+pub use queue::{DEFAULT_VACUUM_EVERY, PgJobQueue, QUEUE_CHANNEL};
 pub use scheduling::PgSchedulingStore;
 pub use sqlx;
 pub use templates::PgTemplateStore;

@@ -2,6 +2,8 @@
 //! claims, leases, and LISTEN/NOTIFY wake-ups.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +23,10 @@ use crate::error::map_err;
 
 /// The channel `enqueue`, `release` and `rescue_expired` notify on.
 pub const QUEUE_CHANNEL: &str = "hodei_queue";
+
+/// Claimed entries between two `VACUUM`s of `job_queue` by this process
+/// (see [`PgJobQueue::with_vacuum_every`]).
+pub const DEFAULT_VACUUM_EVERY: u64 = 10_000;
 
 /// Columns a claim returns, in this order.
 type LeaseRow = (Uuid, i32, DateTime<Utc>, i64, Uuid, DateTime<Utc>);
@@ -67,16 +73,83 @@ fn into_leases(mut rows: Vec<LeaseRow>) -> Vec<Lease> {
 ///   released or removed in the meantime is [`StoreError::StaleLease`].
 /// * `enqueue`, `release` and `rescue_expired` send `NOTIFY hodei_queue`;
 ///   [`JobQueue::work_notifications`] turns those into wake-ups.
+/// * Every [`DEFAULT_VACUUM_EVERY`] claimed entries (counted in this
+///   process) it runs `VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) job_queue` in
+///   the background. A claim leaves a dead entry at the head of the claim-order
+///   indexes, which only a vacuum removes; every later claim walks over them,
+///   and autovacuum wakes up only once a minute (`autovacuum_naptime`): without
+///   this, a claim on a queue that has just handed out 100k jobs reads a few
+///   hundred index pages. A role that does not own the table gets a warning
+///   from Postgres and nothing is vacuumed.
 #[derive(Debug, Clone)]
 pub struct PgJobQueue {
     pool: PgPool,
+    upkeep: Arc<Upkeep>,
+}
+
+/// Claims counted towards the next vacuum.
+#[derive(Debug)]
+struct Upkeep {
+    claimed: AtomicU64,
+    every: u64,
+    running: AtomicBool,
 }
 
 impl PgJobQueue {
     /// A queue on `pool`.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            upkeep: Arc::new(Upkeep {
+                claimed: AtomicU64::new(0),
+                every: DEFAULT_VACUUM_EVERY,
+                running: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Vacuums `job_queue` after every `claims` entries claimed through this
+    /// queue (and its clones); 0 never does (autovacuum alone).
+    #[must_use]
+    pub fn with_vacuum_every(self, claims: u64) -> Self {
+        Self {
+            pool: self.pool,
+            upkeep: Arc::new(Upkeep {
+                claimed: AtomicU64::new(0),
+                every: claims,
+                running: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Counts `n` claimed entries; starts a background vacuum when that
+    /// crosses a multiple of the threshold and none is running.
+    fn claimed(&self, n: u64) {
+        let u = &self.upkeep;
+        if u.every == 0 || n == 0 {
+            return;
+        }
+        let before = u.claimed.fetch_add(n, Ordering::Relaxed);
+        if before / u.every == (before + n) / u.every || u.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            u.running.store(false, Ordering::Release);
+            return;
+        };
+        let pool = self.pool.clone();
+        let upkeep = self.upkeep.clone();
+        handle.spawn(async move {
+            // SKIP_LOCKED: another replica's vacuum (or autovacuum) is already at it.
+            if let Err(e) = sqlx::query("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) job_queue")
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!(error = %e, "queue vacuum failed");
+            }
+            upkeep.running.store(false, Ordering::Release);
+        });
     }
 
     /// Enqueues many entries in one statement (entries already queued are
@@ -147,6 +220,7 @@ impl JobQueue for PgJobQueue {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| map_err("queue entry", e))?;
+        self.claimed(rows.len() as u64);
         Ok(into_leases(rows))
     }
 
@@ -166,6 +240,7 @@ impl JobQueue for PgJobQueue {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| map_err("queue entry", e))?;
+        self.claimed(u64::from(row.is_some()));
         Ok(row.and_then(|r| into_leases(vec![r]).pop()))
     }
 
@@ -253,6 +328,30 @@ impl JobQueue for PgJobQueue {
             });
         }
         Ok(())
+    }
+
+    async fn complete_many(&self, leases: &[Lease]) -> Result<Vec<JobId>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = leases.iter().map(|l| *l.entry.job_id.as_uuid()).collect();
+        let lease_ids: Vec<Uuid> = leases.iter().map(|l| l.lease_id).collect();
+        let removed: HashSet<Uuid> = sqlx::query_scalar(
+            "DELETE FROM job_queue q USING UNNEST($1::uuid[], $2::uuid[]) AS d(job_id, lease_id) \
+             WHERE q.job_id = d.job_id AND q.lease_id = d.lease_id RETURNING q.job_id",
+        )
+        .bind(&ids)
+        .bind(&lease_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err("queue entry", e))?
+        .into_iter()
+        .collect();
+        Ok(leases
+            .iter()
+            .map(|l| l.entry.job_id)
+            .filter(|j| !removed.contains(j.as_uuid()))
+            .collect())
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {

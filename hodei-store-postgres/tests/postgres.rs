@@ -16,7 +16,7 @@ use hodei_core::domain::job::{Job, JobState};
 use hodei_core::domain::logs::{LogEntry, LogStream};
 use hodei_core::domain::provider::{Provider, ProviderCapabilities, ProviderConfig};
 use hodei_core::domain::spec::{CommandType, JobSpec};
-use hodei_core::store::{LogCursor, QueueEntry, StoreError};
+use hodei_core::store::{JobQueue, LogCursor, QueueEntry, StoreError};
 use hodei_store_postgres::{PgLeaderLease, PgStoreConfig, connect, migrate};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -518,4 +518,51 @@ async fn one_leader_and_takeover_after_the_ttl() {
         "free again after release"
     );
     db.drop_db().await;
+}
+
+/// The queue vacuums `job_queue` itself after `with_vacuum_every` claims:
+/// the dead index entries that claims leave are gone without autovacuum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_vacuums_itself_after_enough_claims() {
+    let Some(db) = TestDb::create("queue_vacuum").await else {
+        return;
+    };
+    let stores = db.stores().await;
+    let pool = stores.pool().clone();
+    let q = hodei_store_postgres::PgJobQueue::new(pool.clone()).with_vacuum_every(200);
+    assert_eq!(q.enqueue_many(&entries(500)).await.unwrap(), 500);
+    let vacuums = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'job_queue'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = vacuums().await;
+    let mut claimed = 0;
+    while claimed < 150 {
+        let leases = q.claim(10, Duration::from_secs(60)).await.unwrap();
+        claimed += leases.len();
+        assert!(q.complete_many(&leases).await.unwrap().is_empty());
+    }
+    // Below the threshold: no vacuum of its own (autovacuum is not counted
+    // in vacuum_count).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(vacuums().await, before, "no vacuum before 200 claims");
+    while claimed < 250 {
+        let leases = q.claim(10, Duration::from_secs(60)).await.unwrap();
+        claimed += leases.len();
+        assert!(q.complete_many(&leases).await.unwrap().is_empty());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while vacuums().await == before {
+        assert!(Instant::now() < deadline, "no vacuum after 250 claims");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        q.len().await.unwrap(),
+        250,
+        "the vacuum touched no live entry"
+    );
 }

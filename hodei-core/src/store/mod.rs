@@ -190,6 +190,22 @@ pub trait JobQueue: Send + Sync {
     ) -> Result<QueuePage, StoreError>;
     /// Done with a claimed entry: removes it. A stale lease is refused.
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Done with many claimed entries at once: removes each entry whose lease
+    /// is still held and returns the job ids of the stale leases (rescued,
+    /// released, completed or removed meanwhile), which removed nothing. A
+    /// store may do it in one round trip; this default completes them one by
+    /// one.
+    async fn complete_many(&self, leases: &[Lease]) -> Result<Vec<JobId>, StoreError> {
+        let mut stale = Vec::new();
+        for lease in leases {
+            match self.complete(lease).await {
+                Ok(()) => {}
+                Err(StoreError::StaleLease { job_id }) => stale.push(job_id),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(stale)
+    }
     /// Gives a claimed entry back to the queue. A stale lease is refused.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
     /// Extends a held lease to `now + lease_for` and returns it with its new

@@ -313,6 +313,7 @@ where
     queue_claim_job(make().await).await;
     queue_enqueue_idempotent(make().await).await;
     queue_complete_and_release(make().await).await;
+    queue_complete_many(make().await).await;
     queue_rescue_expired(make().await).await;
     queue_remove(make().await).await;
     queue_renew_and_queued(make().await).await;
@@ -530,6 +531,47 @@ async fn queue_complete_and_release(q: Arc<dyn JobQueue>) {
     assert_eq!(lb2.entry.priority, 0, "{c}: the entry survives release");
     ok(q.complete(&lb2).await, c);
     assert!(ok(q.is_empty().await, c), "{c}: all done");
+}
+
+async fn queue_complete_many(q: Arc<dyn JobQueue>) {
+    let c = "queue/complete-many";
+    assert!(
+        ok(q.complete_many(&[]).await, c).is_empty(),
+        "{c}: nothing to complete"
+    );
+    let t = now_ms();
+    let ids: Vec<JobId> = (0..5).map(|_| JobId::new()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        ok(
+            q.enqueue(entry(*id, 0, t + TimeDelta::seconds(i as i64)))
+                .await,
+            c,
+        );
+    }
+    let leases = ok(q.claim(4, LEASE).await, c);
+    assert_eq!(leases.len(), 4, "{c}: four claimed");
+    // One lease goes stale (released, then claimed again under a new lease)
+    // and one is completed before the batch: both are refused, the rest removed.
+    ok(q.release(&leases[1]).await, c);
+    let again = some(ok(q.claim_job(ids[1], LEASE).await, c), c);
+    ok(q.complete(&leases[3]).await, c);
+    let mut stale = ok(q.complete_many(&leases).await, c);
+    stale.sort_by_key(|j| *j.as_uuid());
+    let mut want = vec![ids[1], ids[3]];
+    want.sort_by_key(|j| *j.as_uuid());
+    assert_eq!(stale, want, "{c}: the stale leases are named");
+    assert!(
+        ok(q.queued(&ids).await, c)
+            == [ids[1], ids[4]]
+                .into_iter()
+                .collect::<std::collections::HashSet<_>>(),
+        "{c}: completed entries are gone, the re-claimed and the unclaimed stay"
+    );
+    assert!(
+        ok(q.complete_many(std::slice::from_ref(&again)).await, c).is_empty(),
+        "{c}: the new lease completes"
+    );
+    assert_eq!(ok(q.len().await, c), 1, "{c}: the unclaimed entry is left");
 }
 
 async fn queue_rescue_expired(q: Arc<dyn JobQueue>) {
