@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use tracing::Instrument;
 
 use super::events::{DecisionAction, DecisionRecord};
 use super::lease_keeper::LeaseKeeper;
@@ -25,6 +26,7 @@ use crate::domain::worker::{WORKER_ENV_JOB_TIMEOUT_SECS, Worker, WorkerSpec, Wor
 use crate::otp::{generate_token, hash_token};
 use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot, WorkerView};
 use crate::store::{JobFilter, QueueOrder};
+use crate::traces;
 
 /// A provisioning for a queued job: the job and the queue lease held until
 /// the job is bound to the new worker.
@@ -460,11 +462,14 @@ impl ControlPlane {
         match decision {
             Decision::AssignWorker(w) => {
                 take_slot(snapshot, w);
-                self.assign_to_worker(job.id(), w).await?;
+                let span = traces::job_span(traces::Stage::Dispatch, &job);
+                traces::record_worker(&span, w);
+                self.assign_to_worker(job.id(), w).instrument(span).await?;
             }
             Decision::Provision(p) => {
                 add_provisioning(snapshot, p);
-                self.provision_for(job.id(), p).await?;
+                let span = traces::job_span(traces::Stage::Dispatch, &job);
+                self.provision_for(job.id(), p).instrument(span).await?;
             }
             Decision::Wait(reason) => {
                 tracing::debug!(job_id = %job.id(), %reason, "job waits");
@@ -598,19 +603,23 @@ impl ControlPlane {
                 return Err(e);
             }
         };
+        let span = traces::provision_span(&job, entry.provider.name(), worker.id());
         let cp = self.clone();
-        tokio::spawn(async move {
-            cp.provisioning_saga(
-                entry,
-                worker,
-                Some(ForJob {
-                    job,
-                    lease,
-                    pending_since,
-                }),
-            )
-            .await;
-        });
+        tokio::spawn(
+            async move {
+                cp.provisioning_saga(
+                    entry,
+                    worker,
+                    Some(ForJob {
+                        job,
+                        lease,
+                        pending_since,
+                    }),
+                )
+                .await;
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 
@@ -687,7 +696,8 @@ impl ControlPlane {
                     );
                 }
             }
-            let handle = entry.provider.create_worker(&spec).await.map_err(|e| {
+            let span = traces::create_worker_span(job.as_ref(), entry.provider.name(), worker_id);
+            let handle = entry.provider.create_worker(&spec).instrument(span).await.map_err(|e| {
                 format!(
                     "provider {} could not create a worker: {e}",
                     entry.provider.name()
