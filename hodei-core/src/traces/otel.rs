@@ -33,6 +33,12 @@ use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 
 use super::{root_span_id_bytes, trace_id_bytes};
 
+/// The OpenTelemetry API and SDK crates this module is built on: build a
+/// tracer provider for [`OtelPipeline::from_provider`] with these, so the
+/// versions match (the SDK's in-memory exporter comes with hodei-core's
+/// `testing` feature).
+pub use {opentelemetry, opentelemetry_sdk};
+
 /// The OTLP collector endpoint variable (`http://host:4317`, gRPC).
 pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 /// The service name variable (the process's name in the trace backend).
