@@ -32,7 +32,7 @@
 //! use hodei_core::traces::{self, Stage};
 //! use hodei_core::{CommandType, Job, JobSpec};
 //!
-//! let job = Job::try_new(JobSpec::new("build", CommandType::shell("make")))?;
+//! let job = Job::try_new(JobSpec::new("build", CommandType::shell("make", ["all"])))?;
 //! let span = traces::job_span(Stage::Dispatch, &job);
 //! let _entered = span.enter();
 //! // The trace id of a UUID correlation id is its 128 bits.
