@@ -30,6 +30,7 @@
 //! - `cert-expiry`: certificate expiry checks and the days-to-expiry gauge.
 //! - `server`: the control plane and its gRPC + REST adapters.
 //! - `testing`: store conformance suite and provider conformance kit.
+//! - `otel`: OpenTelemetry for the job spans of [`traces`] and the OTLP exporter.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -39,6 +40,7 @@ pub mod otp;
 pub mod provider;
 pub mod scheduler;
 pub mod store;
+pub mod traces;
 pub mod watch;
 
 #[cfg(feature = "server")]

@@ -27,6 +27,8 @@
 //! | `HODEI_ARTIFACT_DIR` | job artifact directory (replicas on one database share it) | `$TMPDIR/hodei-artifacts` |
 //! | `HODEI_ARTIFACT_MAX_FILE_BYTES`, `_MAX_JOB_BYTES`, `_MAX_FILES` | artifact limits | 100 MiB, 1 GiB, 1000 |
 //! | `HODEI_SECRETS_KEY` | key sealing job secrets (32 bytes, hex or base64; required with a database) | random per process |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector (`http://host:4317`) the job traces go to; needs a build with the `otel` feature, else refused at start ([`crate::traces`]) | off |
+//! | `OTEL_SERVICE_NAME` | the server's name in the trace backend | `hodei-server` |
 //! | `HODEI_DOCKER_ENABLED`, `HODEI_K8S_ENABLED`, `HODEI_QEMU_ENABLED`, `HODEI_FC_ENABLED` | providers started with the server (`1`, `true`, `yes`) | off |
 
 use std::net::IpAddr;
@@ -48,6 +50,11 @@ pub const ENV_RETENTION: &str = "HODEI_RETENTION";
 pub const ENV_ARTIFACT_DIR: &str = "HODEI_ARTIFACT_DIR";
 /// Variable holding the key that seals job secrets.
 pub const ENV_SECRETS_KEY: &str = "HODEI_SECRETS_KEY";
+
+/// Variable holding the OTLP collector endpoint of the job traces.
+pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// Variable holding the service name the traces are exported under.
+pub const ENV_OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 
 /// A server setting that cannot be used; its text names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +219,54 @@ pub struct ServerConfig {
     pub artifacts: ArtifactSettings,
     /// Providers started with the server.
     pub providers: EnabledProviders,
+    /// Where the job traces are exported (OTLP/gRPC), if anywhere.
+    pub traces: Option<TraceExport>,
+}
+
+/// Where and as whom the job traces are exported (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// `OTEL_SERVICE_NAME`); acted on by a build with hodei-core's `otel` feature
+/// (`hodei_core::traces::otel::install_otlp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TraceExport {
+    /// OTLP/gRPC collector endpoint (`http://host:4317`).
+    pub endpoint: String,
+    /// Service name of the spans.
+    pub service_name: String,
+}
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_SERVICE_NAME`: `None` when the
+/// endpoint is unset or blank.
+///
+/// # Errors
+/// [`ServerConfigError::Invalid`] for an endpoint that is not an `http://` or
+/// `https://` URL.
+pub fn trace_export(
+    lookup: impl Fn(&str) -> Option<String>,
+    default_service_name: &str,
+) -> Result<Option<TraceExport>, ServerConfigError> {
+    let Some(endpoint) = lookup(ENV_OTLP_ENDPOINT)
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+    else {
+        return Ok(None);
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(ServerConfigError::Invalid {
+            variable: ENV_OTLP_ENDPOINT.to_owned(),
+            message: "must be an http:// or https:// URL (the OTLP/gRPC port, usually 4317)"
+                .to_owned(),
+            value: endpoint,
+        });
+    }
+    let service_name = lookup(ENV_OTEL_SERVICE_NAME)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default_service_name.to_owned());
+    Ok(Some(TraceExport {
+        endpoint,
+        service_name,
+    }))
 }
 
 impl ServerConfig {
@@ -335,6 +390,7 @@ impl ServerConfig {
             qemu: on("HODEI_QEMU_ENABLED"),
             firecracker: on("HODEI_FC_ENABLED"),
         };
+        let traces = trace_export(get, "hodei-server")?;
         Ok(Self {
             bind,
             grpc_port,
@@ -351,6 +407,7 @@ impl ServerConfig {
             worker_tls,
             artifacts,
             providers,
+            traces,
         })
     }
 }
@@ -562,6 +619,35 @@ mod tests {
             e,
             "HODEI_RETENTION=\"0s\" is invalid: must be longer than zero (unset it to keep jobs)"
         );
+    }
+
+    #[test]
+    fn trace_export_needs_an_http_endpoint_and_names_the_service() {
+        assert_eq!(config(&[]).unwrap().traces, None);
+        assert_eq!(
+            config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])
+                .unwrap()
+                .traces,
+            None
+        );
+        let t = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")])
+            .unwrap()
+            .traces
+            .unwrap();
+        assert_eq!(t.endpoint, "http://collector:4317");
+        assert_eq!(t.service_name, "hodei-server");
+        let t = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_SERVICE_NAME", "hodei-eu-1"),
+        ])
+        .unwrap()
+        .traces
+        .unwrap();
+        assert_eq!(t.service_name, "hodei-eu-1");
+        let e = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,8 @@ use hodei_store_postgres::{PgLeaderElection, PgStoreConfig};
 
 #[path = "../demo.rs"]
 mod demo;
+#[path = "../logging.rs"]
+mod logging;
 
 /// Hodei control plane; every setting is an environment variable (docs/OPERATIONS.md lists them)
 #[derive(Debug, Parser)]
@@ -34,17 +36,17 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal, not in files or log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
     let settings = ServerConfig::from_env()?;
+    let (logging, traces) = logging::init(
+        "info,h2=warn,tower=warn",
+        // Colour codes only on a terminal, not in files or log collectors.
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::io::stderr,
+        settings.traces.as_ref(),
+    );
+    // Asked to export traces and cannot: refuse rather than run without them.
+    traces.map_err(anyhow::Error::msg)?;
 
     let pg = match PgStoreConfig::from_env().context("database configuration")? {
         Some(config) => Some(
@@ -159,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = rest.await;
     })
     .await;
+    logging.shutdown().await;
     Ok(())
 }
 

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use hodei_agent::client::{CancellationToken, WorkerClient};
 use hodei_agent::config::AgentConfig;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
+
+#[path = "../logging.rs"]
+mod logging;
 
 // One thread: the agent's work is a chain of small hops (stream → executor → pipe
 // readers → batcher → stream), and on one thread they cost no cross-thread wake-ups:
@@ -19,15 +21,29 @@ use tracing_subscriber::EnvFilter;
 // process sweep) still runs on tokio's blocking pool.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+    // Job traces (OTEL_EXPORTER_OTLP_ENDPOINT): a bad value must not keep the
+    // worker from its job, so it is logged as an error, not fatal.
+    let (traces, bad_setting) =
+        match hodei_core::server_config::trace_export(|k| std::env::var(k).ok(), "hodei-worker") {
+            Ok(t) => (t, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+    let (logging, outcome) = logging::init(
+        "info",
         // Colour codes only on a terminal: not in a VM's serial console or a container's log.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(|| LossyStdout)
-        .init();
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        || LossyStdout,
+        traces.as_ref(),
+    );
+    for e in bad_setting.into_iter().chain(outcome.err()) {
+        tracing::error!(error = %e, "job traces are NOT exported");
+    }
+    let code = run().await;
+    logging.shutdown().await;
+    code
+}
 
+async fn run() -> ExitCode {
     let config = match AgentConfig::from_env() {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string(), 1),

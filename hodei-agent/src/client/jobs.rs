@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hodei_core::domain::logs::LogStream;
 use hodei_core::proto::v1;
+use hodei_core::traces::{self, Stage};
 use hodei_core::{JobId, JobSpec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,10 @@ pub(super) fn start(shared: &Arc<Shared>, cmd: v1::RunJobCommand) {
     };
     let attempt = cmd.attempt;
     let key = (job_id, attempt);
-    let span = tracing::info_span!("job", %job_id, attempt, correlation_id = %cmd.correlation_id);
+    // The job's trace: its id derives from the correlation id (hodei_core::traces).
+    let span = traces::correlation_span(Stage::Run, &cmd.correlation_id);
+    traces::record_attempt(&span, job_id, attempt);
+    traces::record_worker(&span, shared.worker_id);
     let _enter = span.enter();
     if lock(&shared.jobs).contains_key(&key) || lock(&shared.results).contains_key(&key) {
         tracing::debug!("run_job for an attempt already running or finished: ignored");

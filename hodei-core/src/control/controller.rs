@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tracing::Instrument;
 
 use super::events::{DecisionAction, DecisionRecord};
 use super::providers::estimated_pricing;
@@ -19,6 +20,7 @@ use crate::domain::job::{Job, JobState};
 use crate::domain::worker::WorkerState;
 use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot};
 use crate::store::{JobFilter, QueueOrder};
+use crate::traces;
 
 /// When the loop's periodic work last ran, and so what is due on a turn.
 ///
@@ -472,11 +474,14 @@ impl ControlPlane {
         match decision {
             Decision::AssignWorker(w) => {
                 snapshot.take_slot(w);
-                self.assign_to_worker(job.id(), w).await?;
+                let span = traces::job_span(traces::Stage::Dispatch, &job);
+                traces::record_worker(&span, w);
+                self.assign_to_worker(job.id(), w).instrument(span).await?;
             }
             Decision::Provision(p) => {
                 snapshot.add_provisioning(p);
-                self.provision_for(job.id(), p).await?;
+                let span = traces::job_span(traces::Stage::Dispatch, &job);
+                self.provision_for(job.id(), p).instrument(span).await?;
             }
             Decision::Wait(reason) => {
                 tracing::debug!(job_id = %job.id(), %reason, "job waits");

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use tracing::Instrument;
 
 use super::lease_keeper::LeaseKeeper;
 use super::providers::ProviderEntry;
@@ -20,6 +21,7 @@ use crate::domain::job::{Job, JobState};
 use crate::domain::provider::ProviderStatus;
 use crate::domain::worker::{WORKER_ENV_JOB_TIMEOUT_SECS, Worker, WorkerSpec, WorkerState};
 use crate::otp::{generate_token, hash_token};
+use crate::traces;
 
 /// A provisioning for a queued job: the job and the queue lease held until
 /// the job is bound to the new worker.
@@ -80,19 +82,23 @@ impl ControlPlane {
                 return Err(e);
             }
         };
+        let span = traces::provision_span(&job, entry.provider.name(), worker.id());
         let cp = self.clone();
-        tokio::spawn(async move {
-            cp.provisioning_saga(
-                entry,
-                worker,
-                Some(ForJob {
-                    job,
-                    lease,
-                    pending_since,
-                }),
-            )
-            .await;
-        });
+        tokio::spawn(
+            async move {
+                cp.provisioning_saga(
+                    entry,
+                    worker,
+                    Some(ForJob {
+                        job,
+                        lease,
+                        pending_since,
+                    }),
+                )
+                .await;
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 
@@ -169,7 +175,8 @@ impl ControlPlane {
                     );
                 }
             }
-            let handle = entry.provider.create_worker(&spec).await.map_err(|e| {
+            let span = traces::create_worker_span(job.as_ref(), entry.provider.name(), worker_id);
+            let handle = entry.provider.create_worker(&spec).instrument(span).await.map_err(|e| {
                 format!(
                     "provider {} could not create a worker: {e}",
                     entry.provider.name()

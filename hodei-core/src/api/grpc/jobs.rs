@@ -6,6 +6,7 @@ use futures::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::{authenticated_worker, parse_id, status_from};
 use crate::control::{ControlPlane, JobEvent, job_target};
@@ -17,6 +18,7 @@ use crate::proto::v1;
 use crate::proto::v1::job_execution_service_server::JobExecutionService;
 use crate::proto::v1::job_query_service_server::JobQueryService;
 use crate::store::{AuditAction, JobFilter};
+use crate::traces::{self, Stage};
 
 /// JobExecutionService over the control plane.
 #[derive(Debug, Clone)]
@@ -67,7 +69,17 @@ impl JobExecutionService for JobExecutionApi {
                 "correlation_id",
             )?)
         };
-        let result = self.cp.create_job(spec, correlation).await;
+        // The job's trace is named by its correlation id: fix it here, at the edge.
+        let correlation = correlation.unwrap_or_else(CorrelationId::new);
+        let span = traces::correlation_span(Stage::Submit, &correlation.to_string());
+        let result = self
+            .cp
+            .create_job(spec, Some(correlation))
+            .instrument(span.clone())
+            .await;
+        if let Ok(job) = &result {
+            traces::record_job(&span, job);
+        }
         let target = result
             .as_ref()
             .map_or_else(|_| "job:new".to_owned(), |j| job_target(j.id()));

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::IntoParams;
 
 use super::AppState;
@@ -17,6 +18,7 @@ use crate::domain::job::JobState;
 use crate::domain::spec::JobSpec;
 use crate::store::AuditAction;
 use crate::store::JobFilter;
+use crate::traces::{self, Stage};
 
 /// Jobs listed when no `limit` is given.
 const DEFAULT_LIMIT: usize = 100;
@@ -63,7 +65,16 @@ pub(super) async fn create_job(
             )
         }
     };
-    let result = s.cp.create_job(spec, correlation).await;
+    // The job's trace is named by its correlation id: fix it here, at the edge.
+    let correlation = correlation.unwrap_or_else(CorrelationId::new);
+    let span = traces::correlation_span(Stage::Submit, &correlation.to_string());
+    let result =
+        s.cp.create_job(spec, Some(correlation))
+            .instrument(span.clone())
+            .await;
+    if let Ok(job) = &result {
+        traces::record_job(&span, job);
+    }
     let target = result
         .as_ref()
         .map_or_else(|_| "job:new".to_owned(), |j| job_target(j.id()));

@@ -1,0 +1,352 @@
+//! One trace per job: a real in-process control plane (REST and gRPC on real
+//! sockets, the controller, the provisioning saga) exports its spans through
+//! the OpenTelemetry layer to an in-memory exporter. The test plays the agent
+//! over the worker stream and opens its run span from the correlation id the
+//! run command carries, as `hodei-agent` does. Every span of a job must be in
+//! the trace whose id is derived from the job's correlation id.
+#![cfg(feature = "otel")]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use hodei_core::api::rest;
+use hodei_core::control::{ControlPlane, PoolPolicy};
+use hodei_core::proto::v1;
+use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
+use hodei_core::provider::{
+    WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
+    WorkerMetrics, WorkerProviderIdentity,
+};
+use hodei_core::traces::otel::{OtelPipeline, trace_id};
+use hodei_core::traces::{self, Stage};
+use hodei_core::{
+    AttemptResult, CommandType, CostEstimate, Eligibility, HealthStatus, JobId, JobSpec, JobState,
+    ProviderCapabilities, ProviderConfig, ProviderError, ProviderId, ProviderType, ResourceUsage,
+    WorkerEvent, WorkerHandle, WorkerId, WorkerSpec, WorkerState,
+};
+use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+const WAIT: Duration = Duration::from_secs(20);
+const PROVIDER: &str = "otel-test";
+
+/// Creates nothing: hands each worker spec (with its one-time token) to the
+/// test, which plays the agent.
+struct HandOffProvider {
+    id: ProviderId,
+    created: mpsc::UnboundedSender<WorkerSpec>,
+}
+
+#[async_trait]
+impl WorkerLifecycle for HandOffProvider {
+    async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
+        let _ = self.created.send(spec.clone());
+        Ok(WorkerHandle::new(spec.worker_id, self.id, "handed-off"))
+    }
+    async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
+        Ok(WorkerState::Ready)
+    }
+    async fn destroy_worker(&self, _h: &WorkerHandle) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+#[async_trait]
+impl WorkerHealth for HandOffProvider {
+    async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
+        Ok(HealthStatus::healthy("ok"))
+    }
+}
+#[async_trait]
+impl WorkerLogs for HandOffProvider {
+    async fn get_worker_logs(
+        &self,
+        _h: &WorkerHandle,
+        _tail: Option<usize>,
+    ) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
+}
+impl WorkerCost for HandOffProvider {
+    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
+        CostEstimate::free()
+    }
+    fn estimated_startup_time(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+impl WorkerEligibility for HandOffProvider {
+    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
+        Eligibility::from_capabilities(&self.capabilities(), spec)
+    }
+}
+#[async_trait]
+impl WorkerMetrics for HandOffProvider {
+    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
+        Ok(ResourceUsage::default())
+    }
+}
+impl WorkerEventSource for HandOffProvider {
+    fn events(&self) -> BoxStream<'static, WorkerEvent> {
+        stream::empty().boxed()
+    }
+}
+impl WorkerProviderIdentity for HandOffProvider {
+    fn id(&self) -> ProviderId {
+        self.id
+    }
+    fn name(&self) -> &str {
+        PROVIDER
+    }
+    fn provider_type(&self) -> ProviderType {
+        ProviderType::Custom
+    }
+    fn capabilities(&self) -> ProviderCapabilities {
+        ProviderCapabilities::default()
+    }
+}
+
+/// The value of attribute `key` of `span`, as text.
+fn attr(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.as_str().into_owned())
+}
+
+/// The finished spans of `job`, once every name in `names` is among them.
+async fn spans_of(exporter: &InMemorySpanExporter, job: JobId, names: &[&str]) -> Vec<SpanData> {
+    let job = job.to_string();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let spans: Vec<SpanData> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| attr(s, "job.id").as_deref() == Some(job.as_str()))
+            .collect();
+        if names.iter().all(|n| spans.iter().any(|s| s.name == *n)) {
+            return spans;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job}: wanted spans {names:?}, have {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name}"))
+}
+
+/// Plays the agent for one run command: the run span from the command's
+/// correlation id (as `hodei-agent` opens it), started, finished.
+async fn run_next(
+    cp: &ControlPlane,
+    worker: WorkerId,
+    outbound: &mut mpsc::Receiver<Result<v1::ServerMessage, tonic::Status>>,
+) -> v1::RunJobCommand {
+    let run = tokio::time::timeout(WAIT, async {
+        loop {
+            let msg = outbound.recv().await.unwrap().unwrap();
+            if let Some(v1::server_message::Payload::RunJob(run)) = msg.payload {
+                return run;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let job_id: JobId = run.job_id.parse().unwrap();
+    let span = traces::correlation_span(Stage::Run, &run.correlation_id);
+    traces::record_attempt(&span, job_id, run.attempt);
+    traces::record_worker(&span, worker);
+    async {
+        cp.job_started(worker, job_id, run.attempt).await.unwrap();
+        let done = cp
+            .job_finished(worker, job_id, run.attempt, AttemptResult::exited(0))
+            .await
+            .unwrap();
+        assert_eq!(done.state(), JobState::Succeeded);
+    }
+    .instrument(span)
+    .await;
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_span_of_a_job_is_in_the_trace_of_its_correlation_id() {
+    let exporter = InMemorySpanExporter::default();
+    let pipeline = OtelPipeline::from_provider(
+        SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build(),
+    );
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(pipeline.layer()))
+        .unwrap();
+
+    let cp = ControlPlane::builder().build();
+    let (tx, mut created) = mpsc::unbounded_channel();
+    cp.register_provider(
+        Arc::new(HandOffProvider {
+            id: ProviderId::new(),
+            created: tx,
+        }),
+        ProviderConfig::Custom {
+            settings: BTreeMap::new(),
+        },
+        // One worker, kept: the first job provisions it, the second is assigned to it.
+        PoolPolicy::default().max_workers(1),
+    )
+    .await
+    .unwrap();
+    let app = rest::router(cp.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (grpc_listener, grpc_addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(hodei_core::server::serve_grpc(
+        cp.clone(),
+        grpc_listener,
+        None,
+        std::future::pending(),
+    ));
+    tokio::spawn(cp.clone().run());
+
+    // Job 1 over REST, with the client's correlation id: provisioned for.
+    let correlation = "5b6f0c1e-8d2a-4c3b-9e7f-1a2b3c4d5e6f";
+    let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let r = http
+        .post(format!("{base}/api/v1/jobs"))
+        .header("x-correlation-id", correlation)
+        .json(&serde_json::json!({"name": "traced", "command": {"type": "shell", "cmd": "true", "args": []}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let job1: JobId = body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(body["correlation_id"], correlation);
+
+    let spec = tokio::time::timeout(WAIT, created.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = spec.worker_id;
+    cp.register_worker(&spec.otp, "", Some(worker))
+        .await
+        .unwrap();
+    let mut stream = cp.open_worker_stream(worker).await.unwrap();
+    let run1 = run_next(&cp, worker, &mut stream.outbound).await;
+    assert_eq!(run1.correlation_id, correlation);
+
+    let spans = spans_of(
+        &exporter,
+        job1,
+        &[
+            "hodei.job.submit",
+            "hodei.job.dispatch",
+            "hodei.job.provision",
+            "hodei.provider.create_worker",
+            "hodei.agent.run",
+        ],
+    )
+    .await;
+    let expected = trace_id(correlation);
+    // A UUID correlation id is the trace id itself.
+    assert_eq!(expected.to_string(), correlation.replace('-', ""));
+    for s in &spans {
+        assert_eq!(
+            s.span_context.trace_id(),
+            expected,
+            "{} is in another trace",
+            s.name
+        );
+        assert_eq!(attr(s, "correlation_id").as_deref(), Some(correlation));
+    }
+    let root = SpanId::from_bytes(traces::root_span_id_bytes(correlation));
+    let (submit, dispatch, provision, create, run) = (
+        named(&spans, "hodei.job.submit"),
+        named(&spans, "hodei.job.dispatch"),
+        named(&spans, "hodei.job.provision"),
+        named(&spans, "hodei.provider.create_worker"),
+        named(&spans, "hodei.agent.run"),
+    );
+    // Submit, dispatch and run hang from the job's remote root; provisioning
+    // is the dispatch's child, create_worker the provisioning's.
+    for s in [submit, dispatch, run] {
+        assert_eq!(s.parent_span_id, root, "{}", s.name);
+        assert!(s.parent_span_is_remote, "{}", s.name);
+    }
+    assert_eq!(provision.parent_span_id, dispatch.span_context.span_id());
+    assert_eq!(create.parent_span_id, provision.span_context.span_id());
+    for s in [provision, create, run] {
+        assert_eq!(
+            attr(s, "worker.id").as_deref(),
+            Some(worker.to_string().as_str()),
+            "{}",
+            s.name
+        );
+    }
+    for s in [provision, create] {
+        assert_eq!(attr(s, "provider").as_deref(), Some(PROVIDER), "{}", s.name);
+    }
+    assert_eq!(attr(run, "attempt"), Some(run1.attempt.to_string()));
+
+    // Job 2 over gRPC, correlation id chosen by the server: the idle worker takes it.
+    let mut jobs = JobExecutionServiceClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .unwrap();
+    let job = jobs
+        .queue_job(v1::QueueJobRequest {
+            spec: Some(v1::JobSpec::from(&JobSpec::new(
+                "traced-grpc",
+                CommandType::shell("true", Vec::<String>::new()),
+            ))),
+            correlation_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let job2: JobId = job.id.parse().unwrap();
+    let correlation2 = job.correlation_id;
+    assert_ne!(correlation2, correlation);
+    let run2 = run_next(&cp, worker, &mut stream.outbound).await;
+    assert_eq!(run2.correlation_id, correlation2);
+    let spans2 = spans_of(
+        &exporter,
+        job2,
+        &["hodei.job.submit", "hodei.job.dispatch", "hodei.agent.run"],
+    )
+    .await;
+    let expected2 = trace_id(&correlation2);
+    assert_ne!(expected2, expected);
+    assert_ne!(expected2, TraceId::INVALID);
+    for s in &spans2 {
+        assert_eq!(s.span_context.trace_id(), expected2, "{}", s.name);
+    }
+    assert_eq!(
+        attr(named(&spans2, "hodei.job.dispatch"), "worker.id").as_deref(),
+        Some(worker.to_string().as_str())
+    );
+    // No provisioning this time: the worker was there.
+    assert!(
+        spans2.iter().all(|s| s.name != "hodei.job.provision"),
+        "{spans2:?}"
+    );
+    pipeline.shutdown().unwrap();
+}
