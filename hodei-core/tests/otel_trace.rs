@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use hodei_core::api::rest;
 use hodei_core::control::{ControlPlane, PoolPolicy};
+use hodei_core::domain::worker_protocol::{RunJob, WorkerCommand};
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
 use hodei_core::provider::{
@@ -155,19 +156,18 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
 async fn run_next(
     cp: &ControlPlane,
     worker: WorkerId,
-    outbound: &mut mpsc::Receiver<Result<v1::ServerMessage, tonic::Status>>,
-) -> v1::RunJobCommand {
+    outbound: &mut mpsc::Receiver<WorkerCommand>,
+) -> RunJob {
     let run = tokio::time::timeout(WAIT, async {
         loop {
-            let msg = outbound.recv().await.unwrap().unwrap();
-            if let Some(v1::server_message::Payload::RunJob(run)) = msg.payload {
+            if let WorkerCommand::Run(run) = outbound.recv().await.unwrap() {
                 return run;
             }
         }
     })
     .await
     .unwrap();
-    let job_id: JobId = run.job_id.parse().unwrap();
+    let job_id = run.job_id;
     let span = traces::correlation_span(Stage::Run, &run.correlation_id);
     traces::record_attempt(&span, job_id, run.attempt);
     traces::record_worker(&span, worker);
