@@ -161,7 +161,7 @@ async fn run_next(
     let run = tokio::time::timeout(WAIT, async {
         loop {
             if let WorkerCommand::Run(run) = outbound.recv().await.unwrap() {
-                return run;
+                return *run;
             }
         }
     })

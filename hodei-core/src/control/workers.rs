@@ -259,7 +259,7 @@ impl ControlPlane {
         Ok(self
             .inner
             .sessions
-            .send(worker_id, WorkerCommand::Run(run))
+            .send(worker_id, WorkerCommand::Run(Box::new(run)))
             .await)
     }
 

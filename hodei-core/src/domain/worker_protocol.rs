@@ -14,8 +14,8 @@ use crate::domain::worker_stats::ResourceUsage;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum WorkerCommand {
-    /// Run an attempt of a job.
-    Run(RunJob),
+    /// Run an attempt of a job (boxed: a spec is large, the other commands small).
+    Run(Box<RunJob>),
     /// Stop an attempt.
     Cancel {
         /// The job.
