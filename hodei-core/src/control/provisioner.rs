@@ -293,13 +293,7 @@ impl ControlPlane {
     ) -> ControlResult<()> {
         let assigned: ControlResult<_> = async {
             let _g = self.inner.worker_lock.lock().await;
-            let mut w = self
-                .inner
-                .stores
-                .workers
-                .get(worker_id)
-                .await?
-                .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
+            let mut w = self.load_worker(worker_id).await?;
             w.assign(job_id)?;
             self.save_worker(&w).await?;
             Ok(w.provider_id())

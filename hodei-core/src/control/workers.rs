@@ -152,13 +152,7 @@ impl ControlPlane {
     ) -> ControlResult<WorkerStreamHandle> {
         let worker = {
             let _g = self.inner.worker_lock.lock().await;
-            let mut w = self
-                .inner
-                .stores
-                .workers
-                .get(worker_id)
-                .await?
-                .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
+            let mut w = self.load_worker(worker_id).await?;
             if w.state().is_gone() {
                 return Err(ControlError::FailedPrecondition(format!(
                     "worker {worker_id} is {}",
@@ -193,6 +187,16 @@ impl ControlPlane {
     #[must_use]
     pub fn is_connected(&self, worker_id: WorkerId) -> bool {
         self.inner.sessions.is_connected(worker_id)
+    }
+
+    /// A worker that must exist (`NotFound` otherwise).
+    pub(super) async fn load_worker(&self, worker_id: WorkerId) -> ControlResult<Worker> {
+        self.inner
+            .stores
+            .workers
+            .get(worker_id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))
     }
 
     /// Stores a changed worker and keeps this replica's view of it current.
@@ -516,13 +520,7 @@ impl ControlPlane {
     /// Drains a worker on request: it takes no new jobs.
     pub async fn drain_worker(&self, worker_id: WorkerId) -> ControlResult<Worker> {
         let _g = self.inner.worker_lock.lock().await;
-        let mut w = self
-            .inner
-            .stores
-            .workers
-            .get(worker_id)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
+        let mut w = self.load_worker(worker_id).await?;
         w.drain()?;
         self.save_worker(&w).await?;
         Ok(w)
@@ -530,13 +528,7 @@ impl ControlPlane {
 
     /// The worker says goodbye: it is destroyed once its jobs are done (now, if idle).
     pub async fn unregister_worker(&self, worker_id: WorkerId, reason: &str) -> ControlResult<()> {
-        let w = self
-            .inner
-            .stores
-            .workers
-            .get(worker_id)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))?;
+        let w = self.load_worker(worker_id).await?;
         // The agent is waiting for this answer before it exits, and destroying
         // it waits for it to exit: so destroy in the background.
         let cp = self.clone();
