@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::job::{Job, JobState, Transition};
+use crate::domain::job::{AttemptOutcome, Job, JobState, Transition};
 
 /// Why the Prometheus recorder is not this process's global recorder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +66,10 @@ pub const JOBS_FINISHED: &str = "hodei_jobs_finished_total";
 pub const WORKER_PROVISIONING: &str = "hodei_worker_provisioning_seconds";
 /// Agent heartbeat sent → stored by the server.
 pub const HEARTBEAT_LAG: &str = "hodei_worker_heartbeat_lag_seconds";
+/// Histogram: how long a job's process ran by its agent's clock, by outcome.
+pub const PROCESS_RUN: &str = "hodei_job_process_seconds";
+/// Counter: log entries an agent reported for an attempt that the server never stored.
+pub const LOG_ENTRIES_MISSING: &str = "hodei_job_log_entries_missing_total";
 
 /// How often idle histogram samples are folded in when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -150,6 +154,15 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time from an agent sending a heartbeat to the server storing it."
     );
+    metrics::describe_histogram!(
+        PROCESS_RUN,
+        metrics::Unit::Seconds,
+        "How long a job's process ran by its agent's clock, by outcome (hodei_job_run_seconds minus this is the overhead)."
+    );
+    metrics::describe_counter!(
+        LOG_ENTRIES_MISSING,
+        "Log entries an agent reported for an attempt (by its last sequence number) that the server never stored."
+    );
 }
 
 /// Folds recorded histogram samples in periodically, so they do not pile up
@@ -206,6 +219,15 @@ pub(crate) fn job_transition(
 pub(crate) fn job_dispatched(pending_since: chrono::DateTime<chrono::Utc>) {
     metrics::histogram!(DISPATCH_LATENCY)
         .record(seconds_between(pending_since, chrono::Utc::now()));
+}
+
+/// Records what an agent reported of an accepted attempt result: its
+/// process run time, and the log entries it sent that were never stored.
+pub(crate) fn attempt_reported(outcome: AttemptOutcome, ran_for: Duration, missing_entries: u64) {
+    metrics::histogram!(PROCESS_RUN, "outcome" => outcome.as_str()).record(ran_for.as_secs_f64());
+    if missing_entries > 0 {
+        metrics::counter!(LOG_ENTRIES_MISSING).increment(missing_entries);
+    }
 }
 
 /// Records a worker's provisioning time on `provider`.

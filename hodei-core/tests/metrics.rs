@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use hodei_core::api::rest;
 use hodei_core::control::{ControlPlane, PoolPolicy};
-use hodei_core::domain::worker_protocol::WorkerCommand;
+use hodei_core::domain::logs::{LogEntry, LogStream};
+use hodei_core::domain::worker_protocol::{AttemptReport, WorkerCommand, WorkerReport};
 use hodei_core::provider::{
     WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
     WorkerMetrics, WorkerProviderIdentity,
@@ -161,10 +162,31 @@ async fn a_finished_job_shows_in_the_metrics_histograms_counters_and_gauges() {
     .unwrap();
     assert_eq!(run.job_id, job.id());
     cp.job_started(worker, job.id(), run.attempt).await.unwrap();
-    let done = cp
-        .job_finished(worker, job.id(), run.attempt, AttemptResult::exited(0))
-        .await
-        .unwrap();
+    // Two log entries reach the server; the result says the attempt wrote three.
+    cp.handle_worker_report(
+        worker,
+        WorkerReport::Logs {
+            job_id: job.id(),
+            attempt: run.attempt,
+            entries: vec![
+                LogEntry::new(1, LogStream::Stdout, "one"),
+                LogEntry::new(2, LogStream::Stdout, "two"),
+            ],
+        },
+    )
+    .await
+    .unwrap();
+    cp.handle_worker_report(
+        worker,
+        WorkerReport::Result(
+            AttemptReport::new(job.id(), run.attempt, AttemptResult::exited(0))
+                .with_ran_for(Duration::from_millis(250))
+                .with_last_sequence(3),
+        ),
+    )
+    .await
+    .unwrap();
+    let done = cp.get_job(job.id()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
 
     let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
@@ -198,6 +220,22 @@ async fn a_finished_job_shows_in_the_metrics_histograms_counters_and_gauges() {
     );
     assert_eq!(
         sample(&text, "hodei_job_run_seconds_count{outcome=\"succeeded\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    // What the agent reported: its process run time, and the entry never stored.
+    assert_eq!(
+        sample(&text, "hodei_job_process_seconds_count{outcome=\"exited\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hodei_job_process_seconds_sum{outcome=\"exited\"}"),
+        Some(0.25),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hodei_job_log_entries_missing_total"),
         Some(1.0),
         "{text}"
     );

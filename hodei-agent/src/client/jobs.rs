@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use hodei_core::domain::job::{AttemptOutcome, AttemptResult};
 use hodei_core::domain::logs::LogStream;
+use hodei_core::domain::worker_protocol::AttemptReport;
 use hodei_core::proto::v1;
 use hodei_core::traces::{self, Stage};
 use hodei_core::{JobId, JobSpec};
@@ -102,18 +104,12 @@ fn refuse(shared: &Shared, key: (JobId, u32), resume_after: u64, why: &str) {
     let (job_id, attempt) = key;
     lock(&shared.results).insert(
         key,
-        v1::JobResultMessage {
-            job_id: job_id.to_string(),
+        AttemptReport::new(
+            job_id,
             attempt,
-            outcome: v1::JobOutcome::StartFailed as i32,
-            exit_code: None,
-            signal: None,
-            duration_ms: 0,
-            error: why.to_owned(),
-            secrets_injected: Vec::new(),
-            log_bytes_dropped: 0,
-            last_sequence: resume_after,
-        },
+            AttemptResult::with_outcome(AttemptOutcome::StartFailed, Some(why.to_owned())),
+        )
+        .with_last_sequence(resume_after),
     );
     shared.outbox.notify_one();
 }
@@ -202,35 +198,32 @@ async fn run(
         last_sequence,
         "job finished"
     );
-    let msg = result_message(job_id, attempt, &result, last_sequence);
-    lock(&shared.results).insert(key, msg);
+    let report = attempt_report(job_id, attempt, &result, last_sequence);
+    lock(&shared.results).insert(key, report);
     lock(&shared.jobs).remove(&key);
     shared.outbox.notify_one();
 }
 
-fn result_message(
+/// The domain report of how the attempt ended (the wire form is made when it is sent).
+fn attempt_report(
     job_id: JobId,
     attempt: u32,
     r: &ExecutionResult,
     last_sequence: u64,
-) -> v1::JobResultMessage {
+) -> AttemptReport {
     let outcome = match r.outcome {
-        ExecutionOutcome::Exited => v1::JobOutcome::Exited,
-        ExecutionOutcome::Signaled => v1::JobOutcome::Signaled,
-        ExecutionOutcome::TimedOut => v1::JobOutcome::TimedOut,
-        ExecutionOutcome::Cancelled => v1::JobOutcome::Cancelled,
-        ExecutionOutcome::StartFailed => v1::JobOutcome::StartFailed,
+        ExecutionOutcome::Exited => AttemptOutcome::Exited,
+        ExecutionOutcome::Signaled => AttemptOutcome::Signaled,
+        ExecutionOutcome::TimedOut => AttemptOutcome::TimedOut,
+        ExecutionOutcome::Cancelled => AttemptOutcome::Cancelled,
+        ExecutionOutcome::StartFailed => AttemptOutcome::StartFailed,
     };
-    v1::JobResultMessage {
-        job_id: job_id.to_string(),
-        attempt,
-        outcome: outcome as i32,
-        exit_code: r.exit_code,
-        signal: r.signal,
-        duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
-        error: r.error.clone().unwrap_or_default(),
-        secrets_injected: r.secrets_injected.clone(),
-        log_bytes_dropped: r.log_bytes_dropped,
-        last_sequence,
-    }
+    let mut result = AttemptResult::with_outcome(outcome, r.error.clone());
+    result.exit_code = r.exit_code;
+    result.signal = r.signal;
+    result.secrets_injected.clone_from(&r.secrets_injected);
+    result.log_bytes_dropped = r.log_bytes_dropped;
+    AttemptReport::new(job_id, attempt, result)
+        .with_ran_for(r.duration)
+        .with_last_sequence(last_sequence)
 }

@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hodei_core::domain::worker_protocol::AttemptReport;
 use hodei_core::proto::convert::worker_state_to_proto;
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::worker_agent_service_client::WorkerAgentServiceClient;
@@ -339,7 +340,7 @@ struct Shared {
     unacked: UnackedBuffer,
     jobs: Mutex<HashMap<AttemptKey, RunningJob>>,
     /// Results not yet acknowledged.
-    results: Mutex<BTreeMap<AttemptKey, v1::JobResultMessage>>,
+    results: Mutex<BTreeMap<AttemptKey, AttemptReport>>,
     /// `job_started` notices not yet sent.
     started: Mutex<Vec<v1::JobStartedMessage>>,
     /// The latest progress of each attempt not yet sent (latest wins).

@@ -292,7 +292,7 @@ async fn send_outbox(
         let results: Vec<(AttemptKey, v1::JobResultMessage)> = lock(&shared.results)
             .iter()
             .filter(|(k, _)| !sent_results.contains(k))
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|(k, report)| (*k, v1::JobResultMessage::from(report)))
             .collect();
         // Progress is advisory and latest-wins (a report lost with a broken
         // connection is superseded by the next), sent at most every

@@ -11,7 +11,9 @@ use crate::domain::ids::{JobId, WorkerId};
 use crate::domain::job::{AttemptResult, Job, JobState};
 use crate::domain::logs::LogEntry;
 use crate::domain::worker::{Worker, WorkerState};
-use crate::domain::worker_protocol::{Ack, Heartbeat, RunJob, WorkerCommand, WorkerReport};
+use crate::domain::worker_protocol::{
+    Ack, AttemptReport, Heartbeat, RunJob, WorkerCommand, WorkerReport,
+};
 use crate::domain::worker_stats::{ResourceUsage, WorkerStats};
 use crate::otp::{generate_token, hash_token};
 use crate::store::OtpError;
@@ -290,11 +292,7 @@ impl ControlPlane {
                 attempt,
                 entries,
             } => self.on_logs(worker_id, job_id, attempt, entries).await,
-            WorkerReport::Result {
-                job_id,
-                attempt,
-                result,
-            } => self.on_job_result(worker_id, job_id, attempt, result).await,
+            WorkerReport::Result(report) => self.on_job_result(worker_id, report).await,
             WorkerReport::Stats(usage) => self.on_worker_stats(worker_id, &usage).await,
             WorkerReport::Progress {
                 job_id,
@@ -420,31 +418,46 @@ impl ControlPlane {
         Ok(())
     }
 
-    async fn on_job_result(
-        &self,
-        worker_id: WorkerId,
-        job_id: JobId,
-        attempt: u32,
-        result: AttemptResult,
-    ) -> ControlResult<()> {
-        match self
+    async fn on_job_result(&self, worker_id: WorkerId, report: AttemptReport) -> ControlResult<()> {
+        let AttemptReport {
+            job_id,
+            attempt,
+            result,
+            ran_for,
+            last_sequence: agent_last,
+            ..
+        } = report;
+        let outcome = result.outcome;
+        let accepted = match self
             .report_job_result(worker_id, job_id, attempt, result)
             .await
         {
-            Ok(_) => {}
+            Ok(_) => true,
             Err(ControlError::PermissionDenied(m)) | Err(ControlError::FailedPrecondition(m)) => {
                 // A stale attempt or a job taken away (lost and retried elsewhere):
                 // acknowledge so the agent forgets it; nothing changes.
                 tracing::warn!(%worker_id, %job_id, attempt, "stale job result ignored: {m}");
+                false
             }
             Err(e) => return Err(e),
-        }
+        };
         let last = self
             .inner
             .stores
             .logs
             .last_sequence(job_id, attempt)
             .await?;
+        if accepted {
+            crate::telemetry::attempt_reported(outcome, ran_for, agent_last.saturating_sub(last));
+            if last < agent_last {
+                // The agent sends an attempt's logs before its result on the
+                // same ordered stream: a gap means entries were lost on the way.
+                tracing::warn!(
+                    %worker_id, %job_id, attempt, stored = last, reported = agent_last,
+                    "the job ended with log entries missing"
+                );
+            }
+        }
         self.ack(worker_id, Ack::new(job_id, attempt, last, true))
             .await;
         Ok(())

@@ -129,6 +129,21 @@ pub enum AttemptOutcome {
     WorkerLost,
 }
 
+impl AttemptOutcome {
+    /// The outcome's name, as serialized (`exited`, `timed_out`, …).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Exited => "exited",
+            AttemptOutcome::Signaled => "signaled",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::StartFailed => "start_failed",
+            AttemptOutcome::WorkerLost => "worker_lost",
+        }
+    }
+}
+
 /// Where and how the current attempt runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[non_exhaustive]

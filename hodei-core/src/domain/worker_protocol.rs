@@ -2,6 +2,8 @@
 //! worker stream, in domain terms. The gRPC adapter (`api::grpc`) maps these
 //! to and from the wire messages; the control plane never sees protobuf.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use crate::domain::ids::JobId;
@@ -121,14 +123,7 @@ pub enum WorkerReport {
         entries: Vec<LogEntry>,
     },
     /// How an attempt ended.
-    Result {
-        /// The job.
-        job_id: JobId,
-        /// The attempt.
-        attempt: u32,
-        /// Its result.
-        result: AttemptResult,
-    },
+    Result(AttemptReport),
     /// The worker's resource usage (between heartbeats).
     Stats(ResourceUsage),
     /// The latest progress a job reported.
@@ -177,6 +172,52 @@ impl Heartbeat {
     #[must_use]
     pub fn sent_at(mut self, at: DateTime<Utc>) -> Self {
         self.sent_at = Some(at);
+        self
+    }
+}
+
+/// How an attempt ended, as the agent that ran it reports it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AttemptReport {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt.
+    pub attempt: u32,
+    /// Its result.
+    pub result: AttemptResult,
+    /// How long the job's process ran, by the agent's clock (no dispatch or
+    /// network time in it).
+    pub ran_for: Duration,
+    /// Sequence number of the attempt's last log entry (0 if none): the
+    /// server checks it holds every entry up to it.
+    pub last_sequence: u64,
+}
+
+impl AttemptReport {
+    /// The report of `attempt` of `job_id` ending with `result`.
+    #[must_use]
+    pub fn new(job_id: JobId, attempt: u32, result: AttemptResult) -> Self {
+        Self {
+            job_id,
+            attempt,
+            result,
+            ran_for: Duration::ZERO,
+            last_sequence: 0,
+        }
+    }
+
+    /// Sets how long the process ran.
+    #[must_use]
+    pub fn with_ran_for(mut self, ran_for: Duration) -> Self {
+        self.ran_for = ran_for;
+        self
+    }
+
+    /// Sets the sequence number of the attempt's last log entry.
+    #[must_use]
+    pub fn with_last_sequence(mut self, last_sequence: u64) -> Self {
+        self.last_sequence = last_sequence;
         self
     }
 }

@@ -2,9 +2,11 @@
 //! [`WorkerReport`].
 
 use crate::domain::logs::LogEntry;
-use crate::domain::worker_protocol::{Ack, Heartbeat, RunJob, WorkerCommand, WorkerReport};
+use crate::domain::worker_protocol::{
+    Ack, AttemptReport, Heartbeat, RunJob, WorkerCommand, WorkerReport,
+};
 use crate::proto::convert::{
-    ConvertError, attempt_result_from_proto, from_millis, parse_job_id, to_millis,
+    ConvertError, attempt_result_from_proto, from_millis, outcome_to_proto, parse_job_id, to_millis,
 };
 use crate::proto::v1;
 use crate::proto::v1::server_message::Payload as Out;
@@ -76,11 +78,7 @@ pub fn worker_report_from_proto(
                 .map(LogEntry::try_from)
                 .collect::<Result<Vec<_>, _>>()?,
         },
-        In::JobResult(r) => WorkerReport::Result {
-            job_id: parse_job_id(&r.job_id, "job_result.job_id")?,
-            attempt: r.attempt,
-            result: attempt_result_from_proto(&r)?,
-        },
+        In::JobResult(r) => WorkerReport::Result(attempt_report_from_proto(&r)?),
         In::Stats(s) => match s.usage.as_ref() {
             Some(u) => WorkerReport::Stats(u.into()),
             None => return Ok(None),
@@ -92,6 +90,38 @@ pub fn worker_report_from_proto(
             message: p.message,
         },
     }))
+}
+
+/// A job result message as the domain's [`AttemptReport`].
+///
+/// # Errors
+/// A job id or outcome that does not parse, naming the field.
+pub fn attempt_report_from_proto(r: &v1::JobResultMessage) -> Result<AttemptReport, ConvertError> {
+    Ok(AttemptReport::new(
+        parse_job_id(&r.job_id, "job_result.job_id")?,
+        r.attempt,
+        attempt_result_from_proto(r)?,
+    )
+    .with_ran_for(std::time::Duration::from_millis(r.duration_ms))
+    .with_last_sequence(r.last_sequence))
+}
+
+impl From<&AttemptReport> for v1::JobResultMessage {
+    fn from(r: &AttemptReport) -> Self {
+        let res = &r.result;
+        Self {
+            job_id: r.job_id.to_string(),
+            attempt: r.attempt,
+            outcome: outcome_to_proto(res.outcome) as i32,
+            exit_code: res.exit_code,
+            signal: res.signal,
+            duration_ms: u64::try_from(r.ran_for.as_millis()).unwrap_or(u64::MAX),
+            error: res.error.clone().unwrap_or_default(),
+            secrets_injected: res.secrets_injected.clone(),
+            log_bytes_dropped: res.log_bytes_dropped,
+            last_sequence: r.last_sequence,
+        }
+    }
 }
 
 /// A heartbeat's content; running job ids that do not parse are left out
@@ -117,6 +147,7 @@ pub fn heartbeat_from_proto(hb: &v1::WorkerHeartbeat) -> Heartbeat {
 mod tests {
     use super::*;
     use crate::domain::ids::JobId;
+    use crate::domain::job::AttemptResult;
 
     #[test]
     fn a_malformed_job_id_names_its_field() {
@@ -156,5 +187,19 @@ mod tests {
         };
         assert_eq!(a.job_id, id.to_string());
         assert_eq!((a.attempt, a.acked_sequence, a.result_acked), (2, 17, true));
+    }
+
+    #[test]
+    fn a_job_result_round_trips_with_its_run_time_and_last_sequence() {
+        let id = JobId::new();
+        let mut result = AttemptResult::exited(3);
+        result.secrets_injected = vec!["TOKEN".into()];
+        result.log_bytes_dropped = 12;
+        let report = AttemptReport::new(id, 2, result)
+            .with_ran_for(std::time::Duration::from_millis(1_500))
+            .with_last_sequence(41);
+        let wire = v1::JobResultMessage::from(&report);
+        assert_eq!((wire.duration_ms, wire.last_sequence), (1_500, 41));
+        assert_eq!(attempt_report_from_proto(&wire).unwrap(), report);
     }
 }
