@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hodei_core::WorkerId;
+use hodei_core::domain::agent_env as env;
 
 use crate::tls::CertificatePaths;
 
@@ -283,65 +284,58 @@ impl AgentConfig {
                 .filter(|v| !v.is_empty())
         };
         let servers = ServerAddresses::parse(
-            "HODEI_SERVER",
-            &get("HODEI_SERVER").unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+            env::SERVER,
+            &get(env::SERVER).unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
         )?;
-        let mut c = Self::new(servers, get("HODEI_OTP").unwrap_or_default());
-        if let Some(v) = get("HODEI_WORKER_ID") {
+        let mut c = Self::new(servers, get(env::OTP).unwrap_or_default());
+        if let Some(v) = get(env::WORKER_ID) {
             c.worker_id = v
                 .parse()
-                .map_err(|_| ConfigError::new("HODEI_WORKER_ID", format!("{v:?} is not a UUID")))?;
+                .map_err(|_| ConfigError::new(env::WORKER_ID, format!("{v:?} is not a UUID")))?;
         }
-        if let Some(n) = parse_num::<u32>(&get, "HODEI_MAX_CONCURRENT_JOBS")? {
+        if let Some(n) = parse_num::<u32>(&get, env::MAX_CONCURRENT_JOBS)? {
             if n == 0 {
                 return Err(ConfigError::new(
-                    "HODEI_MAX_CONCURRENT_JOBS",
+                    env::MAX_CONCURRENT_JOBS,
                     "must be at least 1",
                 ));
             }
             c.max_concurrent_jobs = n;
         }
-        if let Some(ms) = parse_num::<u64>(&get, "HODEI_HEARTBEAT_INTERVAL_MS")? {
+        if let Some(ms) = parse_num::<u64>(&get, env::HEARTBEAT_INTERVAL_MS)? {
             if ms == 0 {
                 return Err(ConfigError::new(
-                    "HODEI_HEARTBEAT_INTERVAL_MS",
+                    env::HEARTBEAT_INTERVAL_MS,
                     "must be positive",
                 ));
             }
             c.heartbeat_interval = Some(Duration::from_millis(ms));
         }
-        if let Some(ms) = parse_num::<u64>(&get, "HODEI_STATS_INTERVAL_MS")? {
+        if let Some(ms) = parse_num::<u64>(&get, env::STATS_INTERVAL_MS)? {
             if ms == 0 {
-                return Err(ConfigError::new(
-                    "HODEI_STATS_INTERVAL_MS",
-                    "must be positive",
-                ));
+                return Err(ConfigError::new(env::STATS_INTERVAL_MS, "must be positive"));
             }
             c.stats_interval = Duration::from_millis(ms);
         }
-        if let Some(s) = parse_num::<u64>(&get, "HODEI_KILL_GRACE_SECS")? {
+        if let Some(s) = parse_num::<u64>(&get, env::KILL_GRACE_SECS)? {
             c.kill_grace = Duration::from_secs(s);
         }
-        if let Some(s) = parse_num::<u64>(&get, "HODEI_SHUTDOWN_GRACE_SECS")? {
+        if let Some(s) = parse_num::<u64>(&get, env::SHUTDOWN_GRACE_SECS)? {
             c.shutdown_grace = Duration::from_secs(s);
         }
-        c.log_cap_bytes = parse_num::<u64>(&get, "HODEI_LOG_CAP_BYTES")?;
-        if let Some(dir) = get("HODEI_WORK_DIR") {
+        c.log_cap_bytes = parse_num::<u64>(&get, env::LOG_CAP_BYTES)?;
+        if let Some(dir) = get(env::WORK_DIR) {
             c.work_root = PathBuf::from(dir);
         }
-        if let Some(labels) = get("HODEI_WORKER_LABELS") {
+        if let Some(labels) = get(env::WORKER_LABELS) {
             for pair in labels.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').ok_or_else(|| {
-                    ConfigError::new("HODEI_WORKER_LABELS", format!("{pair:?} is not key=value"))
+                    ConfigError::new(env::WORKER_LABELS, format!("{pair:?} is not key=value"))
                 })?;
                 c.labels.insert(k.trim().to_owned(), v.trim().to_owned());
             }
         }
-        let (cert, key, ca) = (
-            get("HODEI_TLS_CERT"),
-            get("HODEI_TLS_KEY"),
-            get("HODEI_TLS_CA"),
-        );
+        let (cert, key, ca) = (get(env::TLS_CERT), get(env::TLS_KEY), get(env::TLS_CA));
         c.tls = match (cert, key, ca) {
             (Some(cert), Some(key), Some(ca)) => Some(CertificatePaths {
                 client_cert_path: cert.into(),
@@ -356,7 +350,7 @@ impl AgentConfig {
                 ));
             }
         };
-        c.tls_domain = get("HODEI_TLS_DOMAIN");
+        c.tls_domain = get(env::TLS_DOMAIN);
         Ok(c)
     }
 }

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt};
+use hodei_core::domain::agent_env;
 use hodei_core::domain::spec::MIN_SECRET_LEN;
 use hodei_core::{CommandType, JobId, LogStream};
 use nix::sys::signal::Signal;
@@ -479,8 +480,8 @@ impl JobExecutor {
             cmd.env("PATH", DEFAULT_PATH);
         }
         cmd.envs(&req.env)
-            .env("HODEI_JOB_ID", req.job_id.to_string())
-            .env("HODEI_ATTEMPT", req.attempt.to_string())
+            .env(agent_env::JOB_ID, req.job_id.to_string())
+            .env(agent_env::ATTEMPT, req.attempt.to_string())
             .env(MARKER_ENV, &marker)
             .current_dir(req.working_dir.as_deref().unwrap_or(&job_dir))
             .stdin(if req.secrets.is_empty() {

@@ -1,5 +1,6 @@
 //! The domain model: plain Rust, no I/O.
 
+pub mod agent_env;
 pub mod concurrency;
 pub mod error;
 pub mod ids;

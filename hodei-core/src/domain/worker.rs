@@ -7,6 +7,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::agent_env;
 use crate::domain::error::DomainError;
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
 use crate::domain::spec::JobResources;
@@ -156,11 +157,11 @@ impl WorkerSpec {
     #[must_use]
     pub fn agent_env(&self) -> BTreeMap<String, String> {
         let mut env = self.env.clone();
-        env.insert("HODEI_OTP".into(), self.otp.clone());
-        env.insert("HODEI_SERVER".into(), self.server_address.clone());
-        env.insert("HODEI_WORKER_ID".into(), self.worker_id.to_string());
+        env.insert(agent_env::OTP.into(), self.otp.clone());
+        env.insert(agent_env::SERVER.into(), self.server_address.clone());
+        env.insert(agent_env::WORKER_ID.into(), self.worker_id.to_string());
         env.insert(
-            "HODEI_MAX_CONCURRENT_JOBS".into(),
+            agent_env::MAX_CONCURRENT_JOBS.into(),
             self.max_concurrent_jobs.to_string(),
         );
         env

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hodei_core::domain::agent_env;
 use hodei_core::{ProviderId, WorkerId, WorkerSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
@@ -209,8 +210,11 @@ pub fn build_pod(
     // token is a reference to the Secret, never a literal.
     let mut env: BTreeMap<String, String> = config.extra_env.clone();
     env.extend(spec.agent_env());
-    env.remove("HODEI_OTP");
-    env.insert("HODEI_SHUTDOWN_GRACE_SECS".into(), agent_grace.to_string());
+    env.remove(agent_env::OTP);
+    env.insert(
+        agent_env::SHUTDOWN_GRACE_SECS.into(),
+        agent_grace.to_string(),
+    );
     env.insert("TMPDIR".into(), "/tmp".into());
     env.insert("HOME".into(), "/tmp".into());
     env.insert("HODEI_WORK_DIR".into(), "/tmp/hodei-jobs".into());
@@ -223,7 +227,7 @@ pub fn build_pod(
         })
         .collect();
     env_vars.push(EnvVar {
-        name: "HODEI_OTP".into(),
+        name: agent_env::OTP.into(),
         value: None,
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
