@@ -40,6 +40,7 @@ pub mod otp;
 pub mod provider;
 pub mod scheduler;
 pub mod store;
+pub mod switch;
 pub mod traces;
 pub mod watch;
 

@@ -29,7 +29,7 @@
 //! | `HODEI_SECRETS_KEY` | key sealing job secrets (32 bytes, hex or base64; required with a database) | random per process |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector (`http://host:4317`) the job traces go to; needs a build with the `otel` feature, else refused at start ([`crate::traces`]) | off |
 //! | `OTEL_SERVICE_NAME` | the server's name in the trace backend | `hodei-server` |
-//! | `HODEI_DOCKER_ENABLED`, `HODEI_K8S_ENABLED`, `HODEI_QEMU_ENABLED`, `HODEI_FC_ENABLED` | providers started with the server (`1`, `true`, `yes`) | off |
+//! | `HODEI_DOCKER_ENABLED`, `HODEI_K8S_ENABLED`, `HODEI_QEMU_ENABLED`, `HODEI_FC_ENABLED` | providers started with the server (yes/no: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`; anything else is refused) | off |
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -383,12 +383,11 @@ impl ServerConfig {
                     artifacts::DEFAULT_MAX_FILES,
                 )?),
         };
-        let on = |name: &str| enabled(get(name).as_deref());
         let providers = EnabledProviders {
-            docker: on("HODEI_DOCKER_ENABLED"),
-            kubernetes: on("HODEI_K8S_ENABLED"),
-            qemu: on("HODEI_QEMU_ENABLED"),
-            firecracker: on("HODEI_FC_ENABLED"),
+            docker: switch_or(get, "HODEI_DOCKER_ENABLED", false)?,
+            kubernetes: switch_or(get, "HODEI_K8S_ENABLED", false)?,
+            qemu: switch_or(get, "HODEI_QEMU_ENABLED", false)?,
+            firecracker: switch_or(get, "HODEI_FC_ENABLED", false)?,
         };
         let traces = trace_export(get, "hodei-server")?;
         Ok(Self {
@@ -520,10 +519,25 @@ where
     }
 }
 
-/// Whether a switch variable is on: exactly `1`, `true` or `yes`.
-#[must_use]
-pub fn enabled(value: Option<&str>) -> bool {
-    matches!(value, Some("1" | "true" | "yes"))
+/// A yes/no variable ([`crate::switch::parse_switch`]); unset or blank is `default`.
+///
+/// # Errors
+/// [`ServerConfigError::Invalid`] naming the variable for any other value.
+pub fn switch_or(
+    lookup: impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, ServerConfigError> {
+    match lookup(name) {
+        Some(v) if !v.trim().is_empty() => {
+            crate::switch::parse_switch(&v).ok_or_else(|| ServerConfigError::Invalid {
+                variable: name.to_owned(),
+                message: format!("expected {}", crate::switch::EXPECTED),
+                value: v,
+            })
+        }
+        _ => Ok(default),
+    }
 }
 
 /// `HODEI_RETENTION`: how long finished jobs and their logs are kept, as a
@@ -693,7 +707,7 @@ mod tests {
             ("HODEI_METRICS_BACKEND", "memory"),
             ("HODEI_PROCESS_PROVIDER_NAME", "  local-a "),
             ("HODEI_DOCKER_ENABLED", "yes"),
-            ("HODEI_K8S_ENABLED", "on"),
+            ("HODEI_K8S_ENABLED", "off"),
             ("HODEI_RETENTION", "7d"),
         ])
         .unwrap();
@@ -804,16 +818,15 @@ mod tests {
     }
 
     #[test]
-    fn switches_are_exact() {
-        for (v, on) in [
-            ("1", true),
-            ("true", true),
-            ("yes", true),
-            ("on", false),
-            ("TRUE", false),
-        ] {
-            assert_eq!(enabled(Some(v)), on, "{v}");
-        }
-        assert!(!enabled(None));
+    fn switches_follow_the_one_rule_and_a_typo_is_refused() {
+        let c = config(&[("HODEI_DOCKER_ENABLED", "on"), ("HODEI_QEMU_ENABLED", " ")]).unwrap();
+        assert!(c.providers.docker && !c.providers.qemu);
+        let e = config(&[("HODEI_K8S_ENABLED", "enabled")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("HODEI_K8S_ENABLED=\"enabled\" is invalid: expected a yes/no value"),
+            "{e}"
+        );
     }
 }

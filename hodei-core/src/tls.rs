@@ -126,15 +126,15 @@ impl ServerTlsSettings {
     pub fn rest_tls_from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<bool, ServerTlsError> {
-        match lookup(ENV_REST_TLS)
-            .map(|v| v.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
-            Some("1" | "true" | "yes" | "on") => Ok(true),
-            Some(other) => Err(ServerTlsError::Config(format!(
-                "{ENV_REST_TLS}={other:?}: expected 1/true/yes or 0/false/no"
-            ))),
+        match lookup(ENV_REST_TLS) {
+            None => Ok(false),
+            Some(v) if v.trim().is_empty() => Ok(false),
+            Some(v) => crate::switch::parse_switch(&v).ok_or_else(|| {
+                ServerTlsError::Config(format!(
+                    "{ENV_REST_TLS}={v:?}: expected {}",
+                    crate::switch::EXPECTED
+                ))
+            }),
         }
     }
 

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hodei_core::ProviderError;
+use hodei_core::switch::{EXPECTED, parse_switch};
 
 /// Environment variable naming the worker image.
 pub const ENV_WORKER_IMAGE: &str = "HODEI_WORKER_IMAGE";
@@ -240,11 +241,7 @@ impl DockerProviderConfig {
             c.stop_grace = Duration::from_secs(secs);
         }
         if let Some(g) = get(ENV_DOCKER_GPU) {
-            c.gpu = match g.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(invalid(ENV_DOCKER_GPU, &g, "a boolean")),
-            };
+            c.gpu = parse_switch(&g).ok_or_else(|| invalid(ENV_DOCKER_GPU, &g, EXPECTED))?;
         }
         if let Some(labels) = get(ENV_DOCKER_LABELS) {
             for pair in labels.split(',').filter(|p| !p.trim().is_empty()) {

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hodei_core::switch::{EXPECTED, parse_switch};
 use hodei_core::{JobResources, ProviderError};
 
 /// Firecracker binary (default `firecracker`, looked up on `PATH`).
@@ -204,13 +205,12 @@ impl FirecrackerProviderConfig {
                 n => n,
             };
         }
-        let boolean = |k: &str, default: bool| match get(k).map(|v| v.trim().to_ascii_lowercase()) {
+        let boolean = |k: &str, default: bool| match get(k) {
             None => Ok(default),
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
-            Some(v) => Err(ProviderError::InvalidConfig(format!(
-                "{k}={v:?}: expected true or false"
-            ))),
+            Some(v) if v.trim().is_empty() => Ok(default),
+            Some(v) => parse_switch(&v).ok_or_else(|| {
+                ProviderError::InvalidConfig(format!("{k}={v:?}: expected {EXPECTED}"))
+            }),
         };
         c.create_tap = boolean(ENV_FC_CREATE_TAP, true)?;
         if let Some(v) = get(ENV_FC_TAP_SUBNET) {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hodei_core::switch::{EXPECTED, parse_switch};
 use hodei_core::{ProviderConfig, ProviderError};
 
 /// Environment variable naming the namespace of the worker pods.
@@ -355,11 +356,7 @@ impl KubernetesProviderConfig {
                 .collect();
         }
         if let Some(g) = get(ENV_K8S_GPU) {
-            c.gpu = match g.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(invalid(ENV_K8S_GPU, &g, "a boolean")),
-            };
+            c.gpu = parse_switch(&g).ok_or_else(|| invalid(ENV_K8S_GPU, &g, EXPECTED))?;
         }
         Ok(c)
     }
