@@ -39,6 +39,7 @@ pub mod domain;
 pub mod otp;
 pub mod provider;
 pub mod scheduler;
+pub mod settings;
 pub mod store;
 pub mod switch;
 pub mod traces;

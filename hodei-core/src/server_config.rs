@@ -40,7 +40,209 @@ use crate::api::auth::{ApiAuth, AuthConfigError};
 use crate::artifacts::{self, ArtifactLimits, FsArtifactStore};
 use crate::control::{ControlPlaneConfig, PoolPolicy, SecretSealer, SecretsError};
 use crate::server::ServerOptions;
+use crate::settings::Setting;
 use crate::tls::{ServerTls, ServerTlsError, ServerTlsSettings};
+
+/// Every variable [`ServerConfig::from_env`] reads (printed by `hodei-server --help`).
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(
+        "GRPC_PORT",
+        "50051",
+        "gRPC port (client APIs and the worker stream)",
+    ),
+    Setting::new(
+        "HODEI_HTTP_PORT",
+        "8080",
+        "REST port (API, dashboard, /metrics, probes)",
+    ),
+    Setting::new(
+        "HODEI_BIND_ADDRESS",
+        "0.0.0.0",
+        "address the gRPC and REST listeners bind",
+    ),
+    Setting::new(
+        ENV_WORKER_SERVER_ADDRESS,
+        "http(s)://127.0.0.1:$GRPC_PORT",
+        "gRPC URL(s) given to workers, comma-separated, this replica's first",
+    ),
+    Setting::new(
+        "HODEI_POOL_MIN_IDLE",
+        "0",
+        "warm idle workers kept per provider",
+    ),
+    Setting::new("HODEI_MAX_WORKERS", "4", "most workers per provider"),
+    Setting::new(
+        "HODEI_MAX_JOBS_PER_WORKER",
+        "0 (reused forever)",
+        "jobs over a worker's life (1 = ephemeral workers)",
+    ),
+    Setting::new(
+        "HODEI_IDLE_TIMEOUT_SECS",
+        "300",
+        "idle workers above the minimum are destroyed after this",
+    ),
+    Setting::new(
+        "HODEI_HEARTBEAT_INTERVAL_MS",
+        "5000",
+        "how often agents send heartbeats",
+    ),
+    Setting::new(
+        "HODEI_WORKER_LOST_AFTER_MS",
+        "15000",
+        "a worker silent this long is lost (its jobs retried)",
+    ),
+    Setting::new(
+        "HODEI_REGISTRATION_TIMEOUT_SECS",
+        "60",
+        "a provisioned worker must register within this",
+    ),
+    Setting::new(
+        "HODEI_DISPATCH_LEASE_MS",
+        "30000",
+        "queue lease of a provisioning (at least 300); a dead server's job is back on the queue after it",
+    ),
+    Setting::new(
+        "HODEI_AUDIT_INTERVAL_MS",
+        "10000",
+        "how often the leader audits the store for half-done records (at least 100)",
+    ),
+    Setting::new(
+        ENV_RETENTION,
+        "kept forever",
+        "finished jobs and their logs are deleted once older than this (`7d`, `12h`)",
+    ),
+    Setting::new(
+        "HODEI_METRICS_BACKEND",
+        "off",
+        "`memory` serves MetricsService from recent worker samples",
+    ),
+    Setting::new(
+        "HODEI_LEADER_LEASE_SECS",
+        "15",
+        "maintenance leader lease among replicas (at least 1)",
+    ),
+    Setting::new(
+        "HODEI_PROCESS_PROVIDER_NAME",
+        "process",
+        "name of the local process provider",
+    ),
+    Setting::new(
+        "HODEI_DOCKER_ENABLED",
+        "off",
+        "start the Docker provider (yes/no)",
+    ),
+    Setting::new(
+        "HODEI_K8S_ENABLED",
+        "off",
+        "start the Kubernetes provider (yes/no)",
+    ),
+    Setting::new(
+        "HODEI_QEMU_ENABLED",
+        "off",
+        "start the QEMU microVM provider (yes/no)",
+    ),
+    Setting::new(
+        "HODEI_FC_ENABLED",
+        "off",
+        "start the Firecracker provider (yes/no)",
+    ),
+    Setting::new(
+        crate::tls::ENV_TLS_CERT,
+        "plain gRPC",
+        "server certificate (PEM, leaf first)",
+    ),
+    Setting::new(
+        crate::tls::ENV_TLS_KEY,
+        "plain gRPC",
+        "server private key (PEM)",
+    ),
+    Setting::new(
+        crate::tls::ENV_TLS_CLIENT_CA,
+        "no client certificates",
+        "CA bundle of client certificates; set = mTLS required",
+    ),
+    Setting::new(
+        crate::tls::ENV_TLS_REVOKED_SERIALS,
+        "none",
+        "revoked client certificate serials, comma-separated hex",
+    ),
+    Setting::new(
+        crate::tls::ENV_TLS_REVOKED_SERIALS_FILE,
+        "none",
+        "file of revoked serials, re-read when it changes",
+    ),
+    Setting::new(
+        crate::tls::ENV_TLS_RELOAD_INTERVAL_SECS,
+        "30",
+        "seconds between checks of the TLS files for changes",
+    ),
+    Setting::new(
+        crate::tls::ENV_REST_TLS,
+        "off",
+        "REST over HTTPS with the server certificate (yes/no)",
+    ),
+    Setting::new(
+        crate::api::auth::ENV_API_TOKENS,
+        "open API",
+        "API token lines `name:scope:sha256hex`, comma or newline separated",
+    ),
+    Setting::new(
+        crate::api::auth::ENV_API_TOKENS_FILE,
+        "open API",
+        "file of API token lines, re-read when it changes",
+    ),
+    Setting::new(
+        crate::api::auth::ENV_API_TOKENS_RELOAD_INTERVAL_SECS,
+        "10",
+        "seconds between checks of the tokens file",
+    ),
+    Setting::new(
+        "HODEI_WORKER_TLS_CERT",
+        "none",
+        "client certificate given to locally spawned workers",
+    ),
+    Setting::new("HODEI_WORKER_TLS_KEY", "none", "its key"),
+    Setting::new(
+        "HODEI_WORKER_TLS_CA",
+        "none",
+        "CA the locally spawned workers check the server against",
+    ),
+    Setting::new(
+        ENV_ARTIFACT_DIR,
+        "$TMPDIR/hodei-artifacts",
+        "job artifact directory (replicas on one database share it)",
+    ),
+    Setting::new(
+        "HODEI_ARTIFACT_MAX_FILE_BYTES",
+        "100 MiB",
+        "largest artifact file",
+    ),
+    Setting::new(
+        "HODEI_ARTIFACT_MAX_JOB_BYTES",
+        "1 GiB",
+        "most artifact bytes per job",
+    ),
+    Setting::new(
+        "HODEI_ARTIFACT_MAX_FILES",
+        "1000",
+        "most artifact files per job",
+    ),
+    Setting::new(
+        ENV_SECRETS_KEY,
+        "random per process",
+        "32-byte key (hex or base64) sealing job secrets; required with a database",
+    ),
+    Setting::new(
+        ENV_OTLP_ENDPOINT,
+        "off",
+        "OTLP/gRPC collector of the job traces (needs the `otel` feature)",
+    ),
+    Setting::new(
+        ENV_OTEL_SERVICE_NAME,
+        "hodei-server",
+        "the server's name in the trace backend",
+    ),
+];
 
 /// Variable holding the gRPC URL(s) workers are given.
 pub const ENV_WORKER_SERVER_ADDRESS: &str = "HODEI_WORKER_SERVER_ADDRESS";
@@ -815,6 +1017,23 @@ mod tests {
         .unwrap();
         let e = c.grpc_options().unwrap_err().to_string();
         assert_eq!(e, "loading TLS certificates");
+    }
+
+    #[test]
+    fn the_settings_table_lists_every_variable_read() {
+        let unlisted = crate::settings::unlisted(SETTINGS, |get| ServerConfig::from_lookup(get));
+        assert!(
+            unlisted.is_empty(),
+            "read but not in SETTINGS: {unlisted:?}"
+        );
+        // With TLS on, the certificate paths are read too.
+        let tls = crate::settings::unlisted(SETTINGS, |get| {
+            ServerConfig::from_lookup(|k| match k {
+                "HODEI_TLS_CERT" | "HODEI_TLS_KEY" => Some("/nonexistent.pem".into()),
+                _ => get(k),
+            })
+        });
+        assert!(tls.is_empty(), "read but not in SETTINGS: {tls:?}");
     }
 
     #[test]

@@ -9,7 +9,9 @@
 
 use hodei_core::ProviderError;
 use hodei_core::control::{ControlError, ControlPlane};
+use hodei_core::domain::agent_env;
 use hodei_core::server_config::ServerConfig;
+use hodei_core::settings::SettingGroup;
 use hodei_core::store::Stores;
 
 #[cfg(feature = "docker")]
@@ -66,6 +68,38 @@ pub enum ProviderSetupError {
     },
 }
 
+/// The text of a server's `--help` listing every environment setting: the
+/// server's, `store`'s, and those of the providers in this build.
+#[must_use]
+pub fn settings_help(store: SettingGroup) -> String {
+    let mut groups = vec![
+        SettingGroup::new("Server", hodei_core::server_config::SETTINGS),
+        store,
+        SettingGroup::new("Process provider", crate::process::config::SETTINGS),
+    ];
+    #[cfg(feature = "docker")]
+    groups.push(SettingGroup::new(
+        "Docker provider",
+        crate::docker::config::SETTINGS,
+    ));
+    #[cfg(feature = "kubernetes")]
+    groups.push(SettingGroup::new(
+        "Kubernetes provider",
+        crate::kubernetes::config::SETTINGS,
+    ));
+    #[cfg(feature = "qemu")]
+    groups.push(SettingGroup::new(
+        "QEMU provider",
+        crate::qemu::config::SETTINGS,
+    ));
+    #[cfg(feature = "firecracker")]
+    groups.push(SettingGroup::new(
+        "Firecracker provider",
+        crate::firecracker::config::SETTINGS,
+    ));
+    hodei_core::settings::render_help(&groups)
+}
+
 /// The local process provider's configuration: its environment, the
 /// replica's provider name and the client certificate of local workers.
 ///
@@ -86,9 +120,9 @@ pub fn process_base(settings: &ServerConfig) -> Result<ProcessProviderConfig, Pr
     // server's environment, whose HODEI_TLS_CERT/KEY are the server's).
     Ok(match &settings.worker_tls {
         Some(w) => c
-            .with_env("HODEI_TLS_CERT", w.cert.clone())
-            .with_env("HODEI_TLS_KEY", w.key.clone())
-            .with_env("HODEI_TLS_CA", w.ca.clone()),
+            .with_env(agent_env::TLS_CERT, w.cert.clone())
+            .with_env(agent_env::TLS_KEY, w.key.clone())
+            .with_env(agent_env::TLS_CA, w.ca.clone()),
         None if settings
             .tls
             .as_ref()

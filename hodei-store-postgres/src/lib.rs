@@ -38,6 +38,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hodei_core::settings::Setting;
 use hodei_core::store::Stores;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -130,6 +131,26 @@ impl PgStoreConfig {
         self.max_job_bytes = n;
         self
     }
+
+    /// Every variable [`PgStoreConfig::from_env`] reads.
+    pub const SETTINGS: &'static [Setting] = &[
+        Setting::new(
+            "HODEI_DATABASE_URL",
+            "in-memory store",
+            "Postgres URL; migrations run at start (safe with several replicas)",
+        ),
+        Setting::new(
+            "DATABASE_URL",
+            "in-memory store",
+            "read when HODEI_DATABASE_URL is unset",
+        ),
+        Setting::new("HODEI_DB_MAX_CONNECTIONS", "10", "connection pool size"),
+        Setting::new(
+            "HODEI_DB_CONNECTION_TIMEOUT_SECS",
+            "30",
+            "how long to wait for a connection",
+        ),
+    ];
 
     /// From the environment: `HODEI_DATABASE_URL`, else `DATABASE_URL`;
     /// `HODEI_DB_MAX_CONNECTIONS`; `HODEI_DB_CONNECTION_TIMEOUT_SECS`.
@@ -286,6 +307,22 @@ impl PgStores {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_settings_table_lists_every_variable_read() {
+        // With a URL set, so the pool settings are read too.
+        let unlisted = hodei_core::settings::unlisted(PgStoreConfig::SETTINGS, |get| {
+            PgStoreConfig::from_lookup(|k| {
+                (k == "HODEI_DATABASE_URL")
+                    .then(|| "postgres://localhost/x".to_owned())
+                    .or_else(|| get(k))
+            })
+        });
+        assert!(
+            unlisted.is_empty(),
+            "read but not in SETTINGS: {unlisted:?}"
+        );
+    }
     use super::*;
     use std::collections::HashMap;
 

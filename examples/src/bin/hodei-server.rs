@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use hodei_core::control::ControlPlane;
 use hodei_core::server_config::{self, ServerConfig};
+use hodei_core::settings::SettingGroup;
 use hodei_providers::server_setup;
 use hodei_store_postgres::{PgLeaderElection, PgStoreConfig};
 
@@ -22,7 +23,7 @@ mod demo;
 #[path = "../logging.rs"]
 mod logging;
 
-/// Hodei control plane; every setting is an environment variable (docs/OPERATIONS.md lists them)
+/// Hodei control plane; every setting is an environment variable (listed below and in docs/OPERATIONS.md)
 #[derive(Debug, Parser)]
 #[command(name = "hodei-server", version)]
 struct Args {
@@ -36,7 +37,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let store = SettingGroup::new("Postgres store", PgStoreConfig::SETTINGS);
+    let help = server_setup::settings_help(store);
+    let args = Args::from_arg_matches(&Args::command().after_help(help).get_matches())?;
     let settings = ServerConfig::from_env()?;
     let (logging, traces) = logging::init(
         "info,h2=warn,tower=warn",

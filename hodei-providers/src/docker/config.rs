@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hodei_core::ProviderError;
+use hodei_core::settings::Setting;
 use hodei_core::switch::{EXPECTED, parse_switch};
 
 /// Environment variable naming the worker image.
@@ -22,6 +23,45 @@ pub const ENV_DOCKER_STOP_GRACE_SECS: &str = "HODEI_DOCKER_STOP_GRACE_SECS";
 pub const ENV_DOCKER_GPU: &str = "HODEI_DOCKER_GPU";
 /// Environment variable with extra container labels, `k=v,k2=v2`.
 pub const ENV_DOCKER_LABELS: &str = "HODEI_DOCKER_LABELS";
+
+/// Every variable [`DockerProviderConfig::from_env`] reads.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(
+        ENV_WORKER_IMAGE,
+        "hodei-worker:latest",
+        "worker image (built locally, see DOCKER.md)",
+    ),
+    Setting::new(
+        ENV_DOCKER_HOST,
+        "the local socket",
+        "Docker daemon (`unix:///var/run/docker.sock`, `tcp://host:2375`)",
+    ),
+    Setting::new(
+        ENV_DOCKER_NETWORK,
+        "hodei (isolated)",
+        "network of the worker containers (`host` only as an opt-in)",
+    ),
+    Setting::new(
+        ENV_DOCKER_MAX_WORKERS,
+        "16",
+        "most worker containers alive at once",
+    ),
+    Setting::new(
+        ENV_DOCKER_STOP_GRACE_SECS,
+        "10",
+        "stop grace of a container, seconds",
+    ),
+    Setting::new(
+        ENV_DOCKER_GPU,
+        "off (on with an `nvidia` runtime)",
+        "the daemon hands out GPUs (yes/no)",
+    ),
+    Setting::new(
+        ENV_DOCKER_LABELS,
+        "none",
+        "extra container labels, `k=v,k2=v2`",
+    ),
+];
 /// The default worker image, built by `scripts/docker/build-worker-image.sh`.
 pub const DEFAULT_IMAGE: &str = "hodei-worker:latest";
 /// What to do when the worker image is missing.
@@ -444,6 +484,16 @@ fn rewrite_loopback(address: &str, host: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_settings_table_lists_every_variable_read() {
+        let unlisted =
+            hodei_core::settings::unlisted(SETTINGS, |get| DockerProviderConfig::from_lookup(get));
+        assert!(
+            unlisted.is_empty(),
+            "read but not in SETTINGS: {unlisted:?}"
+        );
+    }
     use super::*;
 
     #[test]

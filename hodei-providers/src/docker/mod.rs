@@ -42,7 +42,7 @@
 //! # Ok(()) }
 //! ```
 
-mod config;
+pub mod config;
 
 pub use config::{
     DEFAULT_IMAGE, DockerProviderConfig, ENV_DOCKER_GPU, ENV_DOCKER_HOST, ENV_DOCKER_LABELS,

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hodei_core::settings::Setting;
 use hodei_core::switch::{EXPECTED, parse_switch};
 use hodei_core::{JobResources, ProviderError};
 
@@ -37,6 +38,67 @@ pub const ENV_FC_CREATE_TAP: &str = "HODEI_FC_CREATE_TAP";
 pub const ENV_FC_TAP_SUBNET: &str = "HODEI_FC_TAP_SUBNET";
 /// iproute2's `ip`, or a wrapper holding `CAP_NET_ADMIN` (default `ip` on `PATH`).
 pub const ENV_FC_IP_BINARY: &str = "HODEI_FC_IP_BINARY";
+/// Every variable [`FirecrackerProviderConfig::from_env`] reads.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(ENV_FC_BINARY, "firecracker on PATH", "Firecracker binary"),
+    Setting::new(
+        ENV_FC_KERNEL_PATH,
+        "target/microvm/vmlinux",
+        "guest kernel (ELF vmlinux)",
+    ),
+    Setting::new(
+        ENV_FC_INITRD_PATH,
+        "target/microvm/initramfs.cpio.gz",
+        "guest initramfs (empty: boot without one)",
+    ),
+    Setting::new(
+        ENV_FC_ROOTFS_PATH,
+        "target/microvm/rootfs.ext4",
+        "base root filesystem image (never written)",
+    ),
+    Setting::new(
+        ENV_FC_WORK_DIR,
+        "$TMPDIR/hodei-firecracker",
+        "directory of the per-worker directories",
+    ),
+    Setting::new(
+        ENV_FC_USE_JAILER,
+        "off",
+        "start Firecracker through `jailer` (yes/no)",
+    ),
+    Setting::new(ENV_FC_JAILER_BINARY, "jailer on PATH", "jailer binary"),
+    Setting::new(
+        ENV_FC_JAILER_UID,
+        "65534",
+        "user id of the jailed Firecracker",
+    ),
+    Setting::new(
+        ENV_FC_JAILER_GID,
+        "65534",
+        "group id of the jailed Firecracker",
+    ),
+    Setting::new(
+        ENV_FC_CHROOT_BASE,
+        "/srv/jailer",
+        "base directory of the jailer's chroots",
+    ),
+    Setting::new(ENV_FC_MAX_WORKERS, "4", "most microVMs alive at once"),
+    Setting::new(
+        ENV_FC_CREATE_TAP,
+        "on",
+        "make the per-worker tap devices (yes/no)",
+    ),
+    Setting::new(
+        ENV_FC_TAP_SUBNET,
+        "172.30.0.0/16",
+        "where the per-worker /30 links come from",
+    ),
+    Setting::new(
+        ENV_FC_IP_BINARY,
+        "ip on PATH",
+        "iproute2's `ip`, or a wrapper holding CAP_NET_ADMIN",
+    ),
+];
 
 /// What the guest gets when `build-guest.sh` is run from the repository root.
 const DEFAULT_GUEST_DIR: &str = "target/microvm";
@@ -436,6 +498,17 @@ pub fn jailer_args(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_settings_table_lists_every_variable_read() {
+        let unlisted = hodei_core::settings::unlisted(SETTINGS, |get| {
+            FirecrackerProviderConfig::from_lookup(get)
+        });
+        assert!(
+            unlisted.is_empty(),
+            "read but not in SETTINGS: {unlisted:?}"
+        );
+    }
     use super::*;
 
     #[test]

@@ -45,7 +45,7 @@
 //! ```
 
 mod api;
-mod config;
+pub mod config;
 mod metrics;
 mod tap;
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hodei_core::settings::Setting;
 use hodei_core::switch::{EXPECTED, parse_switch};
 use hodei_core::{ProviderConfig, ProviderError};
 
@@ -39,6 +40,78 @@ pub const ENV_K8S_QPS: &str = "HODEI_K8S_QPS";
 pub const ENV_K8S_ARCHITECTURES: &str = "HODEI_K8S_ARCHITECTURES";
 /// Environment variable declaring that nodes offer `nvidia.com/gpu` (`1`/`true`).
 pub const ENV_K8S_GPU: &str = "HODEI_K8S_GPU";
+
+/// Every variable [`KubernetesProviderConfig::from_env`] reads.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(
+        ENV_K8S_NAMESPACE,
+        DEFAULT_NAMESPACE,
+        "namespace of the worker pods",
+    ),
+    Setting::new(
+        ENV_K8S_KUBECONFIG,
+        "in-cluster, then ~/.kube/config",
+        "kubeconfig file",
+    ),
+    Setting::new(
+        ENV_K8S_IMAGE,
+        "HODEI_WORKER_IMAGE",
+        "worker image of the pods",
+    ),
+    Setting::new(
+        ENV_WORKER_IMAGE,
+        DEFAULT_IMAGE,
+        "worker image shared with the Docker provider",
+    ),
+    Setting::new(
+        ENV_K8S_IMAGE_PULL_POLICY,
+        "IfNotPresent",
+        "image pull policy (`Always`, `IfNotPresent`, `Never`)",
+    ),
+    Setting::new(
+        ENV_K8S_MAX_WORKERS,
+        "32",
+        "most worker pods alive at once (per replica)",
+    ),
+    Setting::new(ENV_K8S_LABELS, "none", "extra pod labels, `k=v,k2=v2`"),
+    Setting::new(ENV_K8S_NODE_SELECTOR, "none", "node selector, `k=v,k2=v2`"),
+    Setting::new(
+        ENV_K8S_TOLERATIONS,
+        "none",
+        "tolerations, `key[=value]:Effect;…`",
+    ),
+    Setting::new(
+        ENV_K8S_SERVICE_ACCOUNT,
+        "the namespace's default",
+        "service account of the worker pods",
+    ),
+    Setting::new(
+        ENV_K8S_FAILURE_GRACE_SECS,
+        "45",
+        "seconds an ImagePullBackOff or Unschedulable pod may wait before it is an error",
+    ),
+    Setting::new(
+        ENV_K8S_ACTIVE_DEADLINE_SECS,
+        "21600",
+        "activeDeadlineSeconds of a worker pod",
+    ),
+    Setting::new(
+        ENV_K8S_TERMINATION_GRACE_SECS,
+        "40",
+        "terminationGracePeriodSeconds of a worker pod",
+    ),
+    Setting::new(
+        ENV_K8S_QPS,
+        "client default",
+        "client-side rate limit, requests per second",
+    ),
+    Setting::new(
+        ENV_K8S_ARCHITECTURES,
+        "the server's architecture",
+        "architectures of the nodes, `x86_64,aarch64`",
+    ),
+    Setting::new(ENV_K8S_GPU, "off", "nodes offer `nvidia.com/gpu` (yes/no)"),
+];
 /// Default namespace of the worker pods.
 pub const DEFAULT_NAMESPACE: &str = "hodei-workers";
 /// Default worker image.
@@ -588,6 +661,17 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_settings_table_lists_every_variable_read() {
+        let unlisted = hodei_core::settings::unlisted(SETTINGS, |get| {
+            KubernetesProviderConfig::from_lookup(get)
+        });
+        assert!(
+            unlisted.is_empty(),
+            "read but not in SETTINGS: {unlisted:?}"
+        );
+    }
     use super::*;
 
     #[test]

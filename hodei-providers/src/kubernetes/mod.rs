@@ -43,7 +43,7 @@
 //! # Ok(()) }
 //! ```
 
-mod config;
+pub mod config;
 mod events;
 mod objects;
 mod retry;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hodei_core::ProviderError;
+use hodei_core::settings::Setting;
 
 /// Name of the agent binary looked up when [`ProcessProviderConfig::agent_binary`] is `None`.
 pub const AGENT_BINARY_NAME: &str = "hodei-worker";
@@ -14,6 +15,20 @@ pub const ENV_WORKER_BINARY: &str = "HODEI_WORKER_BINARY";
 
 /// Environment variable capping the number of worker processes.
 pub const ENV_MAX_WORKERS: &str = "HODEI_PROCESS_MAX_WORKERS";
+
+/// Every variable [`ProcessProviderConfig::from_env`] reads.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(
+        ENV_WORKER_BINARY,
+        "hodei-worker next to the server",
+        "agent binary the process provider spawns",
+    ),
+    Setting::new(
+        ENV_MAX_WORKERS,
+        "HODEI_MAX_WORKERS",
+        "most worker processes alive at once",
+    ),
+];
 
 /// How the process provider runs worker agents as local child processes.
 ///
@@ -186,6 +201,16 @@ pub fn is_executable_file(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_settings_table_lists_every_variable_read() {
+        let unlisted =
+            hodei_core::settings::unlisted(SETTINGS, |get| ProcessProviderConfig::from_lookup(get));
+        assert!(
+            unlisted.is_empty(),
+            "read but not in SETTINGS: {unlisted:?}"
+        );
+    }
     use super::*;
 
     #[test]

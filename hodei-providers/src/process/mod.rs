@@ -22,7 +22,7 @@
 //! # Ok(()) }
 //! ```
 
-mod config;
+pub mod config;
 mod leftovers;
 
 pub use leftovers::OWNER_ENV;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hodei_core::ProviderError;
+use hodei_core::settings::Setting;
 
 /// QEMU binary (default `qemu-system-x86_64`, looked up on `PATH`).
 pub const ENV_QEMU_BINARY: &str = "HODEI_QEMU_BINARY";
@@ -22,6 +23,38 @@ pub const ENV_QEMU_ACCEL: &str = "HODEI_QEMU_ACCEL";
 pub const ENV_QEMU_MAX_WORKERS: &str = "HODEI_QEMU_MAX_WORKERS";
 /// Guest memory when the job asks less (default 256 MiB).
 pub const ENV_QEMU_MIN_MEMORY_MB: &str = "HODEI_QEMU_MIN_MEMORY_MB";
+
+/// Every variable [`QemuProviderConfig::from_env`] reads.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(ENV_QEMU_BINARY, "qemu-system-x86_64 on PATH", "QEMU binary"),
+    Setting::new(
+        ENV_QEMU_KERNEL,
+        "target/microvm/vmlinuz",
+        "guest kernel (bzImage)",
+    ),
+    Setting::new(
+        ENV_QEMU_INITRD,
+        "target/microvm/initramfs.cpio.gz",
+        "guest initramfs",
+    ),
+    Setting::new(
+        ENV_QEMU_ROOTFS,
+        "target/microvm/rootfs.ext4",
+        "base root filesystem image (never written)",
+    ),
+    Setting::new(
+        ENV_QEMU_WORK_DIR,
+        "$TMPDIR/hodei-qemu",
+        "directory of the per-worker directories",
+    ),
+    Setting::new(ENV_QEMU_ACCEL, "auto", "`auto`, `kvm` or `tcg`"),
+    Setting::new(ENV_QEMU_MAX_WORKERS, "4", "most VMs alive at once"),
+    Setting::new(
+        ENV_QEMU_MIN_MEMORY_MB,
+        "256",
+        "guest memory when the job asks less, MiB",
+    ),
+];
 
 /// What the guest gets when `build-guest.sh` is run from the repository root.
 const DEFAULT_GUEST_DIR: &str = "target/microvm";
@@ -251,6 +284,16 @@ impl QemuProviderConfig {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_settings_table_lists_every_variable_read() {
+        let unlisted =
+            hodei_core::settings::unlisted(SETTINGS, |get| QemuProviderConfig::from_lookup(get));
+        assert!(
+            unlisted.is_empty(),
+            "read but not in SETTINGS: {unlisted:?}"
+        );
+    }
     use super::*;
 
     #[test]

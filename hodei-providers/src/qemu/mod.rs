@@ -29,7 +29,7 @@
 //! # Ok(()) }
 //! ```
 
-mod config;
+pub mod config;
 
 pub use config::{
     Accel, ENV_QEMU_ACCEL, ENV_QEMU_BINARY, ENV_QEMU_INITRD, ENV_QEMU_KERNEL, ENV_QEMU_MAX_WORKERS,
