@@ -150,19 +150,17 @@ impl ControlPlane {
         &self,
         worker_id: WorkerId,
     ) -> ControlResult<WorkerStreamHandle> {
-        let worker = {
-            let _g = self.inner.worker_lock.lock().await;
-            let mut w = self.load_worker(worker_id).await?;
-            if w.state().is_gone() {
-                return Err(ControlError::FailedPrecondition(format!(
-                    "worker {worker_id} is {}",
-                    w.state()
-                )));
-            }
-            w.registered()?;
-            self.inner.stores.workers.update(&w).await?;
-            w
-        };
+        let (worker, ()) = self
+            .update_existing_worker(worker_id, |w| {
+                if w.state().is_gone() {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "worker {worker_id} is {}",
+                        w.state()
+                    )));
+                }
+                Ok(w.registered()?)
+            })
+            .await?;
         let (conn_id, rx) = self.inner.sessions.open(&worker);
         self.wake();
         Ok(WorkerStreamHandle {
@@ -197,13 +195,6 @@ impl ControlPlane {
             .get(worker_id)
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))
-    }
-
-    /// Stores a changed worker and keeps this replica's view of it current.
-    pub(super) async fn save_worker(&self, w: &Worker) -> ControlResult<()> {
-        self.inner.stores.workers.update(w).await?;
-        self.inner.sessions.observe(w);
-        Ok(())
     }
 
     /// Tells a worker to cancel a job attempt.
@@ -493,23 +484,20 @@ impl ControlPlane {
         worker_id: WorkerId,
         job: JobId,
     ) -> ControlResult<()> {
-        let retire = {
-            let _g = self.inner.worker_lock.lock().await;
-            let Some(mut w) = self.inner.stores.workers.get(worker_id).await? else {
-                return Ok(());
-            };
-            if !w.current_jobs().contains(&job) {
-                return Ok(());
-            }
-            w.release(job)?;
-            self.save_worker(&w).await?;
-            (
-                w.is_exhausted() && w.current_jobs().is_empty(),
-                w.provider_id(),
-            )
+        let released = self
+            .update_worker(worker_id, |w| {
+                if !w.current_jobs().contains(&job) {
+                    return Ok(false);
+                }
+                w.release(job)?;
+                Ok(true)
+            })
+            .await?;
+        let Some((w, true)) = released else {
+            return Ok(());
         };
-        let (retire, provider_id) = retire;
-        self.refresh_provider_load(provider_id).await;
+        let retire = w.is_exhausted() && w.current_jobs().is_empty();
+        self.refresh_provider_load(w.provider_id()).await;
         if retire {
             self.retire_worker(worker_id, "job budget used up (ephemeral worker)")
                 .await;
@@ -519,10 +507,9 @@ impl ControlPlane {
 
     /// Drains a worker on request: it takes no new jobs.
     pub async fn drain_worker(&self, worker_id: WorkerId) -> ControlResult<Worker> {
-        let _g = self.inner.worker_lock.lock().await;
-        let mut w = self.load_worker(worker_id).await?;
-        w.drain()?;
-        self.save_worker(&w).await?;
+        let (w, ()) = self
+            .update_existing_worker(worker_id, |w| Ok(w.drain()?))
+            .await?;
         Ok(w)
     }
 
@@ -556,17 +543,23 @@ impl ControlPlane {
 
     /// Destroys a worker that has no job (idle timeout, ephemeral, unregistered).
     pub(super) async fn retire_worker(&self, worker_id: WorkerId, reason: &str) {
-        let handle = {
-            let _g = self.inner.worker_lock.lock().await;
-            let Ok(Some(mut w)) = self.inner.stores.workers.get(worker_id).await else {
-                return;
-            };
-            if w.state().is_gone() {
+        let retiring = self
+            .update_worker(worker_id, |w| {
+                if w.state().is_gone() {
+                    return Ok(None);
+                }
+                let _ = w.terminating();
+                Ok(Some(w.handle().cloned()))
+            })
+            .await;
+        let handle = match retiring {
+            Ok(Some((_, Some(handle)))) => handle,
+            // Unknown, or already gone (retired or lost by another caller).
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(%worker_id, error = %e, "could not retire worker");
                 return;
             }
-            let _ = w.terminating();
-            let _ = self.save_worker(&w).await;
-            w.handle().cloned()
         };
         tracing::info!(%worker_id, reason, "retiring worker");
         self.destroy_and_forget(worker_id, handle).await;
@@ -585,25 +578,31 @@ impl ControlPlane {
     /// The worker is gone (heartbeat timeout, process died, unregistered while
     /// busy): its jobs are retried (or failed when out of attempts) and it is destroyed.
     pub(super) async fn worker_lost(&self, worker_id: WorkerId, reason: &str) {
-        let (jobs, handle) = {
-            let _g = self.inner.worker_lock.lock().await;
-            let Ok(Some(mut w)) = self.inner.stores.workers.get(worker_id).await else {
-                return;
-            };
-            if w.state() == WorkerState::Terminated {
+        let now = Utc::now();
+        let lost = self
+            .update_worker(worker_id, |w| {
+                if w.state() == WorkerState::Terminated {
+                    return Ok(None);
+                }
+                if w.state() == WorkerState::Terminating
+                    && w.current_jobs().is_empty()
+                    && !self.stuck_terminating(w, now)
+                {
+                    // Already being retired or handled as lost by another caller.
+                    return Ok(None);
+                }
+                let jobs = w.current_jobs().to_vec();
+                let _ = w.terminating();
+                Ok(Some((jobs, w.handle().cloned())))
+            })
+            .await;
+        let (jobs, handle) = match lost {
+            Ok(Some((_, Some(lost)))) => lost,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(%worker_id, error = %e, "could not mark the lost worker");
                 return;
             }
-            if w.state() == WorkerState::Terminating
-                && w.current_jobs().is_empty()
-                && !self.stuck_terminating(&w, Utc::now())
-            {
-                // Already being retired or handled as lost by another caller.
-                return;
-            }
-            let jobs = w.current_jobs().to_vec();
-            let _ = w.terminating();
-            let _ = self.save_worker(&w).await;
-            (jobs, w.handle().cloned())
         };
         tracing::warn!(%worker_id, reason, jobs = jobs.len(), "worker lost");
         for job in jobs {
