@@ -538,14 +538,21 @@ impl ControlPlane {
             Ok(ws) => ws.iter().map(Worker::id).collect(),
             Err(_) => return,
         };
-        futures::future::join_all(ids.into_iter().map(|id| self.retire_worker(id, reason))).await;
+        futures::future::join_all(ids.into_iter().map(|id| self.retire(id, reason, true))).await;
     }
 
-    /// Destroys a worker that has no job (idle timeout, ephemeral, unregistered).
+    /// Destroys a worker that has no job (idle timeout, drained, ephemeral,
+    /// unregistered). One that was given a job since the caller looked
+    /// (another task or replica assigned it) is left alone.
     pub(super) async fn retire_worker(&self, worker_id: WorkerId, reason: &str) {
+        self.retire(worker_id, reason, false).await;
+    }
+
+    /// Destroys a worker, even a busy one when `busy_too` (server shutdown).
+    async fn retire(&self, worker_id: WorkerId, reason: &str, busy_too: bool) {
         let retiring = self
             .update_worker(worker_id, |w| {
-                if w.state().is_gone() {
+                if w.state().is_gone() || (!busy_too && !w.current_jobs().is_empty()) {
                     return Ok(None);
                 }
                 let _ = w.terminating();
@@ -554,7 +561,8 @@ impl ControlPlane {
             .await;
         let handle = match retiring {
             Ok(Some((_, Some(handle)))) => handle,
-            // Unknown, or already gone (retired or lost by another caller).
+            // Unknown, already gone (retired or lost by another caller), or
+            // busy again.
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(%worker_id, error = %e, "could not retire worker");
@@ -709,4 +717,47 @@ fn heartbeat_stats(hb: &Heartbeat) -> Option<WorkerStats> {
         .as_ref()
         .filter(|u| u.memory_bytes > 0)
         .map(|u| WorkerStats::from_usage(u, Utc::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::ProviderId;
+    use crate::domain::worker::WorkerHandle;
+    use crate::store::Stores;
+
+    /// A `Ready` worker, with `jobs` assigned.
+    async fn worker(cp: &ControlPlane, jobs: usize) -> Worker {
+        let workers = &cp.inner.stores.workers;
+        let p = ProviderId::new();
+        let mut w = workers
+            .register(&Worker::new(WorkerId::new(), p).with_limits(4, None))
+            .await
+            .unwrap();
+        w.created(WorkerHandle::new(w.id(), p, "ext")).unwrap();
+        w.registered().unwrap();
+        for _ in 0..jobs {
+            w.assign(JobId::new()).unwrap();
+        }
+        workers.update(&w).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn retiring_an_idle_worker_leaves_one_that_took_a_job_meanwhile() {
+        let cp = ControlPlane::builder().stores(Stores::in_memory()).build();
+        let workers = cp.inner.stores.workers.clone();
+        // Seen idle by the caller, then given a job by another task.
+        let busy = worker(&cp, 1).await;
+        cp.retire_worker(busy.id(), "idle timeout").await;
+        let got = workers.get(busy.id()).await.unwrap().unwrap();
+        assert_eq!(got.state(), WorkerState::Busy, "kept with its job");
+
+        let idle = worker(&cp, 0).await;
+        cp.retire_worker(idle.id(), "idle timeout").await;
+        assert!(workers.get(idle.id()).await.unwrap().is_none(), "retired");
+
+        // Shutdown retires busy ones too.
+        cp.retire_all_workers("shutdown").await;
+        assert!(workers.get(busy.id()).await.unwrap().is_none());
+    }
 }
