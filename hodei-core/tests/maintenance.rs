@@ -64,8 +64,11 @@ async fn finished_jobs_past_the_retention_are_pruned_with_their_logs() {
     let recent = finished_job(&cp, "recent").await;
 
     // A job running on a live worker, started before the retention: never pruned.
-    let mut worker = Worker::new(WorkerId::new(), ProviderId::new());
-    stores.workers.register(&worker).await.unwrap();
+    let mut worker = stores
+        .workers
+        .register(&Worker::new(WorkerId::new(), ProviderId::new()))
+        .await
+        .unwrap();
     let mut running = stores
         .jobs
         .insert(&Job::new(spec("running")))

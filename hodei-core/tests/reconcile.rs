@@ -152,8 +152,11 @@ async fn a_worker_slot_for_a_job_it_does_not_run_is_freed_on_the_second_audit() 
         .await
         .unwrap();
     stores.queue.enqueue(entry(&job)).await.unwrap();
-    let mut w = Worker::new(WorkerId::new(), ProviderId::new());
-    stores.workers.register(&w).await.unwrap();
+    let mut w = stores
+        .workers
+        .register(&Worker::new(WorkerId::new(), ProviderId::new()))
+        .await
+        .unwrap();
     w.created(WorkerHandle::new(w.id(), w.provider_id(), "pid-1"))
         .unwrap();
     w.registered().unwrap();
@@ -215,8 +218,11 @@ async fn a_heartbeat_from_a_worker_found_lost_elsewhere_closes_its_stream() {
     use hodei_core::domain::worker_protocol::{Heartbeat, WorkerReport};
     let stores = Stores::in_memory();
     let cp = control_plane(&stores);
-    let mut w = Worker::new(WorkerId::new(), ProviderId::new());
-    stores.workers.register(&w).await.unwrap();
+    let mut w = stores
+        .workers
+        .register(&Worker::new(WorkerId::new(), ProviderId::new()))
+        .await
+        .unwrap();
     w.created(WorkerHandle::new(w.id(), w.provider_id(), "pid-2"))
         .unwrap();
     stores.workers.update(&w).await.unwrap();

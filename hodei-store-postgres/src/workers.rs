@@ -11,10 +11,11 @@ use hodei_core::store::{StoreError, WorkerRegistry};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{codec, is_unique_violation, map_err};
+use crate::error::{codec, is_unique_violation, map_err, to_i64, to_u64};
 
 /// Workers in Postgres: the serde form in `data`, the hash of the current
-/// session token in a unique `session_hash` column.
+/// session token in a unique `session_hash` column, and optimistic
+/// concurrency on the `version` column (as [`crate::PgJobRepository`]).
 #[derive(Debug, Clone)]
 pub struct PgWorkerRegistry {
     pool: PgPool,
@@ -28,12 +29,18 @@ impl PgWorkerRegistry {
     }
 }
 
-fn encode(worker: &Worker) -> Result<serde_json::Value, StoreError> {
-    serde_json::to_value(worker).map_err(|e| codec("worker", e))
+/// The serde form of `worker` at `version`.
+fn encode(worker: &Worker, version: u64) -> Result<serde_json::Value, StoreError> {
+    let mut stored = worker.clone();
+    stored.set_version(version);
+    serde_json::to_value(&stored).map_err(|e| codec("worker", e))
 }
 
-fn decode(data: serde_json::Value) -> Result<Worker, StoreError> {
-    serde_json::from_value(data).map_err(|e| codec("worker", e))
+/// Decodes a stored worker, taking the version from its column.
+fn decode(data: serde_json::Value, version: i64) -> Result<Worker, StoreError> {
+    let mut worker: Worker = serde_json::from_value(data).map_err(|e| codec("worker", e))?;
+    worker.set_version(to_u64(version));
+    Ok(worker)
 }
 
 fn state_name(worker: &Worker) -> String {
@@ -54,19 +61,24 @@ fn not_found(id: WorkerId) -> StoreError {
 
 #[async_trait]
 impl WorkerRegistry for PgWorkerRegistry {
-    async fn register(&self, worker: &Worker) -> Result<(), StoreError> {
+    async fn register(&self, worker: &Worker) -> Result<Worker, StoreError> {
         let r = sqlx::query(
-            "INSERT INTO workers (id, provider_id, state, created_at, data) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO workers (id, provider_id, state, created_at, version, data) \
+             VALUES ($1, $2, $3, $4, 1, $5)",
         )
         .bind(worker.id().as_uuid())
         .bind(worker.provider_id().as_uuid())
         .bind(state_name(worker))
         .bind(worker.created_at())
-        .bind(encode(worker)?)
+        .bind(encode(worker, 1)?)
         .execute(&self.pool)
         .await;
         match r {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                let mut stored = worker.clone();
+                stored.set_version(1);
+                Ok(stored)
+            }
             Err(e) if is_unique_violation(&e, Some("workers_pkey")) => {
                 Err(StoreError::AlreadyExists {
                     entity: "worker",
@@ -78,37 +90,70 @@ impl WorkerRegistry for PgWorkerRegistry {
     }
 
     async fn get(&self, id: WorkerId) -> Result<Option<Worker>, StoreError> {
-        let data: Option<serde_json::Value> =
-            sqlx::query_scalar("SELECT data FROM workers WHERE id = $1")
+        let row: Option<(serde_json::Value, i64)> =
+            sqlx::query_as("SELECT data, version FROM workers WHERE id = $1")
                 .bind(id.as_uuid())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| map_err("worker", e))?;
-        data.map(decode).transpose()
+        row.map(|(data, version)| decode(data, version)).transpose()
     }
 
-    async fn update(&self, worker: &Worker) -> Result<(), StoreError> {
-        let n = sqlx::query("UPDATE workers SET state = $2, data = $3 WHERE id = $1")
-            .bind(worker.id().as_uuid())
-            .bind(state_name(worker))
-            .bind(encode(worker)?)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_err("worker", e))?
-            .rows_affected();
-        if n == 0 {
-            return Err(not_found(worker.id()));
+    async fn update(&self, worker: &Worker) -> Result<Worker, StoreError> {
+        let next = worker.version().saturating_add(1);
+        let next_column = to_i64("version", next)?;
+        // `touch` writes the heartbeat and stats in place without a new
+        // version: keep the later heartbeat and the newer stats of the row
+        // and the caller's copy, so an update never moves liveness back.
+        let data: Option<serde_json::Value> = sqlx::query_scalar(
+            "UPDATE workers SET state = $3, version = $4, data = jsonb_set(jsonb_set($5::jsonb, \
+               '{last_heartbeat}', CASE \
+                 WHEN (data->>'last_heartbeat')::timestamptz > ($5::jsonb->>'last_heartbeat')::timestamptz \
+                 THEN data->'last_heartbeat' ELSE $5::jsonb->'last_heartbeat' END), \
+               '{stats}', CASE \
+                 WHEN jsonb_typeof(data->'stats') = 'object' \
+                  AND (jsonb_typeof($5::jsonb->'stats') IS DISTINCT FROM 'object' \
+                    OR (data->'stats'->>'sampled_at')::timestamptz > ($5::jsonb->'stats'->>'sampled_at')::timestamptz) \
+                 THEN data->'stats' ELSE COALESCE($5::jsonb->'stats', 'null'::jsonb) END) \
+             WHERE id = $1 AND version = $2 \
+             RETURNING data",
+        )
+        .bind(worker.id().as_uuid())
+        .bind(to_i64("version", worker.version())?)
+        .bind(state_name(worker))
+        .bind(next_column)
+        .bind(encode(worker, next)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| map_err("worker", e))?;
+        if let Some(data) = data {
+            return decode(data, next_column);
         }
-        Ok(())
+        let actual: Option<i64> = sqlx::query_scalar("SELECT version FROM workers WHERE id = $1")
+            .bind(worker.id().as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err("worker", e))?;
+        match actual {
+            Some(actual) => Err(StoreError::Conflict {
+                entity: "worker",
+                id: worker.id().to_string(),
+                expected: worker.version(),
+                actual: to_u64(actual),
+            }),
+            None => Err(not_found(worker.id())),
+        }
     }
 
     async fn list(&self) -> Result<Vec<Worker>, StoreError> {
-        let rows: Vec<serde_json::Value> =
-            sqlx::query_scalar("SELECT data FROM workers ORDER BY created_at, id")
+        let rows: Vec<(serde_json::Value, i64)> =
+            sqlx::query_as("SELECT data, version FROM workers ORDER BY created_at, id")
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| map_err("worker", e))?;
-        rows.into_iter().map(decode).collect()
+        rows.into_iter()
+            .map(|(data, version)| decode(data, version))
+            .collect()
     }
 
     async fn count_by_state(&self) -> Result<BTreeMap<WorkerState, u64>, StoreError> {

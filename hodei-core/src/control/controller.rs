@@ -502,20 +502,27 @@ impl ControlPlane {
             return Ok(()); // another controller took it
         };
         // Reserve the worker slot first so two jobs never race for it.
-        let provider_id = {
-            let _g = self.inner.worker_lock.lock().await;
-            let Some(mut w) = self.inner.stores.workers.get(worker_id).await? else {
-                self.inner.stores.queue.release(&lease).await?;
-                return Ok(());
-            };
-            if let Err(e) = w.assign(job_id) {
+        let assigned = self
+            .update_worker(worker_id, |w| {
+                Ok(w.assign(job_id).map(|()| w.provider_id()))
+            })
+            .await;
+        let provider_id = match assigned {
+            Ok(Some((_, Ok(provider_id)))) => provider_id,
+            Ok(Some((w, Err(e)))) => {
                 // This replica's view of the worker was stale: correct it.
                 self.inner.sessions.observe(&w);
                 self.inner.stores.queue.release(&lease).await?;
                 return Err(e.into());
             }
-            self.save_worker(&w).await?;
-            w.provider_id()
+            Ok(None) => {
+                self.inner.stores.queue.release(&lease).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                self.inner.stores.queue.release(&lease).await?;
+                return Err(e);
+            }
         };
         self.refresh_provider_load(provider_id).await;
         let mut pending_since = Utc::now();

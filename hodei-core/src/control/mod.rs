@@ -39,6 +39,7 @@ mod secrets;
 mod shared_strategy;
 mod templates;
 mod worker_sessions;
+mod worker_update;
 mod workers;
 
 use std::sync::{Arc, Mutex};
@@ -82,8 +83,6 @@ struct Inner {
     /// Where the next scheduling pass resumes when the last one hit
     /// `dispatch_scan_limit` before the end of the queue.
     scan_resume: Mutex<Option<crate::store::QueueCursor>>,
-    /// Serialises read-modify-write of workers (the registry has no versions).
-    worker_lock: tokio::sync::Mutex<()>,
     metrics: Option<Arc<MetricsBackend>>,
     sealer: SecretSealer,
     leader: Option<Arc<dyn LeaderElection>>,
@@ -195,7 +194,6 @@ impl ControlPlaneBuilder {
                     self.strategy.unwrap_or(Strategy::Priority),
                 ),
                 scan_resume: Mutex::new(None),
-                worker_lock: tokio::sync::Mutex::new(()),
                 metrics: self.metrics.then(|| Arc::new(MetricsBackend::default())),
                 sealer: self.sealer.unwrap_or_else(SecretSealer::ephemeral),
                 leader: self.leader,

@@ -182,24 +182,10 @@ impl ControlPlane {
                     entry.provider.name()
                 )
             })?;
-            {
-                let _g = self.inner.worker_lock.lock().await;
-                let mut w = self
-                    .inner
-                    .stores
-                    .workers
-                    .get(worker_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("worker vanished during provisioning")?;
-                w.created(handle).map_err(|e| e.to_string())?;
-                self.inner
-                    .stores
-                    .workers
-                    .update(&w)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            self.update_worker(worker_id, |w| Ok(w.created(handle.clone())?))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("worker vanished during provisioning")?;
             // Wait for the agent's stream (it may already be open), or for the
             // provider to see the worker die first (a guest that cannot boot, a
             // container that exits, a pod that cannot start): no use waiting then.
@@ -291,14 +277,13 @@ impl ControlPlane {
         worker_id: WorkerId,
         pending_since: chrono::DateTime<Utc>,
     ) -> ControlResult<()> {
-        let assigned: ControlResult<_> = async {
-            let _g = self.inner.worker_lock.lock().await;
-            let mut w = self.load_worker(worker_id).await?;
-            w.assign(job_id)?;
-            self.save_worker(&w).await?;
-            Ok(w.provider_id())
-        }
-        .await;
+        let assigned = self
+            .update_existing_worker(worker_id, |w| {
+                w.assign(job_id)?;
+                Ok(w.provider_id())
+            })
+            .await
+            .map(|(_, provider_id)| provider_id);
         let assigned = match assigned {
             Ok(provider_id) => {
                 self.refresh_provider_load(provider_id).await;

@@ -152,19 +152,17 @@ impl ControlPlane {
         &self,
         worker_id: WorkerId,
     ) -> ControlResult<WorkerStreamHandle> {
-        let worker = {
-            let _g = self.inner.worker_lock.lock().await;
-            let mut w = self.load_worker(worker_id).await?;
-            if w.state().is_gone() {
-                return Err(ControlError::FailedPrecondition(format!(
-                    "worker {worker_id} is {}",
-                    w.state()
-                )));
-            }
-            w.registered()?;
-            self.inner.stores.workers.update(&w).await?;
-            w
-        };
+        let (worker, ()) = self
+            .update_existing_worker(worker_id, |w| {
+                if w.state().is_gone() {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "worker {worker_id} is {}",
+                        w.state()
+                    )));
+                }
+                Ok(w.registered()?)
+            })
+            .await?;
         let (conn_id, rx) = self.inner.sessions.open(&worker);
         self.wake();
         Ok(WorkerStreamHandle {
@@ -199,13 +197,6 @@ impl ControlPlane {
             .get(worker_id)
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("worker {worker_id}")))
-    }
-
-    /// Stores a changed worker and keeps this replica's view of it current.
-    pub(super) async fn save_worker(&self, w: &Worker) -> ControlResult<()> {
-        self.inner.stores.workers.update(w).await?;
-        self.inner.sessions.observe(w);
-        Ok(())
     }
 
     /// Tells a worker to cancel a job attempt.
@@ -506,23 +497,20 @@ impl ControlPlane {
         worker_id: WorkerId,
         job: JobId,
     ) -> ControlResult<()> {
-        let retire = {
-            let _g = self.inner.worker_lock.lock().await;
-            let Some(mut w) = self.inner.stores.workers.get(worker_id).await? else {
-                return Ok(());
-            };
-            if !w.current_jobs().contains(&job) {
-                return Ok(());
-            }
-            w.release(job)?;
-            self.save_worker(&w).await?;
-            (
-                w.is_exhausted() && w.current_jobs().is_empty(),
-                w.provider_id(),
-            )
+        let released = self
+            .update_worker(worker_id, |w| {
+                if !w.current_jobs().contains(&job) {
+                    return Ok(false);
+                }
+                w.release(job)?;
+                Ok(true)
+            })
+            .await?;
+        let Some((w, true)) = released else {
+            return Ok(());
         };
-        let (retire, provider_id) = retire;
-        self.refresh_provider_load(provider_id).await;
+        let retire = w.is_exhausted() && w.current_jobs().is_empty();
+        self.refresh_provider_load(w.provider_id()).await;
         if retire {
             self.retire_worker(worker_id, "job budget used up (ephemeral worker)")
                 .await;
@@ -532,10 +520,9 @@ impl ControlPlane {
 
     /// Drains a worker on request: it takes no new jobs.
     pub async fn drain_worker(&self, worker_id: WorkerId) -> ControlResult<Worker> {
-        let _g = self.inner.worker_lock.lock().await;
-        let mut w = self.load_worker(worker_id).await?;
-        w.drain()?;
-        self.save_worker(&w).await?;
+        let (w, ()) = self
+            .update_existing_worker(worker_id, |w| Ok(w.drain()?))
+            .await?;
         Ok(w)
     }
 
@@ -564,22 +551,36 @@ impl ControlPlane {
             Ok(ws) => ws.iter().map(Worker::id).collect(),
             Err(_) => return,
         };
-        futures::future::join_all(ids.into_iter().map(|id| self.retire_worker(id, reason))).await;
+        futures::future::join_all(ids.into_iter().map(|id| self.retire(id, reason, true))).await;
     }
 
-    /// Destroys a worker that has no job (idle timeout, ephemeral, unregistered).
+    /// Destroys a worker that has no job (idle timeout, drained, ephemeral,
+    /// unregistered). One that was given a job since the caller looked
+    /// (another task or replica assigned it) is left alone.
     pub(super) async fn retire_worker(&self, worker_id: WorkerId, reason: &str) {
-        let handle = {
-            let _g = self.inner.worker_lock.lock().await;
-            let Ok(Some(mut w)) = self.inner.stores.workers.get(worker_id).await else {
-                return;
-            };
-            if w.state().is_gone() {
+        self.retire(worker_id, reason, false).await;
+    }
+
+    /// Destroys a worker, even a busy one when `busy_too` (server shutdown).
+    async fn retire(&self, worker_id: WorkerId, reason: &str, busy_too: bool) {
+        let retiring = self
+            .update_worker(worker_id, |w| {
+                if w.state().is_gone() || (!busy_too && !w.current_jobs().is_empty()) {
+                    return Ok(None);
+                }
+                let _ = w.terminating();
+                Ok(Some(w.handle().cloned()))
+            })
+            .await;
+        let handle = match retiring {
+            Ok(Some((_, Some(handle)))) => handle,
+            // Unknown, already gone (retired or lost by another caller), or
+            // busy again.
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(%worker_id, error = %e, "could not retire worker");
                 return;
             }
-            let _ = w.terminating();
-            let _ = self.save_worker(&w).await;
-            w.handle().cloned()
         };
         tracing::info!(%worker_id, reason, "retiring worker");
         self.destroy_and_forget(worker_id, handle).await;
@@ -598,25 +599,31 @@ impl ControlPlane {
     /// The worker is gone (heartbeat timeout, process died, unregistered while
     /// busy): its jobs are retried (or failed when out of attempts) and it is destroyed.
     pub(super) async fn worker_lost(&self, worker_id: WorkerId, reason: &str) {
-        let (jobs, handle) = {
-            let _g = self.inner.worker_lock.lock().await;
-            let Ok(Some(mut w)) = self.inner.stores.workers.get(worker_id).await else {
-                return;
-            };
-            if w.state() == WorkerState::Terminated {
+        let now = Utc::now();
+        let lost = self
+            .update_worker(worker_id, |w| {
+                if w.state() == WorkerState::Terminated {
+                    return Ok(None);
+                }
+                if w.state() == WorkerState::Terminating
+                    && w.current_jobs().is_empty()
+                    && !self.stuck_terminating(w, now)
+                {
+                    // Already being retired or handled as lost by another caller.
+                    return Ok(None);
+                }
+                let jobs = w.current_jobs().to_vec();
+                let _ = w.terminating();
+                Ok(Some((jobs, w.handle().cloned())))
+            })
+            .await;
+        let (jobs, handle) = match lost {
+            Ok(Some((_, Some(lost)))) => lost,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(%worker_id, error = %e, "could not mark the lost worker");
                 return;
             }
-            if w.state() == WorkerState::Terminating
-                && w.current_jobs().is_empty()
-                && !self.stuck_terminating(&w, Utc::now())
-            {
-                // Already being retired or handled as lost by another caller.
-                return;
-            }
-            let jobs = w.current_jobs().to_vec();
-            let _ = w.terminating();
-            let _ = self.save_worker(&w).await;
-            (jobs, w.handle().cloned())
         };
         tracing::warn!(%worker_id, reason, jobs = jobs.len(), "worker lost");
         for job in jobs {
@@ -723,4 +730,47 @@ fn heartbeat_stats(hb: &Heartbeat) -> Option<WorkerStats> {
         .as_ref()
         .filter(|u| u.memory_bytes > 0)
         .map(|u| WorkerStats::from_usage(u, Utc::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::ProviderId;
+    use crate::domain::worker::WorkerHandle;
+    use crate::store::Stores;
+
+    /// A `Ready` worker, with `jobs` assigned.
+    async fn worker(cp: &ControlPlane, jobs: usize) -> Worker {
+        let workers = &cp.inner.stores.workers;
+        let p = ProviderId::new();
+        let mut w = workers
+            .register(&Worker::new(WorkerId::new(), p).with_limits(4, None))
+            .await
+            .unwrap();
+        w.created(WorkerHandle::new(w.id(), p, "ext")).unwrap();
+        w.registered().unwrap();
+        for _ in 0..jobs {
+            w.assign(JobId::new()).unwrap();
+        }
+        workers.update(&w).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn retiring_an_idle_worker_leaves_one_that_took_a_job_meanwhile() {
+        let cp = ControlPlane::builder().stores(Stores::in_memory()).build();
+        let workers = cp.inner.stores.workers.clone();
+        // Seen idle by the caller, then given a job by another task.
+        let busy = worker(&cp, 1).await;
+        cp.retire_worker(busy.id(), "idle timeout").await;
+        let got = workers.get(busy.id()).await.unwrap().unwrap();
+        assert_eq!(got.state(), WorkerState::Busy, "kept with its job");
+
+        let idle = worker(&cp, 0).await;
+        cp.retire_worker(idle.id(), "idle timeout").await;
+        assert!(workers.get(idle.id()).await.unwrap().is_none(), "retired");
+
+        // Shutdown retires busy ones too.
+        cp.retire_all_workers("shutdown").await;
+        assert!(workers.get(busy.id()).await.unwrap().is_none());
+    }
 }

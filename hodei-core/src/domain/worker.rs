@@ -231,6 +231,10 @@ pub struct Worker {
     /// before stats existed).
     #[serde(default)]
     stats: Option<WorkerStats>,
+    /// Optimistic-concurrency version, managed by the worker registry (absent
+    /// in rows stored before workers had versions).
+    #[serde(default)]
+    version: u64,
 }
 
 impl Worker {
@@ -252,6 +256,7 @@ impl Worker {
             last_heartbeat: now,
             idle_since: None,
             stats: None,
+            version: 0,
         }
     }
 
@@ -329,6 +334,15 @@ impl Worker {
     #[must_use]
     pub fn idle_since(&self) -> Option<DateTime<Utc>> {
         self.idle_since
+    }
+    /// Optimistic-concurrency version (see [`crate::store::WorkerRegistry`]).
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+    /// Sets the version. Only worker registries call this, after storing the worker.
+    pub fn set_version(&mut self, version: u64) {
+        self.version = version;
     }
 
     /// Whether it can take one more job now.

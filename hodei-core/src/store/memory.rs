@@ -467,7 +467,7 @@ impl InMemoryWorkerRegistry {
 
 #[async_trait]
 impl WorkerRegistry for InMemoryWorkerRegistry {
-    async fn register(&self, worker: &Worker) -> Result<(), StoreError> {
+    async fn register(&self, worker: &Worker) -> Result<Worker, StoreError> {
         let mut st = write(&self.state);
         if st.workers.contains_key(&worker.id()) {
             return Err(StoreError::AlreadyExists {
@@ -475,26 +475,41 @@ impl WorkerRegistry for InMemoryWorkerRegistry {
                 id: worker.id().to_string(),
             });
         }
-        st.workers.insert(worker.id(), worker.clone());
-        Ok(())
+        let mut stored = worker.clone();
+        stored.set_version(1);
+        st.workers.insert(worker.id(), stored.clone());
+        Ok(stored)
     }
 
     async fn get(&self, id: WorkerId) -> Result<Option<Worker>, StoreError> {
         Ok(read(&self.state).workers.get(&id).cloned())
     }
 
-    async fn update(&self, worker: &Worker) -> Result<(), StoreError> {
+    async fn update(&self, worker: &Worker) -> Result<Worker, StoreError> {
         let mut st = write(&self.state);
-        match st.workers.get_mut(&worker.id()) {
-            Some(w) => {
-                *w = worker.clone();
-                Ok(())
-            }
-            None => Err(StoreError::NotFound {
+        let Some(current) = st.workers.get_mut(&worker.id()) else {
+            return Err(StoreError::NotFound {
                 entity: "worker",
                 id: worker.id().to_string(),
-            }),
+            });
+        };
+        if current.version() != worker.version() {
+            return Err(StoreError::Conflict {
+                entity: "worker",
+                id: worker.id().to_string(),
+                expected: worker.version(),
+                actual: current.version(),
+            });
         }
+        let mut stored = worker.clone();
+        // A heartbeat stored by `touch` since the caller read the worker.
+        stored.heartbeat_at(stored.last_heartbeat().max(current.last_heartbeat()));
+        if let Some(stats) = current.stats() {
+            stored.record_stats(stats.clone());
+        }
+        stored.set_version(worker.version() + 1);
+        *current = stored.clone();
+        Ok(stored)
     }
 
     async fn count_by_state(

@@ -234,15 +234,21 @@ pub trait JobQueue: Send + Sync {
     }
 }
 
-/// Workers and their sessions.
+/// Workers and their sessions, with optimistic concurrency on
+/// [`Worker::version`] (replicas and tasks change the same worker: a stale
+/// copy must not undo another's change).
 #[async_trait]
 pub trait WorkerRegistry: Send + Sync {
-    /// Adds a worker.
-    async fn register(&self, worker: &Worker) -> Result<(), StoreError>;
+    /// Adds a worker; returns it with version 1.
+    async fn register(&self, worker: &Worker) -> Result<Worker, StoreError>;
     /// A worker by id.
     async fn get(&self, id: WorkerId) -> Result<Option<Worker>, StoreError>;
-    /// Replaces a worker's stored state.
-    async fn update(&self, worker: &Worker) -> Result<(), StoreError>;
+    /// Stores a changed worker if the stored version equals `worker.version()`;
+    /// returns it as stored, with the next version. A stale update is a
+    /// [`StoreError::Conflict`]. Liveness written by [`WorkerRegistry::touch`]
+    /// meanwhile (which bumps no version) is kept: the stored worker has the
+    /// later of the two heartbeats and the newer of the two stats samples.
+    async fn update(&self, worker: &Worker) -> Result<Worker, StoreError>;
     /// All workers.
     async fn list(&self) -> Result<Vec<Worker>, StoreError>;
     /// How many workers are in each state (states with none may be absent).
@@ -273,7 +279,8 @@ pub trait WorkerRegistry: Send + Sync {
     }
     /// Records a heartbeat of a live worker in one atomic write, with no
     /// read-modify-write (heartbeats are the most frequent write; with
-    /// thousands of agents they must not queue behind a lock): sets its last
+    /// thousands of agents they must not queue behind a lock) and no new
+    /// version (a heartbeat never makes an update conflict): sets its last
     /// heartbeat to `at` and, when given and not older than the stored one,
     /// its stats. A worker that is gone (terminating, terminated) or unknown
     /// is left as it is and `None` is returned; otherwise the jobs it is

@@ -16,3 +16,5 @@ pub mod reported_state;
 pub mod scheduling;
 pub mod stores;
 pub mod templates;
+#[cfg(feature = "server")]
+pub mod worker_races;

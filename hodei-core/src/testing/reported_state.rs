@@ -63,8 +63,13 @@ async fn job_progress_round_trip(stores: Stores) {
 
 async fn worker_stats_round_trip(stores: Stores) {
     let c = "reported/worker-stats";
-    let mut w = Worker::new(WorkerId::new(), ProviderId::new());
-    ok(stores.workers.register(&w).await, c);
+    let mut w = ok(
+        stores
+            .workers
+            .register(&Worker::new(WorkerId::new(), ProviderId::new()))
+            .await,
+        c,
+    );
     let at = Utc.timestamp_opt(1_800_000_000, 123_456_789).unwrap();
     let stats = WorkerStats::new(37.5, 512 << 20, 2 << 30, at).with_disk(10, 20);
     w.record_stats(stats.clone());

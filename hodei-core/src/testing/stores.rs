@@ -651,6 +651,8 @@ where
     worker_crud(make().await).await;
     worker_sessions(make().await).await;
     worker_touch(make().await).await;
+    worker_versions(make().await).await;
+    worker_update_keeps_touch(make().await).await;
     worker_count_by_state(make().await).await;
     worker_count_alive_by_provider(make().await).await;
 }
@@ -659,11 +661,9 @@ where
 async fn worker_count_alive_by_provider(reg: Arc<dyn WorkerRegistry>) {
     let c = "workers/count_alive_by_provider";
     let (p1, p2) = (ProviderId::new(), ProviderId::new());
-    let mut ready = Worker::new(WorkerId::new(), p1);
-    ok(reg.register(&ready).await, c);
+    let mut ready = ok(reg.register(&Worker::new(WorkerId::new(), p1)).await, c);
     ok(reg.register(&Worker::new(WorkerId::new(), p1)).await, c);
-    let mut leaving = Worker::new(WorkerId::new(), p2);
-    ok(reg.register(&leaving).await, c);
+    let mut leaving = ok(reg.register(&Worker::new(WorkerId::new(), p2)).await, c);
     ok(
         ready.created(WorkerHandle::new(ready.id(), p1, "ext-alive")),
         c,
@@ -690,8 +690,11 @@ async fn worker_touch(reg: Arc<dyn WorkerRegistry>) {
     use crate::domain::worker_stats::WorkerStats;
     let c = "workers/touch";
     let p = ProviderId::new();
-    let mut w = Worker::new(WorkerId::new(), p).with_limits(2, None);
-    ok(reg.register(&w).await, c);
+    let mut w = ok(
+        reg.register(&Worker::new(WorkerId::new(), p).with_limits(2, None))
+            .await,
+        c,
+    );
     assert_eq!(
         ok(reg.touch(WorkerId::new(), Utc::now(), None).await, c),
         None,
@@ -714,7 +717,7 @@ async fn worker_touch(reg: Arc<dyn WorkerRegistry>) {
     ok(w.registered(), c);
     let job = JobId::new();
     ok(w.assign(job), c);
-    ok(reg.update(&w).await, c);
+    let mut w = ok(reg.update(&w).await, c);
     let newer = WorkerStats::new(50.0, 1024, 4096, t1);
     let t2 = t1 + chrono::Duration::seconds(5);
     assert_eq!(
@@ -751,6 +754,110 @@ async fn worker_touch(reg: Arc<dyn WorkerRegistry>) {
     );
 }
 
+/// Optimistic concurrency: `register` stores version 1, each `update` the
+/// next one, and an update from a stale copy is a `Conflict` that changes
+/// nothing.
+async fn worker_versions(reg: Arc<dyn WorkerRegistry>) {
+    let c = "workers/versions";
+    let p = ProviderId::new();
+    let registered = ok(reg.register(&Worker::new(WorkerId::new(), p)).await, c);
+    assert_eq!(registered.version(), 1, "{c}: register returns version 1");
+    let got = some(ok(reg.get(registered.id()).await, c), c);
+    assert_eq!(got.version(), 1, "{c}: stored with version 1");
+
+    let mut first = got.clone();
+    ok(first.created(WorkerHandle::new(first.id(), p, "ext-v")), c);
+    let first = ok(reg.update(&first).await, c);
+    assert_eq!(first.version(), 2, "{c}: update returns the next version");
+    assert_eq!(
+        some(ok(reg.get(first.id()).await, c), c).version(),
+        2,
+        "{c}: stored with the next version"
+    );
+
+    // `got` is version 1: stale.
+    let mut stale = got;
+    ok(stale.terminating(), c);
+    match reg.update(&stale).await {
+        Err(StoreError::Conflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!((expected, actual), (1, 2), "{c}: conflict versions");
+        }
+        other => panic!("{c}: a stale update must be Conflict, got {other:?}"),
+    }
+    let stored = some(ok(reg.get(first.id()).await, c), c);
+    assert_eq!(
+        stored.state(),
+        WorkerState::Connecting,
+        "{c}: a refused update changes nothing"
+    );
+    assert_eq!(stored.version(), 2, "{c}: version unchanged by a conflict");
+
+    // Reloaded, the same change goes through.
+    let mut fresh = stored;
+    ok(fresh.terminating(), c);
+    let fresh = ok(reg.update(&fresh).await, c);
+    assert_eq!(fresh.version(), 3, "{c}: after reloading");
+    assert_eq!(
+        some(ok(reg.get(fresh.id()).await, c), c).state(),
+        WorkerState::Terminating,
+        "{c}: stored"
+    );
+}
+
+/// A heartbeat (`touch`) between reading a worker and updating it neither
+/// makes the update conflict nor is undone by it; a copy with a later
+/// heartbeat or newer stats than the stored ones wins.
+async fn worker_update_keeps_touch(reg: Arc<dyn WorkerRegistry>) {
+    use crate::domain::worker_stats::WorkerStats;
+    let c = "workers/update-keeps-touch";
+    let p = ProviderId::new();
+    let mut w = ok(reg.register(&Worker::new(WorkerId::new(), p)).await, c);
+    ok(w.created(WorkerHandle::new(w.id(), p, "ext-k")), c);
+    ok(w.registered(), c);
+    let w = ok(reg.update(&w).await, c);
+
+    let read = some(ok(reg.get(w.id()).await, c), c);
+    let t1 = now_ms() + TimeDelta::seconds(30);
+    let stats = WorkerStats::new(25.0, 2048, 8192, t1);
+    ok(reg.touch(w.id(), t1, Some(&stats)).await, c);
+    assert_eq!(
+        some(ok(reg.get(w.id()).await, c), c).version(),
+        read.version(),
+        "{c}: touch bumps no version"
+    );
+
+    let mut changed = read;
+    ok(changed.drain(), c);
+    let stored = ok(reg.update(&changed).await, c);
+    assert_eq!(stored.version(), w.version() + 1, "{c}: no conflict");
+    assert_eq!(stored.last_heartbeat(), t1, "{c}: returned heartbeat");
+    let got = some(ok(reg.get(w.id()).await, c), c);
+    assert_eq!(
+        got.state(),
+        WorkerState::Draining,
+        "{c}: the update is stored"
+    );
+    assert_eq!(
+        got.last_heartbeat(),
+        t1,
+        "{c}: the touched heartbeat is kept"
+    );
+    assert_eq!(got.stats(), Some(&stats), "{c}: the touched stats are kept");
+
+    // A copy that is fresher than the store wins.
+    let mut fresher = got;
+    let t2 = t1 + TimeDelta::seconds(30);
+    let newer = WorkerStats::new(75.0, 4096, 8192, t2);
+    fresher.heartbeat_at(t2);
+    fresher.record_stats(newer.clone());
+    ok(reg.update(&fresher).await, c);
+    let got = some(ok(reg.get(w.id()).await, c), c);
+    assert_eq!(got.last_heartbeat(), t2, "{c}: the copy's later heartbeat");
+    assert_eq!(got.stats(), Some(&newer), "{c}: the copy's newer stats");
+}
+
 /// `count_by_state` agrees with `list`, and follows state changes.
 async fn worker_count_by_state(reg: Arc<dyn WorkerRegistry>) {
     let c = "workers/count_by_state";
@@ -763,8 +870,7 @@ async fn worker_count_by_state(reg: Arc<dyn WorkerRegistry>) {
     };
     let before = ok(reg.count_by_state().await, c);
     let p = ProviderId::new();
-    let mut ready = Worker::new(WorkerId::new(), p);
-    ok(reg.register(&ready).await, c);
+    let mut ready = ok(reg.register(&Worker::new(WorkerId::new(), p)).await, c);
     ok(reg.register(&Worker::new(WorkerId::new(), p)).await, c);
     ok(
         ready.created(WorkerHandle::new(ready.id(), p, "ext-count")),
