@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
 use hodei_core::provider::WorkerCost;
+use hodei_core::testing::require;
 use hodei_core::{CommandType, JobId, JobSpec, JobState, ProviderConfig, WorkerState};
 use hodei_providers::docker::{DockerProvider, DockerProviderConfig, WorkerNetwork};
 
@@ -229,10 +230,7 @@ async fn warm(config: DockerProviderConfig) -> Vec<Duration> {
 
 fn main() {
     if !docker_ok() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("Docker daemon not reachable: CI=true requires it");
-        }
-        eprintln!("\n*** SKIP: Docker daemon not reachable: docker bench did not run ***\n");
+        require::missing_dependency("Docker daemon not reachable: the docker bench did not run");
         return;
     }
     build_image();

@@ -716,13 +716,8 @@ async fn main() {
         .or_else(|| std::env::var("HODEI_TEST_DATABASE_URL").ok())
         .filter(|u| !u.trim().is_empty())
     else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "CI=true and neither HODEI_BENCH_DATABASE_URL nor HODEI_TEST_DATABASE_URL is set"
-            );
-        }
-        println!(
-            "!!!!! SKIP queue bench: set HODEI_BENCH_DATABASE_URL or HODEI_TEST_DATABASE_URL !!!!!"
+        hodei_core::testing::require::missing_dependency(
+            "neither HODEI_BENCH_DATABASE_URL nor HODEI_TEST_DATABASE_URL is set: the queue bench did not run",
         );
         return;
     };

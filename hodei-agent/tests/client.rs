@@ -281,6 +281,9 @@ impl WorkerAgentService for Svc {
     }
 }
 
+// Not `hodei_core::testing::TestServer`: these tests serve the scripted fake
+// worker service above (it drops a stream at a chosen sequence and records
+// what it saw), not a real control plane.
 async fn serve(cp: Arc<ControlPlane>) -> SocketAddr {
     serve_named(cp, "main").await
 }

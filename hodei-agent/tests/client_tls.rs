@@ -228,6 +228,8 @@ mod mtls {
         }
     }
 
+    /// Serves the fake [`RefusingServer`] with tonic's own TLS (not
+    /// `hodei_core::testing::TestServer`: the tests count the RPCs it sees).
     async fn serve_mtls(pki: &Pki, svc: RefusingServer) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -406,20 +408,13 @@ mod mtls {
         let mut cp_config = ControlPlaneConfig::default();
         cp_config.heartbeat_interval = Duration::from_millis(100);
         let cp = ControlPlane::builder().config(cp_config).build();
-        let (listener, addr) = hodei_core::server::bind(([127, 0, 0, 1], 0).into())
-            .await
-            .unwrap();
-        let served = cp.clone();
-        tokio::spawn(async move {
-            hodei_core::server::serve_grpc_with(
-                served,
-                listener,
-                hodei_core::server::ServerOptions::new().with_tls(tls),
-                std::future::pending(),
-            )
-            .await
-            .unwrap();
-        });
+        let server = hodei_core::testing::TestServer::spawn_with(
+            cp.clone(),
+            hodei_core::server::ServerOptions::new().with_tls(tls),
+        )
+        .await
+        .unwrap();
+        let addr = server.grpc_addr();
 
         // A worker the control plane expects, with its one-time token.
         let id = WorkerId::new();

@@ -23,6 +23,7 @@ use hodei_core::provider::{
     WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
     WorkerMetrics, WorkerProviderIdentity,
 };
+use hodei_core::testing::TestListeners;
 use hodei_core::traces::otel::opentelemetry_sdk::trace::{
     InMemorySpanExporter, SdkTracerProvider, SpanData,
 };
@@ -142,9 +143,9 @@ async fn the_agents_run_span_is_in_the_trace_of_the_jobs_correlation_id() {
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(pipeline.layer()))
         .unwrap();
 
-    let (listener, addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    // The workers' address is part of the control plane's config: bind first.
+    let listeners = TestListeners::bind().await.unwrap();
+    let addr = listeners.grpc_addr();
     let mut config = ControlPlaneConfig::default();
     config.worker_server_address = format!("http://{addr}");
     let cp = ControlPlane::builder().config(config).build();
@@ -163,12 +164,7 @@ async fn the_agents_run_span_is_in_the_trace_of_the_jobs_correlation_id() {
     )
     .await
     .unwrap();
-    tokio::spawn(hodei_core::server::serve_grpc(
-        cp.clone(),
-        listener,
-        None,
-        std::future::pending(),
-    ));
+    let _server = listeners.serve(cp.clone());
     tokio::spawn(cp.clone().run());
 
     let correlation = "9d1e3f5a-7b2c-4d6e-8f01-23456789abcd";

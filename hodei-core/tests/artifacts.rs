@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hodei_core::artifacts::{Announced, ArtifactLimits, ArtifactStore, FsArtifactStore};
 use hodei_core::control::{ControlPlane, ControlPlaneConfig};
+use hodei_core::testing::TestServer;
 use hodei_core::{ArtifactDest, CommandType, JobId, JobSpec};
 use serde_json::Value;
 
@@ -19,6 +20,7 @@ struct App {
     store: Arc<FsArtifactStore>,
     base: String,
     http: reqwest::Client,
+    server: TestServer,
     _dir: tempfile::TempDir,
 }
 
@@ -33,15 +35,13 @@ async fn spawn_app(retention: Option<Duration>) -> App {
         .config(config)
         .artifacts(store.clone())
         .build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = hodei_core::api::rest::router(cp.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = TestServer::spawn(cp.clone()).await.unwrap();
     App {
         cp,
         store,
-        base: format!("http://{addr}"),
+        base: server.http_url(),
         http: reqwest::Client::new(),
+        server,
         _dir: dir,
     }
 }
@@ -139,16 +139,7 @@ async fn clients_list_and_download_over_grpc_and_workers_need_the_job() {
     let app = spawn_app(None).await;
     let job = app.cp.create_job(with_output(), None).await.unwrap().id();
     put(&app.store, job, "report", b"hello world").await;
-    let (listener, addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    tokio::spawn(hodei_core::server::serve_grpc(
-        app.cp.clone(),
-        listener,
-        None,
-        std::future::pending(),
-    ));
-    let url = format!("http://{addr}");
+    let url = app.server.grpc_url();
     let mut client = JobArtifactServiceClient::connect(url.clone())
         .await
         .unwrap();

@@ -5,18 +5,17 @@
 //! cancelled.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hodei_core::api::rest::{self, ErrorBody, JobDto, JobEventList, LogLinesPage};
+use hodei_core::api::rest::{ErrorBody, JobDto, JobEventList, LogLinesPage};
 use hodei_core::control::ControlPlane;
 use hodei_core::store::{
     InMemoryJobHistoryStore, JobHistoryStore, JobTransitionRecord, StoreError,
 };
-use hodei_core::testing::stores;
+use hodei_core::testing::{TestServer, stores};
 use hodei_core::{JobId, LogEntry, LogStream};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -67,21 +66,20 @@ struct App {
     base: String,
     cp: ControlPlane,
     http: reqwest::Client,
+    _server: TestServer,
 }
 
 async fn spawn_app() -> App {
     let cp = ControlPlane::builder().build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let app = rest::router(cp.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = TestServer::spawn(cp.clone()).await.unwrap();
     App {
-        base: format!("http://{addr}"),
+        base: server.http_url(),
         cp,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap(),
+        _server: server,
     }
 }
 

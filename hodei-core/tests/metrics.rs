@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use hodei_core::api::rest;
 use hodei_core::control::{ControlPlane, PoolPolicy};
 use hodei_core::domain::logs::{LogEntry, LogStream};
 use hodei_core::domain::worker_protocol::{AttemptReport, WorkerCommand, WorkerReport};
@@ -18,6 +17,7 @@ use hodei_core::provider::{
     WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
     WorkerMetrics, WorkerProviderIdentity,
 };
+use hodei_core::testing::TestServer;
 use hodei_core::{
     AttemptResult, CommandType, CostEstimate, Eligibility, HealthStatus, JobSpec, JobState,
     ProviderCapabilities, ProviderConfig, ProviderError, ProviderId, ProviderType, ResourceUsage,
@@ -125,11 +125,9 @@ async fn a_finished_job_shows_in_the_metrics_histograms_counters_and_gauges() {
     )
     .await
     .unwrap();
-    // The router installs the recorder: build it before anything is recorded.
-    let app = rest::router(cp.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The server installs the recorder: start it before anything is recorded.
+    let server = TestServer::spawn(cp.clone()).await.unwrap();
+    let base = server.http_url();
     tokio::spawn(cp.clone().run());
 
     let job = cp

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use hodei_core::api::rest;
 use hodei_core::control::ControlPlane;
 use hodei_core::telemetry::{self, TelemetryError};
+use hodei_core::testing::TestServer;
 
 #[tokio::test]
 async fn another_recorder_installed_first_is_reported_and_gauges_are_still_served() {
@@ -23,11 +23,10 @@ async fn another_recorder_installed_first_is_reported_and_gauges_are_still_serve
     );
     assert!(telemetry::handle().is_none());
 
-    let cp = ControlPlane::builder().build();
-    let app = rest::router(cp.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = TestServer::spawn(ControlPlane::builder().build())
+        .await
+        .unwrap();
+    let base = server.http_url();
     let text = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use hodei_core::api::rest;
 use hodei_core::control::{ControlPlane, PoolPolicy};
 use hodei_core::domain::worker_protocol::{RunJob, WorkerCommand};
 use hodei_core::proto::v1;
@@ -22,6 +21,7 @@ use hodei_core::provider::{
     WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
     WorkerMetrics, WorkerProviderIdentity,
 };
+use hodei_core::testing::TestServer;
 use hodei_core::traces::otel::{OtelPipeline, trace_id};
 use hodei_core::traces::{self, Stage};
 use hodei_core::{
@@ -210,19 +210,8 @@ async fn every_span_of_a_job_is_in_the_trace_of_its_correlation_id() {
     )
     .await
     .unwrap();
-    let app = rest::router(cp.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let (grpc_listener, grpc_addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    tokio::spawn(hodei_core::server::serve_grpc(
-        cp.clone(),
-        grpc_listener,
-        None,
-        std::future::pending(),
-    ));
+    let server = TestServer::spawn(cp.clone()).await.unwrap();
+    let base = server.http_url();
     tokio::spawn(cp.clone().run());
 
     // Job 1 over REST, with the client's correlation id: provisioned for.
@@ -306,7 +295,7 @@ async fn every_span_of_a_job_is_in_the_trace_of_its_correlation_id() {
     assert_eq!(attr(run, "attempt"), Some(run1.attempt.to_string()));
 
     // Job 2 over gRPC, correlation id chosen by the server: the idle worker takes it.
-    let mut jobs = JobExecutionServiceClient::connect(format!("http://{grpc_addr}"))
+    let mut jobs = JobExecutionServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
     let job = jobs

@@ -3,12 +3,12 @@
 //! `pending` until cancelled.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
 use hodei_core::api::rest::{self, ErrorBody, JobDto, JobList};
 use hodei_core::control::ControlPlane;
+use hodei_core::testing::TestServer;
 use hodei_core::{JobId, LogEntry, LogStream};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -21,6 +21,7 @@ struct App {
     base: String,
     cp: ControlPlane,
     http: reqwest::Client,
+    server: TestServer,
 }
 
 impl App {
@@ -66,14 +67,12 @@ impl App {
 
 async fn spawn_app() -> App {
     let cp = ControlPlane::builder().build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let app = rest::router(cp.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = TestServer::spawn(cp.clone()).await.unwrap();
     App {
-        base: format!("http://{addr}"),
+        base: server.http_url(),
         cp,
         http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+        server,
     }
 }
 
@@ -655,20 +654,11 @@ async fn grpc_and_rest_followers_lose_nothing_under_a_burst() {
 
     const LINES: u64 = 1500;
     let app = spawn_app().await;
-    let (grpc_listener, grpc_addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    tokio::spawn(hodei_core::server::serve_grpc(
-        app.cp.clone(),
-        grpc_listener,
-        None,
-        std::future::pending(),
-    ));
     let job = app.create_ok("burst").await;
     app.append(&job.id, 1, &[(1, LogStream::Stdout, b"line 1")])
         .await;
 
-    let mut grpc = LogStreamServiceClient::connect(format!("http://{grpc_addr}"))
+    let mut grpc = LogStreamServiceClient::connect(app.server.grpc_url())
         .await
         .unwrap();
     let mut grpc_stream = grpc
@@ -944,16 +934,7 @@ async fn grpc_refuses_unsupported_artifacts_as_invalid_argument() {
     use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
 
     let app = spawn_app().await;
-    let (listener, addr) = hodei_core::server::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    tokio::spawn(hodei_core::server::serve_grpc(
-        app.cp.clone(),
-        listener,
-        None,
-        std::future::pending(),
-    ));
-    let mut jobs = JobExecutionServiceClient::connect(format!("http://{addr}"))
+    let mut jobs = JobExecutionServiceClient::connect(app.server.grpc_url())
         .await
         .unwrap();
     let plain = hodei_core::JobSpec::new("grpc", hodei_core::CommandType::shell("echo", ["hi"]));

@@ -17,7 +17,8 @@ use hodei_core::proto::v1::job_query_service_client::JobQueryServiceClient;
 use hodei_core::proto::v1::provider_management_service_client::ProviderManagementServiceClient;
 use hodei_core::proto::v1::scheduler_service_client::SchedulerServiceClient;
 use hodei_core::proto::v1::worker_agent_service_client::WorkerAgentServiceClient;
-use hodei_core::server::{ServerOptions, serve_grpc_with};
+use hodei_core::server::ServerOptions;
+use hodei_core::testing::TestServer;
 use hodei_core::tls::{ServerTls, ServerTlsSettings};
 use hodei_core::{CommandType, JobSpec, ProviderId, Worker, WorkerHandle, WorkerId};
 use rcgen::{
@@ -126,19 +127,6 @@ fn write_atomic(p: &Path, s: &str) {
 
 // ---------- servers and clients ----------
 
-async fn serve(cp: &ControlPlane, options: ServerOptions) -> SocketAddr {
-    let (listener, addr) = hodei_core::server::bind(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let cp = cp.clone();
-    tokio::spawn(async move {
-        serve_grpc_with(cp, listener, options, std::future::pending())
-            .await
-            .unwrap();
-    });
-    addr
-}
-
 fn client_tls(ca_pem: &str, id: Option<&Leaf>) -> ClientTlsConfig {
     let mut t = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
@@ -217,7 +205,10 @@ async fn mtls_refuses_wrong_ca_expired_revoked_and_missing_certificates() {
         ServerTls::load(pki.settings(&[&format!("0x{}", revoked.serial.to_uppercase())])).unwrap();
     assert!(tls.days_to_expiry() >= 88, "{}", tls.days_to_expiry());
     let cp = ControlPlane::builder().build();
-    let addr = serve(&cp, ServerOptions::new().with_tls(tls)).await;
+    let server = TestServer::spawn_with(cp.clone(), ServerOptions::new().with_tls(tls))
+        .await
+        .unwrap();
+    let addr = server.grpc_addr();
     let ca_pem = pki.ca.pem.clone();
 
     call_over(addr, client_tls(&ca_pem, Some(&good)))
@@ -267,7 +258,10 @@ async fn rotated_server_certificate_is_used_for_new_connections_and_open_streams
     let client = leaf(&pki.ca, "worker", false, 0x2222, false);
     let tls = ServerTls::load(pki.settings(&[])).unwrap();
     let cp = ControlPlane::builder().build();
-    let addr = serve(&cp, ServerOptions::new().with_tls(tls.clone())).await;
+    let server = TestServer::spawn_with(cp.clone(), ServerOptions::new().with_tls(tls.clone()))
+        .await
+        .unwrap();
+    let addr = server.grpc_addr();
     let ca_pem = pki.ca.pem.clone();
 
     assert_eq!(presented_serial(addr, &ca_pem, &client).await, "1111");
@@ -349,7 +343,10 @@ fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
 async fn grpc_api_calls_need_a_token_with_the_right_scope() {
     let t = tokens();
     let cp = ControlPlane::builder().build();
-    let addr = serve(&cp, ServerOptions::new().with_auth(t.auth.clone())).await;
+    let server = TestServer::spawn_with(cp.clone(), ServerOptions::new().with_auth(t.auth.clone()))
+        .await
+        .unwrap();
+    let addr = server.grpc_addr();
     let ch = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -501,11 +498,10 @@ async fn grpc_api_calls_need_a_token_with_the_right_scope() {
 async fn rest_api_calls_need_a_token_with_the_right_scope() {
     let t = tokens();
     let cp = ControlPlane::builder().build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = hodei_core::api::rest::router_with_auth(cp.clone(), Some(t.auth.clone()));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let base = format!("http://{addr}");
+    let server = TestServer::spawn_with(cp.clone(), ServerOptions::new().with_auth(t.auth.clone()))
+        .await
+        .unwrap();
+    let base = server.http_url();
     let http = reqwest::Client::new();
 
     for open in ["/healthz", "/readyz"] {
@@ -645,11 +641,13 @@ async fn a_worker_cannot_complete_or_fail_another_workers_job_over_mtls() {
     let t = tokens();
     let tls = ServerTls::load(pki.settings(&[])).unwrap();
     let cp = ControlPlane::builder().build();
-    let addr = serve(
-        &cp,
+    let server = TestServer::spawn_with(
+        cp.clone(),
         ServerOptions::new().with_tls(tls).with_auth(t.auth.clone()),
     )
-    .await;
+    .await
+    .unwrap();
+    let addr = server.grpc_addr();
     let cert_a = leaf(&pki.ca, "worker-a", false, 0xa, false);
     let cert_b = leaf(&pki.ca, "worker-b", false, 0xb, false);
     let ch_a = tls_channel(addr, client_tls(&pki.ca.pem, Some(&cert_a)))
@@ -798,7 +796,10 @@ async fn a_serial_added_to_the_revocation_file_is_refused_without_a_restart() {
     settings.revoked_serials_file = Some(revoked_file.clone());
     let tls = ServerTls::load(settings).unwrap();
     let cp = ControlPlane::builder().build();
-    let addr = serve(&cp, ServerOptions::new().with_tls(tls)).await;
+    let server = TestServer::spawn_with(cp.clone(), ServerOptions::new().with_tls(tls))
+        .await
+        .unwrap();
+    let addr = server.grpc_addr();
     let ca_pem = pki.ca.pem.clone();
     call_over(addr, client_tls(&ca_pem, Some(&worker)))
         .await
@@ -829,24 +830,6 @@ async fn a_serial_added_to_the_revocation_file_is_refused_without_a_restart() {
 }
 
 // ---------- live API tokens file, REST over TLS ----------
-
-async fn serve_rest(cp: &ControlPlane, options: ServerOptions) -> SocketAddr {
-    let (listener, addr) = hodei_core::server::bind(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
-    let cp = cp.clone();
-    tokio::spawn(async move {
-        hodei_core::api::rest::serve_rest_with_options(
-            cp,
-            listener,
-            options,
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
 
 async fn status(http: &reqwest::Client, url: &str, token: &str) -> u16 {
     let r = http.get(url).bearer_auth(token).send().await.unwrap();
@@ -889,7 +872,10 @@ async fn tokens_added_to_or_removed_from_the_tokens_file_apply_without_a_restart
     .with_poll_interval(Duration::from_millis(50));
     assert_eq!(auth.file(), Some(file.as_path()));
     let cp = ControlPlane::builder().build();
-    let addr = serve_rest(&cp, ServerOptions::new().with_auth(auth.clone())).await;
+    let server = TestServer::spawn_with(cp.clone(), ServerOptions::new().with_auth(auth.clone()))
+        .await
+        .unwrap();
+    let addr = server.http_addr();
     let url = format!("http://{addr}/api/v1/jobs");
     let http = reqwest::Client::new();
 
@@ -933,11 +919,13 @@ async fn rest_over_tls_serves_https_with_the_server_certificate_and_refuses_plai
     assert!(tls.settings().client_ca_path.is_none());
     let t = tokens();
     let cp = ControlPlane::builder().build();
-    let addr = serve_rest(
-        &cp,
+    let server = TestServer::spawn_with(
+        cp.clone(),
         ServerOptions::new().with_tls(tls).with_auth(t.auth.clone()),
     )
-    .await;
+    .await
+    .unwrap();
+    let addr = server.http_addr();
     let https = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(pki.ca.pem.as_bytes()).unwrap())

@@ -19,6 +19,7 @@ use std::time::Duration;
 use hodei_core::provider::{
     WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics, WorkerProviderIdentity,
 };
+use hodei_core::testing::require;
 use hodei_core::{JobResources, ProviderError, WorkerHandle, WorkerId, WorkerSpec};
 use hodei_providers::firecracker::{
     FirecrackerProvider, FirecrackerProviderConfig, JailerConfig, jailer_args, mmds_payload,
@@ -27,10 +28,6 @@ use hodei_providers::firecracker::{
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/firecracker")
@@ -256,8 +253,7 @@ fn validate_against_spec(calls: &[Call]) -> bool {
     if !probe.is_ok_and(|o| o.status.success()) {
         let msg = "python3 with PyYAML and jsonschema is missing: request bodies NOT validated \
                    against firecracker.yaml (apt-get install python3-yaml python3-jsonschema)";
-        assert!(!ci(), "{msg}: CI=true requires it");
-        eprintln!("SKIPPED: {msg}");
+        require::missing_dependency(msg);
         return false;
     }
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -844,9 +840,9 @@ fn enter_new_network_namespace() -> bool {
     match why {
         None => true,
         Some(why) => {
-            let msg = format!("cannot test tap devices in a network namespace: {why}");
-            assert!(!ci(), "{msg}: CI=true requires it");
-            eprintln!("SKIPPED: {msg}");
+            require::missing_dependency(&format!(
+                "cannot test tap devices in a network namespace: {why}"
+            ));
             false
         }
     }
@@ -1015,11 +1011,9 @@ fn tap_devices_are_made_and_removed_in_a_network_namespace() {
         .output()
         .is_err()
     {
-        assert!(
-            !ci(),
-            "setpriv (util-linux) is missing: CI=true requires it"
+        require::missing_dependency(
+            "setpriv (util-linux) is missing: the not-permitted case is not tested",
         );
-        eprintln!("SKIPPED: setpriv missing, the not-permitted case is not tested");
         return;
     }
     rt.block_on(async {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hodei_core::provider::*;
+use hodei_core::testing::require;
 use hodei_core::*;
 use hodei_providers::kubernetes::{
     DEFAULT_STARTUP, KubernetesProvider, KubernetesProviderConfig, LABEL_MANAGED,
@@ -1835,11 +1836,10 @@ fn validator() -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let msg = "kubernetes-validate not found on PATH (pip install kubernetes-validate)";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}: CI=true requires it");
-        }
-        eprintln!("\n*** SKIP: {msg}: the Kubernetes schema validation did not run ***\n");
+        require::missing_dependency(
+            "kubernetes-validate not found on PATH (pip install kubernetes-validate): \
+             the Kubernetes schema validation did not run",
+        );
     }
     found
 }
@@ -1983,11 +1983,10 @@ fn agent_binary() -> Option<PathBuf> {
     if built && p.is_file() {
         return Some(p);
     }
-    let msg = "the hodei-worker binary is missing and `cargo build -p hodei-examples --bin hodei-worker` failed";
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}: CI=true requires it");
-    }
-    eprintln!("\n*** SKIP: {msg}: the Kubernetes end-to-end test did not run ***\n");
+    require::missing_dependency(
+        "the hodei-worker binary is missing and `cargo build -p hodei-examples --bin hodei-worker` \
+         failed: the Kubernetes end-to-end test did not run",
+    );
     None
 }
 

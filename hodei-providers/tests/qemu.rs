@@ -17,6 +17,7 @@ use futures::StreamExt;
 use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
 use hodei_core::provider::*;
 use hodei_core::store::LogCursor;
+use hodei_core::testing::require;
 use hodei_core::*;
 use hodei_providers::qemu::{Accel, QemuMicroVmProvider, QemuProviderConfig};
 use tokio::sync::OnceCell;
@@ -31,10 +32,6 @@ fn repo_root() -> PathBuf {
         .join("..")
         .canonicalize()
         .unwrap()
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// The workspace's agent binary (target/<profile>/hodei-worker), built when missing.
@@ -69,9 +66,10 @@ async fn setup() -> Option<PathBuf> {
         .get_or_init(|| async {
             let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
             if !qemu.is_ok_and(|o| o.status.success()) {
-                let msg = "qemu-system-x86_64 not found (apt-get install qemu-system-x86)";
-                assert!(!ci(), "{msg}: CI=true requires it");
-                eprintln!("\n*** SKIP: {msg}: the QEMU provider tests did not run ***\n");
+                require::missing_dependency(
+                    "qemu-system-x86_64 not found (apt-get install qemu-system-x86): \
+                     the QEMU provider tests did not run",
+                );
                 return None;
             }
             // VMs of an earlier run killed before its guards ran (e.g. a test timed out and

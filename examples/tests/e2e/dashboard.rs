@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use hodei_core::testing::require;
 use serde_json::{Value, json};
 
 use crate::harness::{TestServer, free_port, start_server};
@@ -65,14 +66,10 @@ fn leads_its_group(pid: u32) -> bool {
 async fn browser() -> Option<Browser> {
     for bin in [CHROMIUM, CHROMEDRIVER] {
         if !std::path::Path::new(bin).exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{bin} is missing (CI=true): install chromium and chromium-driver"
-            );
-            eprintln!(
-                "WARNING: {bin} is missing (apt-get install chromium chromium-driver); \
-                 skipping the dashboard browser test"
-            );
+            require::missing_dependency(&format!(
+                "{bin} is missing (apt-get install chromium chromium-driver): \
+                 the dashboard browser test did not run"
+            ));
             return None;
         }
     }

@@ -7,6 +7,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use hodei_core::testing::require;
+
 use crate::harness::*;
 
 /// Whether the engine answers; under `CI=true` a missing engine is a failure.
@@ -16,11 +18,9 @@ fn docker_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Docker Engine is not reachable (CI=true): Docker tests cannot be skipped"
+        require::missing_dependency(
+            "the Docker Engine is not reachable: the Docker end-to-end test did not run",
         );
-        eprintln!("SKIP: the Docker Engine is not reachable; Docker end-to-end test skipped");
     }
     ok
 }

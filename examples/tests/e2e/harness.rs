@@ -281,14 +281,10 @@ pub(crate) fn kill_agents_of(grpc_port: u16) {
 /// message) when no Postgres is configured; under `CI=true` that is a failure.
 pub(crate) async fn fresh_database() -> Option<String> {
     use hodei_store_postgres::sqlx::{Connection, Executor, PgConnection};
-    let Ok(base) = std::env::var("HODEI_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "HODEI_TEST_DATABASE_URL is not set (CI=true): Postgres tests cannot be skipped"
-        );
-        eprintln!("SKIP: HODEI_TEST_DATABASE_URL is not set; Postgres end-to-end test skipped");
-        return None;
-    };
+    let base = hodei_core::testing::require::require_env(
+        "HODEI_TEST_DATABASE_URL",
+        "the Postgres end-to-end test",
+    )?;
     let name = format!("hodei_e2e_{}", uuid::Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&base)
         .await
@@ -359,11 +355,9 @@ impl OwnPostgres {
             None
         };
         if let Some(why) = missing {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{why} (CI=true): this test needs a PostgreSQL it may stop"
-            );
-            eprintln!("SKIP: {why}; test that restarts its own PostgreSQL skipped");
+            hodei_core::testing::require::missing_dependency(&format!(
+                "{why}: the test that restarts its own PostgreSQL did not run"
+            ));
             return None;
         }
         let dir = tempfile::Builder::new()

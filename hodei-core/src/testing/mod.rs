@@ -4,17 +4,27 @@
 //!   stores here and against every other backend (e.g. Postgres) in its crate.
 //! - [`provider`]: the provider conformance kit, run against every
 //!   [`crate::provider::FullProvider`] with real workers.
+//! - [`require`]: the one rule for a missing outside dependency (skip
+//!   loudly, or fail under `CI=true`).
+//! - [`TestServer`] (with `server`): a control plane's real gRPC services and
+//!   REST API on free loopback ports.
 //!
-//! Both panic on the first deviation with a message naming the case, so they
-//! are meant to be called from tests.
+//! The kits panic on the first deviation with a message naming the case, so
+//! they are meant to be called from tests.
 
 pub mod audit;
 #[cfg(feature = "server")]
 pub mod fairness;
 pub mod provider;
 pub mod reported_state;
+pub mod require;
 pub mod scheduling;
 pub mod stores;
 pub mod templates;
 #[cfg(feature = "server")]
+pub mod test_server;
+#[cfg(feature = "server")]
 pub mod worker_races;
+
+#[cfg(feature = "server")]
+pub use test_server::{TestListeners, TestServer, TestServerError};

@@ -1,29 +1,19 @@
 //! A fresh database per test on the server named by `HODEI_TEST_DATABASE_URL`.
 //!
-//! Without that variable the tests print a loud SKIP and pass, unless
+//! Without that variable the tests say SKIPPED loudly and pass, unless
 //! `CI=true`, where a missing database is a failure.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::time::Duration;
 
+use hodei_core::testing::require;
 use hodei_store_postgres::{PgStoreConfig, PgStores, connect};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
-/// The server URL, or `None` after printing SKIP (panics under `CI=true`).
+/// The server URL, or `None` after printing SKIPPED (panics under `CI=true`).
 pub fn server_url(test: &str) -> Option<String> {
-    match std::env::var("HODEI_TEST_DATABASE_URL") {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true and HODEI_TEST_DATABASE_URL is not set: {test} needs Postgres");
-            }
-            eprintln!(
-                "\n!!!!! SKIP {test}: HODEI_TEST_DATABASE_URL is not set, no Postgres to test against !!!!!\n"
-            );
-            None
-        }
-    }
+    require::require_env("HODEI_TEST_DATABASE_URL", test)
 }
 
 /// `url` with its database name replaced by `db`.
