@@ -331,7 +331,7 @@ async fn identity_cost_eligibility_and_health() {
 }
 
 #[tokio::test]
-async fn works_as_a_full_provider_trait_object() {
+async fn works_as_a_worker_provider_trait_object() {
     let dir = tempfile::tempdir().unwrap();
     let p: std::sync::Arc<dyn WorkerProvider> = std::sync::Arc::new(ProcessProvider::new(
         ProcessProviderConfig::default().with_agent_binary(fake_agent(dir.path())),
