@@ -12,7 +12,7 @@ use hodei_core::provider::{
     WorkerProviderIdentity,
 };
 use hodei_core::{
-    JobSpec, ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
+    ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
     WorkerSpec, WorkerState,
 };
 use tokio::sync::mpsc;
