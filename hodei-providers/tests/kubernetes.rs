@@ -1776,7 +1776,11 @@ async fn passes_the_provider_conformance_kit_against_a_fake_api_server() {
             .contains(&WorkerState::Creating),
         "{report:?}"
     );
-    assert_eq!(report.log_lines.as_ref().map(Vec::len), Some(2), "{report:?}");
+    assert_eq!(
+        report.log_lines.as_ref().map(Vec::len),
+        Some(2),
+        "{report:?}"
+    );
     assert!(report.health.healthy && report.health.message.contains("v1.37.0"));
     assert!(
         report

@@ -367,7 +367,10 @@ async fn passes_the_provider_conformance_kit() {
     .unwrap_or_else(|f| panic!("process provider fails the kit: {f}"));
     assert_eq!(report.running_state, WorkerState::Ready);
     assert!(report.metrics.is_ok(), "{:?}", report.metrics);
-    assert!(report.log_lines.is_some(), "the process provider offers logs");
+    assert!(
+        report.log_lines.is_some(),
+        "the process provider offers logs"
+    );
     assert!(
         report
             .events

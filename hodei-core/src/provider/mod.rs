@@ -232,7 +232,8 @@ impl Eligibility {
 /// capabilities say (e.g. a missing image)? Offered through
 /// [`WorkerProviderIdentity::eligibility`].
 pub trait WorkerEligibility: Send + Sync {
-    /// Checks resources, architecture, GPU, image and constraints.
+    /// Checks resources, architecture, GPU, image and constraints. It replaces
+    /// the default check, so it starts from [`Eligibility::from_capabilities`].
     fn check_eligibility(&self, spec: &JobSpec) -> Eligibility;
 }
 
