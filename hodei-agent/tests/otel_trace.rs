@@ -20,8 +20,7 @@ use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
 use hodei_core::provider::{
-    WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
-    WorkerMetrics, WorkerProviderIdentity,
+    WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerProviderIdentity,
 };
 use hodei_core::testing::TestListeners;
 use hodei_core::traces::otel::opentelemetry_sdk::trace::{
@@ -29,9 +28,8 @@ use hodei_core::traces::otel::opentelemetry_sdk::trace::{
 };
 use hodei_core::traces::otel::{OtelPipeline, trace_id};
 use hodei_core::{
-    CommandType, CostEstimate, Eligibility, HealthStatus, JobId, JobSpec, JobState,
-    ProviderCapabilities, ProviderConfig, ProviderError, ProviderId, ProviderType, ResourceUsage,
-    WorkerEvent, WorkerHandle, WorkerSpec, WorkerState,
+    CommandType, HealthStatus, JobId, JobSpec, JobState, ProviderCapabilities, ProviderConfig,
+    ProviderError, ProviderId, ProviderType, WorkerEvent, WorkerHandle, WorkerSpec, WorkerState,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
@@ -74,35 +72,6 @@ impl WorkerLifecycle for InProcessProvider {
 impl WorkerHealth for InProcessProvider {
     async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
         Ok(HealthStatus::healthy("ok"))
-    }
-}
-#[async_trait]
-impl WorkerLogs for InProcessProvider {
-    async fn get_worker_logs(
-        &self,
-        _h: &WorkerHandle,
-        _tail: Option<usize>,
-    ) -> Result<Vec<String>, ProviderError> {
-        Ok(Vec::new())
-    }
-}
-impl WorkerCost for InProcessProvider {
-    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-    fn estimated_startup_time(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-impl WorkerEligibility for InProcessProvider {
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities(), spec)
-    }
-}
-#[async_trait]
-impl WorkerMetrics for InProcessProvider {
-    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
-        Ok(ResourceUsage::default())
     }
 }
 impl WorkerEventSource for InProcessProvider {

@@ -70,7 +70,7 @@ pub mod telemetry;
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod tls;
 
-pub use domain::error::{DomainError, ProviderError};
+pub use domain::error::{DomainError, OptionalCapability, ProviderError};
 pub use domain::ids::{CorrelationId, InvalidId, JobId, ProviderId, WorkerId};
 pub use domain::job::{AttemptOutcome, AttemptResult, ExecutionContext, Job, JobState, Transition};
 pub use domain::logs::{LogEntry, LogStream};

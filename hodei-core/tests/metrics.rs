@@ -14,14 +14,13 @@ use hodei_core::control::{ControlPlane, PoolPolicy};
 use hodei_core::domain::logs::{LogEntry, LogStream};
 use hodei_core::domain::worker_protocol::{AttemptReport, WorkerCommand, WorkerReport};
 use hodei_core::provider::{
-    WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
-    WorkerMetrics, WorkerProviderIdentity,
+    WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerProviderIdentity,
 };
 use hodei_core::testing::TestServer;
 use hodei_core::{
-    AttemptResult, CommandType, CostEstimate, Eligibility, HealthStatus, JobSpec, JobState,
-    ProviderCapabilities, ProviderConfig, ProviderError, ProviderId, ProviderType, ResourceUsage,
-    WorkerEvent, WorkerHandle, WorkerSpec, WorkerState,
+    AttemptResult, CommandType, HealthStatus, JobSpec, JobState, ProviderCapabilities,
+    ProviderConfig, ProviderError, ProviderId, ProviderType, WorkerEvent, WorkerHandle, WorkerSpec,
+    WorkerState,
 };
 use tokio::sync::mpsc;
 
@@ -52,35 +51,6 @@ impl WorkerLifecycle for HandOffProvider {
 impl WorkerHealth for HandOffProvider {
     async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
         Ok(HealthStatus::healthy("ok"))
-    }
-}
-#[async_trait]
-impl WorkerLogs for HandOffProvider {
-    async fn get_worker_logs(
-        &self,
-        _h: &WorkerHandle,
-        _tail: Option<usize>,
-    ) -> Result<Vec<String>, ProviderError> {
-        Ok(Vec::new())
-    }
-}
-impl WorkerCost for HandOffProvider {
-    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-    fn estimated_startup_time(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-impl WorkerEligibility for HandOffProvider {
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities(), spec)
-    }
-}
-#[async_trait]
-impl WorkerMetrics for HandOffProvider {
-    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
-        Ok(ResourceUsage::default())
     }
 }
 impl WorkerEventSource for HandOffProvider {

@@ -18,16 +18,15 @@ use hodei_core::domain::worker_protocol::{RunJob, WorkerCommand};
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
 use hodei_core::provider::{
-    WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
-    WorkerMetrics, WorkerProviderIdentity,
+    WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerProviderIdentity,
 };
 use hodei_core::testing::TestServer;
 use hodei_core::traces::otel::{OtelPipeline, trace_id};
 use hodei_core::traces::{self, Stage};
 use hodei_core::{
-    AttemptResult, CommandType, CostEstimate, Eligibility, HealthStatus, JobId, JobSpec, JobState,
-    ProviderCapabilities, ProviderConfig, ProviderError, ProviderId, ProviderType, ResourceUsage,
-    WorkerEvent, WorkerHandle, WorkerId, WorkerSpec, WorkerState,
+    AttemptResult, CommandType, HealthStatus, JobId, JobSpec, JobState, ProviderCapabilities,
+    ProviderConfig, ProviderError, ProviderId, ProviderType, WorkerEvent, WorkerHandle, WorkerId,
+    WorkerSpec, WorkerState,
 };
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -62,35 +61,6 @@ impl WorkerLifecycle for HandOffProvider {
 impl WorkerHealth for HandOffProvider {
     async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
         Ok(HealthStatus::healthy("ok"))
-    }
-}
-#[async_trait]
-impl WorkerLogs for HandOffProvider {
-    async fn get_worker_logs(
-        &self,
-        _h: &WorkerHandle,
-        _tail: Option<usize>,
-    ) -> Result<Vec<String>, ProviderError> {
-        Ok(Vec::new())
-    }
-}
-impl WorkerCost for HandOffProvider {
-    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-    fn estimated_startup_time(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-impl WorkerEligibility for HandOffProvider {
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities(), spec)
-    }
-}
-#[async_trait]
-impl WorkerMetrics for HandOffProvider {
-    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
-        Ok(ResourceUsage::default())
     }
 }
 impl WorkerEventSource for HandOffProvider {

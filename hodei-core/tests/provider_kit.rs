@@ -33,6 +33,9 @@ enum Flaw {
     EverythingEligible,
     /// No events at all.
     Silent,
+    /// Not a flaw: offers none of the optional traits (no cost, own
+    /// eligibility, logs or metrics). The kit must pass it.
+    RequiredOnly,
 }
 
 struct SleepProvider {
@@ -53,6 +56,10 @@ impl SleepProvider {
             pids: Mutex::new(Vec::new()),
             events: broadcast::channel(64).0,
         }
+    }
+
+    fn offers_optional(&self) -> bool {
+        self.flaw != Flaw::RequiredOnly
     }
 
     fn emit(&self, e: WorkerEvent) {
@@ -236,6 +243,18 @@ impl WorkerProviderIdentity for SleepProvider {
         caps.max_memory_mb = 1024;
         caps
     }
+    fn cost(&self) -> Option<&dyn WorkerCost> {
+        self.offers_optional().then_some(self)
+    }
+    fn eligibility(&self) -> Option<&dyn WorkerEligibility> {
+        self.offers_optional().then_some(self)
+    }
+    fn logs(&self) -> Option<&dyn WorkerLogs> {
+        self.offers_optional().then_some(self)
+    }
+    fn metrics(&self) -> Option<&dyn WorkerMetrics> {
+        self.offers_optional().then_some(self)
+    }
 }
 
 fn fast() -> ConformanceOptions {
@@ -272,7 +291,7 @@ async fn a_correct_process_provider_passes() {
         .await
         .expect("the sleep provider conforms");
     assert_eq!(report.running_state, WorkerState::Connecting);
-    assert_eq!(report.log_lines.len(), 10);
+    assert_eq!(report.log_lines.as_ref().map(Vec::len), Some(10));
     assert!(
         report.metrics.is_ok(),
         "metrics of a live process: {:?}",
@@ -292,6 +311,26 @@ async fn a_correct_process_provider_passes() {
         .clone();
     assert_eq!(pids.len(), 1, "one real worker process was started");
     assert!(!alive(pids[0]), "the worker process {} is gone", pids[0]);
+}
+
+#[tokio::test]
+async fn a_provider_with_only_the_required_traits_passes() {
+    let p = Arc::new(SleepProvider::new(Flaw::RequiredOnly));
+    let report = provider_conformance(p.clone(), spec_for(&p), fast())
+        .await
+        .expect("optional traits are optional");
+    assert_eq!(report.log_lines, None, "no logs offered");
+    let metrics = report.metrics.expect_err("no metrics offered");
+    assert!(
+        metrics.contains("does not offer worker metrics"),
+        "{metrics}"
+    );
+    let pids = p
+        .pids
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert!(!alive(pids[0]), "the worker process is gone");
 }
 
 #[tokio::test]

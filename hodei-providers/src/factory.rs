@@ -45,7 +45,7 @@ use hodei_core::control::{
 use hodei_core::domain::error::ProviderError;
 use hodei_core::domain::ids::{ProviderId, WorkerId};
 use hodei_core::domain::provider::ProviderConfig;
-use hodei_core::provider::FullProvider;
+use hodei_core::provider::WorkerProvider;
 use hodei_core::store::WorkerRegistry;
 
 #[cfg(feature = "docker")]
@@ -565,7 +565,7 @@ impl BundledProviderFactory {
         config: TypedConfig,
     ) -> Result<BuiltProvider, FactoryError> {
         let policy = self.pool.clone().max_workers(config.max_workers());
-        let provider: Arc<dyn FullProvider> = match config {
+        let provider: Arc<dyn WorkerProvider> = match config {
             #[cfg(feature = "process")]
             TypedConfig::Process(c) => {
                 let p = Arc::new(ProcessProvider::with_id(id, c));

@@ -1,9 +1,17 @@
 //! # hodei-providers
 //!
 //! Worker providers for Hodei: each one creates and destroys workers that run
-//! the `hodei-worker` agent, and implements every trait of
-//! [`hodei_core::provider`], so the control plane holds it as
-//! `Arc<dyn FullProvider>`.
+//! the `hodei-worker` agent. Each implements the four required traits of
+//! [`hodei_core::provider`] (so the control plane holds it as
+//! `Arc<dyn WorkerProvider>`) and offers the optional ones it really has:
+//!
+//! | provider | cost | own eligibility | logs | metrics |
+//! |---|---|---|---|---|
+//! | process | measured start-up, free | default (capabilities) | yes | yes (`/proc`) |
+//! | docker | measured start-up, free | yes (worker image present) | yes | yes |
+//! | kubernetes | measured start-up, priced by config | default (capabilities) | yes | yes (metrics-server) |
+//! | qemu | measured start-up, free | default (capabilities) | yes (console) | yes |
+//! | firecracker | measured start-up, free | default (capabilities) | yes (console) | yes |
 //!
 //! | feature | provider | workers are |
 //! |---|---|---|
@@ -20,10 +28,10 @@
 //! ```no_run
 //! # #[cfg(feature = "process")] {
 //! use std::sync::Arc;
-//! use hodei_core::provider::FullProvider;
+//! use hodei_core::provider::WorkerProvider;
 //! use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
 //!
-//! let provider: Arc<dyn FullProvider> =
+//! let provider: Arc<dyn WorkerProvider> =
 //!     Arc::new(ProcessProvider::new(ProcessProviderConfig::default().with_max_workers(4)));
 //! assert_eq!(provider.name(), "process");
 //! # }

@@ -238,7 +238,7 @@ async fn next_event_for(
 async fn wait_for_logs(p: &DockerProvider, h: &WorkerHandle, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let logs = p.get_worker_logs(h, None).await.unwrap();
+        let logs = p.worker_logs(h, None).await.unwrap();
         if logs.len() >= n || Instant::now() > deadline {
             return logs;
         }
@@ -253,7 +253,7 @@ async fn passes_the_provider_conformance_kit() {
     let guard = Cleanup::new();
     let provider = Arc::new(DockerProvider::connect(guard.config()).await.unwrap());
     let id = provider.id();
-    let p: Arc<dyn FullProvider> = provider.clone();
+    let p: Arc<dyn WorkerProvider> = provider.clone();
     let report = provider_conformance(
         p,
         move || WorkerSpec::new(WorkerId::new(), id, NOWHERE, "conformance-otp"),
@@ -300,7 +300,7 @@ async fn passes_the_provider_conformance_kit() {
     assert_eq!(provider.live_workers(), 0);
     // The measured start replaced the default estimate.
     assert_ne!(
-        provider.estimated_startup_time(),
+        provider.startup_estimate(),
         hodei_providers::docker::DEFAULT_STARTUP
     );
 }
@@ -372,10 +372,10 @@ async fn container_has_limits_labels_env_and_logs_with_tail() {
         logs.iter().any(|l| l.contains("cannot reach the server")),
         "{logs:?}"
     );
-    assert_eq!(p.get_worker_logs(&h, Some(2)).await.unwrap().len(), 2);
-    assert_eq!(p.get_worker_logs(&h, Some(0)).await.unwrap().len(), 0);
+    assert_eq!(p.worker_logs(&h, Some(2)).await.unwrap().len(), 2);
+    assert_eq!(p.worker_logs(&h, Some(0)).await.unwrap().len(), 0);
 
-    let usage = p.get_worker_metrics(&h).await.unwrap();
+    let usage = p.worker_metrics(&h).await.unwrap();
     assert_eq!(usage.memory_limit_bytes, 256 * 1024 * 1024, "{usage:?}");
     assert!(usage.memory_bytes > 0);
 
@@ -385,7 +385,7 @@ async fn container_has_limits_labels_env_and_logs_with_tail() {
         Err(ProviderError::WorkerNotFound(_))
     ));
     assert!(matches!(
-        p.get_worker_logs(&h, None).await,
+        p.worker_logs(&h, None).await,
         Err(ProviderError::WorkerNotFound(_))
     ));
     assert!(guard.containers().await.is_empty());
@@ -429,7 +429,7 @@ async fn docker_kill_from_outside_is_an_exited_event_at_once() {
     );
     assert_eq!(p.live_workers(), 0);
     // Logs survive the exit until destroy.
-    assert!(!p.get_worker_logs(&h, None).await.unwrap().is_empty());
+    assert!(!p.worker_logs(&h, None).await.unwrap().is_empty());
     // Destroy twice: both Ok.
     p.destroy_worker(&h).await.unwrap();
     p.destroy_worker(&h).await.unwrap();
@@ -468,7 +468,7 @@ async fn a_missing_image_is_image_not_found_with_the_hint() {
     assert!(health.message.contains(image), "{}", health.message);
     assert!(health.message.contains(IMAGE_HINT), "{}", health.message);
     let job = JobSpec::new("j", CommandType::shell("true", Vec::<String>::new()));
-    let e = p.check_eligibility(&job);
+    let e = p.job_eligibility(&job);
     assert!(
         matches!(&e, Eligibility::Ineligible(why) if why.contains(IMAGE_HINT)),
         "{e:?}"
@@ -514,7 +514,7 @@ async fn an_unreachable_daemon_is_unavailable_and_unhealthy() {
         Err(ProviderError::Unavailable(_))
     ));
     assert!(matches!(
-        p.get_worker_logs(&h, Some(5)).await,
+        p.worker_logs(&h, Some(5)).await,
         Err(ProviderError::Unavailable(_))
     ));
     assert!(matches!(
@@ -523,7 +523,7 @@ async fn an_unreachable_daemon_is_unavailable_and_unhealthy() {
     ));
     // Eligibility and capabilities still answer (from the host).
     let job = JobSpec::new("j", CommandType::shell("true", Vec::<String>::new()));
-    assert!(p.check_eligibility(&job).is_eligible());
+    assert!(p.job_eligibility(&job).is_eligible());
     assert!(
         tokio::time::timeout(Duration::from_millis(300), events.next())
             .await

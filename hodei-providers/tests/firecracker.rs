@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hodei_core::provider::{
-    WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics, WorkerProviderIdentity,
-};
+use hodei_core::provider::{WorkerHealth, WorkerLifecycle, WorkerProvider, WorkerProviderIdentity};
 use hodei_core::testing::require;
 use hodei_core::{JobResources, ProviderError, WorkerHandle, WorkerId, WorkerSpec};
 use hodei_providers::firecracker::{
@@ -385,12 +383,12 @@ async fn provisions_with_the_exact_api_sequence_and_valid_bodies() {
     validate_against_spec(&calls);
 
     // Logs: the serial console (the stand-in's stdout), with tail.
-    let logs = p.get_worker_logs(&handle, Some(1)).await.unwrap();
+    let logs = p.worker_logs(&handle, Some(1)).await.unwrap();
     assert_eq!(logs, ["serial: agent started"]);
 
     // Metrics: each request flushes, and the file's deltas add up.
-    let first = p.get_worker_metrics(&handle).await.unwrap();
-    let second = p.get_worker_metrics(&handle).await.unwrap();
+    let first = p.worker_metrics(&handle).await.unwrap();
+    let second = p.worker_metrics(&handle).await.unwrap();
     assert_eq!(first.net_rx_bytes, 1500);
     assert_eq!((second.net_rx_bytes, second.net_tx_bytes), (3000, 1400));
     assert_eq!(
@@ -642,7 +640,7 @@ async fn boots_the_guest_image_for_real_where_possible() {
     let s = spec(&p, 1.0, 256);
     let handle = p.create_worker(&s).await.expect("boot");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let logs = p.get_worker_logs(&handle, None).await.unwrap();
+    let logs = p.worker_logs(&handle, None).await.unwrap();
     assert!(logs.iter().any(|l| l.contains("Linux version")), "{logs:?}");
     p.destroy_worker(&handle).await.unwrap();
     assert!(!p.worker_dir(s.worker_id).exists());
@@ -670,12 +668,12 @@ fn the_schema_validator_rejects_bad_bodies() {
 /// The provider conformance kit, against the stand-in API and process (no guest boots).
 #[tokio::test]
 async fn passes_the_provider_conformance_kit_with_the_stand_in() {
-    use hodei_core::provider::{FullProvider, WorkerEvent};
+    use hodei_core::provider::WorkerEvent;
     use hodei_core::testing::provider::{ConformanceOptions, provider_conformance};
     let bed = Bed::new(None);
     let provider = Arc::new(bed.provider());
     let id = provider.id();
-    let p: Arc<dyn FullProvider> = provider.clone();
+    let p: Arc<dyn WorkerProvider> = provider.clone();
     let report = provider_conformance(
         p,
         move || WorkerSpec::new(WorkerId::new(), id, "http://10.0.0.1:1", "conformance-otp"),

@@ -47,7 +47,7 @@ fn spec(provider: &ProcessProvider) -> WorkerSpec {
 async fn wait_for_logs(p: &ProcessProvider, h: &WorkerHandle, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let logs = p.get_worker_logs(h, None).await.unwrap();
+        let logs = p.worker_logs(h, None).await.unwrap();
         if logs.len() >= n || Instant::now() > deadline {
             return logs;
         }
@@ -110,7 +110,7 @@ async fn create_reports_status_logs_and_destroy_stops_the_process() {
     // The OTP itself never appears in the handle.
     assert!(!format!("{h:?}").contains("one-time-token"));
 
-    let usage = p.get_worker_metrics(&h).await.unwrap();
+    let usage = p.worker_metrics(&h).await.unwrap();
     assert!(usage.memory_bytes > 0, "{usage:?}");
 
     let started = Instant::now();
@@ -174,7 +174,7 @@ async fn kill_9_from_outside_emits_exited() {
     );
     assert_eq!(p.live_workers(), 0);
     // Logs stay readable after the exit.
-    assert!(!p.get_worker_logs(&h, None).await.unwrap().is_empty());
+    assert!(!p.worker_logs(&h, None).await.unwrap().is_empty());
     p.destroy_worker(&h).await.unwrap();
 }
 
@@ -250,16 +250,16 @@ async fn log_tail_and_ring_buffer_bound() {
     );
     let h = p.create_worker(&spec(&p)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while p.get_worker_logs(&h, None).await.unwrap().last() != Some(&"line20".to_owned()) {
+    while p.worker_logs(&h, None).await.unwrap().last() != Some(&"line20".to_owned()) {
         assert!(Instant::now() < deadline, "no line20");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        p.get_worker_logs(&h, None).await.unwrap(),
+        p.worker_logs(&h, None).await.unwrap(),
         ["line16", "line17", "line18", "line19", "line20"]
     );
     assert_eq!(
-        p.get_worker_logs(&h, Some(2)).await.unwrap(),
+        p.worker_logs(&h, Some(2)).await.unwrap(),
         ["line19", "line20"]
     );
     p.destroy_worker(&h).await.unwrap();
@@ -316,24 +316,24 @@ async fn identity_cost_eligibility_and_health() {
     let h = p.health_check().await.unwrap();
     assert!(h.healthy, "{h:?}");
     let job = JobSpec::new("j", CommandType::shell("true", Vec::<String>::new()));
-    assert_eq!(p.estimate_cost(&job).per_hour, 0.0);
-    assert!(p.check_eligibility(&job).is_eligible());
+    assert_eq!(p.job_cost(&job).per_hour, 0.0);
+    assert!(p.job_eligibility(&job).is_eligible());
     // Images are ignored, not refused.
     let mut with_image = job.clone();
     with_image.image = Some("alpine:3".into());
-    assert!(p.check_eligibility(&with_image).is_eligible());
+    assert!(p.job_eligibility(&with_image).is_eligible());
     let mut gpu = job.clone();
     gpu.resources.gpu_required = true;
-    assert!(!p.check_eligibility(&gpu).is_eligible());
+    assert!(!p.job_eligibility(&gpu).is_eligible());
     let mut huge = job;
     huge.resources.cpu_cores = 100_000.0;
-    assert!(!p.check_eligibility(&huge).is_eligible());
+    assert!(!p.job_eligibility(&huge).is_eligible());
 }
 
 #[tokio::test]
-async fn works_as_a_full_provider_trait_object() {
+async fn works_as_a_worker_provider_trait_object() {
     let dir = tempfile::tempdir().unwrap();
-    let p: std::sync::Arc<dyn FullProvider> = std::sync::Arc::new(ProcessProvider::new(
+    let p: std::sync::Arc<dyn WorkerProvider> = std::sync::Arc::new(ProcessProvider::new(
         ProcessProviderConfig::default().with_agent_binary(fake_agent(dir.path())),
     ));
     let s = WorkerSpec::new(WorkerId::new(), p.id(), "http://127.0.0.1:1", "otp-value");
@@ -355,7 +355,7 @@ async fn passes_the_provider_conformance_kit() {
         ProcessProviderConfig::default().with_agent_binary(fake_agent(dir.path())),
     ));
     let id = provider.id();
-    let p: std::sync::Arc<dyn FullProvider> = provider.clone();
+    let p: std::sync::Arc<dyn WorkerProvider> = provider.clone();
     let report = provider_conformance(
         p,
         move || WorkerSpec::new(WorkerId::new(), id, "http://127.0.0.1:1", "conformance-otp"),
@@ -367,6 +367,10 @@ async fn passes_the_provider_conformance_kit() {
     .unwrap_or_else(|f| panic!("process provider fails the kit: {f}"));
     assert_eq!(report.running_state, WorkerState::Ready);
     assert!(report.metrics.is_ok(), "{:?}", report.metrics);
+    assert!(
+        report.log_lines.is_some(),
+        "the process provider offers logs"
+    );
     assert!(
         report
             .events

@@ -244,7 +244,7 @@ async fn passes_the_provider_conformance_kit() {
     let guard = VmGuard::new();
     let provider = Arc::new(QemuMicroVmProvider::new(guard.config(&guest)).unwrap());
     let id = provider.id();
-    let p: Arc<dyn FullProvider> = provider.clone();
+    let p: Arc<dyn WorkerProvider> = provider.clone();
     let report = provider_conformance(
         p,
         move || WorkerSpec::new(WorkerId::new(), id, NOWHERE, "conformance-otp"),
@@ -325,7 +325,7 @@ async fn an_agent_that_exits_powers_the_vm_off_and_is_an_exited_event() {
         WorkerState::Terminated
     );
     assert_eq!(p.live_workers(), 0);
-    let logs = p.get_worker_logs(&h, None).await.unwrap();
+    let logs = p.worker_logs(&h, None).await.unwrap();
     let text = logs.join("\n");
     assert!(
         text.contains("hodei-guest: starting hodei-worker"),
@@ -336,7 +336,7 @@ async fn an_agent_that_exits_powers_the_vm_off_and_is_an_exited_event() {
         "the agent says what is wrong: {text}"
     );
     assert!(text.contains("hodei-worker exited with code 1"), "{text}");
-    assert_eq!(p.get_worker_logs(&h, Some(2)).await.unwrap().len(), 2);
+    assert_eq!(p.worker_logs(&h, Some(2)).await.unwrap().len(), 2);
     p.destroy_worker(&h).await.unwrap();
     p.destroy_worker(&h).await.unwrap();
     assert!(guard.worker_dirs().is_empty());
@@ -449,7 +449,7 @@ async fn ctrl_alt_del_stops_the_agent_and_powers_the_guest_off() {
         matches!(&e, WorkerEvent::Exited { exit_code: Some(0), reason, .. } if reason.contains("powered off")),
         "{e:?}"
     );
-    let text = p.get_worker_logs(&h, None).await.unwrap().join("\n");
+    let text = p.worker_logs(&h, None).await.unwrap().join("\n");
     assert!(
         text.contains("ctrl-alt-del: stopping hodei-worker"),
         "{text}"

@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use hodei_benches::sim::provider::{Credential, SimProvider};
 use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
-use hodei_core::provider::FullProvider;
+use hodei_core::provider::WorkerProvider;
 use hodei_core::{ProviderConfig, ProviderId};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
         .max_workers(args.agents)
         .idle_timeout(Duration::from_secs(24 * 3600));
     cp.register_provider(
-        provider as Arc<dyn FullProvider>,
+        provider as Arc<dyn WorkerProvider>,
         ProviderConfig::Custom {
             settings: Default::default(),
         },

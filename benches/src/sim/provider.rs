@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use hodei_core::provider::{
-    CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility,
-    WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
+    HealthStatus, WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle,
     WorkerProviderIdentity,
 };
 use hodei_core::{
-    JobSpec, ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
+    ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
     WorkerSpec, WorkerState,
 };
 use tokio::sync::mpsc;
@@ -103,39 +102,6 @@ impl WorkerLifecycle for SimProvider {
 impl WorkerHealth for SimProvider {
     async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
         Ok(HealthStatus::healthy("simulated agents"))
-    }
-}
-
-#[async_trait]
-impl WorkerLogs for SimProvider {
-    async fn get_worker_logs(
-        &self,
-        _h: &WorkerHandle,
-        _tail: Option<usize>,
-    ) -> Result<Vec<String>, ProviderError> {
-        Ok(Vec::new())
-    }
-}
-
-impl WorkerCost for SimProvider {
-    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-    fn estimated_startup_time(&self) -> std::time::Duration {
-        std::time::Duration::ZERO
-    }
-}
-
-impl WorkerEligibility for SimProvider {
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities(), spec)
-    }
-}
-
-#[async_trait]
-impl WorkerMetrics for SimProvider {
-    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
-        Ok(ResourceUsage::default())
     }
 }
 

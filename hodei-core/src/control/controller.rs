@@ -246,7 +246,7 @@ impl ControlPlane {
                 ProviderView::from_provider(&p)
                     .with_workers(alive, entry.policy.max_workers)
                     .with_pricing(Some(pricing))
-                    .with_estimated_startup(entry.provider.estimated_startup_time()),
+                    .with_estimated_startup(entry.provider.startup_estimate()),
             );
         }
         Ok(SchedulingSnapshot::new(

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{ControlResult, PoolPolicy};
 use crate::domain::ids::ProviderId;
 use crate::domain::provider::ProviderConfig;
-use crate::provider::FullProvider;
+use crate::provider::WorkerProvider;
 
 /// What to build: the provider's id (kept across restarts, its workers are
 /// stored under it), its unique name, its configuration and how many workers
@@ -52,7 +52,7 @@ impl<'a> ProviderRequest<'a> {
 #[non_exhaustive]
 pub struct BuiltProvider {
     /// The provider.
-    pub provider: Arc<dyn FullProvider>,
+    pub provider: Arc<dyn WorkerProvider>,
     /// Its pool policy (`max_workers` is the provider's own limit).
     pub policy: PoolPolicy,
 }
@@ -60,7 +60,7 @@ pub struct BuiltProvider {
 impl BuiltProvider {
     /// A built provider.
     #[must_use]
-    pub fn new(provider: Arc<dyn FullProvider>, policy: PoolPolicy) -> Self {
+    pub fn new(provider: Arc<dyn WorkerProvider>, policy: PoolPolicy) -> Self {
         Self { provider, policy }
     }
 }

@@ -8,12 +8,13 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use super::{ControlError, ControlPlane, ControlResult, PoolPolicy};
-use crate::domain::ids::ProviderId;
+use crate::domain::ids::{ProviderId, WorkerId};
 use crate::domain::job::Job;
 use crate::domain::pricing::ResourcePricing;
 use crate::domain::provider::{Provider, ProviderConfig, ProviderStatus};
 use crate::domain::spec::{CommandType, JobSpec};
-use crate::provider::{Eligibility, FullProvider, HealthStatus, WorkerEvent};
+use crate::domain::worker::WorkerHandle;
+use crate::provider::{Eligibility, HealthStatus, ResourceUsage, WorkerEvent, WorkerProvider};
 use crate::scheduler::{self, Decision, ProviderView, SchedulingSnapshot, Strategy};
 
 /// How soon a provider is probed again after a failed provisioning.
@@ -21,7 +22,7 @@ const PROBE_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(
 
 /// A live provider with the pool policy it was registered with.
 pub(super) struct ProviderEntry {
-    pub(super) provider: Arc<dyn FullProvider>,
+    pub(super) provider: Arc<dyn WorkerProvider>,
     pub(super) policy: PoolPolicy,
 }
 
@@ -33,7 +34,7 @@ pub(super) struct ProviderRegistry {
 
 impl ProviderRegistry {
     /// Adds a provider, or replaces the one with its id.
-    fn insert(&self, provider: Arc<dyn FullProvider>, policy: PoolPolicy) {
+    fn insert(&self, provider: Arc<dyn WorkerProvider>, policy: PoolPolicy) {
         let entry = Arc::new(ProviderEntry { provider, policy });
         self.entries
             .write()
@@ -74,7 +75,7 @@ impl ControlPlane {
     /// its aggregate, checks its health once and starts following its events.
     pub async fn register_provider(
         &self,
-        provider: Arc<dyn FullProvider>,
+        provider: Arc<dyn WorkerProvider>,
         config: ProviderConfig,
         policy: PoolPolicy,
     ) -> ControlResult<Provider> {
@@ -126,9 +127,9 @@ impl ControlPlane {
         self.inner.providers.all()
     }
 
-    /// Decides for one pending job. Each provider's own eligibility check
-    /// ([`crate::provider::WorkerEligibility`], e.g. Docker's missing worker
-    /// image) is consulted besides its capabilities.
+    /// Decides for one pending job. Each provider's eligibility
+    /// ([`WorkerProvider::job_eligibility`]: its own check, e.g. Docker's
+    /// missing worker image, or its capabilities) is consulted.
     pub(super) fn decide(
         &self,
         strategy: Strategy,
@@ -137,7 +138,7 @@ impl ControlPlane {
     ) -> Decision {
         let spec = job.spec();
         scheduler::decide_with(strategy, spec, snapshot, |p: &ProviderView| {
-            match self.provider_entry(p.id)?.provider.check_eligibility(spec) {
+            match self.provider_entry(p.id)?.provider.job_eligibility(spec) {
                 Eligibility::Ineligible(why) => Some(why),
                 _ => None,
             }
@@ -210,13 +211,54 @@ impl ControlPlane {
         });
     }
 
+    /// The worker's own output (agent, container or console log; not its
+    /// jobs' logs), last `tail` lines, from its provider.
+    /// [`ProviderError::Unsupported`](crate::ProviderError::Unsupported) when
+    /// the provider offers no logs.
+    pub async fn worker_logs(
+        &self,
+        worker_id: WorkerId,
+        tail: Option<usize>,
+    ) -> ControlResult<Vec<String>> {
+        let (entry, handle) = self.worker_provider(worker_id).await?;
+        Ok(entry.provider.worker_logs(&handle, tail).await?)
+    }
+
+    /// The worker's resource usage as its provider measures it.
+    /// [`ProviderError::Unsupported`](crate::ProviderError::Unsupported) when
+    /// the provider offers no metrics.
+    pub async fn worker_metrics(&self, worker_id: WorkerId) -> ControlResult<ResourceUsage> {
+        let (entry, handle) = self.worker_provider(worker_id).await?;
+        Ok(entry.provider.worker_metrics(&handle).await?)
+    }
+
+    /// The provider of a worker this replica can reach, with its handle.
+    async fn worker_provider(
+        &self,
+        worker_id: WorkerId,
+    ) -> ControlResult<(Arc<ProviderEntry>, WorkerHandle)> {
+        let worker = self.load_worker(worker_id).await?;
+        let entry = self.provider_entry(worker.provider_id()).ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "provider {} of worker {worker_id} on this replica",
+                worker.provider_id()
+            ))
+        })?;
+        let handle = worker.handle().cloned().ok_or_else(|| {
+            ControlError::FailedPrecondition(format!(
+                "worker {worker_id} has no provider handle yet"
+            ))
+        })?;
+        Ok((entry, handle))
+    }
+
     pub(super) async fn check_all_providers(&self) {
         for entry in self.provider_entries() {
             let _ = self.check_provider_health(entry.provider.id()).await;
         }
     }
 
-    fn spawn_event_follower(&self, provider: Arc<dyn FullProvider>) {
+    fn spawn_event_follower(&self, provider: Arc<dyn WorkerProvider>) {
         let cp = self.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
         tokio::spawn(async move {
@@ -247,14 +289,15 @@ impl ControlPlane {
     }
 }
 
-/// A provider's own cost estimate as a linear price per resource, probed at
+/// A provider's cost estimate ([`WorkerProvider::job_cost`], free when it has
+/// none) as a linear price per resource, probed at
 /// one core and at one GiB, so every job is priced from its own resources.
-pub(super) fn estimated_pricing(provider: &dyn FullProvider) -> ResourcePricing {
+pub(super) fn estimated_pricing(provider: &dyn WorkerProvider) -> ResourcePricing {
     let probe = |cpu: f64, mem_mb: u64| {
         let mut spec = JobSpec::new("", CommandType::shell("true", Vec::<String>::new()));
         spec.resources.cpu_cores = cpu;
         spec.resources.memory_mb = mem_mb;
-        let v = provider.estimate_cost(&spec).per_hour;
+        let v = provider.job_cost(&spec).per_hour;
         if v.is_finite() { v.max(0.0) } else { 0.0 }
     };
     let base = probe(0.0, 0);

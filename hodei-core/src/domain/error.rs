@@ -103,6 +103,39 @@ pub enum ProviderError {
     /// Anything else, with the backend's message.
     #[error("provider error: {0}")]
     Internal(String),
+    /// The provider does not offer this optional capability (it implements
+    /// only the required traits, or not this one).
+    #[error("the provider does not offer {capability}")]
+    Unsupported {
+        /// What was asked for.
+        capability: OptionalCapability,
+    },
+}
+
+/// The optional capabilities of a worker provider: the ones a provider may
+/// leave out, each with a documented default (see `hodei_core::provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OptionalCapability {
+    /// A cost estimate (default: free, no start-up estimate).
+    Cost,
+    /// An own eligibility check (default: from the declared capabilities).
+    Eligibility,
+    /// The worker's own output (default: none, [`ProviderError::Unsupported`]).
+    Logs,
+    /// A worker's resource usage (default: none, [`ProviderError::Unsupported`]).
+    Metrics,
+}
+
+impl std::fmt::Display for OptionalCapability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cost => "cost estimates",
+            Self::Eligibility => "eligibility checks",
+            Self::Logs => "worker logs",
+            Self::Metrics => "worker metrics",
+        })
+    }
 }
 
 impl ProviderError {

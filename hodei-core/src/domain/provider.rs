@@ -249,7 +249,10 @@ impl ProviderConfig {
     }
 }
 
-/// The provider aggregate.
+/// The provider aggregate: the stored record of a registered provider (its
+/// configuration, capabilities, status, health and price). The code that
+/// creates the workers is a runtime `hodei_core::provider::WorkerProvider`,
+/// registered under the same id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provider {
     id: ProviderId,

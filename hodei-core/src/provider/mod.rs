@@ -2,11 +2,41 @@
 //!
 //! A provider creates and destroys workers (processes, containers, pods,
 //! microVMs). Each concern is its own trait so a provider can be used, tested
-//! and mocked piecewise; [`FullProvider`] bundles them for the control plane.
-//! All traits are object-safe and `Send + Sync`, used as `Arc<dyn …>`, so they
-//! use `#[async_trait]`.
+//! and mocked piecewise. All traits are object-safe and `Send + Sync`, used as
+//! `Arc<dyn …>`, so they use `#[async_trait]`.
 //!
-//! # A custom provider
+//! # Required and optional
+//!
+//! A provider implements four traits; every type that does is a
+//! [`WorkerProvider`] (a blanket impl), the trait the control plane holds as
+//! `Arc<dyn WorkerProvider>`:
+//!
+//! | required | |
+//! |---|---|
+//! | [`WorkerLifecycle`] | create, inspect and destroy workers |
+//! | [`WorkerHealth`] | can it create workers now? |
+//! | [`WorkerEventSource`] | worker events, so a dead worker is noticed at once |
+//! | [`WorkerProviderIdentity`] | id, name, type, capabilities, and which optional traits it offers |
+//!
+//! The optional traits each have a default. A provider that implements one
+//! offers it by overriding the matching accessor of [`WorkerProviderIdentity`]
+//! with `Some(self)`:
+//!
+//! | optional | accessor | default when `None` |
+//! |---|---|---|
+//! | [`WorkerCost`] | [`cost`](WorkerProviderIdentity::cost) | free ([`CostEstimate::free`]), start-up time zero (unknown) |
+//! | [`WorkerEligibility`] | [`eligibility`](WorkerProviderIdentity::eligibility) | [`Eligibility::from_capabilities`] of its declared capabilities |
+//! | [`WorkerLogs`] | [`logs`](WorkerProviderIdentity::logs) | no logs: [`ProviderError::Unsupported`] |
+//! | [`WorkerMetrics`] | [`metrics`](WorkerProviderIdentity::metrics) | no metrics: [`ProviderError::Unsupported`] |
+//!
+//! Callers ask through [`WorkerProvider`]'s methods ([`job_cost`](WorkerProvider::job_cost),
+//! [`startup_estimate`](WorkerProvider::startup_estimate),
+//! [`job_eligibility`](WorkerProvider::job_eligibility),
+//! [`worker_logs`](WorkerProvider::worker_logs),
+//! [`worker_metrics`](WorkerProvider::worker_metrics)), which apply the
+//! defaults in one place.
+//!
+//! # A minimal provider
 //!
 //! ```
 //! use std::sync::Arc;
@@ -32,27 +62,6 @@
 //! impl WorkerHealth for NullProvider {
 //!     async fn health_check(&self) -> Result<HealthStatus, ProviderError> { Ok(HealthStatus::healthy("ok")) }
 //! }
-//! #[async_trait]
-//! impl WorkerLogs for NullProvider {
-//!     async fn get_worker_logs(&self, _h: &WorkerHandle, _tail: Option<usize>) -> Result<Vec<String>, ProviderError> {
-//!         Ok(vec![])
-//!     }
-//! }
-//! impl WorkerCost for NullProvider {
-//!     fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate { CostEstimate::free() }
-//!     fn estimated_startup_time(&self) -> std::time::Duration { std::time::Duration::ZERO }
-//! }
-//! impl WorkerEligibility for NullProvider {
-//!     fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-//!         Eligibility::from_capabilities(&self.capabilities(), spec)
-//!     }
-//! }
-//! #[async_trait]
-//! impl WorkerMetrics for NullProvider {
-//!     async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
-//!         Ok(ResourceUsage::default())
-//!     }
-//! }
 //! impl WorkerEventSource for NullProvider {
 //!     fn events(&self) -> BoxStream<'static, WorkerEvent> { stream::empty().boxed() }
 //! }
@@ -63,9 +72,14 @@
 //!     fn capabilities(&self) -> ProviderCapabilities { ProviderCapabilities::default() }
 //! }
 //!
-//! let p: Arc<dyn FullProvider> = Arc::new(NullProvider { id: ProviderId::new() });
-//! assert_eq!(p.name(), "null");
+//! let p: Arc<dyn WorkerProvider> = Arc::new(NullProvider { id: ProviderId::new() });
+//! let spec = JobSpec::new("j", CommandType::shell("true", Vec::<String>::new()));
+//! assert_eq!(p.job_cost(&spec), CostEstimate::free());
+//! assert!(p.job_eligibility(&spec).is_eligible());
 //! ```
+//!
+//! `examples/examples/minimal_provider.rs` registers such a provider with a
+//! control plane; `docs/CUSTOM-PROVIDERS.md` walks through it.
 
 use std::time::Duration;
 
@@ -73,7 +87,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::error::ProviderError;
+use crate::domain::error::{OptionalCapability, ProviderError};
 use crate::domain::ids::{ProviderId, WorkerId};
 use crate::domain::provider::{ProviderCapabilities, ProviderType};
 use crate::domain::spec::JobSpec;
@@ -135,7 +149,8 @@ pub trait WorkerHealth: Send + Sync {
     async fn health_check(&self) -> Result<HealthStatus, ProviderError>;
 }
 
-/// The worker's own output (agent logs, container logs), not the jobs' logs.
+/// Optional: the worker's own output (agent logs, container logs), not the
+/// jobs' logs. Offered through [`WorkerProviderIdentity::logs`].
 #[async_trait]
 pub trait WorkerLogs: Send + Sync {
     /// The last `tail` lines (all when `None`).
@@ -175,10 +190,14 @@ impl CostEstimate {
     }
 }
 
-/// Cost and start-up time, for the cost-aware and fastest-startup strategies.
+/// Optional: cost and start-up time, for the cost-aware and fastest-startup
+/// strategies. Offered through [`WorkerProviderIdentity::cost`].
 pub trait WorkerCost: Send + Sync {
-    /// Cost of running `spec`.
-    fn estimate_cost(&self, spec: &JobSpec) -> CostEstimate;
+    /// Cost of running `spec`. Default: free (a provider that only measures
+    /// its start-up time implements just [`estimated_startup_time`](Self::estimated_startup_time)).
+    fn estimate_cost(&self, _spec: &JobSpec) -> CostEstimate {
+        CostEstimate::free()
+    }
     /// Expected time from create to agent registered. Measured where possible.
     fn estimated_startup_time(&self) -> Duration;
 }
@@ -209,15 +228,19 @@ impl Eligibility {
     }
 }
 
-/// Can this provider run this spec at all?
+/// Optional: can this provider run this spec at all, beyond what its
+/// capabilities say (e.g. a missing image)? Offered through
+/// [`WorkerProviderIdentity::eligibility`].
 pub trait WorkerEligibility: Send + Sync {
-    /// Checks resources, architecture, GPU, image and constraints.
+    /// Checks resources, architecture, GPU, image and constraints. It replaces
+    /// the default check, so it starts from [`Eligibility::from_capabilities`].
     fn check_eligibility(&self, spec: &JobSpec) -> Eligibility;
 }
 
 pub use crate::domain::worker_stats::ResourceUsage;
 
-/// Resource usage as the provider measures it.
+/// Optional: resource usage as the provider measures it. Offered through
+/// [`WorkerProviderIdentity::metrics`].
 #[async_trait]
 pub trait WorkerMetrics: Send + Sync {
     /// Current usage of one worker.
@@ -278,7 +301,8 @@ pub trait WorkerEventSource: Send + Sync {
     fn events(&self) -> BoxStream<'static, WorkerEvent>;
 }
 
-/// Who the provider is.
+/// Who the provider is, what one worker can get, and which optional traits
+/// it offers (each accessor defaults to `None`: see the module docs).
 pub trait WorkerProviderIdentity: Send + Sync {
     /// Its id.
     fn id(&self) -> ProviderId;
@@ -288,36 +312,92 @@ pub trait WorkerProviderIdentity: Send + Sync {
     fn provider_type(&self) -> ProviderType;
     /// What one worker can get.
     fn capabilities(&self) -> ProviderCapabilities;
+
+    /// Its cost model, when it implements [`WorkerCost`] (override with
+    /// `Some(self)`). `None`: every job is free, the start-up time unknown (zero).
+    fn cost(&self) -> Option<&dyn WorkerCost> {
+        None
+    }
+    /// Its own eligibility check, when it implements [`WorkerEligibility`]
+    /// (override with `Some(self)`). `None`: eligibility from
+    /// [`capabilities`](Self::capabilities) alone.
+    fn eligibility(&self) -> Option<&dyn WorkerEligibility> {
+        None
+    }
+    /// Its workers' own output, when it implements [`WorkerLogs`] (override
+    /// with `Some(self)`). `None`: asking for logs is [`ProviderError::Unsupported`].
+    fn logs(&self) -> Option<&dyn WorkerLogs> {
+        None
+    }
+    /// Its workers' resource usage, when it implements [`WorkerMetrics`]
+    /// (override with `Some(self)`). `None`: asking for metrics is
+    /// [`ProviderError::Unsupported`].
+    fn metrics(&self) -> Option<&dyn WorkerMetrics> {
+        None
+    }
 }
 
-/// Every provider trait at once: what the control plane holds.
-pub trait FullProvider:
-    WorkerLifecycle
-    + WorkerHealth
-    + WorkerLogs
-    + WorkerCost
-    + WorkerEligibility
-    + WorkerMetrics
-    + WorkerEventSource
-    + WorkerProviderIdentity
+/// A worker provider: what the control plane holds (`Arc<dyn WorkerProvider>`).
+///
+/// Not implemented by hand: every type with the four required traits is one.
+/// Its methods answer the optional questions with the provider's own trait
+/// when it offers one (see the [`WorkerProviderIdentity`] accessors) and with
+/// the documented default otherwise; callers ask through them, never through
+/// the optional traits directly.
+#[async_trait]
+pub trait WorkerProvider:
+    WorkerLifecycle + WorkerHealth + WorkerEventSource + WorkerProviderIdentity
+{
+    /// Cost of running `spec`: the provider's estimate, else free.
+    fn job_cost(&self, spec: &JobSpec) -> CostEstimate {
+        self.cost()
+            .map_or_else(CostEstimate::free, |c| c.estimate_cost(spec))
+    }
+
+    /// Expected time from create to agent registered: the provider's
+    /// estimate, else zero (unknown).
+    fn startup_estimate(&self) -> Duration {
+        self.cost()
+            .map_or(Duration::ZERO, WorkerCost::estimated_startup_time)
+    }
+
+    /// Whether the provider can run `spec`: its own check, else its
+    /// capabilities alone.
+    fn job_eligibility(&self, spec: &JobSpec) -> Eligibility {
+        match self.eligibility() {
+            Some(e) => e.check_eligibility(spec),
+            None => Eligibility::from_capabilities(&self.capabilities(), spec),
+        }
+    }
+
+    /// The worker's own output, last `tail` lines (all when `None`);
+    /// [`ProviderError::Unsupported`] when the provider has no logs.
+    async fn worker_logs(
+        &self,
+        handle: &WorkerHandle,
+        tail: Option<usize>,
+    ) -> Result<Vec<String>, ProviderError> {
+        match self.logs() {
+            Some(l) => l.get_worker_logs(handle, tail).await,
+            None => Err(ProviderError::Unsupported {
+                capability: OptionalCapability::Logs,
+            }),
+        }
+    }
+
+    /// One worker's resource usage; [`ProviderError::Unsupported`] when the
+    /// provider has no metrics.
+    async fn worker_metrics(&self, handle: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
+        match self.metrics() {
+            Some(m) => m.get_worker_metrics(handle).await,
+            None => Err(ProviderError::Unsupported {
+                capability: OptionalCapability::Metrics,
+            }),
+        }
+    }
+}
+
+impl<T> WorkerProvider for T where
+    T: WorkerLifecycle + WorkerHealth + WorkerEventSource + WorkerProviderIdentity
 {
 }
-
-impl<T> FullProvider for T where
-    T: WorkerLifecycle
-        + WorkerHealth
-        + WorkerLogs
-        + WorkerCost
-        + WorkerEligibility
-        + WorkerMetrics
-        + WorkerEventSource
-        + WorkerProviderIdentity
-{
-}
-
-/// The combined trait of earlier designs.
-#[deprecated(note = "implement the segregated traits; hold providers as `dyn FullProvider`")]
-pub trait WorkerProvider: FullProvider {}
-
-#[allow(deprecated)]
-impl<T: FullProvider> WorkerProvider for T {}

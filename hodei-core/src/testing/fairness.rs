@@ -19,9 +19,8 @@ use crate::domain::provider::{ProviderCapabilities, ProviderConfig, ProviderType
 use crate::domain::spec::{CommandType, JobSpec};
 use crate::domain::worker::{WorkerHandle, WorkerSpec, WorkerState};
 use crate::provider::{
-    CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility,
-    WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
-    WorkerProviderIdentity,
+    Eligibility, HealthStatus, WorkerEligibility, WorkerEvent, WorkerEventSource, WorkerHealth,
+    WorkerLifecycle, WorkerProviderIdentity,
 };
 use crate::scheduler::aged_rank;
 use crate::store::Stores;
@@ -68,36 +67,12 @@ impl WorkerHealth for FairnessProvider {
         Ok(HealthStatus::healthy("ok"))
     }
 }
-#[async_trait]
-impl WorkerLogs for FairnessProvider {
-    async fn get_worker_logs(
-        &self,
-        _h: &WorkerHandle,
-        _tail: Option<usize>,
-    ) -> Result<Vec<String>, ProviderError> {
-        Ok(Vec::new())
-    }
-}
-impl WorkerCost for FairnessProvider {
-    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-    fn estimated_startup_time(&self) -> Duration {
-        Duration::ZERO
-    }
-}
 impl WorkerEligibility for FairnessProvider {
     fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
         if spec.image.as_deref() == Some(REFUSED_IMAGE) {
             return Eligibility::Ineligible(format!("image {REFUSED_IMAGE} not found"));
         }
         Eligibility::from_capabilities(&self.capabilities(), spec)
-    }
-}
-#[async_trait]
-impl WorkerMetrics for FairnessProvider {
-    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
-        Ok(ResourceUsage::default())
     }
 }
 impl WorkerEventSource for FairnessProvider {
@@ -117,6 +92,9 @@ impl WorkerProviderIdentity for FairnessProvider {
     }
     fn capabilities(&self) -> ProviderCapabilities {
         caps()
+    }
+    fn eligibility(&self) -> Option<&dyn WorkerEligibility> {
+        Some(self)
     }
 }
 

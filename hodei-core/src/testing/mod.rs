@@ -3,7 +3,7 @@
 //! - [`stores`]: the store conformance suite, run against the in-memory
 //!   stores here and against every other backend (e.g. Postgres) in its crate.
 //! - [`provider`]: the provider conformance kit, run against every
-//!   [`crate::provider::FullProvider`] with real workers.
+//!   [`crate::provider::WorkerProvider`] with real workers.
 //! - [`require`]: the one rule for a missing outside dependency (skip
 //!   loudly, or fail under `CI=true`).
 //! - [`TestServer`] (with `server`): a control plane's real gRPC services and

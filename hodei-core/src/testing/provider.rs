@@ -1,4 +1,4 @@
-//! The provider conformance kit: what every [`FullProvider`] must do with a
+//! The provider conformance kit: what every [`WorkerProvider`] must do with a
 //! real worker.
 //!
 //! [`provider_conformance`] drives one worker through its whole life and
@@ -9,13 +9,15 @@
 //! 3. `create_worker` returns a handle for the spec's worker id and this provider;
 //! 4. `get_worker_status` reaches a running state (`Connecting`, `Ready` or
 //!    `Busy`) within [`ConformanceOptions::ready_timeout`], never `Terminated` first;
-//! 5. `get_worker_logs(Some(10))` returns `Ok` with at most 10 lines;
+//! 5. `worker_logs(Some(10))` returns `Ok` with at most 10 lines, or
+//!    [`ProviderError::Unsupported`] when the provider offers no logs (logs
+//!    are optional);
 //! 6. `destroy_worker` returns `Ok`, then the status becomes `Terminated` (or
 //!    the provider answers [`ProviderError::WorkerNotFound`]) within
 //!    [`ConformanceOptions::terminate_timeout`];
 //! 7. destroying the same worker again is `Ok` (idempotent), and so is
 //!    destroying a handle the provider never created (a documented no-op);
-//! 8. `check_eligibility` agrees with `capabilities()`: a spec asking more CPU
+//! 8. `job_eligibility` agrees with `capabilities()`: a spec asking more CPU
 //!    (or memory) than the capabilities offer is ineligible, a small spec is eligible;
 //! 9. a `Created` or `Started` event and an `Exited` or `Destroyed` event for
 //!    the worker arrive within [`ConformanceOptions::event_timeout`].
@@ -35,7 +37,7 @@ use crate::domain::error::ProviderError;
 use crate::domain::ids::WorkerId;
 use crate::domain::spec::{CommandType, JobSpec};
 use crate::domain::worker::{WorkerHandle, WorkerSpec, WorkerState};
-use crate::provider::{FullProvider, HealthStatus, ResourceUsage, WorkerEvent};
+use crate::provider::{HealthStatus, ResourceUsage, WorkerEvent, WorkerProvider};
 
 /// Timeouts of the kit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,9 +110,10 @@ pub struct ConformanceReport {
     pub time_to_running: Duration,
     /// From destroy to `Terminated`/not found.
     pub time_to_terminated: Duration,
-    /// Lines `get_worker_logs(Some(10))` returned.
-    pub log_lines: Vec<String>,
-    /// `get_worker_metrics` while it ran, or the error's text (metrics are optional).
+    /// Lines `worker_logs(Some(10))` returned; `None` when the provider
+    /// offers no logs.
+    pub log_lines: Option<Vec<String>>,
+    /// `worker_metrics` while it ran, or the error's text (metrics are optional).
     pub metrics: Result<ResourceUsage, String>,
     /// Events seen for the worker, in order.
     pub events: Vec<WorkerEvent>,
@@ -155,7 +158,7 @@ fn probe_spec(cpu: f64, memory_mb: u64) -> JobSpec {
 /// Runs the whole kit (see the module docs) against `provider`, creating one
 /// worker from `spec_factory()`.
 pub async fn provider_conformance(
-    provider: Arc<dyn FullProvider>,
+    provider: Arc<dyn WorkerProvider>,
     spec_factory: impl Fn() -> WorkerSpec,
     opts: ConformanceOptions,
 ) -> Result<ConformanceReport, ConformanceFailure> {
@@ -177,7 +180,7 @@ pub async fn provider_conformance(
 }
 
 async fn run(
-    provider: &Arc<dyn FullProvider>,
+    provider: &Arc<dyn WorkerProvider>,
     spec_factory: impl Fn() -> WorkerSpec,
     opts: &ConformanceOptions,
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<WorkerEvent>,
@@ -309,13 +312,13 @@ type Running = (
     Vec<WorkerState>,
     WorkerState,
     Duration,
-    Vec<String>,
+    Option<Vec<String>>,
     Result<ResourceUsage, String>,
 );
 
 /// Steps 4 and 5, while the worker exists.
 async fn with_worker(
-    provider: &Arc<dyn FullProvider>,
+    provider: &Arc<dyn WorkerProvider>,
     handle: &WorkerHandle,
     opts: &ConformanceOptions,
     created_at: Instant,
@@ -350,27 +353,28 @@ async fn with_worker(
     };
     let time_to_running = created_at.elapsed();
 
-    let logs = match provider.get_worker_logs(handle, Some(10)).await {
-        Ok(lines) if lines.len() <= 10 => lines,
+    let logs = match provider.worker_logs(handle, Some(10)).await {
+        Ok(lines) if lines.len() <= 10 => Some(lines),
         Ok(lines) => {
             return fail(
                 "logs",
                 format!("asked for the last 10 lines, got {}", lines.len()),
             );
         }
-        Err(e) => return fail("logs", format!("get_worker_logs failed: {e}")),
+        Err(ProviderError::Unsupported { .. }) => None,
+        Err(e) => return fail("logs", format!("worker_logs failed: {e}")),
     };
     let metrics = provider
-        .get_worker_metrics(handle)
+        .worker_metrics(handle)
         .await
         .map_err(|e| e.to_string());
     Ok((seen, running, time_to_running, logs, metrics))
 }
 
-fn check_eligibility(provider: &Arc<dyn FullProvider>) -> Result<(), ConformanceFailure> {
+fn check_eligibility(provider: &Arc<dyn WorkerProvider>) -> Result<(), ConformanceFailure> {
     let caps = provider.capabilities();
     let small = probe_spec(caps.max_cpu_cores.min(0.1), caps.max_memory_mb.min(64));
-    let e = provider.check_eligibility(&small);
+    let e = provider.job_eligibility(&small);
     if !e.is_eligible() {
         return fail(
             "eligibility",
@@ -381,7 +385,7 @@ fn check_eligibility(provider: &Arc<dyn FullProvider>) -> Result<(), Conformance
     }
     if caps.max_cpu_cores.is_finite() {
         let big = probe_spec(caps.max_cpu_cores + 1.0, caps.max_memory_mb.min(64));
-        let e = provider.check_eligibility(&big);
+        let e = provider.job_eligibility(&big);
         if e.is_eligible() {
             return fail(
                 "eligibility",
@@ -394,7 +398,7 @@ fn check_eligibility(provider: &Arc<dyn FullProvider>) -> Result<(), Conformance
     }
     if let Some(too_much) = caps.max_memory_mb.checked_add(1) {
         let big = probe_spec(caps.max_cpu_cores.min(0.1), too_much);
-        let e = provider.check_eligibility(&big);
+        let e = provider.job_eligibility(&big);
         if e.is_eligible() {
             return fail(
                 "eligibility",

@@ -33,11 +33,11 @@
 //!   resource errors are [`ProviderError::ResourceExhausted`].
 //!
 //! ```no_run
-//! use hodei_core::provider::FullProvider;
+//! use hodei_core::provider::WorkerProvider;
 //! use hodei_providers::docker::{DockerProvider, DockerProviderConfig};
 //! # async fn demo() -> Result<(), hodei_core::ProviderError> {
 //! let provider = DockerProvider::connect(DockerProviderConfig::from_env()?).await?;
-//! let provider: std::sync::Arc<dyn FullProvider> = std::sync::Arc::new(provider);
+//! let provider: std::sync::Arc<dyn WorkerProvider> = std::sync::Arc::new(provider);
 //! assert_eq!(provider.name(), "docker");
 //! # Ok(()) }
 //! ```
@@ -70,8 +70,8 @@ use bollard::query_parameters::{
 };
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
-    CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility,
-    WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
+    Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility, WorkerEvent,
+    WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
     WorkerProviderIdentity,
 };
 use hodei_core::{
@@ -1147,10 +1147,6 @@ impl WorkerLogs for DockerProvider {
 }
 
 impl WorkerCost for DockerProvider {
-    fn estimate_cost(&self, _spec: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-
     /// Moving average of measured create → running times
     /// ([`DEFAULT_STARTUP`] until the first container start).
     fn estimated_startup_time(&self) -> Duration {
@@ -1283,6 +1279,20 @@ impl WorkerProviderIdentity for DockerProvider {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    // Optional traits it offers: all four.
+    fn cost(&self) -> Option<&dyn WorkerCost> {
+        Some(self)
+    }
+    fn eligibility(&self) -> Option<&dyn WorkerEligibility> {
+        Some(self)
+    }
+    fn logs(&self) -> Option<&dyn WorkerLogs> {
+        Some(self)
+    }
+    fn metrics(&self) -> Option<&dyn WorkerMetrics> {
+        Some(self)
     }
 }
 

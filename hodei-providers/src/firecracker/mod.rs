@@ -35,11 +35,11 @@
 //!   (`FlushMetrics`) on each request ([`FlushedTotals`]).
 //!
 //! ```no_run
-//! use hodei_core::provider::FullProvider;
+//! use hodei_core::provider::WorkerProvider;
 //! use hodei_providers::firecracker::{FirecrackerProvider, FirecrackerProviderConfig};
 //! # fn main() -> Result<(), hodei_core::ProviderError> {
 //! let provider = FirecrackerProvider::new(FirecrackerProviderConfig::from_env()?)?;
-//! let provider: std::sync::Arc<dyn FullProvider> = std::sync::Arc::new(provider);
+//! let provider: std::sync::Arc<dyn WorkerProvider> = std::sync::Arc::new(provider);
 //! assert_eq!(provider.name(), "firecracker");
 //! # Ok(()) }
 //! ```
@@ -78,12 +78,11 @@ pub use crate::host::{guest_server_address, hardware_kvm_usable_at};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
-    CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility,
-    WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
-    WorkerProviderIdentity,
+    HealthStatus, ResourceUsage, WorkerCost, WorkerEvent, WorkerEventSource, WorkerHealth,
+    WorkerLifecycle, WorkerLogs, WorkerMetrics, WorkerProviderIdentity,
 };
 use hodei_core::{
-    JobSpec, ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
+    ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
     WorkerSpec, WorkerState,
 };
 use nix::sys::signal::{Signal, kill};
@@ -983,18 +982,8 @@ impl WorkerLogs for FirecrackerProvider {
 }
 
 impl WorkerCost for FirecrackerProvider {
-    fn estimate_cost(&self, _spec: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-
     fn estimated_startup_time(&self) -> Duration {
         lock(&self.startup).unwrap_or(DEFAULT_STARTUP)
-    }
-}
-
-impl WorkerEligibility for FirecrackerProvider {
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities, spec)
     }
 }
 
@@ -1060,6 +1049,17 @@ impl WorkerProviderIdentity for FirecrackerProvider {
 
     fn capabilities(&self) -> ProviderCapabilities {
         self.capabilities.clone()
+    }
+
+    // Optional traits it offers. Eligibility is the default, from the capabilities.
+    fn cost(&self) -> Option<&dyn WorkerCost> {
+        Some(self)
+    }
+    fn logs(&self) -> Option<&dyn WorkerLogs> {
+        Some(self)
+    }
+    fn metrics(&self) -> Option<&dyn WorkerMetrics> {
+        Some(self)
     }
 }
 

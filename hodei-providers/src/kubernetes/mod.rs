@@ -34,11 +34,11 @@
 //!   (honouring `retryAfterSeconds`); the watcher uses kube's default backoff.
 //!
 //! ```no_run
-//! use hodei_core::provider::FullProvider;
+//! use hodei_core::provider::WorkerProvider;
 //! use hodei_providers::kubernetes::{KubernetesProvider, KubernetesProviderConfig};
 //! # async fn demo() -> Result<(), hodei_core::ProviderError> {
 //! let provider = KubernetesProvider::connect(KubernetesProviderConfig::from_env()?).await?;
-//! let provider: std::sync::Arc<dyn FullProvider> = std::sync::Arc::new(provider);
+//! let provider: std::sync::Arc<dyn WorkerProvider> = std::sync::Arc::new(provider);
 //! assert_eq!(provider.name(), "kubernetes");
 //! # Ok(()) }
 //! ```
@@ -74,9 +74,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
-    CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility,
-    WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
-    WorkerProviderIdentity,
+    CostEstimate, HealthStatus, ResourceUsage, WorkerCost, WorkerEvent, WorkerEventSource,
+    WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics, WorkerProviderIdentity,
 };
 use hodei_core::{
     JobSpec, ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
@@ -750,13 +749,6 @@ impl WorkerCost for KubernetesProvider {
     }
 }
 
-impl WorkerEligibility for KubernetesProvider {
-    /// From the configured per-pod maximums, architectures, GPU and labels.
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities(), spec)
-    }
-}
-
 /// A CPU quantity (`250m`, `1`, `123456n`, `5u`) in cores.
 fn parse_cpu(q: &str) -> Option<f64> {
     let q = q.trim();
@@ -864,6 +856,18 @@ impl WorkerProviderIdentity for KubernetesProvider {
         caps.supports_images = true;
         caps.labels.clone_from(&c.labels);
         caps
+    }
+
+    // Optional traits it offers. Eligibility is the default, from the
+    // capabilities (per-pod maximums, architectures, GPU, labels).
+    fn cost(&self) -> Option<&dyn WorkerCost> {
+        Some(self)
+    }
+    fn logs(&self) -> Option<&dyn WorkerLogs> {
+        Some(self)
+    }
+    fn metrics(&self) -> Option<&dyn WorkerMetrics> {
+        Some(self)
     }
 }
 

@@ -13,11 +13,11 @@
 //!   host's size for eligibility but not enforced on the process.
 //!
 //! ```no_run
-//! use hodei_core::provider::FullProvider;
+//! use hodei_core::provider::WorkerProvider;
 //! use hodei_providers::process::{ProcessProvider, ProcessProviderConfig};
 //! # fn main() -> Result<(), hodei_core::ProviderError> {
 //! let provider = ProcessProvider::new(ProcessProviderConfig::from_env()?);
-//! let provider: std::sync::Arc<dyn FullProvider> = std::sync::Arc::new(provider);
+//! let provider: std::sync::Arc<dyn WorkerProvider> = std::sync::Arc::new(provider);
 //! assert_eq!(provider.name(), "process");
 //! # Ok(()) }
 //! ```
@@ -44,12 +44,11 @@ use crate::host::{host_capabilities, lock, sample_process};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
-    CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility,
-    WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
-    WorkerProviderIdentity,
+    HealthStatus, ResourceUsage, WorkerCost, WorkerEvent, WorkerEventSource, WorkerHealth,
+    WorkerLifecycle, WorkerLogs, WorkerMetrics, WorkerProviderIdentity,
 };
 use hodei_core::{
-    JobSpec, ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
+    ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
     WorkerSpec, WorkerState,
 };
 use nix::sys::signal::{Signal, killpg};
@@ -546,19 +545,8 @@ impl WorkerLogs for ProcessProvider {
 }
 
 impl WorkerCost for ProcessProvider {
-    fn estimate_cost(&self, _spec: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-
     fn estimated_startup_time(&self) -> Duration {
         lock(&self.startup).unwrap_or(DEFAULT_STARTUP)
-    }
-}
-
-impl WorkerEligibility for ProcessProvider {
-    /// From the host's capabilities. A spec's `image` is ignored, not refused.
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities, spec)
     }
 }
 
@@ -611,6 +599,18 @@ impl WorkerProviderIdentity for ProcessProvider {
 
     fn capabilities(&self) -> ProviderCapabilities {
         self.capabilities.clone()
+    }
+
+    // Optional traits it offers. Eligibility is the default, from the
+    // capabilities: a spec's `image` is ignored, not refused.
+    fn cost(&self) -> Option<&dyn WorkerCost> {
+        Some(self)
+    }
+    fn logs(&self) -> Option<&dyn WorkerLogs> {
+        Some(self)
+    }
+    fn metrics(&self) -> Option<&dyn WorkerMetrics> {
+        Some(self)
     }
 }
 

@@ -20,11 +20,11 @@
 //! - **Logs:** the serial console (kernel, init and agent output).
 //!
 //! ```no_run
-//! use hodei_core::provider::FullProvider;
+//! use hodei_core::provider::WorkerProvider;
 //! use hodei_providers::qemu::{QemuMicroVmProvider, QemuProviderConfig};
 //! # fn main() -> Result<(), hodei_core::ProviderError> {
 //! let provider = QemuMicroVmProvider::new(QemuProviderConfig::from_env()?)?;
-//! let provider: std::sync::Arc<dyn FullProvider> = std::sync::Arc::new(provider);
+//! let provider: std::sync::Arc<dyn WorkerProvider> = std::sync::Arc::new(provider);
 //! assert_eq!(provider.name(), "qemu");
 //! # Ok(()) }
 //! ```
@@ -52,12 +52,11 @@ pub use crate::host::{guest_server_address, hardware_kvm_usable};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use hodei_core::provider::{
-    CostEstimate, Eligibility, HealthStatus, ResourceUsage, WorkerCost, WorkerEligibility,
-    WorkerEvent, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs, WorkerMetrics,
-    WorkerProviderIdentity,
+    HealthStatus, ResourceUsage, WorkerCost, WorkerEvent, WorkerEventSource, WorkerHealth,
+    WorkerLifecycle, WorkerLogs, WorkerMetrics, WorkerProviderIdentity,
 };
 use hodei_core::{
-    JobSpec, ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
+    ProviderCapabilities, ProviderError, ProviderId, ProviderType, WorkerHandle, WorkerId,
     WorkerSpec, WorkerState,
 };
 use nix::sys::signal::{Signal, kill};
@@ -782,18 +781,8 @@ impl WorkerLogs for QemuMicroVmProvider {
 }
 
 impl WorkerCost for QemuMicroVmProvider {
-    fn estimate_cost(&self, _spec: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-
     fn estimated_startup_time(&self) -> Duration {
         lock(&self.startup).unwrap_or(DEFAULT_STARTUP)
-    }
-}
-
-impl WorkerEligibility for QemuMicroVmProvider {
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities, spec)
     }
 }
 
@@ -841,6 +830,17 @@ impl WorkerProviderIdentity for QemuMicroVmProvider {
 
     fn capabilities(&self) -> ProviderCapabilities {
         self.capabilities.clone()
+    }
+
+    // Optional traits it offers. Eligibility is the default, from the capabilities.
+    fn cost(&self) -> Option<&dyn WorkerCost> {
+        Some(self)
+    }
+    fn logs(&self) -> Option<&dyn WorkerLogs> {
+        Some(self)
+    }
+    fn metrics(&self) -> Option<&dyn WorkerMetrics> {
+        Some(self)
     }
 }
 

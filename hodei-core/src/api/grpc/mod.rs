@@ -25,6 +25,7 @@ pub use worker_agent::WorkerAgentApi;
 use tonic::{Request, Status};
 
 use crate::control::{ControlError, ControlPlane};
+use crate::domain::error::ProviderError;
 use crate::domain::ids::WorkerId;
 
 /// Maps a control-plane error to a precise gRPC status.
@@ -41,6 +42,9 @@ pub fn status_from(e: ControlError) -> Status {
         ControlError::PermissionDenied(m) => Status::permission_denied(m),
         ControlError::Unavailable(m) => Status::unavailable(m),
         ControlError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        ControlError::Provider(e @ ProviderError::Unsupported { .. }) => {
+            Status::unimplemented(e.to_string())
+        }
         ControlError::Provider(e) => Status::unavailable(e.to_string()),
         ControlError::Store(e) => Status::internal(e.to_string()),
     }

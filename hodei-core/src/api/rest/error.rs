@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::control::ControlError;
+use crate::domain::error::ProviderError;
 
 /// The body of every error response: `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -159,6 +160,9 @@ impl From<ControlError> for ApiError {
             }
             ControlError::ResourceExhausted(m) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "resource_exhausted", m)
+            }
+            ControlError::Provider(e @ ProviderError::Unsupported { .. }) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "unimplemented", e.to_string())
             }
             ControlError::Provider(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
