@@ -192,6 +192,27 @@ async fn an_absent_server_is_unreachable_at_connect() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::InvalidConfig(_)), "{err:?}");
+
+    // A lazy client fails at its first call instead, the same way.
+    let lazy = HodeiClient::connect_lazy(
+        endpoint.clone(),
+        ClientOptions::new().with_connect_timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
+    let err = lazy.get(JobId::new()).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unreachable { endpoint: at, .. } if at == &endpoint),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lazy_client_works_once_the_server_is_up() {
+    let cp = ControlPlane::builder().build();
+    let endpoint = serve(&cp, ServerOptions::new()).await;
+    let client = HodeiClient::connect_lazy(endpoint, ClientOptions::new()).unwrap();
+    let id = client.submit(&shell("lazy")).await.unwrap();
+    assert_eq!(client.get(id).await.unwrap().state(), JobState::Pending);
 }
 
 #[tokio::test]

@@ -90,31 +90,37 @@ impl HodeiClient {
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
         let endpoint: String = endpoint.into();
-        let bearer = BearerToken::new(options.token.as_deref()).ok_or_else(|| {
-            ClientError::InvalidConfig("the API token contains invalid characters".into())
-        })?;
-        let mut ep = Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| {
-                ClientError::InvalidConfig(format!("invalid server address {endpoint:?}: {e}"))
-            })?
-            .connect_timeout(options.connect_timeout)
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(options.stream_window))
-            .initial_connection_window_size(Some(options.connection_window));
-        if endpoint.starts_with("https://") {
-            ep = ep
-                .tls_config(tls_config(&options))
-                .map_err(|e| ClientError::InvalidConfig(format!("TLS configuration: {e}")))?;
-        }
+        let (ep, bearer) = endpoint_of(&endpoint, &options)?;
         let channel = ep.connect().await.map_err(|e| ClientError::Unreachable {
             endpoint: endpoint.clone(),
             detail: innermost_cause(&e),
         })?;
-        Ok(Self {
+        Ok(Self::over(channel, bearer, endpoint, &options))
+    }
+
+    /// A client that connects at its first call (and reconnects after a
+    /// failure, as every client does): for a server that may not be up yet.
+    /// Fails only on options that cannot make a connection.
+    pub fn connect_lazy(
+        endpoint: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let endpoint: String = endpoint.into();
+        let (ep, bearer) = endpoint_of(&endpoint, &options)?;
+        Ok(Self::over(ep.connect_lazy(), bearer, endpoint, &options))
+    }
+
+    fn over(
+        channel: Channel,
+        bearer: BearerToken,
+        endpoint: String,
+        options: &ClientOptions,
+    ) -> Self {
+        Self {
             channel: InterceptedService::new(channel, bearer),
             endpoint: endpoint.into(),
             max_message_bytes: options.max_message_bytes,
-        })
+        }
     }
 
     /// The endpoint this client talks to.
@@ -349,6 +355,30 @@ fn entries_of(chunk: v1::LogChunk) -> Result<Vec<StoredLogEntry>, ClientError> {
             })
         })
         .collect()
+}
+
+/// The tonic endpoint and the token interceptor `options` describe.
+fn endpoint_of(
+    endpoint: &str,
+    options: &ClientOptions,
+) -> Result<(Endpoint, BearerToken), ClientError> {
+    let bearer = BearerToken::new(options.token.as_deref()).ok_or_else(|| {
+        ClientError::InvalidConfig("the API token contains invalid characters".into())
+    })?;
+    let mut ep = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| {
+            ClientError::InvalidConfig(format!("invalid server address {endpoint:?}: {e}"))
+        })?
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(options.stream_window))
+        .initial_connection_window_size(Some(options.connection_window));
+    if endpoint.starts_with("https://") {
+        ep = ep
+            .tls_config(tls_config(options))
+            .map_err(|e| ClientError::InvalidConfig(format!("TLS configuration: {e}")))?;
+    }
+    Ok((ep, bearer))
 }
 
 /// TLS settings of an `https://` endpoint.
