@@ -28,6 +28,11 @@
 //! # }
 //! ```
 
+/// `docs/CLIENT.md`, whose examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/CLIENT.md")]
+struct ClientGuide;
+
 mod bearer;
 mod error;
 mod filter;
