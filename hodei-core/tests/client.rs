@@ -57,7 +57,7 @@ fn shell(name: &str) -> JobSpec {
 }
 
 #[tokio::test]
-async fn submit_get_list_and_cancel_round_trip() {
+async fn client_submit_get_list_and_cancel_round_trip() {
     let (_cp, client) = open_server().await;
     let mut spec = shell("round-trip")
         .with_env("A", "1")
@@ -125,7 +125,7 @@ async fn submit_get_list_and_cancel_round_trip() {
 }
 
 #[tokio::test]
-async fn an_invalid_spec_is_an_invalid_argument_naming_the_field() {
+async fn client_an_invalid_spec_is_an_invalid_argument_naming_the_field() {
     let (_cp, client) = open_server().await;
     let err = client
         .submit(&shell("bad").with_timeout_ms(0).with_env("1BAD", "v"))
@@ -148,7 +148,7 @@ async fn an_invalid_spec_is_an_invalid_argument_naming_the_field() {
 }
 
 #[tokio::test]
-async fn an_unknown_job_is_not_found() {
+async fn client_an_unknown_job_is_not_found() {
     let (_cp, client) = open_server().await;
     let unknown = JobId::new();
     for err in [
@@ -164,7 +164,7 @@ async fn an_unknown_job_is_not_found() {
 }
 
 #[tokio::test]
-async fn an_absent_server_is_unreachable_at_connect() {
+async fn client_an_absent_server_is_unreachable_at_connect() {
     // A port that was just free: nothing listens on it.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -207,7 +207,7 @@ async fn an_absent_server_is_unreachable_at_connect() {
 }
 
 #[tokio::test]
-async fn a_lazy_client_works_once_the_server_is_up() {
+async fn client_a_lazy_client_works_once_the_server_is_up() {
     let cp = ControlPlane::builder().build();
     let endpoint = serve(&cp, ServerOptions::new()).await;
     let client = HodeiClient::connect_lazy(endpoint, ClientOptions::new()).unwrap();
@@ -216,7 +216,7 @@ async fn a_lazy_client_works_once_the_server_is_up() {
 }
 
 #[tokio::test]
-async fn the_token_is_sent_with_every_call() {
+async fn client_the_token_is_sent_with_every_call() {
     let secret = generate_token();
     let auth = ApiAuth::new(vec![ApiToken::from_secret("ci", Scope::Submit, &secret)]);
     let cp = ControlPlane::builder().build();
@@ -332,7 +332,7 @@ fn line(sequence: u64, text: &str) -> LogEntry {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follow_logs_delivers_lines_in_order_and_ends_with_the_job() {
+async fn client_follow_logs_delivers_lines_in_order_and_ends_with_the_job() {
     let cp = ControlPlane::builder().build();
     let (tx, mut created) = mpsc::unbounded_channel();
     cp.register_provider(
@@ -429,7 +429,7 @@ async fn follow_logs_delivers_lines_in_order_and_ends_with_the_job() {
 }
 
 #[tokio::test]
-async fn waiting_for_a_job_that_does_not_end_times_out() {
+async fn client_waiting_for_a_job_that_does_not_end_times_out() {
     let (_cp, client) = open_server().await;
     let id = client.submit(&shell("stuck")).await.unwrap();
     let err = client
