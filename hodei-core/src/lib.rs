@@ -27,6 +27,8 @@
 //!
 //! ## Features
 //! - `proto`: generated `hodei.v1` types, client stubs and conversions.
+//! - `client`: [`client::HodeiClient`], a typed gRPC client for the job API
+//!   (submit, get, list, cancel, logs, wait), with token and (m)TLS; no server code.
 //! - `cert-expiry`: certificate expiry checks and the days-to-expiry gauge.
 //! - `server`: the control plane and its gRPC + REST adapters.
 //! - `testing`: store conformance suite and provider conformance kit.
@@ -51,6 +53,9 @@ pub mod api;
 #[cfg(feature = "cert-expiry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cert-expiry")))]
 pub mod cert_expiry;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod control;

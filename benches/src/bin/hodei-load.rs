@@ -23,8 +23,9 @@ use hodei_benches::load::procfs::{self, mib};
 use hodei_benches::load::report::{Row, Table, Verdict};
 use hodei_benches::load::server::{Binaries, ServerProcess};
 use hodei_benches::load::stats::{Samples, ms};
-use hodei_core::proto::v1;
-use hodei_core::{CommandType, JobSpec};
+use hodei_core::client::ClientError;
+use hodei_core::proto::{convert, v1};
+use hodei_core::{CommandType, Job, JobId, JobSpec, LogStream};
 
 /// End-to-end load tool: runs the real release server and agents and compares each
 /// figure with a raw baseline measured in the same run.
@@ -250,34 +251,36 @@ async fn simulated_agents(bins: &Binaries, args: &Args, sizes: Sizes) -> Result<
     Ok(table)
 }
 
-fn spec_of(name: &str, command: CommandType) -> v1::JobSpec {
-    (&JobSpec::new(name, command)).into()
+fn spec_of(name: &str, command: CommandType) -> JobSpec {
+    JobSpec::new(name, command)
 }
 
-async fn queue(server: &ServerProcess, spec: v1::JobSpec) -> Result<String, LoadError> {
-    let job = server
-        .jobs()
-        .queue_job(v1::QueueJobRequest {
-            spec: Some(spec),
-            correlation_id: String::new(),
-        })
+async fn queue(server: &ServerProcess, spec: JobSpec) -> Result<String, LoadError> {
+    let id = server
+        .client()
+        .submit(&spec)
         .await
-        .map_err(|s| LoadError::grpc("QueueJob", s))?
-        .into_inner()
-        .job
-        .ok_or_else(|| LoadError::Check("QueueJob answered without a job".into()))?;
-    Ok(job.id)
+        .map_err(|e| LoadError::client("submit", e))?;
+    Ok(id.to_string())
 }
 
-async fn get_job(server: &ServerProcess, id: &str) -> Result<v1::Job, LoadError> {
+async fn get_job(server: &ServerProcess, id: &str) -> Result<Job, LoadError> {
     server
-        .query()
-        .get_job(v1::GetJobRequest { job_id: id.into() })
+        .client()
+        .get(job_id(id)?)
         .await
-        .map_err(|s| LoadError::grpc("GetJob", s))?
-        .into_inner()
-        .job
-        .ok_or_else(|| LoadError::Check(format!("GetJob {id} answered without a job")))
+        .map_err(|e| LoadError::client("get", e))
+}
+
+/// A job id the server gave out.
+fn job_id(id: &str) -> Result<JobId, LoadError> {
+    id.parse()
+        .map_err(|_| LoadError::Check(format!("{id:?} is not a job id")))
+}
+
+/// The wire number of a job's state (the reports count states by it).
+fn wire_state(job: &Job) -> i32 {
+    convert::job_state_to_proto(job.state()) as i32
 }
 
 fn is_terminal(state: i32) -> bool {
@@ -310,27 +313,23 @@ struct DispatchSample {
 /// the subscription ended (the job ended).
 async fn one_dispatch(server: &ServerProcess) -> Result<DispatchSample, LoadError> {
     let spec = spec_of("dispatch", CommandType::shell("echo", ["x"]));
-    let mut logs = server.logs();
     let t0 = Instant::now();
     let id = queue(server, spec).await?;
     let queued = t0.elapsed();
-    let mut stream = logs
-        .subscribe_logs(v1::SubscribeLogsRequest { job_id: id.clone() })
-        .await
-        .map_err(|s| LoadError::grpc("SubscribeLogs", s))?
-        .into_inner();
+    let mut stream = std::pin::pin!(
+        server
+            .client()
+            .follow_logs(job_id(&id)?)
+            .await
+            .map_err(|e| LoadError::client("follow_logs", e))?
+    );
     let mut first_line = None;
     let follow = async {
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| LoadError::grpc("SubscribeLogs stream", s))?
-        {
+        while let Some(entry) = stream.next().await {
+            let entry = entry.map_err(|e| LoadError::client("follow_logs stream", e))?;
             if first_line.is_none()
-                && chunk
-                    .entries
-                    .iter()
-                    .any(|e| e.stream != v1::LogStream::System as i32 && e.data[..] == b"x"[..])
+                && entry.entry.stream != LogStream::System
+                && entry.entry.data[..] == b"x"[..]
             {
                 first_line = Some(t0.elapsed());
             }
@@ -438,21 +437,25 @@ async fn throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadError> {
     }))
     .await?;
     for id in &warm {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !is_terminal(get_job(&server, id).await?.state) {
-            if Instant::now() > deadline {
-                return Err(LoadError::Timeout {
+        let within = Duration::from_secs(60);
+        server
+            .client()
+            .wait(job_id(id)?, within)
+            .await
+            .map_err(|e| match e {
+                ClientError::WaitTimeout { .. } => LoadError::Timeout {
                     what: format!("warm-up job {id}"),
-                    after: Duration::from_secs(60),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                    after: within,
+                },
+                e => LoadError::client("wait", e),
+            })?;
     }
     server
         .wait_ready_workers(WORKERS, Duration::from_secs(30))
         .await?;
 
+    // Every job's state changes on one stream: the typed client waits for
+    // one job at a time, so the all-jobs event stream stays a raw call.
     let mut events = server
         .jobs()
         .execution_event_stream(v1::ExecutionEventStreamRequest {
@@ -469,26 +472,17 @@ async fn throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadError> {
     let t0 = Instant::now();
     let submit = {
         let spec = spec_of("true", CommandType::shell("true", Vec::<String>::new()));
-        let jobs = server.jobs();
+        let client = server.client().clone();
         tokio::spawn(async move {
             let ids: Vec<Result<(String, Duration), LoadError>> = futures::stream::iter(0..n)
                 .map(|_| {
-                    let mut jobs = jobs.clone();
-                    let spec = spec.clone();
+                    let (client, spec) = (client.clone(), spec.clone());
                     async move {
-                        let r = jobs
-                            .queue_job(v1::QueueJobRequest {
-                                spec: Some(spec),
-                                correlation_id: String::new(),
-                            })
+                        let id = client
+                            .submit(&spec)
                             .await
-                            .map_err(|s| LoadError::grpc("QueueJob", s))?;
-                        let id = r
-                            .into_inner()
-                            .job
-                            .ok_or_else(|| LoadError::Check("QueueJob without job".into()))?
-                            .id;
-                        Ok((id, t0.elapsed()))
+                            .map_err(|e| LoadError::client("submit", e))?;
+                        Ok((id.to_string(), t0.elapsed()))
                     }
                 })
                 .buffer_unordered(64)
@@ -541,8 +535,8 @@ async fn throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadError> {
                             for id in missing {
                                 polled += 1;
                                 let j = get_job(&server, &id).await?;
-                                if is_terminal(j.state) {
-                                    done.insert(id, (j.state, t0.elapsed()));
+                                if j.state().is_terminal() {
+                                    done.insert(id, (wire_state(&j), t0.elapsed()));
                                 }
                             }
                         }
@@ -701,6 +695,8 @@ async fn log_throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadErro
 
     eprintln!("[logs] one job printing {} MB", bytes / 1_000_000);
     let spec = spec_of("logs", CommandType::script("bash", generator.clone()));
+    // Raw SubscribeLogs: this measures the gRPC messages (chunks) and their
+    // sequence numbers, which the typed client flattens into entries.
     let mut logs = server.logs();
     let t0 = Instant::now();
     let id = queue(&server, spec).await?;
@@ -815,7 +811,7 @@ async fn log_throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadErro
         "job state",
         format!(
             "{} (attempts seen in logs: {:?}, system lines: {})",
-            state_name(job.state),
+            state_name(wire_state(&job)),
             rx.attempts,
             rx.system
         ),

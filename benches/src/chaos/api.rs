@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
+use hodei_core::client::{ClientError, HodeiClient};
 use hodei_core::proto::v1;
-use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
-use hodei_core::proto::v1::job_query_service_client::JobQueryServiceClient;
 use hodei_core::proto::v1::log_stream_service_client::LogStreamServiceClient;
-use tonic::transport::Channel;
+use hodei_core::{Job, JobId, JobSpec};
 
 /// Bound of one call: a frozen or dead server must not stall the recorder.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -19,6 +18,32 @@ pub struct CallError(pub String);
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A typed-client call bounded in time. Its error reads as a raw call's
+/// (`Call: Code message`): the recorded history compares them.
+async fn bounded_client<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            let (code, message) = match &e {
+                ClientError::Unreachable { detail, .. } => {
+                    (Some(tonic::Code::Unavailable), Some(detail.clone()))
+                }
+                e => (e.code(), e.server_message()),
+            };
+            Err(CallError(match (code, message) {
+                (Some(code), Some(message)) => format!("{what}: {code:?} {message}"),
+                _ => format!("{what}: {e}"),
+            }))
+        }
+        Err(_) => Err(CallError(format!(
+            "{what}: no answer within {CALL_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -38,13 +63,26 @@ async fn bounded<T>(
 /// Clients of every replica of a round.
 #[derive(Debug, Clone)]
 pub struct Api {
-    replicas: Vec<(String, Channel, String)>,
+    replicas: Vec<(String, HodeiClient, String)>,
     http: reqwest::Client,
 }
 
+/// The wire view of a job the typed client read: the history records what a
+/// gRPC client sees, state numbers included.
+fn wire(job: &Job) -> v1::Job {
+    v1::Job::from(job)
+}
+
+/// A job id the server gave out.
+fn job_id(id: &str) -> Result<JobId, CallError> {
+    id.parse()
+        .map_err(|_| CallError(format!("{id:?} is not a job id")))
+}
+
 impl Api {
-    /// Clients for `(name, channel, REST base URL)` of each replica.
-    pub fn new(replicas: Vec<(String, Channel, String)>) -> Self {
+    /// Clients for `(name, client, REST base URL)` of each replica (lazy
+    /// clients: a replica may be down or frozen).
+    pub fn new(replicas: Vec<(String, HodeiClient, String)>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             .build()
@@ -62,8 +100,8 @@ impl Api {
         self.replicas.is_empty()
     }
 
-    fn channel(&self, replica: usize) -> Channel {
-        self.replicas[replica % self.replicas.len()].1.clone()
+    fn client(&self, replica: usize) -> &HodeiClient {
+        &self.replicas[replica % self.replicas.len()].1
     }
 
     /// Name of replica `i`.
@@ -75,18 +113,9 @@ impl Api {
     ///
     /// # Errors
     /// The status, or no answer in time.
-    pub async fn queue(&self, replica: usize, spec: v1::JobSpec) -> Result<v1::Job, CallError> {
-        let mut c = JobExecutionServiceClient::new(self.channel(replica));
-        let r = bounded(
-            "QueueJob",
-            c.queue_job(v1::QueueJobRequest {
-                spec: Some(spec),
-                correlation_id: String::new(),
-            }),
-        )
-        .await?;
-        r.job
-            .ok_or_else(|| CallError("QueueJob answered without a job".into()))
+    pub async fn queue(&self, replica: usize, spec: &JobSpec) -> Result<v1::Job, CallError> {
+        let job = bounded_client("QueueJob", self.client(replica).submit_job(spec, None)).await?;
+        Ok(wire(&job))
     }
 
     /// `CancelJob` on one replica.
@@ -94,17 +123,12 @@ impl Api {
     /// # Errors
     /// The status, or no answer in time.
     pub async fn cancel(&self, replica: usize, id: &str) -> Result<v1::Job, CallError> {
-        let mut c = JobExecutionServiceClient::new(self.channel(replica));
-        let r = bounded(
+        let job = bounded_client(
             "CancelJob",
-            c.cancel_job(v1::CancelJobRequest {
-                job_id: id.into(),
-                reason: "hodei-chaos".into(),
-            }),
+            self.client(replica).cancel(job_id(id)?, "hodei-chaos"),
         )
         .await?;
-        r.job
-            .ok_or_else(|| CallError("CancelJob answered without a job".into()))
+        Ok(wire(&job))
     }
 
     /// `GetJob` from the first replica that answers.
@@ -113,29 +137,27 @@ impl Api {
     /// The last replica's error when none answered.
     pub async fn get_job(&self, id: &str) -> Result<v1::Job, CallError> {
         let mut last = CallError("no replica".into());
+        let id = job_id(id)?;
         for i in 0..self.replicas.len() {
-            let mut c = JobQueryServiceClient::new(self.channel(i));
-            match bounded("GetJob", c.get_job(v1::GetJobRequest { job_id: id.into() })).await {
-                Ok(r) => {
-                    return r
-                        .job
-                        .ok_or_else(|| CallError("GetJob answered without a job".into()));
-                }
+            match bounded_client("GetJob", self.client(i).get(id)).await {
+                Ok(job) => return Ok(wire(&job)),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    /// `GetLogs` (every attempt) from the first replica that answers.
+    /// `GetLogs` (every attempt) from the first replica that answers. A raw
+    /// call: the invariants read the answer's chunks and `job_finished`,
+    /// which the typed client does not return.
     ///
     /// # Errors
     /// The last replica's error when none answered.
     pub async fn get_logs(&self, id: &str) -> Result<v1::GetLogsResponse, CallError> {
         let mut last = CallError("no replica".into());
         for i in 0..self.replicas.len() {
-            let mut c =
-                LogStreamServiceClient::new(self.channel(i)).max_decoding_message_size(64 << 20);
+            let mut c = LogStreamServiceClient::new(self.client(i).channel())
+                .max_decoding_message_size(64 << 20);
             match bounded(
                 "GetLogs",
                 c.get_logs(v1::GetLogsRequest {

@@ -34,7 +34,7 @@ pub struct JobPlan {
 
 impl JobPlan {
     /// The job's spec: `marks` is the round's marker file, `token` the round's marker.
-    pub fn spec(&self, round: usize, marks: &Path, token: &str) -> v1::JobSpec {
+    pub fn spec(&self, round: usize, marks: &Path, token: &str) -> JobSpec {
         let pause = format!("{:.3}", self.pause.as_secs_f64());
         let mut body = String::new();
         // One line per execution, appended (O_APPEND keeps small lines whole):
@@ -64,7 +64,7 @@ impl JobPlan {
         if let Some(s) = &self.secret {
             spec = spec.with_secret("CHAOS_TOKEN", s.clone());
         }
-        (&spec).into()
+        spec
     }
 
     /// Checks the output of one succeeded attempt (its non-system lines): the secret

@@ -51,6 +51,9 @@ pub enum ChaosError {
     /// The gRPC channel could not be set up.
     #[error("gRPC channel: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A typed client could not be set up.
+    #[error("client: {0}")]
+    Client(#[from] hodei_core::client::ClientError),
     /// A required binary or facility is missing.
     #[error("{0}")]
     Missing(String),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use hodei_core::client::{ClientOptions, HodeiClient};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -256,12 +257,15 @@ pub async fn run(cfg: &RoundConfig, env: &RoundEnv<'_>) -> Result<RoundOutcome, 
         r.push_env("HODEI_WORKER_SERVER_ADDRESS", list.join(","));
         r.start().await?;
     }
-    let api = Api::new(
-        replicas
-            .iter()
-            .map(|r| (r.name.clone(), r.channel(), r.http_url()))
-            .collect(),
-    );
+    let clients = replicas
+        .iter()
+        .map(|r| {
+            let options = ClientOptions::new().with_connect_timeout(Duration::from_secs(1));
+            HodeiClient::connect_lazy(r.grpc_url(), options)
+                .map(|c| (r.name.clone(), c, r.http_url()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let api = Api::new(clients);
     let plan = plan(cfg, replicas.len());
     let history = Arc::new(Mutex::new(History::new()));
     let result = drive(
@@ -395,7 +399,7 @@ async fn drive(
                 tokio::time::sleep(plan.gaps[i]).await;
                 let target = plan.targets[i];
                 in_flight.fetch_add(1, Ordering::SeqCst);
-                let r = api.queue(target, job.spec(round, &marks, &token)).await;
+                let r = api.queue(target, &job.spec(round, &marks, &token)).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
                 match r {
                     Ok(j) => {

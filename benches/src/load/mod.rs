@@ -30,6 +30,15 @@ pub enum LoadError {
         #[source]
         status: Box<tonic::Status>,
     },
+    /// A call of the typed client failed.
+    #[error("{call}: {source}")]
+    Client {
+        /// What was called.
+        call: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<hodei_core::client::ClientError>,
+    },
     /// The gRPC channel could not be set up.
     #[error("gRPC channel: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -58,6 +67,14 @@ impl LoadError {
         Self::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// A [`LoadError::Client`] for `call`.
+    pub fn client(call: &'static str, source: hodei_core::client::ClientError) -> Self {
+        Self::Client {
+            call,
+            source: Box::new(source),
         }
     }
 

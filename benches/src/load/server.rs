@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hodei_core::client::{ClientOptions, HodeiClient};
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
 use hodei_core::proto::v1::job_query_service_client::JobQueryServiceClient;
@@ -63,11 +64,13 @@ pub fn free_port() -> Result<u16, LoadError> {
         .map_err(|e| LoadError::io("find a free port", e))
 }
 
-/// A running `hodei-server` child process with a connected gRPC channel.
+/// A running `hodei-server` child process with a connected gRPC channel and
+/// a typed client over it.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
     channel: Channel,
+    client: HodeiClient,
     log_path: PathBuf,
     stopped: bool,
 }
@@ -102,14 +105,18 @@ impl ServerProcess {
         let child = cmd
             .spawn()
             .map_err(|e| LoadError::io(format!("spawn {}", bins.server.display()), e))?;
+        let url = format!("http://127.0.0.1:{grpc_port}");
+        // Connects at its first call: by then the port answers (checked below).
+        let client = HodeiClient::connect_lazy(&url, ClientOptions::new())
+            .map_err(|e| LoadError::Check(format!("typed client: {e}")))?;
         let mut server = Self {
             child,
             // Replaced below once the port answers.
             channel: Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+            client,
             log_path,
             stopped: false,
         };
-        let url = format!("http://127.0.0.1:{grpc_port}");
         let endpoint = Endpoint::from_shared(url)?
             .tcp_nodelay(true)
             // As the CLI and the agent do: no window-update stall per log chunk.
@@ -154,6 +161,11 @@ impl ServerProcess {
     /// The shared gRPC channel.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// The typed client (submit, get, cancel, wait, logs).
+    pub fn client(&self) -> &HodeiClient {
+        &self.client
     }
 
     /// A `JobExecutionService` client.

@@ -1,11 +1,9 @@
 //! The connection to the server and the CLI's error type.
 
 use std::fmt;
-use std::time::Duration;
 
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::{Interceptor, interceptor::InterceptedService};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use hodei_core::JobId;
+use hodei_core::client::{BearerToken, ClientError, ClientOptions, HodeiClient};
 
 /// Why a command failed. Each variant prints as one clear line.
 #[derive(Debug)]
@@ -81,38 +79,47 @@ impl CliError {
     }
 }
 
-/// A connection to the server that adds `authorization: Bearer $HODEI_TOKEN`
-/// to every call when `HODEI_TOKEN` is set.
-pub(crate) type Channel = InterceptedService<tonic::transport::Channel, BearerToken>;
+/// The authenticated channel of a [`HodeiClient`], for the RPCs it does not
+/// wrap (providers, templates, scheduling, audit, artifacts).
+pub(crate) type Channel = hodei_core::client::AuthChannel;
 
-/// Adds the API token to each request.
-#[derive(Clone)]
-pub(crate) struct BearerToken(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for BearerToken {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
+impl From<ClientError> for CliError {
+    /// Prints as the CLI always has: the server's message and its code.
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Unreachable { endpoint, detail } => CliError::Unreachable {
+                server: endpoint,
+                detail,
+            },
+            ClientError::InvalidConfig(m) => CliError::Usage(m),
+            ClientError::Rpc(status) => CliError::Rpc(status),
+            other => match (other.code(), other.server_message()) {
+                (Some(code), Some(message)) => CliError::Rpc(tonic::Status::new(code, message)),
+                _ => CliError::Rpc(tonic::Status::internal(other.to_string())),
+            },
         }
-        Ok(req)
     }
 }
 
-/// The API token from `HODEI_TOKEN`.
-fn bearer_from_env() -> Result<BearerToken, CliError> {
-    match std::env::var("HODEI_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => format!("Bearer {}", t.trim())
-            .parse()
-            .map(|v| BearerToken(Some(v)))
-            .map_err(|_| CliError::Usage("HODEI_TOKEN contains invalid characters".into())),
-        _ => Ok(BearerToken(None)),
+/// Client options from the environment: the API token from `HODEI_TOKEN`;
+/// for an `https://` server, the CA from `HODEI_TLS_CA`, a client certificate
+/// from `HODEI_TLS_CERT`/`HODEI_TLS_KEY` (when the server requires mTLS) and
+/// the server name from `HODEI_TLS_DOMAIN`.
+fn options_from_env(server: &str) -> Result<ClientOptions, CliError> {
+    let mut options = ClientOptions::new();
+    if let Ok(t) = std::env::var("HODEI_TOKEN")
+        && !t.trim().is_empty()
+    {
+        if BearerToken::new(Some(t.trim())).is_none() {
+            return Err(CliError::Usage(
+                "HODEI_TOKEN contains invalid characters".into(),
+            ));
+        }
+        options = options.with_token(t);
     }
-}
-
-/// TLS for an `https://` server: CA from `HODEI_TLS_CA`, client certificate
-/// from `HODEI_TLS_CERT`/`HODEI_TLS_KEY` (when the server requires mTLS),
-/// server name from `HODEI_TLS_DOMAIN`.
-fn tls_from_env() -> Result<ClientTlsConfig, CliError> {
+    if !server.starts_with("https://") {
+        return Ok(options);
+    }
     let read = |var: &str| -> Result<Option<Vec<u8>>, CliError> {
         match std::env::var(var) {
             Ok(p) if !p.trim().is_empty() => std::fs::read(p.trim())
@@ -121,12 +128,11 @@ fn tls_from_env() -> Result<ClientTlsConfig, CliError> {
             _ => Ok(None),
         }
     };
-    let mut tls = ClientTlsConfig::new();
     if let Some(ca) = read("HODEI_TLS_CA")? {
-        tls = tls.ca_certificate(Certificate::from_pem(ca));
+        options = options.with_tls_ca_pem(ca);
     }
     match (read("HODEI_TLS_CERT")?, read("HODEI_TLS_KEY")?) {
-        (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(c, k)),
+        (Some(c), Some(k)) => options = options.with_identity_pem(c, k),
         (None, None) => {}
         _ => {
             return Err(CliError::Usage(
@@ -135,37 +141,27 @@ fn tls_from_env() -> Result<ClientTlsConfig, CliError> {
         }
     }
     if let Ok(d) = std::env::var("HODEI_TLS_DOMAIN") {
-        tls = tls.domain_name(d);
+        options = options.with_tls_domain(d);
     }
-    Ok(tls)
+    Ok(options)
 }
 
-/// Connects to `server` (eagerly, so an absent server is reported at once).
+/// A client of `server`, connected at once so an absent server is reported
+/// before anything else.
+pub(crate) async fn connect_client(server: &str) -> Result<HodeiClient, CliError> {
+    Ok(HodeiClient::connect(server, options_from_env(server)?).await?)
+}
+
+/// The authenticated channel to `server`, for the RPCs the client does not wrap.
 pub(crate) async fn connect(server: &str) -> Result<Channel, CliError> {
-    let bearer = bearer_from_env()?;
-    let mut endpoint = Endpoint::from_shared(server.to_owned())
-        .map_err(|e| CliError::Usage(format!("invalid server address {server:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        // Followed logs arrive in chunks of up to 256 KiB: no window-update stall per chunk.
-        .initial_stream_window_size(Some(1 << 20))
-        .initial_connection_window_size(Some(4 << 20));
-    if server.starts_with("https://") {
-        endpoint = endpoint
-            .tls_config(tls_from_env()?)
-            .map_err(|e| CliError::Usage(format!("TLS configuration: {e}")))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| {
-        let mut detail = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            detail = s.to_string();
-            source = s.source();
-        }
-        CliError::Unreachable {
-            server: server.to_owned(),
-            detail,
-        }
-    })?;
-    Ok(InterceptedService::new(channel, bearer))
+    Ok(connect_client(server).await?.channel())
+}
+
+/// A job id typed by the user; refused as the server refuses one.
+pub(crate) fn parse_job_id(id: &str) -> Result<JobId, CliError> {
+    id.trim().parse().map_err(|_| {
+        CliError::Rpc(tonic::Status::invalid_argument(format!(
+            "job_id: {id:?} is not a valid id (UUID)"
+        )))
+    })
 }

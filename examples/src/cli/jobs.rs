@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use super::client::Channel;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use hodei_core::client::{ClientError, HodeiClient, JobListFilter};
 use hodei_core::proto::convert;
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
-use hodei_core::proto::v1::job_query_service_client::JobQueryServiceClient;
-use hodei_core::proto::v1::log_stream_service_client::LogStreamServiceClient;
-use hodei_core::{JobSpec, JobState};
+use hodei_core::store::StoredLogEntry;
+use hodei_core::{Job, JobId, JobSpec, JobState, LogEntry, LogStream};
 
 use super::args::{self, RunCommand, RunSpecArgs};
 use super::client::{self, CliError};
@@ -36,18 +37,18 @@ pub(crate) async fn run(server: &str, format: Format, cmd: JobCommand) -> Result
         JobCommand::Run(args) => run_job(server, format, *args).await,
         JobCommand::Submit { file } => {
             let spec = spec_from_file(&file)?;
-            let channel = client::connect(server).await?;
-            let job = queue(server, channel, &spec).await?;
+            let client = client::connect_client(server).await?;
+            let job = client.submit_job(&spec, None).await?;
             match format {
-                Format::Json => println!("{}", output::json(&JobView::from(job))),
-                Format::Table => println!("{}", job.id),
+                Format::Json => println!("{}", output::json(&JobView::from(&job))),
+                Format::Table => println!("{}", job.id()),
             }
             Ok(0)
         }
         JobCommand::Get { id } => {
-            let channel = client::connect(server).await?;
-            let job = get_job(server, &channel, &id).await?;
-            let view = JobView::from(job);
+            let client = client::connect_client(server).await?;
+            let job = client.get(client::parse_job_id(&id)?).await?;
+            let view = JobView::from(&job);
             match format {
                 Format::Json => println!("{}", output::json(&view)),
                 Format::Table => print!("{}", view.detail()),
@@ -55,19 +56,16 @@ pub(crate) async fn run(server: &str, format: Format, cmd: JobCommand) -> Result
             Ok(0)
         }
         JobCommand::List { state, limit } => {
-            let channel = client::connect(server).await?;
-            let jobs = JobQueryServiceClient::new(channel)
-                .list_jobs(v1::ListJobsRequest {
-                    state: state.map_or(v1::JobState::Unspecified as i32, |s| {
-                        convert::job_state_to_proto(s) as i32
-                    }),
-                    limit,
-                })
-                .await
-                .map_err(|s| CliError::rpc(server, s))?
-                .into_inner()
-                .jobs;
-            let views: Vec<JobView> = jobs.into_iter().map(Into::into).collect();
+            let client = client::connect_client(server).await?;
+            let mut filter = JobListFilter::new();
+            if let Some(state) = state {
+                filter = filter.with_state(state);
+            }
+            if limit != 0 {
+                filter = filter.with_limit(limit);
+            }
+            let jobs = client.list(&filter).await?;
+            let views: Vec<JobView> = jobs.iter().map(Into::into).collect();
             match format {
                 Format::Json => println!("{}", output::json(&views)),
                 Format::Table => print!("{}", output::job_table(&views)),
@@ -75,46 +73,32 @@ pub(crate) async fn run(server: &str, format: Format, cmd: JobCommand) -> Result
             Ok(0)
         }
         JobCommand::Logs { id, follow } => {
-            let channel = client::connect(server).await?;
-            let mut printer = LogPrinter::new(format);
+            let client = client::connect_client(server).await?;
+            let id = client::parse_job_id(&id)?;
+            let mut printer = LogPrinter::new(format, id);
             if follow {
-                let outcome = follow_job(server, &channel, &id, &mut printer, false).await?;
+                let outcome = follow_job(&client, id, &mut printer, false).await?;
                 Ok(match outcome {
                     Followed::Finished(_) => 0,
                     Followed::Interrupted => EXIT_CANCELLED,
                 })
             } else {
-                let logs = LogStreamServiceClient::new(channel)
-                    .get_logs(v1::GetLogsRequest {
-                        job_id: id,
-                        attempt: 0,
-                    })
-                    .await
-                    .map_err(|s| CliError::rpc(server, s))?
-                    .into_inner();
-                for chunk in &logs.chunks {
-                    printer.chunk(chunk);
+                for entry in &client.logs(id).await? {
+                    printer.entry(entry);
                 }
+                printer.flush();
                 Ok(0)
             }
         }
         JobCommand::Retry { id, wait } => {
-            let channel = client::connect(server).await?;
-            let job = JobExecutionServiceClient::new(channel.clone())
-                .retry_job(v1::RetryJobRequest { job_id: id })
-                .await
-                .map_err(|s| CliError::rpc(server, s))?
-                .into_inner()
-                .job
-                .ok_or_else(|| {
-                    CliError::Rpc(tonic::Status::internal("the server returned no job"))
-                })?;
+            let client = client::connect_client(server).await?;
+            let job = client.retry(client::parse_job_id(&id)?).await?;
             if wait {
-                return follow_queued(server, format, channel, job).await;
+                return follow_queued(format, &client, job).await;
             }
             match format {
-                Format::Json => println!("{}", output::json(&JobView::from(job))),
-                Format::Table => println!("{}", job.id),
+                Format::Json => println!("{}", output::json(&JobView::from(&job))),
+                Format::Table => println!("{}", job.id()),
             }
             Ok(0)
         }
@@ -122,9 +106,9 @@ pub(crate) async fn run(server: &str, format: Format, cmd: JobCommand) -> Result
             super::artifacts::run(server, format, id, download).await
         }
         JobCommand::Cancel { id, reason } => {
-            let channel = client::connect(server).await?;
-            let job = cancel(server, channel, &id, &reason).await?;
-            let view = JobView::from(job);
+            let client = client::connect_client(server).await?;
+            let job = client.cancel(client::parse_job_id(&id)?, &reason).await?;
+            let view = JobView::from(&job);
             match format {
                 Format::Json => println!("{}", output::json(&view)),
                 Format::Table => println!("job {} is {}", view.id, view.state),
@@ -198,101 +182,46 @@ fn validated(spec: JobSpec) -> Result<JobSpec, CliError> {
     Ok(spec)
 }
 
-async fn queue(server: &str, channel: Channel, spec: &JobSpec) -> Result<v1::Job, CliError> {
-    JobExecutionServiceClient::new(channel)
-        .queue_job(v1::QueueJobRequest {
-            spec: Some(spec.into()),
-            correlation_id: String::new(),
-        })
-        .await
-        .map_err(|s| CliError::rpc(server, s))?
-        .into_inner()
-        .job
-        .ok_or_else(|| CliError::Rpc(tonic::Status::internal("the server returned no job")))
-}
-
-async fn get_job(server: &str, channel: &Channel, id: &str) -> Result<v1::Job, CliError> {
-    JobQueryServiceClient::new(channel.clone())
-        .get_job(v1::GetJobRequest {
-            job_id: id.to_owned(),
-        })
-        .await
-        .map_err(|s| CliError::rpc(server, s))?
-        .into_inner()
-        .job
-        .ok_or_else(|| CliError::Rpc(tonic::Status::not_found(format!("job {id} not found"))))
-}
-
-async fn cancel(
-    server: &str,
-    channel: Channel,
-    id: &str,
-    reason: &str,
-) -> Result<v1::Job, CliError> {
-    JobExecutionServiceClient::new(channel)
-        .cancel_job(v1::CancelJobRequest {
-            job_id: id.to_owned(),
-            reason: reason.to_owned(),
-        })
-        .await
-        .map_err(|s| CliError::rpc(server, s))?
-        .into_inner()
-        .job
-        .ok_or_else(|| CliError::Rpc(tonic::Status::internal("the server returned no job")))
-}
-
 async fn run_job(server: &str, format: Format, a: RunArgs) -> Result<u8, CliError> {
     let spec = spec_from_run_args(&a)?;
-    let channel = client::connect(server).await?;
-    let job = queue(server, channel.clone(), &spec).await?;
-    let id = job.id.clone();
+    let client = client::connect_client(server).await?;
+    let job = client.submit_job(&spec, None).await?;
     if a.detach {
         match format {
-            Format::Json => println!("{}", output::json(&JobView::from(job))),
-            Format::Table => println!("{id}"),
+            Format::Json => println!("{}", output::json(&JobView::from(&job))),
+            Format::Table => println!("{}", job.id()),
         }
         return Ok(0);
     }
-    follow_queued(server, format, channel, job).await
+    follow_queued(format, &client, job).await
 }
 
 /// Follows a queued job to its end like `hodei job run` (state changes on
 /// stderr, logs, Ctrl-C cancels it) and returns the exit code for it.
 pub(crate) async fn follow_queued(
-    server: &str,
     format: Format,
-    channel: Channel,
-    job: v1::Job,
+    client: &HodeiClient,
+    job: Job,
 ) -> Result<u8, CliError> {
-    let id = job.id.clone();
-    notice(&format!(
-        "job {id} queued ({})",
-        output::job_state_name(job.state)
-    ));
-    let mut printer = LogPrinter::new(format);
-    match follow_job(server, &channel, &id, &mut printer, true).await? {
+    let id = job.id();
+    notice(&format!("job {id} queued ({})", job.state()));
+    let mut printer = LogPrinter::new(format, id);
+    match follow_job(client, id, &mut printer, true).await? {
         Followed::Finished(job) => {
             notice(&summary(&job));
             let code = exit_code_for(&job);
             if format == Format::Json {
-                println!("{}", output::json(&JobView::from(*job)));
+                println!("{}", output::json(&JobView::from(&*job)));
             }
             Ok(code)
         }
         Followed::Interrupted => {
             notice(&format!("cancelling job {id}"));
-            match cancel(
-                server,
-                channel,
-                &id,
-                "cancelled from the hodei CLI (Ctrl-C)",
-            )
-            .await
+            match client
+                .cancel(id, "cancelled from the hodei CLI (Ctrl-C)")
+                .await
             {
-                Ok(job) => notice(&format!(
-                    "job {id} is {}",
-                    output::job_state_name(job.state)
-                )),
+                Ok(job) => notice(&format!("job {id} is {}", job.state())),
                 Err(e) => notice(&format!("could not cancel job {id}: {e}")),
             }
             Ok(EXIT_CANCELLED)
@@ -301,12 +230,13 @@ pub(crate) async fn follow_queued(
 }
 
 /// The process exit code for a finished job.
-pub(crate) fn exit_code_for(job: &v1::Job) -> u8 {
-    match convert::job_state_from_proto(job.state, "state") {
-        Ok(Some(JobState::Succeeded)) => 0,
-        Ok(Some(JobState::Timeout)) => EXIT_TIMEOUT,
-        Ok(Some(JobState::Cancelled)) => EXIT_CANCELLED,
-        Ok(Some(JobState::Failed)) => job
+pub(crate) fn exit_code_for(job: &Job) -> u8 {
+    match job.state() {
+        JobState::Succeeded => 0,
+        JobState::Timeout => EXIT_TIMEOUT,
+        JobState::Cancelled => EXIT_CANCELLED,
+        JobState::Failed => job
+            .execution_context()
             .exit_code
             .and_then(|c| u8::try_from(c).ok())
             .filter(|c| *c != 0)
@@ -315,18 +245,21 @@ pub(crate) fn exit_code_for(job: &v1::Job) -> u8 {
     }
 }
 
-fn summary(job: &v1::Job) -> String {
-    let took = match (job.started_at_ms, job.finished_at_ms) {
-        (Some(s), Some(f)) if f >= s => format!(" in {:.1}s", (f - s) as f64 / 1000.0),
+fn summary(job: &Job) -> String {
+    let ctx = job.execution_context();
+    let took = match (ctx.started_at, job.finished_at()) {
+        (Some(s), Some(f)) if f >= s => {
+            format!(" in {:.1}s", (f - s).num_milliseconds() as f64 / 1000.0)
+        }
         _ => String::new(),
     };
-    let mut s = format!("job {} {}{took}", job.id, output::job_state_name(job.state));
-    if let Some(code) = job.exit_code {
+    let mut s = format!("job {} {}{took}", job.id(), job.state());
+    if let Some(code) = ctx.exit_code {
         s.push_str(&format!(" (exit code {code})"));
     }
-    if !job.error.is_empty() {
+    if let Some(error) = ctx.error.as_deref().filter(|e| !e.is_empty()) {
         s.push_str(": ");
-        s.push_str(&job.error);
+        s.push_str(error);
     }
     s
 }
@@ -336,14 +269,10 @@ fn notice(msg: &str) {
     eprintln!("[hodei] {msg}");
 }
 
-fn is_terminal(state: i32) -> bool {
-    matches!(convert::job_state_from_proto(state, "state"), Ok(Some(s)) if s.is_terminal())
-}
-
 /// How following a job ended.
 enum Followed {
     /// The job reached a terminal state (and its logs were drained).
-    Finished(Box<v1::Job>),
+    Finished(Box<Job>),
     /// Ctrl-C.
     Interrupted,
 }
@@ -351,15 +280,16 @@ enum Followed {
 /// Follows a job until it ends: state changes to stderr, logs to stdout/stderr.
 /// `announce_states` prints state changes (for `run`; `logs -f` prints only logs).
 async fn follow_job(
-    server: &str,
-    channel: &Channel,
-    id: &str,
+    client: &HodeiClient,
+    id: JobId,
     printer: &mut LogPrinter,
     announce_states: bool,
 ) -> Result<Followed, CliError> {
-    let mut events = match JobExecutionServiceClient::new(channel.clone())
+    // State changes as they happen, to announce each one: the typed client
+    // only waits for a state, so the event stream stays a raw call.
+    let mut events = match JobExecutionServiceClient::new(client.channel())
         .execution_event_stream(v1::ExecutionEventStreamRequest {
-            job_id: id.to_owned(),
+            job_id: id.to_string(),
         })
         .await
     {
@@ -371,15 +301,16 @@ async fn follow_job(
             None
         }
     };
-    let mut logs = match subscribe(server, channel, id).await {
+    let mut logs = match subscribe(client, id).await {
         Ok(logs) => logs,
         Err(e) => {
             notice(&format!("cannot follow the logs yet ({e}); retrying"));
             None
         }
     };
+    let id_text = id.to_string();
     let mut state = JobState::Pending;
-    let mut finished: Option<(v1::Job, Instant)> = None;
+    let mut finished: Option<(Job, Instant)> = None;
     let mut waiting_since = Instant::now();
     let mut last_waiting_notice = Instant::now();
     // The first notice after 10 s, then every 30 s.
@@ -402,7 +333,7 @@ async fn follow_job(
                 return Ok(Followed::Interrupted);
             }
             ev = next_event(&mut events) => match ev {
-                Some(ev) if ev.job_id == id || ev.job_id.is_empty() => {
+                Some(ev) if ev.job_id == id_text || ev.job_id.is_empty() => {
                     let to = convert::job_state_from_proto(ev.to_state, "to_state").ok().flatten();
                     // A poll may have announced this state already.
                     if announce_states && to != Some(state) {
@@ -414,7 +345,7 @@ async fn follow_job(
                         }
                         state = to;
                         if to.is_terminal() && finished.is_none() {
-                            let job = get_job(server, channel, id).await?;
+                            let job = client.get(id).await?;
                             finished = Some((job, Instant::now()));
                         }
                     }
@@ -422,41 +353,41 @@ async fn follow_job(
                 Some(_) => {}
                 None => events = None,
             },
-            chunk = next_chunk(&mut logs) => match chunk {
-                Ok(Some(chunk)) => printer.chunk(&chunk),
-                Ok(None) => {
+            entry = next_entry(&mut logs) => match entry {
+                Some(Ok(entry)) => printer.entry(&entry),
+                None => {
                     logs = None;
                     // The log stream ends with the job: find out how it ended.
                     if finished.is_none() {
-                        let job = get_job(server, channel, id).await?;
-                        if is_terminal(job.state) {
+                        let job = client.get(id).await?;
+                        if job.state().is_terminal() {
                             finished = Some((job, Instant::now()));
                         }
                     }
                 }
-                Err(status) => {
-                    notice(&format!("log stream interrupted: {}", status.message()));
+                Some(Err(e)) => {
+                    let why = e.server_message().unwrap_or_else(|| e.to_string());
+                    notice(&format!("log stream interrupted: {why}"));
                     logs = None;
                 }
             },
             _ = tick.tick() => {
                 if finished.is_none() {
-                    let job = get_job(server, channel, id).await?;
-                    if let Ok(Some(s)) = convert::job_state_from_proto(job.state, "state")
-                        && s != state
-                    {
+                    let job = client.get(id).await?;
+                    let s = job.state();
+                    if s != state {
                         waiting_since = Instant::now();
                         if announce_states {
                             notice(&format!("job {id} {state} → {s}"));
                         }
                         state = s;
                     }
-                    if is_terminal(job.state) {
+                    if s.is_terminal() {
                         finished = Some((job, Instant::now()));
                     } else if logs.is_none() {
                         // The stream ended or broke while the job goes on (a retry, a
                         // reconnect): subscribe again; already printed entries are skipped.
-                        logs = subscribe(server, channel, id).await.ok().flatten();
+                        logs = subscribe(client, id).await.ok().flatten();
                     }
                 }
                 if announce_states
@@ -477,18 +408,11 @@ async fn follow_job(
     }
 }
 
-async fn subscribe(
-    server: &str,
-    channel: &Channel,
-    id: &str,
-) -> Result<Option<tonic::Streaming<v1::LogChunk>>, CliError> {
-    let stream = LogStreamServiceClient::new(channel.clone())
-        .subscribe_logs(v1::SubscribeLogsRequest {
-            job_id: id.to_owned(),
-        })
-        .await
-        .map_err(|s| CliError::rpc(server, s))?;
-    Ok(Some(stream.into_inner()))
+/// The job's log entries as they come (see [`HodeiClient::follow_logs`]).
+type LogFollow = BoxStream<'static, Result<StoredLogEntry, ClientError>>;
+
+async fn subscribe(client: &HodeiClient, id: JobId) -> Result<Option<LogFollow>, CliError> {
+    Ok(Some(client.follow_logs(id).await?.boxed()))
 }
 
 async fn next_event(
@@ -500,11 +424,9 @@ async fn next_event(
     }
 }
 
-async fn next_chunk(
-    logs: &mut Option<tonic::Streaming<v1::LogChunk>>,
-) -> Result<Option<v1::LogChunk>, tonic::Status> {
+async fn next_entry(logs: &mut Option<LogFollow>) -> Option<Result<StoredLogEntry, ClientError>> {
     match logs {
-        Some(s) => s.message().await,
+        Some(s) => s.try_next().await.transpose(),
         None => std::future::pending().await,
     }
 }
@@ -537,44 +459,45 @@ fn describe_event(ev: &v1::ExecutionEvent) -> String {
 /// and system entries to stderr (`-o json`: one JSON object per line on stdout).
 pub(crate) struct LogPrinter {
     format: Format,
+    job_id: String,
     /// Highest sequence printed per attempt, so a re-subscription prints nothing twice.
     printed: HashMap<u32, u64>,
     attempt: u32,
 }
 
 impl LogPrinter {
-    pub(crate) fn new(format: Format) -> Self {
+    pub(crate) fn new(format: Format, job: JobId) -> Self {
         Self {
             format,
+            job_id: job.to_string(),
             printed: HashMap::new(),
             attempt: 0,
         }
     }
 
-    /// Prints what is new in `chunk`.
-    pub(crate) fn chunk(&mut self, chunk: &v1::LogChunk) {
+    /// Prints `entry` unless it was printed already.
+    pub(crate) fn entry(&mut self, entry: &StoredLogEntry) {
         let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
-        if self.format == Format::Table && self.attempt != 0 && chunk.attempt != self.attempt {
-            let _ = writeln!(err, "[hodei] attempt {}", chunk.attempt);
+        if self.format == Format::Table && self.attempt != 0 && entry.attempt != self.attempt {
+            let _ = writeln!(err, "[hodei] attempt {}", entry.attempt);
         }
-        self.attempt = chunk.attempt;
-        let last = self.printed.entry(chunk.attempt).or_insert(0);
-        for e in &chunk.entries {
-            if e.sequence != 0 && e.sequence <= *last {
-                continue;
-            }
-            *last = (*last).max(e.sequence);
-            let _ = match self.format {
-                Format::Json => writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string(&LogLineView::new(&chunk.job_id, chunk.attempt, e))
-                        .unwrap_or_default()
-                ),
-                Format::Table => write_entry(&mut out, &mut err, e),
-            };
+        self.attempt = entry.attempt;
+        let last = self.printed.entry(entry.attempt).or_insert(0);
+        let e = &entry.entry;
+        if e.sequence <= *last {
+            return;
         }
+        *last = e.sequence;
+        let _ = match self.format {
+            Format::Json => writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&LogLineView::new(&self.job_id, entry.attempt, e))
+                    .unwrap_or_default()
+            ),
+            Format::Table => write_entry(&mut out, &mut err, e),
+        };
         let _ = out.flush();
         let _ = err.flush();
     }
@@ -586,17 +509,13 @@ impl LogPrinter {
 }
 
 /// Raw bytes plus a newline, to the entry's stream.
-fn write_entry(
-    out: &mut impl Write,
-    err: &mut impl Write,
-    e: &v1::LogEntry,
-) -> std::io::Result<()> {
-    match v1::LogStream::try_from(e.stream) {
-        Ok(v1::LogStream::Stderr) => {
+fn write_entry(out: &mut impl Write, err: &mut impl Write, e: &LogEntry) -> std::io::Result<()> {
+    match e.stream {
+        LogStream::Stderr => {
             err.write_all(&e.data)?;
             err.write_all(b"\n")
         }
-        Ok(v1::LogStream::System) => {
+        LogStream::System => {
             err.write_all(b"[hodei] ")?;
             err.write_all(&e.data)?;
             err.write_all(b"\n")
@@ -612,12 +531,24 @@ fn write_entry(
 mod tests {
     use super::*;
 
-    fn job(state: v1::JobState, exit_code: Option<i32>) -> v1::Job {
-        v1::Job {
+    /// A job as the server would send it back.
+    fn wire_job(wire: v1::Job) -> Job {
+        let spec = JobSpec::new("j", hodei_core::CommandType::shell("true", [""; 0]));
+        Job::try_from(v1::Job {
+            id: wire.id.parse().unwrap_or_else(|_| JobId::new()).to_string(),
+            spec: Some((&spec).into()),
+            correlation_id: hodei_core::CorrelationId::new().to_string(),
+            ..wire
+        })
+        .unwrap()
+    }
+
+    fn job(state: v1::JobState, exit_code: Option<i32>) -> Job {
+        wire_job(v1::Job {
             state: state as i32,
             exit_code,
             ..v1::Job::default()
-        }
+        })
     }
 
     #[test]
@@ -634,26 +565,16 @@ mod tests {
 
     #[test]
     fn entries_go_to_their_stream_as_raw_bytes() {
-        let entry = |stream: v1::LogStream, data: &[u8]| v1::LogEntry {
-            sequence: 1,
-            stream: stream as i32,
-            data: data.to_vec().into(),
-            timestamp_ms: 0,
-        };
+        let entry = |stream: LogStream, data: &[u8]| LogEntry::new(1, stream, data.to_vec());
         let (mut out, mut err) = (Vec::new(), Vec::new());
         write_entry(
             &mut out,
             &mut err,
-            &entry(v1::LogStream::Stdout, b"caf\xc3\xa9 \xff"),
+            &entry(LogStream::Stdout, b"caf\xc3\xa9 \xff"),
         )
         .unwrap();
-        write_entry(&mut out, &mut err, &entry(v1::LogStream::Stderr, b"oops")).unwrap();
-        write_entry(
-            &mut out,
-            &mut err,
-            &entry(v1::LogStream::System, b"retrying"),
-        )
-        .unwrap();
+        write_entry(&mut out, &mut err, &entry(LogStream::Stderr, b"oops")).unwrap();
+        write_entry(&mut out, &mut err, &entry(LogStream::System, b"retrying")).unwrap();
         assert_eq!(out, b"caf\xc3\xa9 \xff\n");
         assert_eq!(err, b"oops\n[hodei] retrying\n");
     }
@@ -672,16 +593,19 @@ mod tests {
             describe_event(&ev),
             "job j1 pending → scheduled on worker w1"
         );
-        let done = v1::Job {
-            id: "j1".into(),
+        let done = wire_job(v1::Job {
             state: v1::JobState::Failed as i32,
+            attempts: 1,
             exit_code: Some(2),
             started_at_ms: Some(1000),
             finished_at_ms: Some(2500),
             error: "boom".into(),
             ..v1::Job::default()
-        };
-        assert_eq!(summary(&done), "job j1 failed in 1.5s (exit code 2): boom");
+        });
+        assert_eq!(
+            summary(&done),
+            format!("job {} failed in 1.5s (exit code 2): boom", done.id())
+        );
     }
 
     #[test]

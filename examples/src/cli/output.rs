@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use hodei_core::proto::convert;
 use hodei_core::proto::v1;
-use hodei_core::{JobSpec, JobState};
+use hodei_core::{Job, JobSpec, JobState, LogEntry, LogStream};
 use serde::Serialize;
 
 /// `-o table|json`.
@@ -116,28 +116,35 @@ impl ProgressView {
     }
 }
 
-impl From<v1::Job> for JobView {
-    fn from(j: v1::Job) -> Self {
+impl From<&Job> for JobView {
+    /// A job as the client read it back: secret names only (their values
+    /// never leave the server).
+    fn from(j: &Job) -> Self {
+        let ctx = j.execution_context();
         Self {
-            state: job_state_name(j.state),
-            spec: j.spec.and_then(|s| JobSpec::try_from(s).ok()),
-            id: j.id,
-            name: j.name,
-            attempts: j.attempts,
-            max_attempts: j.max_attempts,
-            exit_code: j.exit_code,
-            error: j.error,
-            worker_id: j.worker_id,
-            provider_id: j.provider_id,
-            created_at: time(j.created_at_ms),
-            started_at: j.started_at_ms.map(time),
-            finished_at: j.finished_at_ms.map(time),
-            correlation_id: j.correlation_id,
-            secret_names: j.secret_names,
-            progress: j.progress.map(|p| ProgressView {
-                percent: p.percent,
-                message: p.message,
-                updated_at: time(p.updated_at_ms),
+            id: j.id().to_string(),
+            name: j.spec().name.clone(),
+            state: j.state().as_str().to_owned(),
+            attempts: j.attempts(),
+            max_attempts: j.max_attempts(),
+            exit_code: ctx.exit_code,
+            error: ctx.error.clone().unwrap_or_default(),
+            worker_id: ctx.worker_id.map(|w| w.to_string()).unwrap_or_default(),
+            provider_id: j
+                .selected_provider()
+                .or(ctx.provider_id)
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            created_at: j.created_at(),
+            started_at: ctx.started_at,
+            finished_at: j.finished_at(),
+            correlation_id: j.correlation_id().to_string(),
+            secret_names: j.spec().secret_names().map(str::to_owned).collect(),
+            spec: Some(j.spec().redacted()),
+            progress: ctx.progress.as_ref().map(|p| ProgressView {
+                percent: u32::from(p.percent),
+                message: p.message.clone(),
+                updated_at: p.updated_at,
             }),
         }
     }
@@ -411,10 +418,10 @@ pub(crate) struct LogLineView<'a> {
 }
 
 impl<'a> LogLineView<'a> {
-    pub(crate) fn new(job_id: &'a str, attempt: u32, e: &v1::LogEntry) -> Self {
-        let stream = match v1::LogStream::try_from(e.stream) {
-            Ok(v1::LogStream::Stderr) => "stderr",
-            Ok(v1::LogStream::System) => "system",
+    pub(crate) fn new(job_id: &'a str, attempt: u32, e: &LogEntry) -> Self {
+        let stream = match e.stream {
+            LogStream::Stderr => "stderr",
+            LogStream::System => "system",
             _ => "stdout",
         };
         Self {
@@ -423,7 +430,7 @@ impl<'a> LogLineView<'a> {
             sequence: e.sequence,
             stream,
             data: String::from_utf8_lossy(&e.data).into_owned(),
-            timestamp: time(e.timestamp_ms),
+            timestamp: e.timestamp,
         }
     }
 }
@@ -511,32 +518,40 @@ mod tests {
         assert!(table.contains("CPU") && table.contains("MEMORY"), "{table}");
         assert!(table.contains("37.2%"), "{table}");
         assert!(table.contains("512.0 MiB / 2.0 GiB"), "{table}");
-        let job = v1::Job {
-            progress: Some(v1::JobProgress {
-                percent: 40,
-                message: "compiling".into(),
-                updated_at_ms: 1_000,
-            }),
-            ..v1::Job::default()
-        };
-        assert!(JobView::from(job).detail().contains("40% compiling"));
+        let mut job = Job::new(JobSpec::new(
+            "j",
+            hodei_core::CommandType::shell("echo", ["hi"]),
+        ));
+        job.submit_to_provider(
+            hodei_core::ProviderId::new(),
+            Some(hodei_core::WorkerId::new()),
+        )
+        .unwrap();
+        job.record_progress(
+            hodei_core::domain::progress::JobProgress::new(40, "compiling").unwrap(),
+        )
+        .unwrap();
+        assert!(JobView::from(&job).detail().contains("40% compiling"));
         assert_eq!(show_bytes(999), "999 B");
     }
 
     #[test]
-    fn a_job_view_converts_the_wire_job() {
-        let spec = JobSpec::new("j", hodei_core::CommandType::shell("echo", ["hi"]));
-        let job = v1::Job {
-            id: "id-1".into(),
-            name: "j".into(),
-            state: v1::JobState::Failed as i32,
-            attempts: 2,
-            max_attempts: 3,
-            exit_code: Some(4),
-            spec: Some((&spec).into()),
-            ..v1::Job::default()
-        };
-        let view = JobView::from(job);
+    fn a_job_view_shows_the_job() {
+        let spec = JobSpec::new("j", hodei_core::CommandType::shell("echo", ["hi"]))
+            .with_max_attempts(3)
+            .with_secret("TOKEN", "s3cr3t");
+        let mut job = Job::new(spec);
+        job.submit_to_provider(hodei_core::ProviderId::new(), None)
+            .unwrap();
+        job.mark_running().unwrap();
+        job.queue("worker lost").unwrap();
+        job.submit_to_provider(hodei_core::ProviderId::new(), None)
+            .unwrap();
+        job.mark_running().unwrap();
+        job.fail(hodei_core::AttemptResult::exited(4)).unwrap();
+        let view = JobView::from(&job);
+        assert_eq!(view.secret_names, ["TOKEN"]);
+        assert!(!json(&view).contains("s3cr3t"));
         assert_eq!(view.state, "failed");
         assert_eq!(view.spec.as_ref().map(|s| s.name.as_str()), Some("j"));
         let detail = view.detail();

@@ -324,8 +324,8 @@ pub(crate) async fn run(
                     return Err(CliError::Usage(format!("--param {k} given twice")));
                 }
             }
-            let channel = client::connect(server).await?;
-            let job = TemplateServiceClient::new(channel.clone())
+            let client = client::connect_client(server).await?;
+            let job = TemplateServiceClient::new(client.channel())
                 .run_template(v1::RunTemplateRequest {
                     name,
                     version: version.unwrap_or(0),
@@ -339,12 +339,17 @@ pub(crate) async fn run(
                 .ok_or_else(|| {
                     CliError::Rpc(tonic::Status::internal("the server returned no job"))
                 })?;
+            let job = hodei_core::Job::try_from(job).map_err(|e| {
+                CliError::Rpc(tonic::Status::internal(format!(
+                    "the server sent a malformed job: {e}"
+                )))
+            })?;
             if wait {
-                return jobs::follow_queued(server, format, channel, job).await;
+                return jobs::follow_queued(format, &client, job).await;
             }
             match format {
-                Format::Json => println!("{}", output::json(&JobView::from(job))),
-                Format::Table => println!("{}", job.id),
+                Format::Json => println!("{}", output::json(&JobView::from(&job))),
+                Format::Table => println!("{}", job.id()),
             }
             Ok(0)
         }

@@ -6,13 +6,14 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hodei_core::client::{ClientOptions, HodeiClient};
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
 use hodei_core::proto::v1::job_query_service_client::JobQueryServiceClient;
 use hodei_core::proto::v1::log_stream_service_client::LogStreamServiceClient;
 use hodei_core::proto::v1::scheduler_service_client::SchedulerServiceClient;
 use hodei_core::proto::v1::worker_agent_service_client::WorkerAgentServiceClient;
-use hodei_core::{CommandType, JobSpec};
+use hodei_core::{CommandType, JobId, JobSpec, JobState, LogStream};
 use tonic::transport::Channel;
 
 pub(crate) fn free_port() -> u16 {
@@ -29,6 +30,8 @@ pub(crate) struct TestServer {
     pub(crate) grpc: String,
     pub(crate) http: String,
     pub(crate) channel: Channel,
+    /// The typed client the helpers below go through.
+    pub(crate) client: HodeiClient,
 }
 
 impl Drop for TestServer {
@@ -102,12 +105,16 @@ pub(crate) async fn start_server_at(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let client = HodeiClient::connect(grpc.clone(), ClientOptions::new())
+        .await
+        .expect("the typed client connects to a server that accepts connections");
     TestServer {
         child,
         log,
         grpc,
         http,
         channel,
+        client,
     }
 }
 
@@ -158,83 +165,66 @@ impl TestServer {
         WorkerAgentServiceClient::new(self.channel.clone())
     }
 
+    // The helpers go through the typed client and hand tests the wire view
+    // (`v1::Job`, string ids) the e2e tests were written against; the
+    // conversion back is lossless for what the wire carries.
+
     pub(crate) async fn submit(&self, spec: JobSpec) -> String {
-        self.jobs()
-            .queue_job(v1::QueueJobRequest {
-                spec: Some((&spec).into()),
-                correlation_id: String::new(),
-            })
+        self.client
+            .submit(&spec)
             .await
             .expect("queue job")
-            .into_inner()
-            .job
-            .expect("job")
-            .id
+            .to_string()
     }
 
     pub(crate) async fn get(&self, id: &str) -> v1::Job {
-        self.query()
-            .get_job(v1::GetJobRequest { job_id: id.into() })
-            .await
-            .expect("get job")
-            .into_inner()
-            .job
-            .expect("job")
+        let job = self.client.get(job_id(id)).await.expect("get job");
+        v1::Job::from(&job)
     }
 
     /// Waits until the job is terminal.
     pub(crate) async fn wait_done(&self, id: &str, within: Duration) -> v1::Job {
-        let deadline = Instant::now() + within;
-        loop {
-            let j = self.get(id).await;
-            if j.state >= v1::JobState::Succeeded as i32 {
-                return j;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} not finished within {within:?}: {j:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match self.client.wait(job_id(id), within).await {
+            Ok(job) => v1::Job::from(&job),
+            Err(e) => panic!("job {id} not finished within {within:?}: {e}"),
         }
     }
 
     /// Waits until the job is running.
     pub(crate) async fn wait_running(&self, id: &str, within: Duration) -> v1::Job {
-        let deadline = Instant::now() + within;
-        loop {
-            let j = self.get(id).await;
-            if j.state == v1::JobState::Running as i32 {
-                return j;
-            }
-            assert!(Instant::now() < deadline, "job {id} not running: {j:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self
+            .client
+            .wait_for(job_id(id), within, |j| j.state() == JobState::Running)
+            .await
+        {
+            Ok(job) => v1::Job::from(&job),
+            Err(e) => panic!("job {id} not running: {e}"),
         }
     }
 
     /// Every stored log line of a job, as text.
     pub(crate) async fn log_lines(&self, id: &str) -> Vec<String> {
-        let r = self
-            .logs()
-            .get_logs(v1::GetLogsRequest {
-                job_id: id.into(),
-                attempt: 0,
-            })
+        self.client
+            .logs(job_id(id))
             .await
             .expect("get logs")
-            .into_inner();
-        r.chunks
             .iter()
-            .flat_map(|c| c.entries.iter())
-            .filter(|e| e.stream != v1::LogStream::System as i32)
+            .filter(|e| e.entry.stream != LogStream::System)
             // An entry holds one or more lines (the agent groups lines read together).
             .flat_map(|e| {
-                String::from_utf8_lossy(&e.data)
+                String::from_utf8_lossy(&e.entry.data)
                     .split('\n')
                     .map(str::to_owned)
                     .collect::<Vec<_>>()
             })
             .collect()
     }
+}
+
+/// A job id the server gave out.
+fn job_id(id: &str) -> JobId {
+    id.parse()
+        .unwrap_or_else(|_| panic!("{id:?} is not a job id"))
 }
 
 pub(crate) fn script(body: &str) -> JobSpec {

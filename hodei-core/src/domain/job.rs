@@ -231,6 +231,22 @@ pub struct Transition {
     pub to: JobState,
 }
 
+/// The parts of a [`Job`] that [`Job::restore`] puts back together.
+#[cfg_attr(not(feature = "proto"), allow(dead_code))]
+pub(crate) struct JobParts {
+    pub(crate) id: JobId,
+    pub(crate) spec: JobSpec,
+    pub(crate) state: JobState,
+    pub(crate) selected_provider: Option<ProviderId>,
+    pub(crate) execution_context: ExecutionContext,
+    pub(crate) attempts: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) correlation_id: CorrelationId,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+}
+
 /// The job aggregate: the only way to change a job's state is through its methods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -281,6 +297,27 @@ impl Job {
     pub fn with_correlation_id(mut self, id: CorrelationId) -> Self {
         self.correlation_id = id;
         self
+    }
+
+    /// Rebuilds a job that exists elsewhere (one a server sent back, see
+    /// `proto::convert`) from its parts, as they are: the state machine is not
+    /// replayed, so only code that reads a job someone else drove calls this.
+    #[cfg_attr(not(feature = "proto"), allow(dead_code))]
+    pub(crate) fn restore(parts: JobParts) -> Self {
+        Self {
+            id: parts.id,
+            spec: parts.spec,
+            state: parts.state,
+            selected_provider: parts.selected_provider,
+            execution_context: parts.execution_context,
+            attempts: parts.attempts,
+            max_attempts: parts.max_attempts,
+            correlation_id: parts.correlation_id,
+            created_at: parts.created_at,
+            updated_at: parts.updated_at,
+            finished_at: parts.finished_at,
+            version: 0,
+        }
     }
 
     /// The id.

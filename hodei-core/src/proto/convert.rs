@@ -8,9 +8,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::domain::ids::{JobId, WorkerId};
-use crate::domain::job::{AttemptOutcome, AttemptResult, Job, JobState};
+use crate::domain::ids::{CorrelationId, JobId, ProviderId, WorkerId};
+use crate::domain::job::{
+    AttemptOutcome, AttemptResult, ExecutionContext, Job, JobParts, JobState,
+};
 use crate::domain::logs::{LogEntry, LogStream};
+use crate::domain::progress::JobProgress;
 use crate::domain::provider::{Provider, ProviderCapabilities, ProviderStatus, ProviderType};
 use crate::domain::spec::{
     ArtifactDest, ArtifactSource, CommandType, Constraint, ConstraintOp, JobPreferences,
@@ -458,6 +461,103 @@ impl From<&Job> for v1::Job {
     }
 }
 
+/// Proto → domain job: a job as a server reports it, for clients.
+///
+/// Secret values never leave the server: the spec carries the secret names of
+/// `secret_names` with empty values. The wire has one provider id (the chosen
+/// one, else the current attempt's); it becomes both. The version is 0 (it is
+/// the store's business) and `updated_at` is the latest time the job shows.
+impl TryFrom<v1::Job> for Job {
+    type Error = ConvertError;
+
+    fn try_from(p: v1::Job) -> Result<Self, Self::Error> {
+        let id = parse_job_id(&p.id, "job.id")?;
+        let mut spec = JobSpec::try_from(
+            p.spec
+                .ok_or_else(|| ConvertError::new("job.spec", "must be set"))?,
+        )?;
+        spec.name = p.name;
+        for name in p.secret_names {
+            spec.secrets.entry(name).or_default();
+        }
+        let state = job_state_from_proto(p.state, "job.state")?
+            .ok_or_else(|| ConvertError::new("job.state", "must be set"))?;
+        let provider = if p.provider_id.is_empty() {
+            None
+        } else {
+            Some(p.provider_id.parse::<ProviderId>().map_err(|_| {
+                ConvertError::new(
+                    "job.provider_id",
+                    format!("{:?} is not a provider id (UUID)", p.provider_id),
+                )
+            })?)
+        };
+        let worker_id = if p.worker_id.is_empty() {
+            None
+        } else {
+            Some(parse_worker_id(&p.worker_id, "job.worker_id")?)
+        };
+        let correlation_id = p.correlation_id.parse::<CorrelationId>().map_err(|_| {
+            ConvertError::new(
+                "job.correlation_id",
+                format!("{:?} is not a correlation id (UUID)", p.correlation_id),
+            )
+        })?;
+        let progress = p
+            .progress
+            .map(|pr| {
+                Ok::<_, ConvertError>(JobProgress {
+                    percent: u8::try_from(pr.percent)
+                        .ok()
+                        .filter(|v| *v <= 100)
+                        .ok_or_else(|| {
+                            ConvertError::new("job.progress.percent", "must be 0..=100")
+                        })?,
+                    message: pr.message,
+                    updated_at: from_millis(pr.updated_at_ms),
+                })
+            })
+            .transpose()?;
+        let created_at = from_millis(p.created_at_ms);
+        let started_at = p.started_at_ms.map(from_millis);
+        let finished_at = p.finished_at_ms.map(from_millis);
+        let updated_at = [
+            Some(created_at),
+            started_at,
+            finished_at,
+            progress.as_ref().map(|pr| pr.updated_at),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(created_at);
+        let execution_context = ExecutionContext {
+            attempt: p.attempts,
+            provider_id: provider,
+            worker_id,
+            started_at,
+            finished_at: finished_at.filter(|_| p.attempts > 0),
+            exit_code: p.exit_code,
+            error: non_empty(p.error),
+            progress,
+            ..ExecutionContext::default()
+        };
+        Ok(Job::restore(JobParts {
+            id,
+            spec,
+            state,
+            selected_provider: provider,
+            execution_context,
+            attempts: p.attempts,
+            max_attempts: p.max_attempts,
+            correlation_id,
+            created_at,
+            updated_at,
+            finished_at,
+        }))
+    }
+}
+
 // ---- logs ----
 
 impl From<&LogEntry> for v1::LogEntry {
@@ -684,6 +784,44 @@ mod tests {
         assert_eq!(p.secret_names, vec!["TOKEN".to_owned()]);
         assert!(p.spec.unwrap().secrets.is_empty());
         assert_eq!(p.id, job.id().to_string());
+    }
+
+    #[test]
+    fn a_job_read_back_from_the_wire_keeps_what_the_wire_carries() {
+        let mut job = Job::new(full_spec());
+        job.submit_to_provider(ProviderId::new(), None).unwrap();
+        job.assign_worker(WorkerId::new()).unwrap();
+        job.mark_running().unwrap();
+        job.record_progress(JobProgress::new(40, "half").unwrap())
+            .unwrap();
+        let mut result = AttemptResult::exited(3);
+        result.error = Some("boom".into());
+        job.fail(result).unwrap();
+        let wire = v1::Job::from(&job);
+        let back = Job::try_from(wire.clone()).unwrap();
+        // What the wire shows survives the round trip unchanged.
+        assert_eq!(v1::Job::from(&back), wire);
+        assert_eq!(back.id(), job.id());
+        assert_eq!(back.state(), JobState::Failed);
+        assert_eq!(back.correlation_id(), job.correlation_id());
+        assert_eq!(back.worker_id(), job.worker_id());
+        assert_eq!(back.execution_context().exit_code, Some(3));
+        // Secret names only, never values.
+        assert_eq!(
+            back.spec().secrets.get("TOKEN").map(String::as_str),
+            Some("")
+        );
+        assert_eq!(back.spec().redacted(), job.spec().redacted());
+    }
+
+    #[test]
+    fn a_wire_job_without_a_state_or_with_a_bad_id_names_the_field() {
+        let mut wire = v1::Job::from(&Job::new(full_spec()));
+        wire.state = v1::JobState::Unspecified as i32;
+        assert_eq!(Job::try_from(wire.clone()).unwrap_err().field, "job.state");
+        wire.state = v1::JobState::Pending as i32;
+        wire.id = "nope".into();
+        assert_eq!(Job::try_from(wire).unwrap_err().field, "job.id");
     }
 
     #[test]
