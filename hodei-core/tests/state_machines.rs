@@ -247,7 +247,13 @@ fn apply_worker(w: &mut Worker, op: &WorkerOp) -> Result<(), DomainError> {
     match op {
         WorkerOp::Created => {
             let h = WorkerHandle::new(w.id(), w.provider_id(), "ext");
-            w.created(h)
+            let created = w.created(h);
+            // Whatever its state (an agent may register first), a created worker has its handle.
+            assert!(
+                created.is_err() || w.handle().is_some(),
+                "created without a handle"
+            );
+            created
         }
         WorkerOp::Registered => w.registered(),
         WorkerOp::Disconnected => w.disconnected(),
@@ -274,11 +280,11 @@ fn allowed_worker_move(op: &WorkerOp, from: WorkerState, to: WorkerState) -> boo
     if from == to || WorkerState::TRANSITIONS.contains(&(from, to)) {
         return true;
     }
-    // `registered` with jobs still running goes Connecting -> Ready -> Busy.
+    // `registered` with jobs still running goes Connecting (or Creating) -> Ready -> Busy.
     matches!(op, WorkerOp::Registered)
-        && from == WorkerState::Connecting
+        && matches!(from, WorkerState::Connecting | WorkerState::Creating)
         && to == WorkerState::Busy
-        && WorkerState::TRANSITIONS.contains(&(WorkerState::Connecting, WorkerState::Ready))
+        && WorkerState::TRANSITIONS.contains(&(from, WorkerState::Ready))
         && WorkerState::TRANSITIONS.contains(&(WorkerState::Ready, WorkerState::Busy))
 }
 
@@ -309,11 +315,11 @@ fn check_worker_invariants(w: &Worker) -> Result<(), TestCaseError> {
         }
         _ => {}
     }
-    if matches!(
-        w.state(),
-        WorkerState::Connecting | WorkerState::Ready | WorkerState::Busy | WorkerState::Draining
-    ) {
-        prop_assert!(w.handle().is_some(), "a created worker has its handle");
+    if w.state() == WorkerState::Creating {
+        prop_assert!(
+            w.handle().is_none(),
+            "a worker being created has no handle yet"
+        );
     }
     if w.has_capacity() {
         prop_assert!(matches!(w.state(), WorkerState::Ready | WorkerState::Busy));
@@ -345,7 +351,13 @@ proptest! {
                         "a terminated worker came back"
                     );
                     if matches!(op, WorkerOp::Created) {
-                        prop_assert_eq!(before.state(), WorkerState::Creating);
+                        // Either the creation step, or the handle of a worker whose
+                        // agent registered first (its state unchanged).
+                        prop_assert!(
+                            before.state() == WorkerState::Creating
+                                || (before.handle().is_none() && w.state() == before.state()),
+                            "created from {} with handle {:?}", before.state(), before.handle()
+                        );
                     }
                     if matches!(op, WorkerOp::Disconnected) {
                         prop_assert_ne!(before.state(), WorkerState::Creating);
@@ -384,4 +396,20 @@ fn created_and_disconnected_respect_the_creation_step() {
     assert_eq!(w.handle().map(|h| h.external_id.as_str()), Some("a"));
     w.disconnected().unwrap();
     assert_eq!(w.state(), WorkerState::Connecting);
+}
+
+/// An agent can register before its provider's create call returned (a fast
+/// container, a warm process): the worker is ready at once, and the late
+/// `created` only records the handle.
+#[test]
+fn an_agent_registering_before_created_returns_keeps_its_worker_ready() {
+    let p = ProviderId::new();
+    let mut w = Worker::new(WorkerId::new(), p);
+    w.registered().unwrap();
+    assert_eq!(w.state(), WorkerState::Ready);
+    assert!(w.handle().is_none());
+    w.created(WorkerHandle::new(w.id(), p, "late")).unwrap();
+    assert_eq!(w.state(), WorkerState::Ready);
+    assert_eq!(w.handle().map(|h| h.external_id.as_str()), Some("late"));
+    assert!(w.created(WorkerHandle::new(w.id(), p, "again")).is_err());
 }

@@ -37,6 +37,8 @@ impl WorkerState {
     /// Every allowed transition. Anything else is refused.
     pub const TRANSITIONS: &'static [(WorkerState, WorkerState)] = &[
         (WorkerState::Creating, WorkerState::Connecting),
+        // The agent registered before the provider's create call returned.
+        (WorkerState::Creating, WorkerState::Ready),
         (WorkerState::Creating, WorkerState::Terminating),
         (WorkerState::Creating, WorkerState::Terminated),
         (WorkerState::Connecting, WorkerState::Ready),
@@ -382,26 +384,37 @@ impl Worker {
         Ok(())
     }
 
-    /// `Creating -> Connecting`, with the provider's handle.
+    /// `Creating -> Connecting`, with the provider's handle. When the agent
+    /// was faster than the provider's create call and has registered already,
+    /// the worker keeps its state and only gets its handle.
     pub fn created(&mut self, handle: WorkerHandle) -> Result<(), DomainError> {
-        // Only a worker being created gets its handle; `Ready|Busy -> Connecting`
-        // is for a dropped stream (`disconnected`), not for a late `created`.
-        if self.state != WorkerState::Creating {
-            return Err(self.refused("connecting (created)"));
+        match self.state {
+            WorkerState::Creating => self.transition(WorkerState::Connecting)?,
+            // `Ready|Busy -> Connecting` is for a dropped stream (`disconnected`),
+            // never for a late `created`: a registered worker stays as it is.
+            WorkerState::Connecting
+            | WorkerState::Ready
+            | WorkerState::Busy
+            | WorkerState::Draining
+                if self.handle.is_none() => {}
+            _ => return Err(self.refused("connecting (created)")),
         }
-        self.transition(WorkerState::Connecting)?;
         self.handle = Some(handle);
         Ok(())
     }
 
-    /// The agent registered: `Connecting -> Ready` (or `Busy` if it still runs jobs).
+    /// The agent registered: `Connecting -> Ready` (or `Busy` if it still runs
+    /// jobs); also `Creating -> Ready` when the agent is up before the
+    /// provider's create call returned (the handle comes with `created`).
     pub fn registered(&mut self) -> Result<(), DomainError> {
         let to = if self.current_jobs.is_empty() {
             WorkerState::Ready
         } else {
             WorkerState::Busy
         };
-        if self.state == WorkerState::Connecting && to == WorkerState::Busy {
+        if matches!(self.state, WorkerState::Connecting | WorkerState::Creating)
+            && to == WorkerState::Busy
+        {
             self.transition(WorkerState::Ready)?;
         }
         self.transition(to)?;
