@@ -273,10 +273,10 @@ impl Positions {
     /// The index of `worker` in `workers`, if it is there.
     fn find(&mut self, workers: &[WorkerView], worker: WorkerId) -> Option<usize> {
         let hit = |i: &usize| workers.get(*i).is_some_and(|v| v.id == worker);
-        if let Some(i) = self.0.as_ref().and_then(|m| m.get(&worker)).copied() {
-            if hit(&i) {
-                return Some(i);
-            }
+        if let Some(i) = self.0.as_ref().and_then(|m| m.get(&worker)).copied()
+            && hit(&i)
+        {
+            return Some(i);
         }
         if self.0.as_ref().is_some_and(|m| m.len() == workers.len()) {
             // Possibly current: confirm the miss before paying a rebuild.
