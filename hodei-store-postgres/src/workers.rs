@@ -188,6 +188,25 @@ impl WorkerRegistry for PgWorkerRegistry {
             .collect())
     }
 
+    async fn count_jobs_of_provider(&self, provider: ProviderId) -> Result<u32, StoreError> {
+        // Only the rows that can hold a job are opened: a `Ready` or
+        // `Creating` worker holds none (a release that empties a worker
+        // makes it `Ready`), so thousands of idle agents cost no JSON read.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(jsonb_array_length(data->'current_jobs')), 0)::bigint \
+             FROM workers WHERE provider_id = $1 AND state NOT IN ($2, $3, $4, $5)",
+        )
+        .bind(provider.as_uuid())
+        .bind(state_label(WorkerState::Terminating))
+        .bind(state_label(WorkerState::Terminated))
+        .bind(state_label(WorkerState::Ready))
+        .bind(state_label(WorkerState::Creating))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_err("worker", e))?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     async fn touch(
         &self,
         id: WorkerId,

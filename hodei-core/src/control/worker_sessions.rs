@@ -9,6 +9,11 @@
 //! other replicas, from the periodic pass over all workers. A stale view
 //! costs at most a refused assignment: binding a job re-reads the worker
 //! from the store and checks it there.
+//!
+//! The sessions also keep an index of the workers that can take a job now,
+//! updated on every change to a view, a session or a reservation, so a
+//! scheduling pass reads only those (with 10,000 idle-but-busy agents it
+//! would otherwise copy and scan all of them for each job).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -33,12 +38,50 @@ struct Session {
     view: WorkerView,
 }
 
-/// The open worker streams of this replica.
-pub(super) struct WorkerSessions {
-    sessions: Mutex<HashMap<WorkerId, Session>>,
+/// The sessions, the reservations, and the index of the workers that can
+/// take a job now, under one lock so the index never disagrees with them.
+#[derive(Default)]
+struct State {
+    sessions: HashMap<WorkerId, Session>,
     /// Workers being provisioned for a specific job: no other job is given
     /// to them between their registration and that binding.
-    reserved: Mutex<HashSet<WorkerId>>,
+    reserved: HashSet<WorkerId>,
+    /// The connected workers that can take a job now (`Ready`/`Busy` with a
+    /// free slot, not reserved): what a scheduling snapshot is built from,
+    /// so a pass never walks the idle-but-full or draining ones.
+    candidates: HashSet<WorkerId>,
+}
+
+impl State {
+    /// Puts a worker in or out of the candidate index, from its session and
+    /// reservation as they are now. Every change to either calls this.
+    fn reindex(&mut self, id: WorkerId) {
+        let takes = !self.reserved.contains(&id)
+            && self.sessions.get(&id).is_some_and(|s| s.view.takes_jobs());
+        if takes {
+            self.candidates.insert(id);
+        } else {
+            self.candidates.remove(&id);
+        }
+    }
+
+    fn set_view(&mut self, worker: &Worker) {
+        if let Some(s) = self.sessions.get_mut(&worker.id()) {
+            s.view = WorkerView::from_worker(worker);
+            self.reindex(worker.id());
+        }
+    }
+
+    fn remove(&mut self, id: WorkerId) -> bool {
+        let had = self.sessions.remove(&id).is_some();
+        self.candidates.remove(&id);
+        had
+    }
+}
+
+/// The open worker streams of this replica.
+pub(super) struct WorkerSessions {
+    state: Mutex<State>,
     next_conn: AtomicU64,
     registered: broadcast::Sender<WorkerId>,
 }
@@ -46,8 +89,7 @@ pub(super) struct WorkerSessions {
 impl WorkerSessions {
     pub(super) fn new() -> Self {
         Self {
-            sessions: Mutex::new(HashMap::new()),
-            reserved: Mutex::new(HashSet::new()),
+            state: Mutex::new(State::default()),
             next_conn: AtomicU64::new(1),
             registered: broadcast::channel(256).0,
         }
@@ -59,14 +101,18 @@ impl WorkerSessions {
     pub(super) fn open(&self, worker: &Worker) -> (u64, mpsc::Receiver<WorkerCommand>) {
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        lock(&self.sessions).insert(
-            worker.id(),
-            Session {
-                conn_id,
-                tx,
-                view: WorkerView::from_worker(worker),
-            },
-        );
+        {
+            let mut state = lock(&self.state);
+            state.sessions.insert(
+                worker.id(),
+                Session {
+                    conn_id,
+                    tx,
+                    view: WorkerView::from_worker(worker),
+                },
+            );
+            state.reindex(worker.id());
+        }
         let _ = self.registered.send(worker.id());
         (conn_id, rx)
     }
@@ -78,13 +124,13 @@ impl WorkerSessions {
 
     /// Ends the session if it is still this connection's; whether it was.
     pub(super) fn close(&self, worker_id: WorkerId, conn_id: u64) -> bool {
-        let mut sessions = lock(&self.sessions);
-        if sessions
+        let mut state = lock(&self.state);
+        if state
+            .sessions
             .get(&worker_id)
             .is_some_and(|s| s.conn_id == conn_id)
         {
-            sessions.remove(&worker_id);
-            true
+            state.remove(worker_id)
         } else {
             false
         }
@@ -92,23 +138,25 @@ impl WorkerSessions {
 
     /// Ends the worker's session, whichever connection it is; whether there was one.
     pub(super) fn remove(&self, worker_id: WorkerId) -> bool {
-        lock(&self.sessions).remove(&worker_id).is_some()
+        lock(&self.state).remove(worker_id)
     }
 
     /// Ends every session (shutdown): the streams close.
     pub(super) fn clear(&self) {
-        lock(&self.sessions).clear();
+        let mut state = lock(&self.state);
+        state.sessions.clear();
+        state.candidates.clear();
     }
 
     /// Whether the worker has an open stream here.
     pub(super) fn is_connected(&self, worker_id: WorkerId) -> bool {
-        lock(&self.sessions).contains_key(&worker_id)
+        lock(&self.state).sessions.contains_key(&worker_id)
     }
 
     /// Sends a command, waiting while its stream's buffer is full; false when
     /// the worker has no stream here or it closed.
     pub(super) async fn send(&self, worker_id: WorkerId, cmd: WorkerCommand) -> bool {
-        let tx = match lock(&self.sessions).get(&worker_id) {
+        let tx = match lock(&self.state).sessions.get(&worker_id) {
             Some(s) => s.tx.clone(),
             None => return false,
         };
@@ -117,7 +165,8 @@ impl WorkerSessions {
 
     /// Sends a command to every connected worker, dropping it where a stream is full.
     pub(super) fn try_send_all(&self, cmd: &WorkerCommand) {
-        let txs: Vec<_> = lock(&self.sessions)
+        let txs: Vec<_> = lock(&self.state)
+            .sessions
             .values()
             .map(|s| s.tx.clone())
             .collect();
@@ -129,45 +178,41 @@ impl WorkerSessions {
     /// Takes note of a worker record just read or written: its session's view
     /// follows it. A worker without a session here is ignored.
     pub(super) fn observe(&self, worker: &Worker) {
-        if let Some(s) = lock(&self.sessions).get_mut(&worker.id()) {
-            s.view = WorkerView::from_worker(worker);
-        }
+        lock(&self.state).set_view(worker);
     }
 
     /// Takes note of every worker record of a full listing.
     pub(super) fn observe_all(&self, workers: &[Worker]) {
-        let mut sessions = lock(&self.sessions);
+        let mut state = lock(&self.state);
         for w in workers {
-            if let Some(s) = sessions.get_mut(&w.id()) {
-                s.view = WorkerView::from_worker(w);
-            }
+            state.set_view(w);
         }
     }
 
     /// Keeps a worker for the job it is being provisioned for.
     pub(super) fn reserve(&self, worker_id: WorkerId) {
-        lock(&self.reserved).insert(worker_id);
+        let mut state = lock(&self.state);
+        state.reserved.insert(worker_id);
+        state.reindex(worker_id);
     }
 
     /// Ends a reservation.
     pub(super) fn unreserve(&self, worker_id: WorkerId) {
-        lock(&self.reserved).remove(&worker_id);
+        let mut state = lock(&self.state);
+        state.reserved.remove(&worker_id);
+        state.reindex(worker_id);
     }
 
-    /// What the scheduler may place jobs on: every connected worker that is
-    /// not gone, a reserved one with no free slot.
+    /// What the scheduler may place jobs on: the connected workers that can
+    /// take a job now (not reserved, a free slot, `Ready` or `Busy`). The
+    /// others could never be chosen, so they are left out; the strategies
+    /// read nothing else of the workers. O(candidates), not O(sessions).
     pub(super) fn views(&self) -> Vec<WorkerView> {
-        let reserved = lock(&self.reserved).clone();
-        lock(&self.sessions)
-            .values()
-            .filter(|s| !s.view.state.is_gone())
-            .map(|s| {
-                let mut v = s.view.clone();
-                if reserved.contains(&v.id) {
-                    v.free_slots = 0;
-                }
-                v
-            })
+        let state = lock(&self.state);
+        state
+            .candidates
+            .iter()
+            .filter_map(|id| state.sessions.get(id).map(|s| s.view.clone()))
             .collect()
     }
 }
@@ -194,14 +239,152 @@ mod tests {
         assert_eq!(s.views()[0].free_slots, 1);
         w.assign(JobId::new()).unwrap();
         s.observe(&w);
-        assert_eq!(s.views()[0].free_slots, 0, "the assignment is seen");
+        assert!(s.views().is_empty(), "the assignment is seen: no slot left");
         let other = ready_worker();
         let (_c2, _rx2) = s.open(&other);
         s.reserve(other.id());
-        let free: Vec<_> = s.views().into_iter().filter(|v| v.free_slots > 0).collect();
-        assert!(free.is_empty(), "a reserved worker takes no other job");
+        assert!(s.views().is_empty(), "a reserved worker takes no other job");
         s.unreserve(other.id());
-        assert_eq!(s.views().iter().filter(|v| v.free_slots > 0).count(), 1);
+        assert_eq!(s.views().len(), 1);
+        assert_eq!(s.views()[0].id, other.id());
+        w.release(w.current_jobs()[0]).unwrap();
+        s.observe(&w);
+        assert_eq!(s.views().len(), 2, "the release is seen");
+    }
+
+    /// The index, recomputed from scratch: every session whose view takes
+    /// jobs and that is not reserved.
+    fn brute_force(s: &WorkerSessions) -> HashSet<WorkerId> {
+        let state = lock(&s.state);
+        state
+            .sessions
+            .iter()
+            .filter(|(id, sess)| !state.reserved.contains(id) && sess.view.takes_jobs())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// One change to a worker or its session, on worker `n % WORKERS`.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Open(usize),
+        CloseCurrent(usize),
+        CloseStale(usize),
+        Remove(usize),
+        Assign(usize),
+        Release(usize),
+        Drain(usize),
+        Disconnect(usize),
+        Reregister(usize),
+        Terminate(usize),
+        Reserve(usize),
+        Unreserve(usize),
+        ObserveAll,
+        Clear,
+    }
+
+    const WORKERS: usize = 4;
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let w = 0..WORKERS;
+        prop_oneof![
+            w.clone().prop_map(Op::Open),
+            w.clone().prop_map(Op::CloseCurrent),
+            w.clone().prop_map(Op::CloseStale),
+            w.clone().prop_map(Op::Remove),
+            w.clone().prop_map(Op::Assign),
+            w.clone().prop_map(Op::Release),
+            w.clone().prop_map(Op::Drain),
+            w.clone().prop_map(Op::Disconnect),
+            w.clone().prop_map(Op::Reregister),
+            w.clone().prop_map(Op::Terminate),
+            w.clone().prop_map(Op::Reserve),
+            w.prop_map(Op::Unreserve),
+            Just(Op::ObserveAll),
+            Just(Op::Clear),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens to the workers, their sessions and reservations,
+        /// in any order, the candidate index equals its recomputation and
+        /// `views()` returns exactly the candidates.
+        #[test]
+        fn the_candidate_index_follows_every_change(ops in proptest::collection::vec(op(), 1..60)) {
+            let s = WorkerSessions::new();
+            // Two slots and a lifetime of three jobs: full, free and exhausted all occur.
+            let mut workers: Vec<Worker> = (0..WORKERS)
+                .map(|_| {
+                    let mut w = Worker::new(WorkerId::new(), ProviderId::new())
+                        .with_limits(2, Some(3));
+                    w.created(WorkerHandle::new(w.id(), w.provider_id(), "ext")).unwrap();
+                    w.registered().unwrap();
+                    w
+                })
+                .collect();
+            let mut conns: Vec<Option<u64>> = vec![None; WORKERS];
+            let mut receivers = Vec::new();
+            for op in ops {
+                // Domain refusals are part of the game: the record just stays.
+                match op {
+                    Op::Open(i) => {
+                        let (c, rx) = s.open(&workers[i]);
+                        conns[i] = Some(c);
+                        receivers.push(rx);
+                    }
+                    Op::CloseCurrent(i) => {
+                        if let Some(c) = conns[i] {
+                            s.close(workers[i].id(), c);
+                        }
+                    }
+                    Op::CloseStale(i) => {
+                        s.close(workers[i].id(), 0);
+                    }
+                    Op::Remove(i) => {
+                        s.remove(workers[i].id());
+                    }
+                    Op::Assign(i) => {
+                        let _ = workers[i].assign(JobId::new());
+                        s.observe(&workers[i]);
+                    }
+                    Op::Release(i) => {
+                        if let Some(j) = workers[i].current_jobs().first().copied() {
+                            workers[i].release(j).unwrap();
+                        }
+                        s.observe(&workers[i]);
+                    }
+                    Op::Drain(i) => {
+                        let _ = workers[i].drain();
+                        s.observe(&workers[i]);
+                    }
+                    Op::Disconnect(i) => {
+                        let _ = workers[i].disconnected();
+                        s.observe(&workers[i]);
+                    }
+                    Op::Reregister(i) => {
+                        let _ = workers[i].registered();
+                        s.observe(&workers[i]);
+                    }
+                    Op::Terminate(i) => {
+                        let _ = workers[i].terminating();
+                        s.observe(&workers[i]);
+                    }
+                    Op::Reserve(i) => s.reserve(workers[i].id()),
+                    Op::Unreserve(i) => s.unreserve(workers[i].id()),
+                    Op::ObserveAll => s.observe_all(&workers),
+                    Op::Clear => s.clear(),
+                }
+                let expected = brute_force(&s);
+                proptest::prop_assert_eq!(&lock(&s.state).candidates, &expected);
+                let viewed: HashSet<WorkerId> = s.views().iter().map(|v| v.id).collect();
+                proptest::prop_assert_eq!(viewed.len(), s.views().len(), "no duplicates");
+                proptest::prop_assert_eq!(&viewed, &expected);
+                for v in s.views() {
+                    proptest::prop_assert!(v.takes_jobs());
+                }
+            }
+        }
     }
 
     #[tokio::test]

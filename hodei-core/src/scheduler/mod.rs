@@ -131,6 +131,23 @@ fn first_min_by<T>(
     best
 }
 
+/// The first item that is `idle`, else the first item: what `first_min_by`
+/// on "idle before busy" returns, but it stops at the first idle one, so
+/// placing a job among thousands of idle workers reads one of them.
+fn first_idle_else_first<T>(
+    items: impl Iterator<Item = T>,
+    idle: impl Fn(&T) -> bool,
+) -> Option<T> {
+    let mut first = None;
+    for item in items {
+        if idle(&item) {
+            return Some(item);
+        }
+        first.get_or_insert(item);
+    }
+    first
+}
+
 /// Decides what to do with a job of this spec now.
 ///
 /// Filters, in order: the spec's `preferences.preferred_provider` (a provider
@@ -283,10 +300,7 @@ fn pick_worker(
     let best = match strategy {
         Strategy::Fifo | Strategy::Priority | Strategy::FastestStartup => {
             // Any worker starts in zero time; an idle one before a busy one.
-            first_min_by(candidates, |a, b| {
-                let rank = |w: &WorkerView| u8::from(w.state != crate::WorkerState::Ready);
-                rank(a.0).cmp(&rank(b.0))
-            })
+            first_idle_else_first(candidates, |c| c.0.state == crate::WorkerState::Ready)
         }
         Strategy::LeastLoaded => first_min_by(candidates, |a, b| {
             b.0.free_slots

@@ -1,7 +1,7 @@
 //! What the scheduler sees: plain values the control plane fills from its
 //! stores and providers before each decision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -245,17 +245,64 @@ impl ProviderView {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SchedulingSnapshot {
-    /// Known workers.
+    /// Workers that may be given a job (the control plane puts in only
+    /// those that can take one now; others are allowed and never chosen).
     pub workers: Vec<WorkerView>,
     /// Registered providers.
     pub providers: Vec<ProviderView>,
+    /// Where each worker sits in `workers`, built on the first
+    /// [`SchedulingSnapshot::take_slot`]: a pass places many jobs on one
+    /// snapshot of thousands of workers.
+    #[serde(skip)]
+    positions: Positions,
+}
+
+/// A worker id to index map over `SchedulingSnapshot::workers`. `workers` is
+/// public and may change under it, so every hit is checked against the id
+/// it points at and a miss rebuilds it. Not part of the snapshot's value.
+#[derive(Debug, Clone, Default)]
+struct Positions(Option<HashMap<WorkerId, usize>>);
+
+impl PartialEq for Positions {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Positions {
+    /// The index of `worker` in `workers`, if it is there.
+    fn find(&mut self, workers: &[WorkerView], worker: WorkerId) -> Option<usize> {
+        let hit = |i: &usize| workers.get(*i).is_some_and(|v| v.id == worker);
+        if let Some(i) = self.0.as_ref().and_then(|m| m.get(&worker)).copied()
+            && hit(&i)
+        {
+            return Some(i);
+        }
+        if self.0.as_ref().is_some_and(|m| m.len() == workers.len()) {
+            // Possibly current: confirm the miss before paying a rebuild.
+            workers.iter().position(|v| v.id == worker)?;
+        }
+        let map: HashMap<WorkerId, usize> = workers
+            .iter()
+            .enumerate()
+            .rev() // the first of duplicate ids wins, as a linear search would
+            .map(|(i, v)| (v.id, i))
+            .collect();
+        let found = map.get(&worker).copied();
+        self.0 = Some(map);
+        found
+    }
 }
 
 impl SchedulingSnapshot {
     /// A snapshot of these workers and providers.
     #[must_use]
     pub fn new(workers: Vec<WorkerView>, providers: Vec<ProviderView>) -> Self {
-        Self { workers, providers }
+        Self {
+            workers,
+            providers,
+            positions: Positions::default(),
+        }
     }
 
     /// Whether any job could still be placed: a worker with a free slot, or
@@ -269,9 +316,11 @@ impl SchedulingSnapshot {
                 .any(|p| p.is_available() && p.free_worker_slots() > 0)
     }
 
-    /// A job took a slot of this worker (one pass places many jobs on one snapshot).
+    /// A job took a slot of this worker (one pass places many jobs on one
+    /// snapshot). O(1) after the first call on a snapshot.
     pub fn take_slot(&mut self, worker: WorkerId) {
-        if let Some(v) = self.workers.iter_mut().find(|v| v.id == worker) {
+        let at = self.positions.find(&self.workers, worker);
+        if let Some(v) = at.and_then(|i| self.workers.get_mut(i)) {
             v.free_slots = v.free_slots.saturating_sub(1);
         }
     }

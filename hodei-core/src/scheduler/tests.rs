@@ -471,3 +471,66 @@ fn a_preferred_region_is_tried_first_and_only_preferred() {
         );
     }
 }
+
+// ---- take_slot -------------------------------------------------------------
+
+#[test]
+fn take_slot_follows_the_workers_even_when_they_change_under_it() {
+    let p = provider("p");
+    let (a, b) = (
+        worker(&p, WorkerState::Ready, 2),
+        worker(&p, WorkerState::Busy, 1),
+    );
+    let mut s = snap(vec![a.clone(), b.clone()], vec![p.clone()]);
+    s.take_slot(b.id);
+    s.take_slot(a.id);
+    s.take_slot(WorkerId::new()); // unknown: nothing changes
+    assert_eq!(s.workers[0].free_slots, 1);
+    assert_eq!(s.workers[1].free_slots, 0);
+    // The public list is reordered and grown: the positions are rebuilt.
+    let c = worker(&p, WorkerState::Ready, 3);
+    s.workers.reverse();
+    s.workers.push(c.clone());
+    s.take_slot(a.id);
+    s.take_slot(c.id);
+    assert_eq!(s.workers[1].id, a.id);
+    assert_eq!(s.workers[1].free_slots, 0);
+    assert_eq!(s.workers[2].free_slots, 2);
+    // Replaced in place, same length.
+    let d = worker(&p, WorkerState::Ready, 5);
+    s.workers[0] = d.clone();
+    s.take_slot(d.id);
+    s.take_slot(c.id);
+    assert_eq!(s.workers[0].free_slots, 4);
+    assert_eq!(s.workers[2].free_slots, 1);
+    // The positions are not part of the snapshot's value.
+    assert_eq!(
+        s.clone(),
+        SchedulingSnapshot::new(s.workers.clone(), s.providers.clone())
+    );
+}
+
+#[test]
+fn first_idle_strategies_pick_the_first_idle_worker_after_busy_ones() {
+    let p = provider("p");
+    let busy = worker(&p, WorkerState::Busy, 1);
+    let full = worker(&p, WorkerState::Ready, 0);
+    let idle = worker(&p, WorkerState::Ready, 1);
+    let idle2 = worker(&p, WorkerState::Ready, 1);
+    let s = snap(
+        vec![busy.clone(), full, idle.clone(), idle2],
+        vec![p.clone()],
+    );
+    for st in [Strategy::Fifo, Strategy::Priority, Strategy::FastestStartup] {
+        assert_eq!(
+            decide(st, &spec(), &s),
+            Decision::AssignWorker(idle.id),
+            "{st}"
+        );
+    }
+    let only_busy = snap(vec![busy.clone()], vec![p]);
+    assert_eq!(
+        decide(Strategy::Priority, &spec(), &only_busy),
+        Decision::AssignWorker(busy.id)
+    );
+}

@@ -532,6 +532,16 @@ impl WorkerRegistry for InMemoryWorkerRegistry {
         Ok(counts)
     }
 
+    async fn count_jobs_of_provider(&self, provider: ProviderId) -> Result<u32, StoreError> {
+        let n: usize = read(&self.state)
+            .workers
+            .values()
+            .filter(|w| w.provider_id() == provider && !w.state().is_gone())
+            .map(|w| w.current_jobs().len())
+            .sum();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     async fn list(&self) -> Result<Vec<Worker>, StoreError> {
         let mut all: Vec<Worker> = read(&self.state).workers.values().cloned().collect();
         all.sort_by(|a, b| {

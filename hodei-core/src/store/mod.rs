@@ -277,6 +277,20 @@ pub trait WorkerRegistry: Send + Sync {
         }
         Ok(counts)
     }
+    /// How many jobs the workers of one provider that are not gone hold now:
+    /// the provider's load, refreshed on every assignment and release, so
+    /// implementations should count in the store rather than load every
+    /// worker, as this default does.
+    async fn count_jobs_of_provider(&self, provider: ProviderId) -> Result<u32, StoreError> {
+        let n: usize = self
+            .list()
+            .await?
+            .iter()
+            .filter(|w| w.provider_id() == provider && !w.state().is_gone())
+            .map(|w| w.current_jobs().len())
+            .sum();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
     /// Records a heartbeat of a live worker in one atomic write, with no
     /// read-modify-write (heartbeats are the most frequent write; with
     /// thousands of agents they must not queue behind a lock) and no new

@@ -655,6 +655,53 @@ where
     worker_update_keeps_touch(make().await).await;
     worker_count_by_state(make().await).await;
     worker_count_alive_by_provider(make().await).await;
+    worker_count_jobs_of_provider(make().await).await;
+}
+
+/// `count_jobs_of_provider` sums the jobs held by a provider's workers that are not gone.
+async fn worker_count_jobs_of_provider(reg: Arc<dyn WorkerRegistry>) {
+    let c = "workers/count_jobs_of_provider";
+    let (p1, p2) = (ProviderId::new(), ProviderId::new());
+    assert_eq!(ok(reg.count_jobs_of_provider(p1).await, c), 0, "{c}: none");
+    let ready = |p: ProviderId, slots: u32| {
+        let mut w = Worker::new(WorkerId::new(), p).with_limits(slots, None);
+        ok(w.created(WorkerHandle::new(w.id(), p, "ext-jobs")), c);
+        ok(w.registered(), c);
+        w
+    };
+    let mut two = ready(p1, 3);
+    ok(two.assign(JobId::new()), c);
+    ok(two.assign(JobId::new()), c);
+    ok(reg.register(&two).await, c);
+    let mut idle = ready(p1, 1);
+    ok(reg.register(&idle).await, c);
+    let mut draining = ready(p1, 1);
+    ok(draining.assign(JobId::new()), c);
+    ok(draining.drain(), c);
+    ok(reg.register(&draining).await, c);
+    let mut other = ready(p2, 1);
+    ok(other.assign(JobId::new()), c);
+    ok(reg.register(&other).await, c);
+    assert_eq!(
+        ok(reg.count_jobs_of_provider(p1).await, c),
+        3,
+        "{c}: busy and draining workers' jobs, not another provider's"
+    );
+    ok(idle.assign(JobId::new()), c);
+    ok(reg.update(&idle).await, c);
+    assert_eq!(
+        ok(reg.count_jobs_of_provider(p1).await, c),
+        4,
+        "{c}: an update counts"
+    );
+    ok(draining.terminating(), c);
+    ok(reg.update(&draining).await, c);
+    assert_eq!(
+        ok(reg.count_jobs_of_provider(p1).await, c),
+        3,
+        "{c}: a terminating worker's jobs are gone"
+    );
+    assert_eq!(ok(reg.count_jobs_of_provider(p2).await, c), 1, "{c}: p2");
 }
 
 /// `count_alive_by_provider` counts the workers that are not gone, per provider.
