@@ -673,12 +673,11 @@ async fn worker_count_jobs_of_provider(reg: Arc<dyn WorkerRegistry>) {
     ok(two.assign(JobId::new()), c);
     ok(two.assign(JobId::new()), c);
     ok(reg.register(&two).await, c);
-    let mut idle = ready(p1, 1);
-    ok(reg.register(&idle).await, c);
+    let mut idle = ok(reg.register(&ready(p1, 1)).await, c);
     let mut draining = ready(p1, 1);
     ok(draining.assign(JobId::new()), c);
     ok(draining.drain(), c);
-    ok(reg.register(&draining).await, c);
+    let mut draining = ok(reg.register(&draining).await, c);
     let mut other = ready(p2, 1);
     ok(other.assign(JobId::new()), c);
     ok(reg.register(&other).await, c);
