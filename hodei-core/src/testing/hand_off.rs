@@ -103,7 +103,6 @@ impl HandOffProvider {
     }
 
     /// A builder for a provider named `name`.
-    #[must_use]
     pub fn builder(name: impl Into<String>) -> HandOffProviderBuilder {
         HandOffProviderBuilder {
             name: name.into(),
