@@ -250,13 +250,10 @@ fn line(sequence: u64, text: &str) -> LogEntry {
 async fn client_follow_logs_delivers_lines_in_order_and_ends_with_the_job() {
     let cp = ControlPlane::builder().build();
     let (provider, mut created) = HandOffProvider::new("client-test");
-    cp.register_provider(
-        provider,
-        HandOffProvider::config(),
-        PoolPolicy::default().max_workers(1),
-    )
-    .await
-    .unwrap();
+    provider
+        .register(&cp, PoolPolicy::default().max_workers(1))
+        .await
+        .unwrap();
     tokio::spawn(cp.clone().run());
     let endpoint = serve(&cp, ServerOptions::new()).await;
     let client = HodeiClient::connect(endpoint, ClientOptions::new())

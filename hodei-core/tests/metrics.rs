@@ -25,13 +25,10 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 async fn a_finished_job_shows_in_the_metrics_histograms_counters_and_gauges() {
     let cp = ControlPlane::builder().build();
     let (provider, mut created) = HandOffProvider::new(PROVIDER);
-    cp.register_provider(
-        provider,
-        HandOffProvider::config(),
-        PoolPolicy::default().max_workers(1),
-    )
-    .await
-    .unwrap();
+    provider
+        .register(&cp, PoolPolicy::default().max_workers(1))
+        .await
+        .unwrap();
     // The server installs the recorder: start it before anything is recorded.
     let server = TestServer::spawn(cp.clone()).await.unwrap();
     let base = server.http_url();

@@ -76,22 +76,9 @@ async fn a_minimal_provider_runs_a_job_and_gets_the_defaults() {
         .strategy(Strategy::CostAware)
         .build();
     let (provider, mut created) = minimal();
-    let minimal = cp
-        .register_provider(
-            provider,
-            HandOffProvider::config(),
-            PoolPolicy::default().max_workers(1),
-        )
-        .await
-        .unwrap();
-    let priced = cp
-        .register_provider(
-            priced(),
-            HandOffProvider::config(),
-            PoolPolicy::default().max_workers(1),
-        )
-        .await
-        .unwrap();
+    let one = PoolPolicy::default().max_workers(1);
+    let minimal = provider.register(&cp, one.clone()).await.unwrap();
+    let priced = priced().register(&cp, one).await.unwrap();
 
     // Cost: the minimal provider's default is free, so the cost-aware
     // scheduler picks it over the priced one.

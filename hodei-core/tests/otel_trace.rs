@@ -93,14 +93,11 @@ async fn every_span_of_a_job_is_in_the_trace_of_its_correlation_id() {
 
     let cp = ControlPlane::builder().build();
     let (provider, mut created) = HandOffProvider::new(PROVIDER);
-    cp.register_provider(
-        provider,
-        HandOffProvider::config(),
-        // One worker, kept: the first job provisions it, the second is assigned to it.
-        PoolPolicy::default().max_workers(1),
-    )
-    .await
-    .unwrap();
+    // One worker, kept: the first job provisions it, the second is assigned to it.
+    provider
+        .register(&cp, PoolPolicy::default().max_workers(1))
+        .await
+        .unwrap();
     let server = TestServer::spawn(cp.clone()).await.unwrap();
     let base = server.http_url();
     tokio::spawn(cp.clone().run());

@@ -27,13 +27,10 @@ pub(crate) async fn control_plane_with_agents(
     let cp = ControlPlane::builder().config(config).build();
     let (provider, specs) = HandOffProvider::new("in-process");
     let agents = start_agents(specs, work_root.to_owned());
-    cp.register_provider(
-        provider,
-        HandOffProvider::config(),
-        PoolPolicy::default().max_workers(1),
-    )
-    .await
-    .unwrap();
+    provider
+        .register(&cp, PoolPolicy::default().max_workers(1))
+        .await
+        .unwrap();
     (cp, agents)
 }
 

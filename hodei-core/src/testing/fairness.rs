@@ -127,12 +127,9 @@ pub async fn no_page_size_starvation(stores: Stores) -> StarvationReport {
         })
         .build();
     ok(
-        cp.register_provider(
-            provider,
-            HandOffProvider::config(),
-            PoolPolicy::default().max_workers(SLOTS),
-        )
-        .await,
+        provider
+            .register(&cp, PoolPolicy::default().max_workers(SLOTS))
+            .await,
         c,
     );
     let started = std::time::Instant::now();

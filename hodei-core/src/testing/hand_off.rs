@@ -13,8 +13,7 @@
 //!
 //! let cp = ControlPlane::builder().build();
 //! let (provider, mut specs) = HandOffProvider::new("hand-off");
-//! cp.register_provider(provider, HandOffProvider::config(), PoolPolicy::default())
-//!     .await?;
+//! provider.register(&cp, PoolPolicy::default()).await?;
 //! tokio::spawn(cp.clone().run());
 //! cp.create_job(JobSpec::new("job", CommandType::shell("true", [""; 0])), None)
 //!     .await?;
@@ -26,7 +25,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::error::ProviderError;
 use crate::domain::ids::ProviderId;
-use crate::domain::provider::{ProviderCapabilities, ProviderConfig, ProviderType};
+use crate::domain::provider::{ProviderCapabilities, ProviderType};
 use crate::domain::spec::JobSpec;
 use crate::domain::worker::{WorkerHandle, WorkerSpec, WorkerState};
 use crate::provider::{
@@ -62,24 +60,37 @@ type Pricing = Box<dyn Fn(&JobSpec) -> CostEstimate + Send + Sync>;
 /// ([`HandOffProviderBuilder::refusing`]) when a test needs one.
 pub struct HandOffProvider {
     id: ProviderId,
+    options: Options,
+    created: mpsc::UnboundedSender<WorkerSpec>,
+}
+
+/// What the builder sets.
+struct Options {
     name: String,
     provider_type: ProviderType,
     capabilities: ProviderCapabilities,
     refusal: Option<Refusal>,
     pricing: Option<Pricing>,
     startup: Option<Duration>,
-    created: mpsc::UnboundedSender<WorkerSpec>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("name", &self.name)
+            .field("provider_type", &self.provider_type)
+            .field("refuses", &self.refusal.is_some())
+            .field("priced", &self.pricing.is_some())
+            .field("startup", &self.startup)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for HandOffProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandOffProvider")
             .field("id", &self.id)
-            .field("name", &self.name)
-            .field("provider_type", &self.provider_type)
-            .field("refuses", &self.refusal.is_some())
-            .field("priced", &self.pricing.is_some())
-            .field("startup", &self.startup)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
@@ -94,57 +105,39 @@ impl HandOffProvider {
         Self::builder(name).build()
     }
 
-    /// The configuration to register it with: `Custom`, no settings.
-    #[must_use]
-    pub fn config() -> ProviderConfig {
-        ProviderConfig::Custom {
-            settings: BTreeMap::new(),
-        }
-    }
-
     /// A builder for a provider named `name`.
     pub fn builder(name: impl Into<String>) -> HandOffProviderBuilder {
         HandOffProviderBuilder {
-            name: name.into(),
-            provider_type: ProviderType::Custom,
-            capabilities: ProviderCapabilities::default(),
-            refusal: None,
-            pricing: None,
-            startup: None,
+            options: Options {
+                name: name.into(),
+                provider_type: ProviderType::Custom,
+                capabilities: ProviderCapabilities::default(),
+                refusal: None,
+                pricing: None,
+                startup: None,
+            },
         }
     }
 }
 
 /// Options of a [`HandOffProvider`].
 #[must_use]
+#[derive(Debug)]
 pub struct HandOffProviderBuilder {
-    name: String,
-    provider_type: ProviderType,
-    capabilities: ProviderCapabilities,
-    refusal: Option<Refusal>,
-    pricing: Option<Pricing>,
-    startup: Option<Duration>,
-}
-
-impl std::fmt::Debug for HandOffProviderBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandOffProviderBuilder")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
+    options: Options,
 }
 
 impl HandOffProviderBuilder {
     /// Its type (default `Custom`).
     pub fn provider_type(mut self, provider_type: ProviderType) -> Self {
-        self.provider_type = provider_type;
+        self.options.provider_type = provider_type;
         self
     }
 
     /// What one worker can get (default [`ProviderCapabilities::default`]):
     /// jobs asking more are not eligible.
     pub fn capabilities(mut self, capabilities: ProviderCapabilities) -> Self {
-        self.capabilities = capabilities;
+        self.options.capabilities = capabilities;
         self
     }
 
@@ -155,7 +148,7 @@ impl HandOffProviderBuilder {
         mut self,
         refuse: impl Fn(&JobSpec) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.refusal = Some(Box::new(refuse));
+        self.options.refusal = Some(Box::new(refuse));
         self
     }
 
@@ -165,14 +158,14 @@ impl HandOffProviderBuilder {
         mut self,
         price: impl Fn(&JobSpec) -> CostEstimate + Send + Sync + 'static,
     ) -> Self {
-        self.pricing = Some(Box::new(price));
+        self.options.pricing = Some(Box::new(price));
         self
     }
 
     /// Offers a cost model with this start-up estimate (every job free unless
     /// [`cost`](Self::cost) is set).
     pub fn startup_estimate(mut self, startup: Duration) -> Self {
-        self.startup = Some(startup);
+        self.options.startup = Some(startup);
         self
     }
 
@@ -184,12 +177,7 @@ impl HandOffProviderBuilder {
         let (created, specs) = mpsc::unbounded_channel();
         let provider = HandOffProvider {
             id: ProviderId::new(),
-            name: self.name,
-            provider_type: self.provider_type,
-            capabilities: self.capabilities,
-            refusal: self.refusal,
-            pricing: self.pricing,
-            startup: self.startup,
+            options: self.options,
             created,
         };
         (Arc::new(provider), specs)
@@ -229,19 +217,21 @@ impl WorkerProviderIdentity for HandOffProvider {
         self.id
     }
     fn name(&self) -> &str {
-        &self.name
+        &self.options.name
     }
     fn provider_type(&self) -> ProviderType {
-        self.provider_type
+        self.options.provider_type
     }
     fn capabilities(&self) -> ProviderCapabilities {
-        self.capabilities.clone()
+        self.options.capabilities.clone()
     }
     fn cost(&self) -> Option<&dyn WorkerCost> {
-        (self.pricing.is_some() || self.startup.is_some()).then_some(self as &dyn WorkerCost)
+        (self.options.pricing.is_some() || self.options.startup.is_some())
+            .then_some(self as &dyn WorkerCost)
     }
     fn eligibility(&self) -> Option<&dyn WorkerEligibility> {
-        self.refusal
+        self.options
+            .refusal
             .is_some()
             .then_some(self as &dyn WorkerEligibility)
     }
@@ -250,36 +240,65 @@ impl WorkerProviderIdentity for HandOffProvider {
 /// Only offered when the builder set a price or a start-up estimate.
 impl WorkerCost for HandOffProvider {
     fn estimate_cost(&self, spec: &JobSpec) -> CostEstimate {
-        self.pricing
+        self.options
+            .pricing
             .as_ref()
             .map_or_else(CostEstimate::free, |price| price(spec))
     }
     fn estimated_startup_time(&self) -> Duration {
-        self.startup.unwrap_or(Duration::ZERO)
+        self.options.startup.unwrap_or(Duration::ZERO)
     }
 }
 
 /// Only offered when the builder set a refusal.
 impl WorkerEligibility for HandOffProvider {
     fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        match self.refusal.as_ref().and_then(|refuse| refuse(spec)) {
+        match self
+            .options
+            .refusal
+            .as_ref()
+            .and_then(|refuse| refuse(spec))
+        {
             Some(why) => Eligibility::Ineligible(why),
-            None => Eligibility::from_capabilities(&self.capabilities, spec),
+            None => Eligibility::from_capabilities(&self.options.capabilities, spec),
         }
     }
 }
 
 #[cfg(feature = "server")]
 mod agent {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use tokio::sync::mpsc;
 
-    use crate::control::{ControlError, ControlPlane, WorkerStreamHandle};
+    use super::HandOffProvider;
+    use crate::control::{ControlError, ControlPlane, PoolPolicy, WorkerStreamHandle};
     use crate::domain::ids::WorkerId;
     use crate::domain::job::{AttemptResult, Job};
+    use crate::domain::provider::{Provider, ProviderConfig};
     use crate::domain::worker::WorkerSpec;
     use crate::domain::worker_protocol::{RunJob, WorkerCommand};
+
+    impl HandOffProvider {
+        /// Registers it with `cp` (as a `Custom` provider with no settings)
+        /// under `policy`.
+        ///
+        /// # Errors
+        ///
+        /// The control plane's refusal.
+        pub async fn register(
+            self: Arc<Self>,
+            cp: &ControlPlane,
+            policy: PoolPolicy,
+        ) -> Result<Provider, ControlError> {
+            let config = ProviderConfig::Custom {
+                settings: BTreeMap::new(),
+            };
+            cp.register_provider(self, config, policy).await
+        }
+    }
 
     /// Why a [`PlayedAgent`] step failed.
     #[derive(Debug, thiserror::Error)]
