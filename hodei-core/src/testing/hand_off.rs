@@ -278,7 +278,7 @@ mod agent {
     use crate::domain::ids::WorkerId;
     use crate::domain::job::{AttemptResult, Job};
     use crate::domain::provider::{Provider, ProviderConfig};
-    use crate::domain::worker::WorkerSpec;
+    use crate::domain::worker::{WorkerSpec, WorkerState};
     use crate::domain::worker_protocol::{RunJob, WorkerCommand};
 
     impl HandOffProvider {
@@ -307,6 +307,9 @@ mod agent {
         /// No worker spec came from the provider in time (or its channel closed).
         #[error("no worker was created within {0:?}")]
         NoWorker(Duration),
+        /// The control plane still had the worker as `Creating` after this long.
+        #[error("the worker was still being created after {0:?}")]
+        StillCreating(Duration),
         /// No run command came in time.
         #[error("no run command within {0:?}")]
         NoRun(Duration),
@@ -331,12 +334,14 @@ mod agent {
 
     impl PlayedAgent {
         /// Takes the next worker spec from `specs` (waiting up to `wait`),
-        /// registers the worker with its one-time token and opens its stream.
-        /// `wait` also bounds [`next_run`](Self::next_run).
+        /// registers the worker with its one-time token and opens its stream
+        /// once the control plane has the worker `Connecting`. `wait` bounds
+        /// each of these waits, and [`next_run`](Self::next_run).
         ///
         /// # Errors
         ///
-        /// [`PlayedAgentError::NoWorker`], or the control plane's refusal.
+        /// [`PlayedAgentError::NoWorker`], [`PlayedAgentError::StillCreating`],
+        /// or the control plane's refusal.
         pub async fn join(
             cp: &ControlPlane,
             specs: &mut mpsc::UnboundedReceiver<WorkerSpec>,
@@ -349,6 +354,23 @@ mod agent {
                 .ok_or(PlayedAgentError::NoWorker(wait))?;
             let worker = spec.worker_id;
             cp.register_worker(&spec.otp, "", Some(worker)).await?;
+            // The spec is handed off inside `create_worker`; the control
+            // plane marks the worker `Connecting` only once that returns, and
+            // a stream cannot be opened before.
+            let deadline = tokio::time::Instant::now() + wait;
+            while cp
+                .stores()
+                .workers
+                .get(worker)
+                .await
+                .map_err(ControlError::from)?
+                .is_some_and(|w| w.state() == WorkerState::Creating)
+            {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(PlayedAgentError::StillCreating(wait));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let stream = cp.open_worker_stream(worker).await?;
             Ok(Self {
                 cp: cp.clone(),
