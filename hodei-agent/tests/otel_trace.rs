@@ -1,98 +1,28 @@
 //! One trace per job, end to end in one process: a real control plane (gRPC
-//! on a real socket), a provider that starts each worker as a real agent
-//! ([`WorkerClient`]) running real processes, and the OpenTelemetry layer
-//! exporting to memory. The agent's run span must land in the trace of the
-//! job's correlation id, next to the server's submit, dispatch, provisioning
-//! and create_worker spans, with no trace context on the wire.
+//! on a real socket), a provider that hands each worker to a real agent
+//! (`WorkerClient`, see `support`) running real processes, and the
+//! OpenTelemetry layer exporting to memory. The agent's run span must land in
+//! the trace of the job's correlation id, next to the server's submit,
+//! dispatch, provisioning and create_worker spans, with no trace context on
+//! the wire.
 #![cfg(feature = "otel")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
-use hodei_agent::client::WorkerClient;
-use hodei_agent::config::{AgentConfig, BackoffConfig, ServerAddresses};
-use hodei_core::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
-use hodei_core::provider::{
-    WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerProviderIdentity,
-};
 use hodei_core::testing::TestListeners;
 use hodei_core::traces::otel::opentelemetry_sdk::trace::{
     InMemorySpanExporter, SdkTracerProvider, SpanData,
 };
 use hodei_core::traces::otel::{OtelPipeline, trace_id};
-use hodei_core::{
-    CommandType, HealthStatus, JobId, JobSpec, JobState, ProviderCapabilities, ProviderConfig,
-    ProviderError, ProviderId, ProviderType, WorkerEvent, WorkerHandle, WorkerSpec, WorkerState,
-};
-use tokio_util::sync::CancellationToken;
+use hodei_core::{CommandType, JobId, JobSpec, JobState};
 use tracing_subscriber::layer::SubscriberExt;
 
 const WAIT: Duration = Duration::from_secs(30);
-const PROVIDER: &str = "in-process";
-
-/// Runs each worker as a real agent ([`WorkerClient`]) in this process.
-struct InProcessProvider {
-    id: ProviderId,
-    work_root: PathBuf,
-    agents: Mutex<Vec<CancellationToken>>,
-}
-
-#[async_trait]
-impl WorkerLifecycle for InProcessProvider {
-    async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
-        let servers = ServerAddresses::new(spec.server_address.split(','))
-            .map_err(|e| ProviderError::Internal(e.to_string()))?;
-        let mut config = AgentConfig::new(servers, spec.otp.clone());
-        config.worker_id = spec.worker_id;
-        config.backoff = BackoffConfig::new(Duration::from_millis(50), Duration::from_millis(500));
-        config.work_root = self.work_root.clone();
-        let client = WorkerClient::builder(config)
-            .build()
-            .map_err(|e| ProviderError::Internal(e.to_string()))?;
-        let shutdown = CancellationToken::new();
-        self.agents.lock().unwrap().push(shutdown.clone());
-        tokio::spawn(client.run(shutdown));
-        Ok(WorkerHandle::new(spec.worker_id, self.id, "in-process"))
-    }
-    async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
-        Ok(WorkerState::Ready)
-    }
-    async fn destroy_worker(&self, _h: &WorkerHandle) -> Result<(), ProviderError> {
-        Ok(())
-    }
-}
-#[async_trait]
-impl WorkerHealth for InProcessProvider {
-    async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
-        Ok(HealthStatus::healthy("ok"))
-    }
-}
-impl WorkerEventSource for InProcessProvider {
-    fn events(&self) -> BoxStream<'static, WorkerEvent> {
-        stream::empty().boxed()
-    }
-}
-impl WorkerProviderIdentity for InProcessProvider {
-    fn id(&self) -> ProviderId {
-        self.id
-    }
-    fn name(&self) -> &str {
-        PROVIDER
-    }
-    fn provider_type(&self) -> ProviderType {
-        ProviderType::Custom
-    }
-    fn capabilities(&self) -> ProviderCapabilities {
-        ProviderCapabilities::default()
-    }
-}
 
 fn attr(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
@@ -115,24 +45,8 @@ async fn the_agents_run_span_is_in_the_trace_of_the_jobs_correlation_id() {
     // The workers' address is part of the control plane's config: bind first.
     let listeners = TestListeners::bind().await.unwrap();
     let addr = listeners.grpc_addr();
-    let mut config = ControlPlaneConfig::default();
-    config.worker_server_address = format!("http://{addr}");
-    let cp = ControlPlane::builder().config(config).build();
     let work = tempfile::tempdir().unwrap();
-    let provider = Arc::new(InProcessProvider {
-        id: ProviderId::new(),
-        work_root: work.path().to_owned(),
-        agents: Mutex::new(Vec::new()),
-    });
-    cp.register_provider(
-        provider.clone(),
-        ProviderConfig::Custom {
-            settings: BTreeMap::new(),
-        },
-        PoolPolicy::default().max_workers(1),
-    )
-    .await
-    .unwrap();
+    let (cp, agents) = support::control_plane_with_agents(addr, work.path()).await;
     let _server = listeners.serve(cp.clone());
     tokio::spawn(cp.clone().run());
 
@@ -202,8 +116,6 @@ async fn the_agents_run_span_is_in_the_trace_of_the_jobs_correlation_id() {
         hodei_core::traces::root_span_id_bytes(correlation)
     );
 
-    for agent in provider.agents.lock().unwrap().iter() {
-        agent.cancel();
-    }
+    agents.cancel();
     pipeline.shutdown().unwrap();
 }

@@ -4,28 +4,18 @@
 //! must run.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::StreamExt;
 use hodei_core::api::auth::{ApiAuth, ApiToken, Scope, generate_token};
 use hodei_core::client::{ClientError, ClientOptions, HodeiClient, JobListFilter};
 use hodei_core::control::{ControlPlane, PoolPolicy};
-use hodei_core::domain::worker_protocol::{RunJob, WorkerCommand};
-use hodei_core::provider::{
-    WorkerCost, WorkerEligibility, WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerLogs,
-    WorkerMetrics, WorkerProviderIdentity,
-};
 use hodei_core::server::{ServerOptions, serve_grpc_with};
+use hodei_core::testing::{HandOffProvider, PlayedAgent};
 use hodei_core::{
-    AttemptResult, CommandType, CorrelationId, CostEstimate, Eligibility, HealthStatus, JobId,
-    JobSpec, JobState, LogEntry, LogStream, ProviderCapabilities, ProviderConfig, ProviderError,
-    ProviderId, ProviderType, ResourceUsage, WorkerEvent, WorkerHandle, WorkerSpec, WorkerState,
+    AttemptResult, CommandType, CorrelationId, JobId, JobSpec, JobState, LogEntry, LogStream,
 };
-use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -252,81 +242,6 @@ async fn client_the_token_is_sent_with_every_call() {
 
 // ---------- a job that runs: the test plays the agent ----------
 
-/// Creates nothing: hands each worker spec (with its one-time token) to the
-/// test, which plays the agent.
-struct HandOffProvider {
-    id: ProviderId,
-    created: mpsc::UnboundedSender<WorkerSpec>,
-}
-
-#[async_trait]
-impl WorkerLifecycle for HandOffProvider {
-    async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
-        let _ = self.created.send(spec.clone());
-        Ok(WorkerHandle::new(spec.worker_id, self.id, "handed-off"))
-    }
-    async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
-        Ok(WorkerState::Ready)
-    }
-    async fn destroy_worker(&self, _h: &WorkerHandle) -> Result<(), ProviderError> {
-        Ok(())
-    }
-}
-#[async_trait]
-impl WorkerHealth for HandOffProvider {
-    async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
-        Ok(HealthStatus::healthy("ok"))
-    }
-}
-#[async_trait]
-impl WorkerLogs for HandOffProvider {
-    async fn get_worker_logs(
-        &self,
-        _h: &WorkerHandle,
-        _tail: Option<usize>,
-    ) -> Result<Vec<String>, ProviderError> {
-        Ok(Vec::new())
-    }
-}
-impl WorkerCost for HandOffProvider {
-    fn estimate_cost(&self, _s: &JobSpec) -> CostEstimate {
-        CostEstimate::free()
-    }
-    fn estimated_startup_time(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-impl WorkerEligibility for HandOffProvider {
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        Eligibility::from_capabilities(&self.capabilities(), spec)
-    }
-}
-#[async_trait]
-impl WorkerMetrics for HandOffProvider {
-    async fn get_worker_metrics(&self, _h: &WorkerHandle) -> Result<ResourceUsage, ProviderError> {
-        Ok(ResourceUsage::default())
-    }
-}
-impl WorkerEventSource for HandOffProvider {
-    fn events(&self) -> BoxStream<'static, WorkerEvent> {
-        stream::empty().boxed()
-    }
-}
-impl WorkerProviderIdentity for HandOffProvider {
-    fn id(&self) -> ProviderId {
-        self.id
-    }
-    fn name(&self) -> &str {
-        "client-test"
-    }
-    fn provider_type(&self) -> ProviderType {
-        ProviderType::Custom
-    }
-    fn capabilities(&self) -> ProviderCapabilities {
-        ProviderCapabilities::default()
-    }
-}
-
 fn line(sequence: u64, text: &str) -> LogEntry {
     LogEntry::new(sequence, LogStream::Stdout, text.as_bytes().to_vec())
 }
@@ -334,19 +249,11 @@ fn line(sequence: u64, text: &str) -> LogEntry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_follow_logs_delivers_lines_in_order_and_ends_with_the_job() {
     let cp = ControlPlane::builder().build();
-    let (tx, mut created) = mpsc::unbounded_channel();
-    cp.register_provider(
-        Arc::new(HandOffProvider {
-            id: ProviderId::new(),
-            created: tx,
-        }),
-        ProviderConfig::Custom {
-            settings: BTreeMap::new(),
-        },
-        PoolPolicy::default().max_workers(1),
-    )
-    .await
-    .unwrap();
+    let (provider, mut created) = HandOffProvider::new("client-test");
+    provider
+        .register(&cp, PoolPolicy::default().max_workers(1))
+        .await
+        .unwrap();
     tokio::spawn(cp.clone().run());
     let endpoint = serve(&cp, ServerOptions::new()).await;
     let client = HodeiClient::connect(endpoint, ClientOptions::new())
@@ -354,26 +261,11 @@ async fn client_follow_logs_delivers_lines_in_order_and_ends_with_the_job() {
         .unwrap();
 
     let id = client.submit(&shell("logged")).await.unwrap();
-    let worker_spec = tokio::time::timeout(WAIT, created.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let worker = worker_spec.worker_id;
-    cp.register_worker(&worker_spec.otp, "", Some(worker))
-        .await
-        .unwrap();
-    let mut stream = cp.open_worker_stream(worker).await.unwrap();
-    let run: RunJob = tokio::time::timeout(WAIT, async {
-        loop {
-            if let WorkerCommand::Run(run) = stream.outbound.recv().await.unwrap() {
-                return *run;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let mut agent = PlayedAgent::join(&cp, &mut created, WAIT).await.unwrap();
+    let worker = agent.worker_id();
+    let run = agent.next_run().await.unwrap();
     assert_eq!(run.job_id, id);
-    cp.job_started(worker, id, run.attempt).await.unwrap();
+    agent.start(&run).await.unwrap();
     let running = client
         .wait_for(id, WAIT, |j| j.state() == JobState::Running)
         .await
@@ -400,9 +292,7 @@ async fn client_follow_logs_delivers_lines_in_order_and_ends_with_the_job() {
         .append(id, run.attempt, vec![line(4, "four")])
         .await
         .unwrap();
-    cp.job_finished(worker, id, run.attempt, AttemptResult::exited(0))
-        .await
-        .unwrap();
+    agent.finish(&run, AttemptResult::exited(0)).await.unwrap();
     // The stream ends by itself once the job has ended.
     let rest: Vec<_> = tokio::time::timeout(WAIT, follow.collect::<Vec<_>>())
         .await

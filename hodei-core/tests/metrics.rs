@@ -4,74 +4,16 @@
 //! next to the store gauges the dashboard and older tests read.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
 use hodei_core::control::{ControlPlane, PoolPolicy};
 use hodei_core::domain::logs::{LogEntry, LogStream};
-use hodei_core::domain::worker_protocol::{AttemptReport, WorkerCommand, WorkerReport};
-use hodei_core::provider::{
-    WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerProviderIdentity,
-};
-use hodei_core::testing::TestServer;
-use hodei_core::{
-    AttemptResult, CommandType, HealthStatus, JobSpec, JobState, ProviderCapabilities,
-    ProviderConfig, ProviderError, ProviderId, ProviderType, WorkerEvent, WorkerHandle, WorkerSpec,
-    WorkerState,
-};
-use tokio::sync::mpsc;
+use hodei_core::domain::worker_protocol::{AttemptReport, WorkerReport};
+use hodei_core::testing::{HandOffProvider, PlayedAgent, TestServer};
+use hodei_core::{AttemptResult, CommandType, JobSpec, JobState, WorkerState};
 
 const WAIT: Duration = Duration::from_secs(20);
 const PROVIDER: &str = "metrics-test";
-
-/// Creates nothing: hands each worker spec (with its one-time token) to the
-/// test, which plays the agent.
-struct HandOffProvider {
-    id: ProviderId,
-    created: mpsc::UnboundedSender<WorkerSpec>,
-}
-
-#[async_trait]
-impl WorkerLifecycle for HandOffProvider {
-    async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
-        let _ = self.created.send(spec.clone());
-        Ok(WorkerHandle::new(spec.worker_id, self.id, "handed-off"))
-    }
-    async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
-        Ok(WorkerState::Ready)
-    }
-    async fn destroy_worker(&self, _h: &WorkerHandle) -> Result<(), ProviderError> {
-        Ok(())
-    }
-}
-#[async_trait]
-impl WorkerHealth for HandOffProvider {
-    async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
-        Ok(HealthStatus::healthy("ok"))
-    }
-}
-impl WorkerEventSource for HandOffProvider {
-    fn events(&self) -> BoxStream<'static, WorkerEvent> {
-        stream::empty().boxed()
-    }
-}
-impl WorkerProviderIdentity for HandOffProvider {
-    fn id(&self) -> ProviderId {
-        self.id
-    }
-    fn name(&self) -> &str {
-        PROVIDER
-    }
-    fn provider_type(&self) -> ProviderType {
-        ProviderType::Custom
-    }
-    fn capabilities(&self) -> ProviderCapabilities {
-        ProviderCapabilities::default()
-    }
-}
 
 /// The value of the sample line starting with `series ` (name and labels).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -82,19 +24,11 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn a_finished_job_shows_in_the_metrics_histograms_counters_and_gauges() {
     let cp = ControlPlane::builder().build();
-    let (tx, mut created) = mpsc::unbounded_channel();
-    cp.register_provider(
-        Arc::new(HandOffProvider {
-            id: ProviderId::new(),
-            created: tx,
-        }),
-        ProviderConfig::Custom {
-            settings: BTreeMap::new(),
-        },
-        PoolPolicy::default().max_workers(1),
-    )
-    .await
-    .unwrap();
+    let (provider, mut created) = HandOffProvider::new(PROVIDER);
+    provider
+        .register(&cp, PoolPolicy::default().max_workers(1))
+        .await
+        .unwrap();
     // The server installs the recorder: start it before anything is recorded.
     let server = TestServer::spawn(cp.clone()).await.unwrap();
     let base = server.http_url();
@@ -110,26 +44,11 @@ async fn a_finished_job_shows_in_the_metrics_histograms_counters_and_gauges() {
 
     // Play the agent: register with the one-time token, open the stream,
     // take the run command, start and finish the job.
-    let spec = tokio::time::timeout(WAIT, created.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let worker = spec.worker_id;
-    cp.register_worker(&spec.otp, "", Some(worker))
-        .await
-        .unwrap();
-    let mut stream = cp.open_worker_stream(worker).await.unwrap();
-    let run = tokio::time::timeout(WAIT, async {
-        loop {
-            if let WorkerCommand::Run(run) = stream.outbound.recv().await.unwrap() {
-                return run;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let mut agent = PlayedAgent::join(&cp, &mut created, WAIT).await.unwrap();
+    let worker = agent.worker_id();
+    let run = agent.next_run().await.unwrap();
     assert_eq!(run.job_id, job.id());
-    cp.job_started(worker, job.id(), run.attempt).await.unwrap();
+    agent.start(&run).await.unwrap();
     // Two log entries reach the server; the result says the attempt wrote three.
     cp.handle_worker_report(
         worker,

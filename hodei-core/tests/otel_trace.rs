@@ -7,81 +7,23 @@
 #![cfg(feature = "otel")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
 use hodei_core::control::{ControlPlane, PoolPolicy};
-use hodei_core::domain::worker_protocol::{RunJob, WorkerCommand};
+use hodei_core::domain::worker_protocol::RunJob;
 use hodei_core::proto::v1;
 use hodei_core::proto::v1::job_execution_service_client::JobExecutionServiceClient;
-use hodei_core::provider::{
-    WorkerEventSource, WorkerHealth, WorkerLifecycle, WorkerProviderIdentity,
-};
-use hodei_core::testing::TestServer;
+use hodei_core::testing::{HandOffProvider, PlayedAgent, TestServer};
 use hodei_core::traces::otel::{OtelPipeline, trace_id};
 use hodei_core::traces::{self, Stage};
-use hodei_core::{
-    AttemptResult, CommandType, HealthStatus, JobId, JobSpec, JobState, ProviderCapabilities,
-    ProviderConfig, ProviderError, ProviderId, ProviderType, WorkerEvent, WorkerHandle, WorkerId,
-    WorkerSpec, WorkerState,
-};
+use hodei_core::{AttemptResult, CommandType, JobId, JobSpec, JobState};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 
 const WAIT: Duration = Duration::from_secs(20);
 const PROVIDER: &str = "otel-test";
-
-/// Creates nothing: hands each worker spec (with its one-time token) to the
-/// test, which plays the agent.
-struct HandOffProvider {
-    id: ProviderId,
-    created: mpsc::UnboundedSender<WorkerSpec>,
-}
-
-#[async_trait]
-impl WorkerLifecycle for HandOffProvider {
-    async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
-        let _ = self.created.send(spec.clone());
-        Ok(WorkerHandle::new(spec.worker_id, self.id, "handed-off"))
-    }
-    async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
-        Ok(WorkerState::Ready)
-    }
-    async fn destroy_worker(&self, _h: &WorkerHandle) -> Result<(), ProviderError> {
-        Ok(())
-    }
-}
-#[async_trait]
-impl WorkerHealth for HandOffProvider {
-    async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
-        Ok(HealthStatus::healthy("ok"))
-    }
-}
-impl WorkerEventSource for HandOffProvider {
-    fn events(&self) -> BoxStream<'static, WorkerEvent> {
-        stream::empty().boxed()
-    }
-}
-impl WorkerProviderIdentity for HandOffProvider {
-    fn id(&self) -> ProviderId {
-        self.id
-    }
-    fn name(&self) -> &str {
-        PROVIDER
-    }
-    fn provider_type(&self) -> ProviderType {
-        ProviderType::Custom
-    }
-    fn capabilities(&self) -> ProviderCapabilities {
-        ProviderCapabilities::default()
-    }
-}
 
 /// The value of attribute `key` of `span`, as text.
 fn attr(span: &SpanData, key: &str) -> Option<String> {
@@ -123,30 +65,14 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
 
 /// Plays the agent for one run command: the run span from the command's
 /// correlation id (as `hodei-agent` opens it), started, finished.
-async fn run_next(
-    cp: &ControlPlane,
-    worker: WorkerId,
-    outbound: &mut mpsc::Receiver<WorkerCommand>,
-) -> RunJob {
-    let run = tokio::time::timeout(WAIT, async {
-        loop {
-            if let WorkerCommand::Run(run) = outbound.recv().await.unwrap() {
-                return *run;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    let job_id = run.job_id;
+async fn run_next(agent: &mut PlayedAgent) -> RunJob {
+    let run = agent.next_run().await.unwrap();
     let span = traces::correlation_span(Stage::Run, &run.correlation_id);
-    traces::record_attempt(&span, job_id, run.attempt);
-    traces::record_worker(&span, worker);
+    traces::record_attempt(&span, run.job_id, run.attempt);
+    traces::record_worker(&span, agent.worker_id());
     async {
-        cp.job_started(worker, job_id, run.attempt).await.unwrap();
-        let done = cp
-            .job_finished(worker, job_id, run.attempt, AttemptResult::exited(0))
-            .await
-            .unwrap();
+        agent.start(&run).await.unwrap();
+        let done = agent.finish(&run, AttemptResult::exited(0)).await.unwrap();
         assert_eq!(done.state(), JobState::Succeeded);
     }
     .instrument(span)
@@ -166,20 +92,12 @@ async fn every_span_of_a_job_is_in_the_trace_of_its_correlation_id() {
         .unwrap();
 
     let cp = ControlPlane::builder().build();
-    let (tx, mut created) = mpsc::unbounded_channel();
-    cp.register_provider(
-        Arc::new(HandOffProvider {
-            id: ProviderId::new(),
-            created: tx,
-        }),
-        ProviderConfig::Custom {
-            settings: BTreeMap::new(),
-        },
-        // One worker, kept: the first job provisions it, the second is assigned to it.
-        PoolPolicy::default().max_workers(1),
-    )
-    .await
-    .unwrap();
+    let (provider, mut created) = HandOffProvider::new(PROVIDER);
+    // One worker, kept: the first job provisions it, the second is assigned to it.
+    provider
+        .register(&cp, PoolPolicy::default().max_workers(1))
+        .await
+        .unwrap();
     let server = TestServer::spawn(cp.clone()).await.unwrap();
     let base = server.http_url();
     tokio::spawn(cp.clone().run());
@@ -199,16 +117,9 @@ async fn every_span_of_a_job_is_in_the_trace_of_its_correlation_id() {
     let job1: JobId = body["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(body["correlation_id"], correlation);
 
-    let spec = tokio::time::timeout(WAIT, created.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let worker = spec.worker_id;
-    cp.register_worker(&spec.otp, "", Some(worker))
-        .await
-        .unwrap();
-    let mut stream = cp.open_worker_stream(worker).await.unwrap();
-    let run1 = run_next(&cp, worker, &mut stream.outbound).await;
+    let mut agent = PlayedAgent::join(&cp, &mut created, WAIT).await.unwrap();
+    let worker = agent.worker_id();
+    let run1 = run_next(&mut agent).await;
     assert_eq!(run1.correlation_id, correlation);
 
     let spans = spans_of(
@@ -284,7 +195,7 @@ async fn every_span_of_a_job_is_in_the_trace_of_its_correlation_id() {
     let job2: JobId = job.id.parse().unwrap();
     let correlation2 = job.correlation_id;
     assert_ne!(correlation2, correlation);
-    let run2 = run_next(&cp, worker, &mut stream.outbound).await;
+    let run2 = run_next(&mut agent).await;
     assert_eq!(run2.correlation_id, correlation2);
     let spans2 = spans_of(
         &exporter,

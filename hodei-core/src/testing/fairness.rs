@@ -2,37 +2,21 @@
 //! scheduling pass over a large queue must not stop at a page of jobs it
 //! cannot place (the same scenario runs on memory and Postgres).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::stream::{self, BoxStream, StreamExt};
 
+use super::hand_off::HandOffProvider;
 use super::scheduling::{entry, now_ms, ok};
 use crate::control::{ControlPlane, ControlPlaneConfig, PoolPolicy};
-use crate::domain::error::ProviderError;
-use crate::domain::ids::{JobId, ProviderId};
+use crate::domain::ids::JobId;
 use crate::domain::job::{Job, JobState};
-use crate::domain::provider::{ProviderCapabilities, ProviderConfig, ProviderType};
+use crate::domain::provider::ProviderCapabilities;
 use crate::domain::spec::{CommandType, JobSpec};
-use crate::domain::worker::{WorkerHandle, WorkerSpec, WorkerState};
-use crate::provider::{
-    Eligibility, HealthStatus, WorkerEligibility, WorkerEvent, WorkerEventSource, WorkerHealth,
-    WorkerLifecycle, WorkerProviderIdentity,
-};
 use crate::scheduler::aged_rank;
 use crate::store::Stores;
 
-/// A provider that creates workers which never register (the test only looks
-/// at what the scheduler chose) and refuses any job asking for the image
-/// `refused:latest` in its own eligibility check.
-struct FairnessProvider {
-    id: ProviderId,
-}
-
-/// The image [`FairnessProvider`]'s eligibility check refuses.
+/// The image the provider's own eligibility check refuses.
 const REFUSED_IMAGE: &str = "refused:latest";
 
 fn caps() -> ProviderCapabilities {
@@ -42,59 +26,6 @@ fn caps() -> ProviderCapabilities {
         max_workers: 1000,
         supports_images: true,
         ..ProviderCapabilities::default()
-    }
-}
-
-#[async_trait]
-impl WorkerLifecycle for FairnessProvider {
-    async fn create_worker(&self, spec: &WorkerSpec) -> Result<WorkerHandle, ProviderError> {
-        Ok(WorkerHandle::new(
-            spec.worker_id,
-            self.id,
-            "never-registers",
-        ))
-    }
-    async fn get_worker_status(&self, _h: &WorkerHandle) -> Result<WorkerState, ProviderError> {
-        Ok(WorkerState::Creating)
-    }
-    async fn destroy_worker(&self, _h: &WorkerHandle) -> Result<(), ProviderError> {
-        Ok(())
-    }
-}
-#[async_trait]
-impl WorkerHealth for FairnessProvider {
-    async fn health_check(&self) -> Result<HealthStatus, ProviderError> {
-        Ok(HealthStatus::healthy("ok"))
-    }
-}
-impl WorkerEligibility for FairnessProvider {
-    fn check_eligibility(&self, spec: &JobSpec) -> Eligibility {
-        if spec.image.as_deref() == Some(REFUSED_IMAGE) {
-            return Eligibility::Ineligible(format!("image {REFUSED_IMAGE} not found"));
-        }
-        Eligibility::from_capabilities(&self.capabilities(), spec)
-    }
-}
-impl WorkerEventSource for FairnessProvider {
-    fn events(&self) -> BoxStream<'static, WorkerEvent> {
-        stream::empty().boxed()
-    }
-}
-impl WorkerProviderIdentity for FairnessProvider {
-    fn id(&self) -> ProviderId {
-        self.id
-    }
-    fn name(&self) -> &str {
-        "fairness"
-    }
-    fn provider_type(&self) -> ProviderType {
-        ProviderType::Custom
-    }
-    fn capabilities(&self) -> ProviderCapabilities {
-        caps()
-    }
-    fn eligibility(&self) -> Option<&dyn WorkerEligibility> {
-        Some(self)
     }
 }
 
@@ -185,18 +116,20 @@ pub async fn no_page_size_starvation(stores: Stores) -> StarvationReport {
         .config(config)
         .stores(stores.clone())
         .build();
-    let provider = Arc::new(FairnessProvider {
-        id: ProviderId::new(),
-    });
+    // Its workers never register (the specs are dropped): only what the
+    // scheduler chose is looked at. It refuses `REFUSED_IMAGE` in its own
+    // eligibility check.
+    let (provider, _specs) = HandOffProvider::builder("fairness")
+        .capabilities(caps())
+        .refusing(|spec| {
+            (spec.image.as_deref() == Some(REFUSED_IMAGE))
+                .then(|| format!("image {REFUSED_IMAGE} not found"))
+        })
+        .build();
     ok(
-        cp.register_provider(
-            provider,
-            ProviderConfig::Custom {
-                settings: BTreeMap::new(),
-            },
-            PoolPolicy::default().max_workers(SLOTS),
-        )
-        .await,
+        provider
+            .register(&cp, PoolPolicy::default().max_workers(SLOTS))
+            .await,
         c,
     );
     let started = std::time::Instant::now();

@@ -6,6 +6,9 @@
 //!   [`crate::provider::WorkerProvider`] with real workers.
 //! - [`require`]: the one rule for a missing outside dependency (skip
 //!   loudly, or fail under `CI=true`).
+//! - [`HandOffProvider`]: a provider that creates nothing and hands each
+//!   worker spec to the test, which plays the agent ([`PlayedAgent`], with
+//!   `server`) or starts a real one.
 //! - [`TestServer`] (with `server`): a control plane's real gRPC services and
 //!   REST API on free loopback ports.
 //!
@@ -15,6 +18,7 @@
 pub mod audit;
 #[cfg(feature = "server")]
 pub mod fairness;
+pub mod hand_off;
 pub mod provider;
 pub mod reported_state;
 pub mod require;
@@ -26,5 +30,8 @@ pub mod test_server;
 #[cfg(feature = "server")]
 pub mod worker_races;
 
+pub use hand_off::{HandOffProvider, HandOffProviderBuilder};
+#[cfg(feature = "server")]
+pub use hand_off::{PlayedAgent, PlayedAgentError};
 #[cfg(feature = "server")]
 pub use test_server::{TestListeners, TestServer, TestServerError};
