@@ -59,6 +59,12 @@ struct Measured {
     batch: Batch,
     via_first: Samples,
     via_others: Samples,
+    /// Dispatches whose job ran on a worker of the replica it was submitted
+    /// to, and those that ran on another replica's worker.
+    same_replica: Samples,
+    other_replica: Samples,
+    /// Dispatches whose worker could not be attributed to a replica.
+    unattributed: usize,
     server_cpu: Duration,
 }
 
@@ -279,6 +285,34 @@ fn table(
                 super::report::Verdict::Info,
             ));
         }
+        let attributed = |s: &mut Samples| {
+            if s.is_empty() {
+                "0".to_owned()
+            } else {
+                format!(
+                    "{} (p50 {:.2} / p99 {:.2} ms)",
+                    s.len(),
+                    ms(s.p50()),
+                    ms(s.p99())
+                )
+            }
+        };
+        t.row(Row::info(
+            format!(
+                "R={}: dispatches run by the submitting replica's worker / another replica's",
+                m.replicas
+            ),
+            format!(
+                "{} / {}{}",
+                attributed(&mut m.same_replica),
+                attributed(&mut m.other_replica),
+                if m.unattributed > 0 {
+                    format!(" / {} unattributed", m.unattributed)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
         t.row(Row::info(
             format!("R={}: jobs succeeded; submitted / all terminal", m.replicas),
             format!(
@@ -320,6 +354,11 @@ fn table(
          all workers idle; `via replicas 2..R` spreads the samples round-robin over the other replicas",
     );
     t.note("baselines measured in the same run: the first replica count (normally R=1 on Postgres), the in-memory store with one replica, raw spawn+reap of `true` and raw spawn → first line of `echo x`");
+    t.note(
+        "a follow_logs client sees a line live only from the replica whose worker sent it; \
+         on any other replica it reads the line from the store at its next quiet re-check \
+         (500 ms, QUIET_RECHECK in hodei-core/src/api/log_follow.rs)",
+    );
     t.note(format!(
         "load average before / after: {load_before} / {load_after}"
     ));
@@ -444,29 +483,39 @@ async fn measure(
         .await?;
     warm_up(&servers, cfg.workers).await?;
 
-    eprintln!(
-        "[replicas] R={replicas}: {} sequential dispatches via replica 1",
-        cfg.dispatch_n
-    );
+    let homes = worker_homes(&servers[0]).await?;
     let mut via_first = Samples::with_capacity(cfg.dispatch_n);
-    for _ in 0..cfg.dispatch_n {
-        servers[0]
-            .wait_ready_workers(cfg.workers, Duration::from_secs(30))
-            .await?;
-        via_first.push(one_dispatch(servers[0].client()).await?);
-    }
     let mut via_others = Samples::with_capacity(cfg.dispatch_n);
-    if replicas > 1 {
+    let mut same_replica = Samples::with_capacity(cfg.dispatch_n * 2);
+    let mut other_replica = Samples::with_capacity(cfg.dispatch_n * 2);
+    let mut unattributed = 0usize;
+    let paths: &[&str] = if replicas > 1 {
+        &["replica 1", "the other replicas"]
+    } else {
+        &["replica 1"]
+    };
+    for (p, path) in paths.iter().enumerate() {
         eprintln!(
-            "[replicas] R={replicas}: {} sequential dispatches via replicas 2..{replicas}",
+            "[replicas] R={replicas}: {} sequential dispatches via {path}",
             cfg.dispatch_n
         );
         for i in 0..cfg.dispatch_n {
             servers[0]
                 .wait_ready_workers(cfg.workers, Duration::from_secs(30))
                 .await?;
-            let s = &servers[1 + i % (replicas - 1)];
-            via_others.push(one_dispatch(s.client()).await?);
+            let submit_to = if p == 0 { 0 } else { 1 + i % (replicas - 1) };
+            let client = servers[submit_to].client();
+            let (took, id) = one_dispatch(client).await?;
+            if p == 0 {
+                via_first.push(took);
+            } else {
+                via_others.push(took);
+            }
+            match ran_on(client, id, &homes).await? {
+                Some(home) if home == submit_to => same_replica.push(took),
+                Some(_) => other_replica.push(took),
+                None => unattributed += 1,
+            }
         }
     }
 
@@ -488,6 +537,9 @@ async fn measure(
         batch,
         via_first,
         via_others,
+        same_replica,
+        other_replica,
+        unattributed,
         server_cpu: cpu1.saturating_sub(cpu0),
     })
 }
@@ -531,7 +583,7 @@ async fn warm_up(servers: &[ServerProcess], workers: usize) -> Result<(), LoadEr
 
 /// Submits `echo x` through `client` and times submit → the line `x` at a
 /// follow_logs subscriber of the same client; returns once the job's log ended.
-async fn one_dispatch(client: &HodeiClient) -> Result<Duration, LoadError> {
+async fn one_dispatch(client: &HodeiClient) -> Result<(Duration, JobId), LoadError> {
     let spec = JobSpec::new("dispatch", CommandType::shell("echo", ["x"]));
     let t0 = Instant::now();
     let id = client
@@ -564,9 +616,43 @@ async fn one_dispatch(client: &HodeiClient) -> Result<Duration, LoadError> {
             what: format!("logs of dispatch job {id} to end"),
             after: limit,
         })??;
-    first_line.ok_or_else(|| {
+    let first_line = first_line.ok_or_else(|| {
         LoadError::Check(format!("job {id}: the subscriber never saw the line \"x\""))
-    })
+    })?;
+    Ok((first_line, id))
+}
+
+/// Worker id → index of the replica whose process provider spawned it (the
+/// provider is named `process-<index + 1>`).
+async fn worker_homes(server: &ServerProcess) -> Result<HashMap<String, usize>, LoadError> {
+    let r = server
+        .scheduler()
+        .get_available_workers(v1::GetAvailableWorkersRequest { include_busy: true })
+        .await
+        .map_err(|s| LoadError::grpc("GetAvailableWorkers", s))?
+        .into_inner();
+    Ok(r.workers
+        .into_iter()
+        .filter_map(|w| {
+            let n: usize = w.provider_name.strip_prefix("process-")?.parse().ok()?;
+            Some((w.id, n.checked_sub(1)?))
+        })
+        .collect())
+}
+
+/// Which replica's worker ran job `id`, if known.
+async fn ran_on(
+    client: &HodeiClient,
+    id: JobId,
+    homes: &HashMap<String, usize>,
+) -> Result<Option<usize>, LoadError> {
+    let job = client
+        .get(id)
+        .await
+        .map_err(|e| LoadError::client("get", e))?;
+    Ok(job
+        .worker_id()
+        .and_then(|w| homes.get(&w.to_string()).copied()))
 }
 
 /// Submits `n` jobs `true` round-robin over `servers` ([`IN_FLIGHT`] at once)
