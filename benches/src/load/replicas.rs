@@ -24,6 +24,8 @@ const SECRETS_KEY: &str = "5eed0000beefcafe5eed0000beefcafe5eed0000beefcafe5eed0
 const IN_FLIGHT: usize = 64;
 /// What a replica logs (at WARN) for each job its store audit puts back on the queue.
 const AUDIT_REQUEUE: &str = "pending job had no queue entry";
+/// Environment variable marking this run's replicas and (by inheritance) their agents.
+const RUN_MARKER: &str = "HODEI_LOAD_REPLICAS_RUN";
 /// How long the warm workers may take to register.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -487,6 +489,11 @@ async fn measure(
             .collect::<Vec<_>>()
             .join("+")
     );
+    // Declared before the servers, so it is dropped after them: it then kills
+    // any agent spawned after a server's last look at its children.
+    let sweep = Sweep {
+        marker: format!("{RUN_MARKER}={}-{replicas}", std::process::id()),
+    };
     let mut servers: Vec<ServerProcess> = Vec::with_capacity(replicas);
     for (i, port) in ports.iter().enumerate() {
         // This replica's own address first: the workers it provisions register there.
@@ -505,6 +512,7 @@ async fn measure(
             ("HODEI_WORKER_SERVER_ADDRESS", list.join(",")),
             ("HODEI_MAX_WORKERS", split[i].to_string()),
             ("HODEI_POOL_MIN_IDLE", split[i].to_string()),
+            (RUN_MARKER, format!("{}-{replicas}", std::process::id())),
         ];
         servers.push(ServerProcess::start_on(bins, *port, &env).await?);
     }
@@ -570,6 +578,7 @@ async fn measure(
         })
         .sum();
     drop(servers);
+    drop(sweep);
     drop(artifacts);
     Ok(Measured {
         replicas,
@@ -583,6 +592,42 @@ async fn measure(
         requeued_by_audit,
         server_cpu: cpu1.saturating_sub(cpu0),
     })
+}
+
+/// Kills, when dropped, every `hodei-worker` whose environment carries
+/// `marker`: an agent a replica spawned while it was being stopped is no
+/// longer its child, so the replica's own stop cannot find it.
+struct Sweep {
+    marker: String,
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let is_agent = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == super::server::WORKER_BINARY);
+            let marked = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|kv| kv == self.marker.as_bytes())
+            });
+            if is_agent && marked {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
 }
 
 fn true_spec(name: &str) -> JobSpec {
