@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo build --release -p hodei-examples --bins
-//! cargo run --release -p hodei-benches --bin hodei-load -- [all|dispatch|throughput|logs|rss]… [--quick]
+//! cargo run --release -p hodei-benches --bin hodei-load -- [all|dispatch|throughput|logs|rss|agents|replicas]… [--quick]
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -57,9 +57,17 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     agent_counts: Vec<usize>,
     /// Postgres for the `agents` scenario's second store (default: HODEI_TEST_DATABASE_URL;
-    /// unset = memory store only). Its tables are created in that database.
+    /// unset = memory store only; its tables are created in that database), and for the
+    /// `replicas` scenario (default: HODEI_BENCH_DATABASE_URL; required there; it creates
+    /// and drops a database per replica count).
     #[arg(long)]
     database_url: Option<String>,
+    /// Replica counts of the `replicas` scenario (default 1,2,3; the first is the baseline).
+    #[arg(long, value_delimiter = ',')]
+    replica_counts: Vec<usize>,
+    /// Warm workers in total in the `replicas` scenario, spread over the replicas (default 4).
+    #[arg(long, default_value_t = 4)]
+    replica_workers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +85,9 @@ enum Scenario {
     /// Thousands of simulated agents on one server (hodei-sim-server): CPU,
     /// memory per agent, heartbeat lag, dispatch latency. Not part of `all`.
     Agents,
+    /// One, two and three replicas on one Postgres (needs --database-url or
+    /// HODEI_BENCH_DATABASE_URL): jobs/s and dispatch latency. Not part of `all`.
+    Replicas,
 }
 
 /// Sizes of one run.
@@ -138,6 +149,7 @@ async fn main() -> std::process::ExitCode {
             Scenario::Logs => log_throughput(&bins, sizes).await,
             Scenario::Rss => idle_rss(&bins, sizes).await,
             Scenario::Agents => simulated_agents(&bins, &args, sizes).await,
+            Scenario::Replicas => replicas(&bins, &args, sizes).await,
             Scenario::All => continue,
         };
         match r {
@@ -249,6 +261,35 @@ async fn simulated_agents(bins: &Binaries, args: &Args, sizes: Sizes) -> Result<
          window once all are connected; KiB/agent = (RSS − RSS at start) / agents.",
     );
     Ok(table)
+}
+
+/// The `replicas` scenario: needs a Postgres server, where it creates (and
+/// drops) one database per replica count.
+async fn replicas(bins: &Binaries, args: &Args, sizes: Sizes) -> Result<Table, LoadError> {
+    let url = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("HODEI_BENCH_DATABASE_URL").ok())
+        .ok_or_else(|| {
+            LoadError::Check(
+                "the replicas scenario needs Postgres: pass --database-url postgres://… \
+                 or set HODEI_BENCH_DATABASE_URL (a database per replica count is created \
+                 there and dropped afterwards)"
+                    .into(),
+            )
+        })?;
+    let counts = if args.replica_counts.is_empty() {
+        vec![1, 2, 3]
+    } else {
+        args.replica_counts.clone()
+    };
+    let cfg = hodei_benches::load::replicas::ReplicasConfig::new(
+        counts,
+        args.replica_workers,
+        sizes.jobs,
+        args.dispatch_n.unwrap_or(if args.quick { 30 } else { 100 }),
+    );
+    hodei_benches::load::replicas::run(bins, &url, &cfg).await
 }
 
 fn spec_of(name: &str, command: CommandType) -> JobSpec {

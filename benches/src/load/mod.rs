@@ -2,6 +2,7 @@
 
 pub mod baseline;
 pub mod procfs;
+pub mod replicas;
 pub mod report;
 pub mod server;
 pub mod stats;

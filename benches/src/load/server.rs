@@ -79,7 +79,16 @@ impl ServerProcess {
     /// Starts the server with the embedded defaults plus `env`, on free ports, and
     /// waits until its gRPC port answers.
     pub async fn start(bins: &Binaries, env: &[(&str, String)]) -> Result<Self, LoadError> {
-        let grpc_port = free_port()?;
+        Self::start_on(bins, free_port()?, env).await
+    }
+
+    /// As [`start`](Self::start), on a gRPC port chosen beforehand (replicas
+    /// must know each other's addresses before any of them starts).
+    pub async fn start_on(
+        bins: &Binaries,
+        grpc_port: u16,
+        env: &[(&str, String)],
+    ) -> Result<Self, LoadError> {
         let http_port = free_port()?;
         let log_path =
             std::env::temp_dir().join(format!("hodei-load-{}-{grpc_port}.log", std::process::id()));
