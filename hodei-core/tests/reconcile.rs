@@ -3,10 +3,19 @@
 //! in-memory state of the controller that died.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hodei_core::JobId;
 use hodei_core::control::ControlPlane;
-use hodei_core::store::{QueueEntry, Stores};
+use hodei_core::store::memory::InMemoryJobQueue;
+use hodei_core::store::{
+    JobQueue, JobRepository, Lease, QueueCursor, QueueEntry, QueueOrder, QueuePage, StoreError,
+    Stores,
+};
 use hodei_core::{CommandType, Job, JobSpec, JobState, ProviderId, Worker, WorkerHandle, WorkerId};
 
 fn spec(name: &str) -> JobSpec {
@@ -44,6 +53,104 @@ async fn a_pending_job_without_a_queue_entry_is_enqueued() {
     assert!(queued.contains(&job.id()) && queued.contains(&queued_job.id()));
     let again = cp.audit_store().await.unwrap();
     assert!(again.is_empty(), "nothing left to repair: {again:?}");
+}
+
+/// A queue where another replica dispatches a job just as the audit asks
+/// which jobs have an entry: the job leaves `Pending` and its entry goes.
+struct DispatchedDuringAudit {
+    inner: InMemoryJobQueue,
+    jobs: Arc<dyn JobRepository>,
+    dispatch: Mutex<Option<Job>>,
+}
+
+#[async_trait]
+impl JobQueue for DispatchedDuringAudit {
+    async fn enqueue(&self, entry: QueueEntry) -> Result<(), StoreError> {
+        self.inner.enqueue(entry).await
+    }
+    async fn claim(&self, limit: usize, lease_for: Duration) -> Result<Vec<Lease>, StoreError> {
+        self.inner.claim(limit, lease_for).await
+    }
+    async fn claim_job(
+        &self,
+        job_id: JobId,
+        lease_for: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.inner.claim_job(job_id, lease_for).await
+    }
+    async fn peek(&self, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        self.inner.peek(limit).await
+    }
+    async fn scan(
+        &self,
+        order: QueueOrder,
+        after: Option<QueueCursor>,
+        limit: usize,
+    ) -> Result<QueuePage, StoreError> {
+        self.inner.scan(order, after, limit).await
+    }
+    async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.complete(lease).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release(lease).await
+    }
+    async fn renew(&self, lease: &Lease, lease_for: Duration) -> Result<Lease, StoreError> {
+        self.inner.renew(lease, lease_for).await
+    }
+    async fn queued(&self, job_ids: &[JobId]) -> Result<HashSet<JobId>, StoreError> {
+        let job = self.dispatch.lock().unwrap().take();
+        if let Some(mut job) = job {
+            // The other replica's dispatch: claim, bind, drop the entry.
+            let lease = self
+                .inner
+                .claim_job(job.id(), Duration::from_secs(30))
+                .await?
+                .unwrap();
+            job.submit_to_provider(ProviderId::new(), Some(WorkerId::new()))
+                .unwrap();
+            self.jobs.update(&job).await?;
+            self.inner.complete(&lease).await?;
+        }
+        self.inner.queued(job_ids).await
+    }
+    async fn remove(&self, job_id: JobId) -> Result<bool, StoreError> {
+        self.inner.remove(job_id).await
+    }
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, StoreError> {
+        self.inner.rescue_expired(now).await
+    }
+    async fn len(&self) -> Result<usize, StoreError> {
+        self.inner.len().await
+    }
+}
+
+/// Seen with two replicas on one Postgres (`hodei-load replicas`): the audit
+/// listed a job as pending, another replica dispatched it before the audit
+/// read the queue, and the audit enqueued a job that was already placed.
+#[tokio::test]
+async fn a_job_dispatched_while_the_audit_runs_is_not_enqueued_again() {
+    let mut stores = Stores::in_memory();
+    let job = stores.jobs.insert(&Job::new(spec("placed"))).await.unwrap();
+    let queue = Arc::new(DispatchedDuringAudit {
+        inner: InMemoryJobQueue::default(),
+        jobs: stores.jobs.clone(),
+        dispatch: Mutex::new(Some(job.clone())),
+    });
+    queue.enqueue(entry(&job)).await.unwrap();
+    stores.queue = queue.clone();
+    let cp = control_plane(&stores);
+
+    let report = cp.audit_store().await.unwrap();
+    assert_eq!(report.enqueued, 0, "{report:?}");
+    assert!(
+        queue.queued(&[job.id()]).await.unwrap().is_empty(),
+        "no entry for a placed job"
+    );
+    assert_eq!(
+        stores.jobs.get(job.id()).await.unwrap().unwrap().state(),
+        JobState::Scheduled
+    );
 }
 
 #[tokio::test]

@@ -104,9 +104,18 @@ impl ControlPlane {
             .map(Job::id)
             .collect();
         let queued = stores.queue.queued(&candidates).await?;
-        for job in pending.iter().filter(|j| !queued.contains(&j.id())) {
+        for listed in pending.iter().filter(|j| !queued.contains(&j.id())) {
+            // The list was read before the queue: a job dispatched in between
+            // (by this replica or another) lost its entry legitimately. Read it
+            // again, after the queue: still pending means it really has none.
+            let Some(job) = stores.jobs.get(listed.id()).await? else {
+                continue;
+            };
+            if job.state() != JobState::Pending {
+                continue;
+            }
             // Idempotent: a job enqueued meanwhile keeps its entry.
-            self.enqueue_job(job, job.created_at()).await?;
+            self.enqueue_job(&job, job.created_at()).await?;
             tracing::warn!(job_id = %job.id(), "pending job had no queue entry: enqueued");
             report.enqueued += 1;
         }
