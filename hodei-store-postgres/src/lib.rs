@@ -48,7 +48,7 @@ pub use error::PgStoreError;
 pub use job_history::PgJobHistoryStore;
 pub use jobs::PgJobRepository;
 pub use leader::{PgLeaderElection, PgLeaderLease, replica_holder_id};
-pub use logs::PgLogStore;
+pub use logs::{LOGS_CHANNEL, PgLogStore};
 pub use otp::PgOtpTokenStore;
 pub use providers::PgProviderConfigRepository;
 pub use queue::{DEFAULT_VACUUM_EVERY, PgJobQueue, QUEUE_CHANNEL};

@@ -3,10 +3,16 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use hodei_core::domain::ids::JobId;
 use hodei_core::domain::logs::{LogEntry, LogStream};
 use hodei_core::store::{LogCursor, LogStore, StoreError, StoredLogEntry};
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::error::{map_err, to_i32, to_i64, to_u64};
 
@@ -18,16 +24,89 @@ use crate::error::{map_err, to_i32, to_i64, to_u64};
 /// advances the stored highest contiguous sequence by scanning only the
 /// entries after it. Concurrent appends to one attempt serialise on the
 /// progress row, so the contiguous sequence is never under-reported.
+///
+/// Each append also notifies [`LOGS_CHANNEL`] (with the job id and this
+/// store's own id), so the log followers of other replicas read the entries
+/// at once ([`LogStore::appended_elsewhere`]).
 #[derive(Debug, Clone)]
 pub struct PgLogStore {
     pool: PgPool,
+    /// Tells this process's own notices apart from other replicas'.
+    origin: Uuid,
 }
+
+/// The LISTEN/NOTIFY channel of log appends: payload `<job id> <store id>`.
+pub const LOGS_CHANNEL: &str = "hodei_logs";
 
 impl PgLogStore {
     /// A store on `pool`.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            origin: Uuid::new_v4(),
+        }
+    }
+}
+
+/// Forwards the job ids of [`LOGS_CHANNEL`] notices from other stores to
+/// `tx` until its receiver is dropped; reconnects with backoff.
+async fn listen_for_appends(pool: PgPool, origin: Uuid, tx: mpsc::Sender<JobId>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connect = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(LOGS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let listener = tokio::select! {
+            r = connect => r,
+            () = tx.closed() => return,
+        };
+        match listener {
+            Ok(mut l) => {
+                backoff = Duration::from_millis(100);
+                loop {
+                    let next = tokio::select! {
+                        r = l.try_recv() => r,
+                        () = tx.closed() => return,
+                    };
+                    match next {
+                        Ok(Some(n)) => {
+                            let mut parts = n.payload().split(' ');
+                            let job = parts.next().and_then(|j| j.parse::<JobId>().ok());
+                            let from = parts.next().and_then(|o| o.parse::<Uuid>().ok());
+                            if let (Some(job), Some(from)) = (job, from)
+                                && from != origin
+                            {
+                                // Full: followers fall back on their re-check.
+                                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(job)
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::warn!("log listener lost its connection; reconnecting");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "log listener failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot LISTEN on {LOGS_CHANNEL}; retrying"),
+        }
+        if pool.is_closed() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -119,6 +198,13 @@ impl LogStore for PgLogStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(err)?;
+        // Delivered at commit, to the followers of the other replicas.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(LOGS_CHANNEL)
+            .bind(format!("{job_id} {}", self.origin))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(to_u64(contiguous))
     }
@@ -186,5 +272,18 @@ impl LogStore for PgLogStore {
         .await
         .map_err(|e| map_err("log entry", e))?;
         Ok(to_u64(n))
+    }
+
+    fn appended_elsewhere(&self) -> Option<BoxStream<'static, JobId>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, rx) = mpsc::channel::<JobId>(1024);
+        runtime.spawn(listen_for_appends(self.pool.clone(), self.origin, tx));
+        Some(
+            futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|job| (job, rx)) },
+            )
+            .boxed(),
+        )
     }
 }

@@ -566,3 +566,44 @@ async fn the_queue_vacuums_itself_after_enough_claims() {
         "the vacuum touched no live entry"
     );
 }
+
+/// Two replicas on one database: a log batch stored through one wakes the
+/// log subscribers of the other at once (LISTEN/NOTIFY), instead of leaving
+/// them to their quiet re-check; a replica is not woken by its own appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_batch_stored_by_one_replica_wakes_the_followers_of_the_other() {
+    use hodei_core::control::LogHub;
+    let Some(db) = TestDb::create("log_wakes").await else {
+        return;
+    };
+    let (a, b) = (db.stores().await, db.stores().await);
+    let hub_a = LogHub::new(a.stores().logs);
+    let hub_b = LogHub::new(b.stores().logs);
+    let job = JobId::new();
+    let mut on_a = hub_a.subscribe(job);
+    let mut on_b = hub_b.subscribe(job);
+    // The LISTEN connections come up in the background: append until B hears.
+    let mut sequence = 0;
+    let woken = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            sequence += 1;
+            let line = LogEntry::new(sequence, LogStream::Stdout, format!("line {sequence}"));
+            hub_a.append(job, 1, vec![line]).await.unwrap();
+            match tokio::time::timeout(Duration::from_millis(200), on_b.recv()).await {
+                Ok(Ok(chunk)) => return chunk,
+                Ok(Err(e)) => panic!("B's feed broke: {e}"),
+                Err(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("B was never woken by A's appends");
+    assert!(woken.is_stored_elsewhere(), "{woken:?}");
+    let stored = hub_b.read(job, LogCursor::default(), 100).await.unwrap();
+    assert_eq!(stored.len() as u64, sequence, "B reads what A stored");
+    // A's own subscribers get the entries themselves, never a wake-up for them.
+    while let Ok(chunk) = on_a.try_recv() {
+        assert!(!chunk.is_stored_elsewhere(), "A woken by its own append");
+    }
+    db.drop_db().await;
+}

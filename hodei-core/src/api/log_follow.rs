@@ -173,6 +173,7 @@ async fn follow(
         // Follow the live feed while it continues the cursor exactly.
         loop {
             match tokio::time::timeout(QUIET_RECHECK, live.recv()).await {
+                Ok(Ok(chunk)) if chunk.is_stored_elsewhere() => break, // read them from the store
                 Ok(Ok(chunk)) => {
                     let entries: Vec<LogEntry> = chunk
                         .entries

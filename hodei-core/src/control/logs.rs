@@ -13,7 +13,9 @@ use crate::domain::ids::JobId;
 use crate::domain::logs::LogEntry;
 use crate::store::{LogCursor, LogStore, StoreError, StoredLogEntry};
 
-/// Entries of one attempt, as fanned out to subscribers.
+/// Entries of one attempt, as fanned out to subscribers. A chunk without
+/// entries says that another replica stored entries of the job: subscribers
+/// read them from the store.
 #[derive(Debug, Clone)]
 pub struct LogChunk {
     /// Attempt.
@@ -22,10 +24,32 @@ pub struct LogChunk {
     pub entries: Arc<Vec<LogEntry>>,
 }
 
+impl LogChunk {
+    /// The wake-up sent when another replica stored entries of the job.
+    #[must_use]
+    pub fn stored_elsewhere() -> Self {
+        Self {
+            attempt: 0,
+            entries: Arc::new(Vec::new()),
+        }
+    }
+
+    /// Whether this is a [`LogChunk::stored_elsewhere`] wake-up.
+    #[must_use]
+    pub fn is_stored_elsewhere(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The per-job fan-out channels.
+type Fanout = Mutex<HashMap<JobId, broadcast::Sender<LogChunk>>>;
+
 /// Stores and fans out job logs.
 pub struct LogHub {
     store: Arc<dyn LogStore>,
-    live: Mutex<HashMap<JobId, broadcast::Sender<LogChunk>>>,
+    live: Arc<Fanout>,
+    /// Whether the task relaying the store's "appended elsewhere" wake-ups runs.
+    relaying: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for LogHub {
@@ -41,8 +65,43 @@ impl LogHub {
     pub fn new(store: Arc<dyn LogStore>) -> Self {
         Self {
             store,
-            live: Mutex::new(HashMap::new()),
+            live: Arc::new(Mutex::new(HashMap::new())),
+            relaying: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Starts, once and inside a runtime, the task that turns the store's
+    /// "appended elsewhere" notices into wake-ups of this replica's
+    /// subscribers. It ends with the hub.
+    fn relay_remote_appends(&self) {
+        use std::sync::atomic::Ordering;
+        if self.relaying.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.relaying.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Some(mut appended) = self.store.appended_elsewhere() else {
+            return;
+        };
+        let live = Arc::downgrade(&self.live);
+        runtime.spawn(async move {
+            use futures::StreamExt;
+            while let Some(job) = appended.next().await {
+                let Some(live) = live.upgrade() else { return };
+                let sender = live
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&job)
+                    .cloned();
+                if let Some(sender) = sender.filter(|s| s.receiver_count() > 0) {
+                    let _ = sender.send(LogChunk::stored_elsewhere());
+                }
+            }
+        });
     }
 
     /// The underlying store.
@@ -90,6 +149,7 @@ impl LogHub {
     /// Subscribes to new entries of a job. Subscribe *before* replaying from
     /// the store so nothing falls between the two.
     pub fn subscribe(&self, job: JobId) -> broadcast::Receiver<LogChunk> {
+        self.relay_remote_appends();
         self.sender(job).subscribe()
     }
 

@@ -369,6 +369,14 @@ pub trait LogStore: Send + Sync {
     async fn last_sequence(&self, job_id: JobId, attempt: u32) -> Result<u64, StoreError>;
     /// Deletes a job's logs. Returns how many entries were deleted.
     async fn delete(&self, job_id: JobId) -> Result<u64, StoreError>;
+    /// Jobs whose logs another process (another replica) appended, as they
+    /// are stored (e.g. Postgres LISTEN/NOTIFY), so this process's log
+    /// followers read them at once instead of at their next quiet re-check.
+    /// `None` when the store is only used in this process. Best effort: a
+    /// wake-up may be dropped, never an entry (followers re-check anyway).
+    fn appended_elsewhere(&self) -> Option<BoxStream<'static, JobId>> {
+        None
+    }
 }
 
 /// Why an OTP was refused. Deliberately coarse: a caller learns nothing about
