@@ -144,6 +144,30 @@ async fn exit_codes_and_shell_without_shell() {
     assert_eq!(res.exit_code, None);
 }
 
+/// The agent finds a bare program on the job's PATH itself (so it can spawn
+/// without copying its own memory), and the program still sees the name it
+/// was given as its `argv[0]`; the job's own PATH decides where it is found.
+#[tokio::test]
+async fn a_bare_program_is_found_on_the_jobs_path_and_keeps_its_name() {
+    let exec = executor();
+    let (res, lines) = run(
+        &exec,
+        ExecutionRequest::new(JobId::new(), 1, CommandType::shell("sh", ["-c", "echo $0"])),
+    )
+    .await;
+    assert!(res.success(), "{res:?}");
+    assert_eq!(text(&lines, LogStream::Stdout), vec!["sh"]);
+
+    // A PATH of the job's own that lacks the program: not found, as execvp would say.
+    let (res, _) = run(
+        &exec,
+        ExecutionRequest::new(JobId::new(), 1, CommandType::shell("sh", ["-c", "true"]))
+            .with_env("PATH", "/nonexistent-hodei-dir"),
+    )
+    .await;
+    assert_eq!(res.outcome, ExecutionOutcome::StartFailed, "{res:?}");
+}
+
 #[tokio::test]
 async fn start_failure_is_reported() {
     let exec = executor();

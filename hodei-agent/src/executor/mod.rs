@@ -33,6 +33,7 @@
 
 mod prepare;
 mod procs;
+mod program_path;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -469,7 +470,27 @@ impl JobExecutor {
             }
         };
 
-        let mut cmd = tokio::process::Command::new(&prepared.program);
+        // The PATH the job will see (as set below): its own, else the agent's
+        // when passed through, else the default when the agent has none. With
+        // no PATH at all, execvp's built-in default applies: not resolved here.
+        let child_path = req
+            .env
+            .get("PATH")
+            .map(std::ffi::OsString::from)
+            .or_else(|| match std::env::var_os("PATH") {
+                None => Some(DEFAULT_PATH.into()),
+                Some(p) if cfg.env_passthrough.iter().any(|n| n == "PATH") => Some(p),
+                Some(_) => None,
+            });
+        let resolved = child_path.and_then(|p| program_path::resolve(&prepared.program, &p));
+        let mut cmd = match resolved {
+            Some(found) => {
+                let mut cmd = tokio::process::Command::new(found);
+                cmd.arg0(&prepared.program);
+                cmd
+            }
+            None => tokio::process::Command::new(&prepared.program),
+        };
         cmd.args(&prepared.args).env_clear();
         for name in &cfg.env_passthrough {
             if let Some(value) = std::env::var_os(name) {
