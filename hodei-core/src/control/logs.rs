@@ -50,6 +50,8 @@ pub struct LogHub {
     live: Arc<Fanout>,
     /// Whether the task relaying the store's "appended elsewhere" wake-ups runs.
     relaying: std::sync::atomic::AtomicBool,
+    /// Dropped with the hub: ends the relay task (and the store's listener).
+    relay_stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl std::fmt::Debug for LogHub {
@@ -67,6 +69,7 @@ impl LogHub {
             store,
             live: Arc::new(Mutex::new(HashMap::new())),
             relaying: std::sync::atomic::AtomicBool::new(false),
+            relay_stop: Mutex::new(None),
         }
     }
 
@@ -88,9 +91,21 @@ impl LogHub {
             return;
         };
         let live = Arc::downgrade(&self.live);
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        *self
+            .relay_stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stop);
         runtime.spawn(async move {
             use futures::StreamExt;
-            while let Some(job) = appended.next().await {
+            loop {
+                let job = tokio::select! {
+                    next = appended.next() => match next {
+                        Some(job) => job,
+                        None => return,
+                    },
+                    _ = &mut stopped => return,
+                };
                 let Some(live) = live.upgrade() else { return };
                 let sender = live
                     .lock()
