@@ -4,6 +4,7 @@ pub mod baseline;
 pub mod procfs;
 pub mod replicas;
 pub mod report;
+pub mod scratch_db;
 pub mod server;
 pub mod stats;
 

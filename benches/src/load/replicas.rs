@@ -10,11 +10,11 @@ use futures::StreamExt;
 use hodei_core::client::{ClientError, HodeiClient};
 use hodei_core::proto::{convert, v1};
 use hodei_core::{CommandType, JobId, JobSpec, LogStream};
-use hodei_store_postgres::sqlx::{Connection, Executor, PgConnection};
 
 use super::LoadError;
 use super::baseline;
 use super::report::{Row, Table};
+use super::scratch_db::{create_database, drop_database};
 use super::server::{Binaries, ServerProcess, free_port};
 use super::stats::{Samples, ms};
 
@@ -409,38 +409,6 @@ fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Creates database `name` (dropping a leftover of that name) on the server of
-/// `admin_url` and returns its URL.
-async fn create_database(admin_url: &str, name: &str) -> Result<String, LoadError> {
-    let db_err = |e: hodei_store_postgres::sqlx::Error| {
-        LoadError::Check(format!("Postgres at {admin_url}: {e}"))
-    };
-    let mut conn = PgConnection::connect(admin_url).await.map_err(db_err)?;
-    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await
-        .map_err(db_err)?;
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .map_err(db_err)?;
-    let _ = conn.close().await;
-    let (prefix, query) = match admin_url.split_once('?') {
-        Some((p, q)) => (p, format!("?{q}")),
-        None => (admin_url, String::new()),
-    };
-    let prefix = prefix.rsplit_once('/').map_or(prefix, |(p, _)| p);
-    Ok(format!("{prefix}/{name}{query}"))
-}
-
-/// Drops database `name` (best effort: the figures are already taken).
-async fn drop_database(admin_url: &str, name: &str) {
-    if let Ok(mut conn) = PgConnection::connect(admin_url).await {
-        let _ = conn
-            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-            .await;
-        let _ = conn.close().await;
-    }
 }
 
 /// One replica on the in-memory store with every worker: the batch only.

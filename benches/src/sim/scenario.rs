@@ -17,6 +17,7 @@ use super::swarm::Swarm;
 use crate::load::LoadError;
 use crate::load::procfs;
 use crate::load::report::{Row, Table, Verdict};
+use crate::load::scratch_db::{create_database, drop_database};
 use crate::load::stats::{Samples, ms};
 
 /// What one run of the scenario measures.
@@ -39,6 +40,35 @@ const SETTLE: Duration = Duration::from_secs(10);
 
 /// Runs one store × agent count and adds its rows to `table`.
 pub async fn run(
+    sim_server: &Path,
+    database_url: Option<&str>,
+    run: &AgentsRun,
+    table: &mut Table,
+) -> Result<(), LoadError> {
+    // A database of its own per run: the sim provider of an earlier run (and
+    // its thousands of workers) would otherwise still be registered there.
+    let scratch = match database_url {
+        Some(admin) => {
+            let name = format!("hodei_load_agents_{}_{}", std::process::id(), run.agents);
+            Some((admin, name.clone(), create_database(admin, &name).await?))
+        }
+        None => None,
+    };
+    let result = run_on(
+        sim_server,
+        scratch.as_ref().map(|(_, _, url)| url.as_str()),
+        run,
+        table,
+    )
+    .await;
+    if let Some((admin, name, _)) = &scratch {
+        drop_database(admin, name).await;
+    }
+    result
+}
+
+/// [`run`] against the given database (or the memory store).
+async fn run_on(
     sim_server: &Path,
     database_url: Option<&str>,
     run: &AgentsRun,
