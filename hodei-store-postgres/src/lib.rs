@@ -26,6 +26,7 @@ mod error;
 mod job_history;
 mod jobs;
 mod leader;
+mod listen;
 mod logs;
 mod otp;
 mod providers;

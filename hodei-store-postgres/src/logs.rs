@@ -3,15 +3,11 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use hodei_core::domain::ids::JobId;
 use hodei_core::domain::logs::{LogEntry, LogStream};
 use hodei_core::store::{LogCursor, LogStore, StoreError, StoredLogEntry};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use std::time::Duration;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::{map_err, to_i32, to_i64, to_u64};
@@ -46,67 +42,6 @@ impl PgLogStore {
             pool,
             origin: Uuid::new_v4(),
         }
-    }
-}
-
-/// Forwards the job ids of [`LOGS_CHANNEL`] notices from other stores to
-/// `tx` until its receiver is dropped; reconnects with backoff.
-async fn listen_for_appends(pool: PgPool, origin: Uuid, tx: mpsc::Sender<JobId>) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let connect = async {
-            let mut l = PgListener::connect_with(&pool).await?;
-            l.listen(LOGS_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        };
-        let listener = tokio::select! {
-            r = connect => r,
-            () = tx.closed() => return,
-        };
-        match listener {
-            Ok(mut l) => {
-                backoff = Duration::from_millis(100);
-                loop {
-                    let next = tokio::select! {
-                        r = l.try_recv() => r,
-                        () = tx.closed() => return,
-                    };
-                    match next {
-                        Ok(Some(n)) => {
-                            let mut parts = n.payload().split(' ');
-                            let job = parts.next().and_then(|j| j.parse::<JobId>().ok());
-                            let from = parts.next().and_then(|o| o.parse::<Uuid>().ok());
-                            if let (Some(job), Some(from)) = (job, from)
-                                && from != origin
-                            {
-                                // Full: followers fall back on their re-check.
-                                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(job)
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                        Ok(None) => {
-                            tracing::warn!("log listener lost its connection; reconnecting");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "log listener failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot LISTEN on {LOGS_CHANNEL}; retrying"),
-        }
-        if pool.is_closed() {
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = tx.closed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -275,15 +210,12 @@ impl LogStore for PgLogStore {
     }
 
     fn appended_elsewhere(&self) -> Option<BoxStream<'static, JobId>> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let (tx, rx) = mpsc::channel::<JobId>(1024);
-        runtime.spawn(listen_for_appends(self.pool.clone(), self.origin, tx));
-        Some(
-            futures::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|job| (job, rx)) },
-            )
-            .boxed(),
-        )
+        let origin = self.origin;
+        crate::listen::notifications(&self.pool, LOGS_CHANNEL, 1024, None, move |payload| {
+            let mut parts = payload.split(' ');
+            let job = parts.next()?.parse::<JobId>().ok()?;
+            let from = parts.next()?.parse::<Uuid>().ok()?;
+            (from != origin).then_some(job)
+        })
     }
 }

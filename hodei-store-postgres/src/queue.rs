@@ -8,15 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use hodei_core::domain::ids::JobId;
 use hodei_core::store::{
     JobQueue, Lease, QueueCursor, QueueEntry, QueueOrder, QueuePage, StoreError,
 };
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::map_err;
@@ -451,72 +448,7 @@ impl JobQueue for PgJobQueue {
     /// listener reconnects and sends a wake-up, since notifications sent
     /// meanwhile are lost. `None` outside a tokio runtime.
     fn work_notifications(&self) -> Option<BoxStream<'static, ()>> {
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        let (tx, rx) = mpsc::channel::<()>(1);
-        handle.spawn(listen(self.pool.clone(), tx));
-        Some(
-            futures::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
-            )
-            .boxed(),
-        )
-    }
-}
-
-/// Forwards notifications on [`QUEUE_CHANNEL`] to `tx` until its receiver is dropped.
-async fn listen(pool: PgPool, tx: mpsc::Sender<()>) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let listener = async {
-            let mut l = PgListener::connect_with(&pool).await?;
-            l.listen(QUEUE_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        };
-        let mut listener = tokio::select! {
-            r = listener => r,
-            () = tx.closed() => return,
-        };
-        match listener.as_mut() {
-            Ok(l) => {
-                backoff = Duration::from_millis(100);
-                // Anything sent while we were (re)connecting was missed.
-                let _ = tx.try_send(());
-                loop {
-                    let next = tokio::select! {
-                        r = l.try_recv() => r,
-                        () = tx.closed() => return,
-                    };
-                    match next {
-                        Ok(Some(_)) => {
-                            // Full means a wake-up is already pending: coalesce.
-                            if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
-                                return;
-                            }
-                        }
-                        Ok(None) => {
-                            tracing::warn!("queue listener lost its connection; reconnecting");
-                            let _ = tx.try_send(());
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "queue listener failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN on {QUEUE_CHANNEL}; retrying");
-            }
-        }
-        if pool.is_closed() {
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = tx.closed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // One wake-up per burst (capacity 1), and one after every reconnection.
+        crate::listen::notifications(&self.pool, QUEUE_CHANNEL, 1, Some(()), |_| Some(()))
     }
 }
