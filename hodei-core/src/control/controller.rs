@@ -1,8 +1,8 @@
 //! The job controller: one control loop, woken by events (new job, worker
 //! ready, job finished) and by a periodic reconcile; it never busy-polls.
 //!
-//! Each pass: the leader's maintenance (timeouts, leases, audit), then
-//! dispatch of queued jobs; once per reconcile interval also the passes over
+//! Each pass dispatches queued jobs; once per reconcile interval it also runs
+//! the leader's maintenance (timeouts, leases, audit) and the passes over
 //! every worker (lost and idle ones, warm pools). Dispatch sends a job to an
 //! idle worker, or provisions a worker for it (see `provisioner`).
 
@@ -24,10 +24,13 @@ use crate::traces;
 
 /// When the loop's periodic work last ran, and so what is due on a turn.
 ///
-/// The passes over every worker (liveness, idle timeouts, warm pools) go by
-/// the clock, once per reconcile interval; a wake (new job, worker ready, job
-/// finished) only dispatches. With thousands of workers, a pass over all of
-/// them on every submit was most of the dispatch latency.
+/// The passes over every worker (liveness, idle timeouts, warm pools) and the
+/// leader's maintenance go by the clock, once per reconcile interval; a wake
+/// (new job, worker ready, job finished) only dispatches. With thousands of
+/// workers, a pass over all of them on every submit was most of the dispatch
+/// latency; the maintenance lists every running job (timeouts) and every
+/// concurrency slot, which on every job's completion made a busy server's
+/// work grow with the jobs it ran.
 #[derive(Debug)]
 struct Cadence {
     last_health: Instant,
@@ -120,9 +123,9 @@ impl ControlPlane {
         self.pass(true).await
     }
 
-    /// A pass; `workers_due`: also the passes over every worker.
+    /// A pass; `workers_due`: also the maintenance and the passes over every worker.
     async fn pass(&self, workers_due: bool) -> ControlResult<()> {
-        if self.is_leader().await {
+        if workers_due && self.is_leader().await {
             self.maintain().await?;
         }
         if workers_due {
