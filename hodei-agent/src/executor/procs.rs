@@ -68,14 +68,31 @@ impl PidWindow {
     /// `age` more processes than `pid_max` could have been created at
     /// [`Self::MAX_FORKS_PER_SEC`], so the ids may have wrapped past `first`.
     pub(crate) fn since(first: u32, age: std::time::Duration) -> Option<Self> {
-        let read =
-            |path: &str| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-        let pid_max = read("/proc/sys/kernel/pid_max")?;
+        let pid_max = read_u32("/proc/sys/kernel/pid_max")?;
         if age.as_secs_f64() * Self::MAX_FORKS_PER_SEC >= f64::from(pid_max) {
             return None;
         }
-        let last = read("/proc/sys/kernel/ns_last_pid")?;
+        let last = read_u32("/proc/sys/kernel/ns_last_pid")?;
         Some(Self { first, last })
+    }
+
+    /// How many pids the window holds (`pid_max` bounds a wrapped one).
+    fn len(self, pid_max: u32) -> u64 {
+        if self.first <= self.last {
+            u64::from(self.last - self.first) + 1
+        } else {
+            u64::from(pid_max.saturating_sub(self.first)) + u64::from(self.last)
+        }
+    }
+
+    /// The pids of the window, in allocation order.
+    fn pids(self, pid_max: u32) -> impl Iterator<Item = u32> {
+        let (head, tail) = if self.first <= self.last {
+            (self.first..=self.last, 1..=0)
+        } else {
+            (self.first..=pid_max.saturating_sub(1), 1..=self.last)
+        };
+        head.chain(tail)
     }
 
     /// Whether `pid` was allocated within the window.
@@ -88,39 +105,54 @@ impl PidWindow {
     }
 }
 
+/// A window at most this long is probed pid by pid; a longer one is filtered
+/// from a listing of `/proc`. Listing `/proc` walks every process of the host
+/// and was a sixth of the agent's CPU per job in a throughput run; a short
+/// job's window holds a handful of pids.
+const PROBE_AT_MOST: u64 = 4096;
+
 fn sweep(needle: &[u8], own: u32, window: Option<PidWindow>) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+    let pid_max = window.and_then(|_| read_u32("/proc/sys/kernel/pid_max"));
+    let candidates: Box<dyn Iterator<Item = u32>> = match (window, pid_max) {
+        (Some(w), Some(max)) if w.len(max) <= PROBE_AT_MOST => Box::new(w.pids(max)),
+        _ => {
+            let Ok(entries) = std::fs::read_dir("/proc") else {
+                return 0;
+            };
+            Box::new(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+                    // Older than the job: cannot carry its marker.
+                    .filter(move |p| window.is_none_or(|w| w.contains(*p))),
+            )
+        }
     };
     let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if u32::try_from(pid).is_ok_and(|p| p == own) || pid <= 1 {
+    for pid in candidates {
+        if pid == own || pid <= 1 {
             continue;
         }
-        if let Some(w) = window
-            && u32::try_from(pid).is_ok_and(|p| !w.contains(p))
-        {
-            // Older than the job: cannot carry its marker.
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+        // A pid of the window that is free, or a thread's id: no such
+        // process, or the environment of the thread's process.
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
         if environ.split(|b| *b == 0).any(|kv| kv == needle) {
-            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+            let Ok(raw) = i32::try_from(pid) else {
+                continue;
+            };
+            match kill(Pid::from_raw(raw), Signal::SIGKILL) {
                 Ok(()) => killed += 1,
                 Err(e) => tracing::debug!(pid, error = %e, "killing marked process failed"),
             }
         }
     }
     killed
+}
+
+fn read_u32(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]
@@ -142,6 +174,43 @@ mod tests {
         };
         assert!(w.contains(4_000_000) && w.contains(4_194_303) && w.contains(300));
         assert!(w.contains(350) && !w.contains(351) && !w.contains(3_999_999));
+    }
+
+    #[test]
+    fn a_window_lists_its_pids_across_a_wrap() {
+        let w = PidWindow {
+            first: 10,
+            last: 13,
+        };
+        assert_eq!(w.len(100), 4);
+        assert_eq!(w.pids(100).collect::<Vec<_>>(), [10, 11, 12, 13]);
+        // pid_max 100: pids 1..=99 exist (0 is never allocated).
+        let w = PidWindow { first: 97, last: 2 };
+        assert_eq!(w.pids(100).collect::<Vec<_>>(), [97, 98, 99, 1, 2]);
+        assert!(w.pids(100).all(|p| w.contains(p)));
+        assert_eq!(w.pids(100).count() as u64, w.len(100));
+    }
+
+    #[test]
+    fn a_marked_process_in_the_window_is_killed_by_probing() {
+        let marker = format!("probe-{}", std::process::id());
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(MARKER_ENV, &marker)
+            .spawn()
+            .unwrap();
+        let w = PidWindow::since(child.id(), std::time::Duration::from_millis(1))
+            .expect("ns_last_pid and pid_max readable");
+        let pid_max = read_u32("/proc/sys/kernel/pid_max").unwrap();
+        assert!(
+            w.len(pid_max) <= PROBE_AT_MOST,
+            "{w:?}: a fresh window is short"
+        );
+        let needle = format!("{MARKER_ENV}={marker}");
+        assert_eq!(sweep(needle.as_bytes(), me, Some(w)), 1);
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "sleep was killed: {status}");
     }
 
     #[test]
