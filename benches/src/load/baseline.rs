@@ -45,6 +45,44 @@ pub async fn spawn_first_line(n: usize) -> Result<Samples, LoadError> {
 /// Spawns and reaps `true` `n` times from `threads` threads at once
 /// (std::process, one blocking thread each); returns processes per second.
 pub fn spawn_reap_rate(n: usize, threads: usize) -> Result<f64, LoadError> {
+    spawn_reap(n, threads).map(|r| r.per_second)
+}
+
+/// What a raw spawn+reap loop achieved and what it cost.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnReap {
+    /// Processes spawned and reaped per second.
+    pub per_second: f64,
+    /// CPU time per process of the spawning side (this process).
+    pub parent_cpu: Duration,
+    /// CPU time per process of the processes themselves (`true`).
+    pub child_cpu: Duration,
+}
+
+/// [`spawn_reap_rate`] with the CPU it used per process, from `/proc/self/stat`
+/// (this process, and the children it reaped).
+pub fn spawn_reap(n: usize, threads: usize) -> Result<SpawnReap, LoadError> {
+    let me = std::process::id();
+    let (own0, kids0) = (
+        super::procfs::cpu_time(me).unwrap_or_default(),
+        super::procfs::children_cpu_time(me).unwrap_or_default(),
+    );
+    let per_second = spawn_reap_loop(n, threads)?;
+    let (own, kids) = (
+        super::procfs::cpu_time(me).unwrap_or_default(),
+        super::procfs::children_cpu_time(me).unwrap_or_default(),
+    );
+    let threads = threads.max(1);
+    let spawned = n.div_ceil(threads) * threads;
+    let per = |d: Duration| d.checked_div(u32::try_from(spawned).unwrap_or(u32::MAX).max(1));
+    Ok(SpawnReap {
+        per_second,
+        parent_cpu: per(own.saturating_sub(own0)).unwrap_or_default(),
+        child_cpu: per(kids.saturating_sub(kids0)).unwrap_or_default(),
+    })
+}
+
+fn spawn_reap_loop(n: usize, threads: usize) -> Result<f64, LoadError> {
     let threads = threads.max(1);
     let per = n.div_ceil(threads);
     let t0 = Instant::now();

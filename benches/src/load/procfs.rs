@@ -47,6 +47,18 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) as f64 / hz))
 }
 
+/// CPU time (user + system) of the children process `pid` has waited for
+/// (`cutime` + `cstime`): the jobs an agent ran and reaped, or the processes a
+/// baseline spawned.
+pub fn children_cpu_time(pid: u32) -> Option<Duration> {
+    let f = stat_fields(pid)?;
+    // Fields 16 (cutime) and 17 (cstime), counted from 1.
+    let cutime: u64 = f.get(13)?.parse().ok()?;
+    let cstime: u64 = f.get(14)?.parse().ok()?;
+    let hz = clock_ticks_per_second();
+    Some(Duration::from_secs_f64((cutime + cstime) as f64 / hz))
+}
+
 /// `CLK_TCK`; 100 on every Linux this runs on (read from `getconf` when available).
 fn clock_ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
