@@ -208,6 +208,16 @@ mod tests {
             "{w:?}: a fresh window is short"
         );
         let needle = format!("{MARKER_ENV}={marker}");
+        // `spawn` returns when the child has the new program's memory, which
+        // may be an instant before the kernel has set its environment up.
+        let marked = || {
+            std::fs::read(format!("/proc/{}/environ", child.id()))
+                .is_ok_and(|e| e.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !marked() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         assert_eq!(sweep(needle.as_bytes(), me, Some(w)), 1);
         let status = child.wait().unwrap();
         assert!(!status.success(), "sleep was killed: {status}");
