@@ -71,10 +71,19 @@ impl JobHistoryStore for PgJobHistoryStore {
             "records",
             u64::try_from(MAX_RECORDS_PER_JOB).unwrap_or(u64::MAX),
         )?;
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        // One statement (one round trip, no transaction to open and commit):
+        // it is on the path of every transition, submit and dispatch
+        // included. Past the cap, the oldest records after the first (the
+        // creation) are dropped. The DELETE sees the rows as they were before
+        // the INSERT, hence the `+ 1`; the new row is the newest, never among
+        // the dropped.
         sqlx::query(
-            "INSERT INTO job_history (job_id, from_state, to_state, at, attempt, worker_id, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "WITH ins AS ( \
+                INSERT INTO job_history (job_id, from_state, to_state, at, attempt, worker_id, reason) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING 1) \
+             DELETE FROM job_history WHERE id IN ( \
+                SELECT id FROM job_history WHERE job_id = $1 ORDER BY id \
+                OFFSET 1 LIMIT GREATEST(0, (SELECT count(*) FROM job_history WHERE job_id = $1) + 1 - $8))",
         )
         .bind(record.job_id.as_uuid())
         .bind(record.from.map(JobState::as_str))
@@ -83,21 +92,10 @@ impl JobHistoryStore for PgJobHistoryStore {
         .bind(to_i32("attempt", record.attempt)?)
         .bind(record.worker_id.map(|w| *w.as_uuid()))
         .bind(&record.reason)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        // Past the cap, drop the oldest records after the first (the creation).
-        sqlx::query(
-            "DELETE FROM job_history WHERE id IN ( \
-                SELECT id FROM job_history WHERE job_id = $1 ORDER BY id \
-                OFFSET 1 LIMIT GREATEST(0, (SELECT count(*) FROM job_history WHERE job_id = $1) - $2))",
-        )
-        .bind(record.job_id.as_uuid())
         .bind(keep)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
         .map_err(err)?;
-        tx.commit().await.map_err(err)?;
         Ok(())
     }
 

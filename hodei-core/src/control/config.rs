@@ -74,6 +74,7 @@ pub struct ControlPlaneConfig {
     /// OTP lifetime.
     pub otp_ttl: Duration,
     /// Periodic reconcile, on top of event wake-ups; also how often the
+    /// leader's maintenance (expired leases, timeouts, stale slots) and the
     /// passes over every worker (liveness, idle timeouts, warm pools) run.
     pub reconcile_interval: Duration,
     /// Interval of provider health checks.

@@ -230,10 +230,13 @@ impl ControlPlane {
     /// What the scheduler sees: the workers connected to this replica (the
     /// only ones it can send a job to, from their sessions' views: no store
     /// read per worker) and every provider with its count of live workers
-    /// over all replicas (one grouped count).
+    /// over all replicas (one grouped count). The two reads go side by side.
     async fn snapshot(&self) -> ControlResult<SchedulingSnapshot> {
-        let alive = self.inner.stores.workers.count_alive_by_provider().await?;
-        let providers = self.inner.stores.providers.list().await?;
+        let (alive, providers) = tokio::join!(
+            self.inner.stores.workers.count_alive_by_provider(),
+            self.inner.stores.providers.list(),
+        );
+        let (alive, providers) = (alive?, providers?);
         let mut provider_views = Vec::new();
         for p in providers {
             let Some(entry) = self.provider_entry(p.id()) else {
@@ -323,33 +326,62 @@ impl ControlPlane {
     /// walk goes on, so it never holds up the entries behind it. The pass
     /// ends when no capacity is left, at the end of the queue, or after
     /// `dispatch_scan_limit` entries (the next pass then resumes there).
+    ///
+    /// Reads that do not depend on each other go side by side (on Postgres
+    /// each is a round trip before the job reaches its worker): the first
+    /// page is read in the order of the strategy as last seen, beside the
+    /// read of the shared strategy (after a switch, the page is read again);
+    /// the snapshot is built beside the read of the first entry's job.
     async fn dispatch(&self) -> ControlResult<()> {
-        let strategy = self.shared_strategy().await?;
-        let order = QueueOrder::for_strategy(strategy);
         let page_size = self.inner.config.dispatch_batch.max(1);
         let budget = self.inner.config.dispatch_scan_limit.max(page_size);
         let mut cursor = lock(&self.inner.scan_resume).take();
+        let guess = QueueOrder::for_strategy(self.current_strategy());
+        let (strategy, first_page) = tokio::join!(
+            self.shared_strategy(),
+            self.inner.stores.queue.scan(guess, cursor, page_size),
+        );
+        let order = QueueOrder::for_strategy(strategy?);
+        let mut first_page = if order == guess {
+            Some(first_page?)
+        } else {
+            None
+        };
         let mut snapshot: Option<SchedulingSnapshot> = None;
         let mut full_keys: HashSet<String> = HashSet::new();
         let mut seen = 0usize;
         loop {
-            let page = self
-                .inner
-                .stores
-                .queue
-                .scan(order, cursor, page_size)
-                .await?;
-            if page.entries.is_empty() {
+            let page = match first_page.take() {
+                Some(page) => page,
+                None => {
+                    self.inner
+                        .stores
+                        .queue
+                        .scan(order, cursor, page_size)
+                        .await?
+                }
+            };
+            let Some(first_id) = page.entries.first().map(|e| e.job_id) else {
                 break;
-            }
+            };
+            let mut prefetched = None;
             let snap = match &mut snapshot {
                 Some(s) => s,
-                None => snapshot.insert(self.snapshot().await?),
+                None => {
+                    let (built, job) =
+                        tokio::join!(self.snapshot(), self.inner.stores.jobs.get(first_id),);
+                    prefetched = Some((first_id, job?));
+                    snapshot.insert(built?)
+                }
             };
             for entry in page.entries {
                 seen += 1;
                 let job_id = entry.job_id;
-                match self.inner.stores.jobs.get(job_id).await? {
+                let job = match prefetched.take() {
+                    Some((id, job)) if id == job_id => job,
+                    _ => self.inner.stores.jobs.get(job_id).await?,
+                };
+                match job {
                     Some(job) if job.state() == JobState::Pending => {
                         if !snap.has_capacity() {
                             return Ok(());
@@ -479,7 +511,7 @@ impl ControlPlane {
                 snapshot.take_slot(w);
                 let span = traces::job_span(traces::Stage::Dispatch, &job);
                 traces::record_worker(&span, w);
-                self.assign_to_worker(job.id(), w).instrument(span).await?;
+                self.assign_to_worker(job, w).instrument(span).await?;
             }
             Decision::Provision(p) => {
                 snapshot.add_provisioning(p);
@@ -493,20 +525,34 @@ impl ControlPlane {
         Ok(record)
     }
 
-    /// Gives a queued job to a connected idle worker.
-    async fn assign_to_worker(&self, job_id: JobId, worker_id: WorkerId) -> ControlResult<()> {
-        let Some(lease) = self
-            .inner
-            .stores
-            .queue
-            .claim_job(job_id, self.inner.config.dispatch_lease)
-            .await?
-        else {
+    /// Gives a queued job to a connected idle worker. `job` is the copy the
+    /// caller has just read; the job's update starts from it.
+    ///
+    /// The order holds the guarantees: the queue entry is claimed before
+    /// anything is bound (two controllers never bind one job), the worker's
+    /// slot is taken before the job names the worker, and the entry is
+    /// deleted only once the job has left `Pending`. Steps that do not
+    /// depend on each other run side by side: on Postgres each is a round
+    /// trip, and these are the round trips between a submit and its
+    /// dispatch. The provider's load is counted after the send.
+    async fn assign_to_worker(&self, job: Job, worker_id: WorkerId) -> ControlResult<()> {
+        let job_id = job.id();
+        // Reading the worker binds nothing, so it goes beside the claim.
+        let (claimed, read) = tokio::join!(
+            self.inner
+                .stores
+                .queue
+                .claim_job(job_id, self.inner.config.dispatch_lease),
+            self.inner.stores.workers.get(worker_id),
+        );
+        let Some(lease) = claimed? else {
             return Ok(()); // another controller took it
         };
+        // A failed read only loses the head start: the update reads again.
+        let known = read.ok().flatten();
         // Reserve the worker slot first so two jobs never race for it.
         let assigned = self
-            .update_worker(worker_id, |w| {
+            .update_worker_from(worker_id, known, |w| {
                 Ok(w.assign(job_id).map(|()| w.provider_id()))
             })
             .await;
@@ -527,34 +573,39 @@ impl ControlPlane {
                 return Err(e);
             }
         };
-        self.refresh_provider_load(provider_id).await;
-        let mut pending_since = Utc::now();
-        let job = match self
-            .transition_job(job_id, "", |j| {
-                pending_since = j.updated_at();
+        let (job, t, pending_since) = match self
+            .apply_transition(job_id, Some(job), |j| {
                 Ok(j.submit_to_provider(provider_id, Some(worker_id))?)
             })
             .await
         {
-            Ok(j) => j,
+            Ok(applied) => applied,
             Err(e) => {
                 self.inner.stores.queue.release(&lease).await?;
                 self.release_worker_slot(worker_id, job_id).await?;
                 return Err(e);
             }
         };
-        self.drop_claimed_entry(&lease).await;
-        if !self.send_run(worker_id, &job).await? {
-            // The stream went away between the snapshot and now: undo.
+        // The entry must be gone before the send: a job that fails at once
+        // and is queued again must not find its old entry still there.
+        let ((), (), resume_after) = tokio::join!(
+            self.finish_transition(&job, t, pending_since, ""),
+            self.drop_claimed_entry(&lease),
+            self.resume_point(&job),
+        );
+        if self.send_run_from(worker_id, &job, resume_after?).await? {
+            crate::telemetry::job_dispatched(pending_since.unwrap_or_else(Utc::now));
+            tracing::info!(%job_id, %worker_id, attempt = job.execution_context().attempt, "job dispatched");
+            self.refresh_provider_load(provider_id).await;
+        } else {
+            // The stream went away between the snapshot and now: undo (the
+            // released slot counts the provider's load again).
             self.undo_assignment(
                 job_id,
                 worker_id,
                 "worker disconnected before the job was sent",
             )
             .await?;
-        } else {
-            crate::telemetry::job_dispatched(pending_since);
-            tracing::info!(%job_id, %worker_id, attempt = job.execution_context().attempt, "job dispatched");
         }
         Ok(())
     }
@@ -607,7 +658,7 @@ impl ControlPlane {
                 "worker {worker_id} is not connected"
             )));
         }
-        self.assign_to_worker(job_id, worker_id).await?;
+        self.assign_to_worker(job, worker_id).await?;
         self.get_job(job_id).await
     }
 

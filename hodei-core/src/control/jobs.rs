@@ -54,10 +54,16 @@ impl ControlPlane {
     /// and announces it.
     pub(super) async fn store_and_enqueue(&self, job: Job) -> ControlResult<Job> {
         let stored = self.inner.stores.jobs.insert(&job).await?;
-        self.enqueue_job(&stored, Utc::now()).await?;
+        // Both follow the insert and neither needs the other, so they go
+        // side by side (one round trip less before the dispatch). This
+        // replica's dispatch, which records the next transition, is woken
+        // only after both.
+        let (queued, ()) = tokio::join!(
+            self.enqueue_job(&stored, Utc::now()),
+            self.record_transition(&stored, None, JobState::Pending, ""),
+        );
+        queued?;
         tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
-        self.record_transition(&stored, None, JobState::Pending, "")
-            .await;
         self.publish(&stored, None, JobState::Pending, String::new());
         self.wake();
         Ok(stored)
@@ -131,11 +137,32 @@ impl ControlPlane {
     pub(super) async fn update_job<T>(
         &self,
         id: JobId,
+        f: impl FnMut(&mut Job) -> ControlResult<T>,
+    ) -> ControlResult<(Job, T)> {
+        self.update_job_from(id, None, f).await
+    }
+
+    /// [`Self::update_job`], first applied to `known`, a copy the caller has
+    /// just read (one store read less on the dispatch path). A stale copy
+    /// costs a conflict and a fresh read, never a lost write; a change `f`
+    /// refuses on it is tried again on a fresh read before the refusal
+    /// counts.
+    pub(super) async fn update_job_from<T>(
+        &self,
+        id: JobId,
+        mut known: Option<Job>,
         mut f: impl FnMut(&mut Job) -> ControlResult<T>,
     ) -> ControlResult<(Job, T)> {
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let mut job = self.get_job(id).await?;
-            let out = f(&mut job)?;
+            let (mut job, fresh) = match known.take().filter(|j| j.id() == id) {
+                Some(j) => (j, false),
+                None => (self.get_job(id).await?, true),
+            };
+            let out = match f(&mut job) {
+                Ok(out) => out,
+                Err(e) if fresh => return Err(e),
+                Err(_) => continue,
+            };
             match self.inner.stores.jobs.update(&job).await {
                 Ok(stored) => return Ok((stored, out)),
                 Err(StoreError::Conflict { .. }) => continue,
@@ -152,26 +179,52 @@ impl ControlPlane {
         &self,
         id: JobId,
         message: &str,
-        mut f: impl FnMut(&mut Job) -> ControlResult<Transition>,
+        f: impl FnMut(&mut Job) -> ControlResult<Transition>,
     ) -> ControlResult<Job> {
+        let (job, t, before) = self.apply_transition(id, None, f).await?;
+        self.finish_transition(&job, t, before, message).await;
+        Ok(job)
+    }
+
+    /// The stored half of [`Self::transition_job`] (from `known` first, see
+    /// [`Self::update_job_from`]): the job as stored, the transition, and
+    /// when the job entered the state it left. The caller then calls
+    /// [`Self::finish_transition`], and may run other work beside it.
+    pub(super) async fn apply_transition(
+        &self,
+        id: JobId,
+        known: Option<Job>,
+        mut f: impl FnMut(&mut Job) -> ControlResult<Transition>,
+    ) -> ControlResult<(Job, Transition, Option<chrono::DateTime<Utc>>)> {
         // When the job entered its current state: nothing else changes a
         // pending job, so for one leaving `pending` it is when it was queued.
         let mut before = None;
         let (job, t) = self
-            .update_job(id, |j| {
+            .update_job_from(id, known, |j| {
                 before = Some(j.updated_at());
                 f(j)
             })
             .await?;
-        crate::telemetry::job_transition(&job, t, before);
+        Ok((job, t, before))
+    }
+
+    /// What follows a stored transition: metrics, the freed concurrency
+    /// slot, the history record, the event.
+    pub(super) async fn finish_transition(
+        &self,
+        job: &Job,
+        t: Transition,
+        before: Option<chrono::DateTime<Utc>>,
+        message: &str,
+    ) {
+        crate::telemetry::job_transition(job, t, before);
         // Ended or queued again: its concurrency slot goes to the next job.
         if t.to.is_terminal() || t.to == JobState::Pending {
-            self.free_concurrency_slot(&job).await;
+            self.free_concurrency_slot(job).await;
         }
-        self.record_transition(&job, Some(t.from), t.to, message)
+        self.record_transition(job, Some(t.from), t.to, message)
             .await;
-        self.publish(&job, Some(t.from), t.to, message.to_owned());
-        Ok(job)
+        self.publish(job, Some(t.from), t.to, message.to_owned());
     }
 
     /// Adds a stored transition to the job's history. The change itself is
@@ -440,5 +493,50 @@ impl ControlPlane {
         let job = self.store_and_enqueue(Job::new(spec)).await?;
         tracing::info!(job_id = %job.id(), retry_of = %id, "job retried");
         Ok(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::ProviderId;
+    use crate::domain::spec::CommandType;
+
+    #[tokio::test]
+    async fn a_stale_known_job_costs_a_fresh_read_never_a_lost_write() {
+        let cp = ControlPlane::builder().build();
+        let job = cp
+            .create_job(JobSpec::new("j", CommandType::shell("true", [""; 0])), None)
+            .await
+            .unwrap();
+        // Another writer cancels it after the copy was read.
+        cp.transition_job(job.id(), "cancelled", |j| Ok(j.cancel("by a user")?))
+            .await
+            .unwrap();
+        let r = cp
+            .update_job_from(job.id(), Some(job.clone()), |j| {
+                Ok(j.submit_to_provider(ProviderId::new(), None)?)
+            })
+            .await;
+        assert!(r.is_err(), "the fresh read refuses it: {r:?}");
+        assert_eq!(
+            cp.get_job(job.id()).await.unwrap().state(),
+            JobState::Cancelled,
+            "the cancellation stands"
+        );
+
+        // A current copy is used as it is.
+        let fresh = cp
+            .create_job(JobSpec::new("k", CommandType::shell("true", [""; 0])), None)
+            .await
+            .unwrap();
+        let (stored, _) = cp
+            .update_job_from(fresh.id(), Some(fresh.clone()), |j| {
+                Ok(j.submit_to_provider(ProviderId::new(), None)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.state(), JobState::Scheduled);
+        assert_eq!(stored.version(), fresh.version() + 1);
     }
 }

@@ -26,17 +26,45 @@ impl ControlPlane {
     pub(super) async fn update_worker<T>(
         &self,
         worker_id: WorkerId,
+        change: impl FnMut(&mut Worker) -> ControlResult<T>,
+    ) -> ControlResult<Option<(Worker, T)>> {
+        self.update_worker_from(worker_id, None, change).await
+    }
+
+    /// [`Self::update_worker`], first applied to `known`, a copy the caller
+    /// read beside other work (the dispatch path reads the worker while it
+    /// claims the queue entry). A stale copy costs a conflict and a fresh
+    /// read, never a lost write; a heartbeat since does not make it stale
+    /// (it bumps no version, and the store keeps the later heartbeat).
+    pub(super) async fn update_worker_from<T>(
+        &self,
+        worker_id: WorkerId,
+        mut known: Option<Worker>,
         mut change: impl FnMut(&mut Worker) -> ControlResult<T>,
     ) -> ControlResult<Option<(Worker, T)>> {
         let workers = &self.inner.stores.workers;
         for _ in 0..MAX_WORKER_UPDATE_ATTEMPTS {
-            let Some(mut w) = workers.get(worker_id).await? else {
-                return Ok(None);
+            // Only the store's acceptance of a write vouches for a known
+            // copy: a change it refuses or leaves undone is tried again on a
+            // fresh read, as if the copy had never been given.
+            let (mut w, fresh) = match known.take().filter(|w| w.id() == worker_id) {
+                Some(w) => (w, false),
+                None => match workers.get(worker_id).await? {
+                    Some(w) => (w, true),
+                    None => return Ok(None),
+                },
             };
             let before = w.clone();
-            let out = change(&mut w)?;
+            let out = match change(&mut w) {
+                Ok(out) => out,
+                Err(e) if fresh => return Err(e),
+                Err(_) => continue,
+            };
             if w == before {
-                return Ok(Some((w, out)));
+                if fresh {
+                    return Ok(Some((w, out)));
+                }
+                continue;
             }
             match workers.update(&w).await {
                 Ok(stored) => {
@@ -170,6 +198,80 @@ mod tests {
         );
         let got = cp.load_worker(w.id()).await.unwrap();
         assert_eq!((got.state(), got.version()), (WorkerState::Terminating, 2));
+    }
+
+    fn ready(id: WorkerId) -> Worker {
+        let mut w = Worker::new(id, ProviderId::new());
+        w.created(crate::domain::worker::WorkerHandle::new(
+            w.id(),
+            w.provider_id(),
+            "ext",
+        ))
+        .unwrap();
+        w.registered().unwrap();
+        w
+    }
+
+    #[tokio::test]
+    async fn a_stale_known_copy_costs_a_fresh_read_never_a_lost_write() {
+        let cp = control_plane(Arc::new(InMemoryWorkerRegistry::new()));
+        let workers = &cp.inner.stores.workers;
+        let stale = workers
+            .register(&ready(WorkerId::new()).with_limits(2, None))
+            .await
+            .unwrap();
+        // Another writer takes a slot after the copy was read.
+        let first = JobId::new();
+        let mut w = stale.clone();
+        w.assign(first).unwrap();
+        workers.update(&w).await.unwrap();
+
+        let second = JobId::new();
+        let (stored, ()) = cp
+            .update_worker_from(stale.id(), Some(stale), |w| Ok(w.assign(second)?))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.current_jobs(),
+            [first, second],
+            "both assignments kept"
+        );
+        assert_eq!(stored.version(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_change_refused_on_a_known_copy_is_tried_on_a_fresh_read() {
+        let cp = control_plane(Arc::new(InMemoryWorkerRegistry::new()));
+        let workers = &cp.inner.stores.workers;
+        let mut busy = workers.register(&ready(WorkerId::new())).await.unwrap();
+        let held = JobId::new();
+        busy.assign(held).unwrap();
+        let busy = workers.update(&busy).await.unwrap();
+        // The copy says busy, but the job has ended since.
+        let mut w = busy.clone();
+        w.release(held).unwrap();
+        workers.update(&w).await.unwrap();
+
+        let job = JobId::new();
+        let (stored, taken) = cp
+            .update_worker_from(busy.id(), Some(busy.clone()), |w| Ok(w.assign(job).is_ok()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(taken, "the fresh record has the slot");
+        assert_eq!(stored.current_jobs(), [job]);
+        // An error returned by the change on a known copy is not final either.
+        let err = cp
+            .update_worker_from(busy.id(), Some(busy), |w| {
+                if w.current_jobs().contains(&held) {
+                    Err(ControlError::FailedPrecondition("stale".into()))
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        assert!(err.is_ok(), "{err:?}");
     }
 
     #[tokio::test]

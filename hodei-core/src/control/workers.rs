@@ -222,6 +222,28 @@ impl ControlPlane {
     /// A job whose secrets cannot be opened (another key) fails for good:
     /// retrying cannot help.
     pub(super) async fn send_run(&self, worker_id: WorkerId, job: &Job) -> ControlResult<bool> {
+        let resume_after = self.resume_point(job).await?;
+        self.send_run_from(worker_id, job, resume_after).await
+    }
+
+    /// The last log sequence stored for the job's current attempt: the
+    /// agent resumes after it (a re-sent attempt never repeats a line).
+    pub(super) async fn resume_point(&self, job: &Job) -> ControlResult<u64> {
+        Ok(self
+            .inner
+            .stores
+            .logs
+            .last_sequence(job.id(), job.execution_context().attempt)
+            .await?)
+    }
+
+    /// [`Self::send_run`] with the resume point already read.
+    pub(super) async fn send_run_from(
+        &self,
+        worker_id: WorkerId,
+        job: &Job,
+        resume_after: u64,
+    ) -> ControlResult<bool> {
         let attempt = job.execution_context().attempt;
         let mut spec = job.spec().clone();
         spec.secrets = match self.inner.sealer.open(&spec.secrets) {
@@ -240,12 +262,6 @@ impl ControlPlane {
                 return Ok(true);
             }
         };
-        let resume_after = self
-            .inner
-            .stores
-            .logs
-            .last_sequence(job.id(), attempt)
-            .await?;
         let run = RunJob::new(
             job.id(),
             attempt,

@@ -347,6 +347,16 @@ impl Worker {
         self.version = version;
     }
 
+    /// Whether it counts towards its pool's idle workers: holding no job,
+    /// and `Ready` or on its way there (`Creating`, `Connecting`).
+    #[must_use]
+    pub fn is_idle_or_starting(&self) -> bool {
+        matches!(
+            self.state,
+            WorkerState::Creating | WorkerState::Connecting | WorkerState::Ready
+        ) && self.current_jobs.is_empty()
+    }
+
     /// Whether it can take one more job now.
     #[must_use]
     pub fn has_capacity(&self) -> bool {

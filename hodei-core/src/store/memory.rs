@@ -532,6 +532,16 @@ impl WorkerRegistry for InMemoryWorkerRegistry {
         Ok(counts)
     }
 
+    async fn count_idle_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for w in read(&self.state).workers.values() {
+            if w.is_idle_or_starting() {
+                *counts.entry(w.provider_id()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     async fn count_jobs_of_provider(&self, provider: ProviderId) -> Result<u32, StoreError> {
         let n: usize = read(&self.state)
             .workers

@@ -277,6 +277,20 @@ pub trait WorkerRegistry: Send + Sync {
         }
         Ok(counts)
     }
+    /// How many workers of each provider are idle or on their way to being
+    /// so (`Creating`, `Connecting`, or `Ready` with no job); providers with
+    /// none may be absent. Read by the warm-pool pass once per reconcile
+    /// interval: implementations should count in the store rather than load
+    /// every worker, as this default does.
+    async fn count_idle_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for w in self.list().await? {
+            if w.is_idle_or_starting() {
+                *counts.entry(w.provider_id()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
     /// How many jobs the workers of one provider that are not gone hold now:
     /// the provider's load, refreshed on every assignment and release, so
     /// implementations should count in the store rather than load every

@@ -656,6 +656,56 @@ where
     worker_count_by_state(make().await).await;
     worker_count_alive_by_provider(make().await).await;
     worker_count_jobs_of_provider(make().await).await;
+    worker_count_idle_by_provider(make().await).await;
+}
+
+/// `count_idle_by_provider` counts, per provider, the workers holding no job
+/// that are `Creating`, `Connecting` or `Ready`.
+async fn worker_count_idle_by_provider(reg: Arc<dyn WorkerRegistry>) {
+    let c = "workers/count_idle_by_provider";
+    let (p1, p2) = (ProviderId::new(), ProviderId::new());
+    assert!(
+        ok(reg.count_idle_by_provider().await, c).is_empty(),
+        "{c}: none"
+    );
+    let ready = |p: ProviderId| {
+        let mut w = Worker::new(WorkerId::new(), p);
+        ok(w.created(WorkerHandle::new(w.id(), p, "ext-idle")), c);
+        ok(w.registered(), c);
+        w
+    };
+    ok(reg.register(&Worker::new(WorkerId::new(), p1)).await, c);
+    let mut connecting = Worker::new(WorkerId::new(), p1);
+    ok(
+        connecting.created(WorkerHandle::new(connecting.id(), p1, "ext-idle")),
+        c,
+    );
+    ok(reg.register(&connecting).await, c);
+    let mut idle = ok(reg.register(&ready(p1)).await, c);
+    let mut busy = ready(p1);
+    ok(busy.assign(JobId::new()), c);
+    ok(reg.register(&busy).await, c);
+    let mut draining = ready(p1);
+    ok(draining.drain(), c);
+    ok(reg.register(&draining).await, c);
+    let mut leaving = ready(p1);
+    ok(leaving.terminating(), c);
+    ok(reg.register(&leaving).await, c);
+    ok(reg.register(&ready(p2)).await, c);
+    let counts = ok(reg.count_idle_by_provider().await, c);
+    assert_eq!(
+        counts.get(&p1),
+        Some(&3),
+        "{c}: creating, connecting and ready; not busy, draining or terminating"
+    );
+    assert_eq!(counts.get(&p2), Some(&1), "{c}: p2");
+    ok(idle.assign(JobId::new()), c);
+    ok(reg.update(&idle).await, c);
+    assert_eq!(
+        ok(reg.count_idle_by_provider().await, c).get(&p1),
+        Some(&2),
+        "{c}: an update counts"
+    );
 }
 
 /// `count_jobs_of_provider` sums the jobs held by a provider's workers that are not gone.
@@ -715,7 +765,7 @@ async fn worker_count_alive_by_provider(reg: Arc<dyn WorkerRegistry>) {
         c,
     );
     ok(ready.registered(), c);
-    ok(reg.update(&ready).await, c);
+    let mut ready = ok(reg.update(&ready).await, c);
     let counts = ok(reg.count_alive_by_provider().await, c);
     assert_eq!(counts.get(&p1), Some(&2), "{c}: creating and ready count");
     assert_eq!(counts.get(&p2), Some(&1), "{c}: one of p2");
@@ -728,6 +778,23 @@ async fn worker_count_alive_by_provider(reg: Arc<dyn WorkerRegistry>) {
         "{c}: a terminating worker is gone"
     );
     assert_eq!(counts.get(&p1), Some(&2), "{c}: p1 unchanged");
+    // Taking a job, removals of gone and of live workers.
+    ok(ready.assign(JobId::new()), c);
+    let ready = ok(reg.update(&ready).await, c);
+    assert_eq!(
+        ok(reg.count_alive_by_provider().await, c).get(&p1),
+        Some(&2),
+        "{c}: a busy worker counts"
+    );
+    assert!(ok(reg.remove(leaving.id()).await, c), "{c}: removed");
+    assert!(ok(reg.remove(ready.id()).await, c), "{c}: removed");
+    let counts = ok(reg.count_alive_by_provider().await, c);
+    assert_eq!(counts.get(&p1), Some(&1), "{c}: a removed worker is gone");
+    assert_eq!(
+        counts.get(&p2).copied().unwrap_or(0),
+        0,
+        "{c}: removing a gone worker takes nothing off"
+    );
 }
 
 /// Heartbeats: one atomic write that keeps everything else of the worker,
