@@ -87,12 +87,14 @@ impl PidWindow {
 
     /// The pids of the window, in allocation order.
     fn pids(self, pid_max: u32) -> impl Iterator<Item = u32> {
-        let (head, tail) = if self.first <= self.last {
-            (self.first..=self.last, 1..=0)
+        let wrapped = self.first > self.last;
+        let head_end = if wrapped {
+            pid_max.saturating_sub(1)
         } else {
-            (self.first..=pid_max.saturating_sub(1), 1..=self.last)
+            self.last
         };
-        head.chain(tail)
+        let tail = wrapped.then_some(1..=self.last);
+        (self.first..=head_end).chain(tail.into_iter().flatten())
     }
 
     /// Whether `pid` was allocated within the window.
