@@ -1,10 +1,12 @@
 //! The job controller: one control loop, woken by events (new job, worker
 //! ready, job finished) and by a periodic reconcile; it never busy-polls.
 //!
-//! Each pass dispatches queued jobs; once per reconcile interval it also runs
-//! the leader's maintenance (timeouts, leases, audit) and the passes over
-//! every worker (lost and idle ones, warm pools). Dispatch sends a job to an
-//! idle worker, or provisions a worker for it (see `provisioner`).
+//! Each pass dispatches queued jobs (once per reconcile interval also the warm
+//! pools). Beside it, a periodic loop runs the leader's maintenance
+//! (timeouts, leases, audit), the pass over every worker (lost and idle ones)
+//! and the provider health checks, so none of them delays a dispatch.
+//! Dispatch sends a job to an idle worker, or provisions a worker for it (see
+//! `provisioner`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -80,24 +82,30 @@ impl Cadence {
 
 impl ControlPlane {
     /// Runs the control loop until [`ControlPlane::shutdown`].
+    ///
+    /// Two loops: dispatch, woken by events and once per reconcile interval
+    /// (then also the warm pools); and, beside it, the periodic work (the
+    /// leader's maintenance, the pass over every worker, provider health
+    /// checks, keep-alives). A pass over 10,000 workers on Postgres or a
+    /// provider's slow health check then never holds a queued job back.
     pub async fn run(self) {
+        let periodic = tokio::spawn(self.clone().run_periodic().in_current_span());
         let mut shutdown = self.inner.shutdown.subscribe();
-        let mut cadence = Cadence::new(Instant::now());
+        let mut last_warm: Option<Instant> = None;
         let mut notifications = self.inner.stores.queue.work_notifications();
         tracing::info!("job controller started");
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let due = cadence.due(&self.inner.config, Instant::now());
-            if let Err(e) = self.pass(due.workers).await {
-                tracing::warn!(error = %e, "reconcile failed");
+            let now = Instant::now();
+            let warm_due = last_warm
+                .is_none_or(|t| now.duration_since(t) >= self.inner.config.reconcile_interval);
+            if warm_due {
+                last_warm = Some(now);
             }
-            if due.health_checks {
-                self.check_all_providers().await;
-            }
-            if due.keep_alives {
-                self.send_keep_alives();
+            if let Err(e) = self.dispatch_pass(warm_due).await {
+                tracing::warn!(error = %e, "dispatch failed");
             }
             let remote = async {
                 match notifications.as_mut() {
@@ -114,7 +122,46 @@ impl ControlPlane {
                 _ = shutdown.changed() => {}
             }
         }
+        if let Err(e) = periodic.await {
+            tracing::warn!(error = %e, "the periodic loop failed");
+        }
         tracing::info!("job controller stopped");
+    }
+
+    /// The periodic work of [`Self::run`], until shutdown.
+    async fn run_periodic(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut cadence = Cadence::new(Instant::now());
+        let config = &self.inner.config;
+        // Often enough for the shortest of the three intervals.
+        let tick = config
+            .reconcile_interval
+            .min(config.health_check_interval)
+            .min(config.heartbeat_interval)
+            .max(Duration::from_millis(10));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let due = cadence.due(config, Instant::now());
+            if due.workers {
+                if let Err(e) = self.periodic_pass().await {
+                    tracing::warn!(error = %e, "reconcile failed");
+                }
+                // What the pass freed or gave back is dispatched now.
+                self.wake();
+            }
+            if due.health_checks {
+                self.check_all_providers().await;
+            }
+            if due.keep_alives {
+                self.send_keep_alives();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
     }
 
     /// One full reconcile pass: the leader's maintenance, liveness and idle
@@ -125,14 +172,25 @@ impl ControlPlane {
 
     /// A pass; `workers_due`: also the maintenance and the passes over every worker.
     async fn pass(&self, workers_due: bool) -> ControlResult<()> {
-        if workers_due && self.is_leader().await {
+        if workers_due {
+            self.periodic_pass().await?;
+        }
+        self.dispatch_pass(workers_due).await
+    }
+
+    /// The leader's maintenance and the pass over every worker.
+    async fn periodic_pass(&self) -> ControlResult<()> {
+        if self.is_leader().await {
             self.maintain().await?;
         }
-        if workers_due {
-            self.find_lost_and_idle_workers().await?;
-        }
+        self.find_lost_and_idle_workers().await
+    }
+
+    /// Dispatch; `warm_pools_due`: then the warm pools (they provision, as
+    /// dispatch does, so the two never run side by side).
+    async fn dispatch_pass(&self, warm_pools_due: bool) -> ControlResult<()> {
         self.dispatch().await?;
-        if workers_due {
+        if warm_pools_due {
             self.keep_warm_pools().await?;
         }
         Ok(())
