@@ -39,6 +39,8 @@ fn generate() -> Result<(), Box<dyn std::error::Error>> {
         // Artifact chunks travel as `Bytes`: no copy between the wire and the store.
         .bytes(".hodei.v1.UploadArtifactRequest")
         .bytes(".hodei.v1.DownloadArtifactResponse")
+        // One buffer reservation per encoded message (see `proto::codec`).
+        .codec_path("crate::proto::codec::Codec")
         .server_mod_attribute(".", "#[cfg(feature = \"server\")]")
         .compile_fds(fds)?;
     Ok(())

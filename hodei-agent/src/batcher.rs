@@ -11,7 +11,8 @@
 //! way, nothing dropped.
 //!
 //! [`UnackedBuffer`] keeps sent batches until the server acknowledges them, so they can be
-//! resent after a reconnect; it is bounded, and [`UnackedBuffer::push`] waits while it is full.
+//! resent after a reconnect; it is bounded in entries and in bytes (an entry may hold many
+//! grouped lines, up to 64 KiB), and [`UnackedBuffer::push`] waits while it is full.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -35,8 +36,11 @@ pub struct BatcherConfig {
     /// Entries per batch at most (default 100).
     pub max_entries: usize,
     /// Bytes per batch at most, data plus [`ENTRY_OVERHEAD_BYTES`] per entry (default
-    /// 256 KiB, far below gRPC's 4 MiB message limit). A single entry larger than this is
-    /// sent alone.
+    /// 512 KiB: half the HTTP/2 stream window, far below gRPC's usual 4 MiB message limit,
+    /// which also applies to the chunk a subscriber receives). A single entry larger than
+    /// this is sent alone. Under a steady stream batches fill up to this size, so the
+    /// per-message costs (encoding, HTTP/2 framing, the server's store call and
+    /// acknowledgement) are paid once per half MiB.
     pub max_bytes: usize,
     /// Longest time an entry waits in the batcher (default 100 ms).
     pub flush_interval: Duration,
@@ -49,7 +53,7 @@ impl Default for BatcherConfig {
     fn default() -> Self {
         Self {
             max_entries: 100,
-            max_bytes: 256 * 1024,
+            max_bytes: 512 * 1024,
             flush_interval: Duration::from_millis(100),
             eager_after_idle: true,
         }
@@ -255,10 +259,16 @@ impl Pending {
     }
 }
 
+/// Default byte bound of an [`UnackedBuffer`]: far more than is in flight during one
+/// acknowledgement round trip at a gigabyte per second, far less than the entry bound
+/// allows once lines are grouped (10,000 entries of up to 64 KiB).
+pub const DEFAULT_UNACKED_MAX_BYTES: usize = 32 * 1024 * 1024;
+
 /// Bounded buffer of sent-but-unacknowledged batches, for resend after a reconnect.
 #[derive(Debug)]
 pub struct UnackedBuffer {
     max_entries: usize,
+    max_bytes: usize,
     state: Mutex<Unacked>,
     space: Notify,
 }
@@ -267,18 +277,42 @@ pub struct UnackedBuffer {
 struct Unacked {
     batches: VecDeque<LogBatch>,
     entries: usize,
+    bytes: usize,
+}
+
+impl Unacked {
+    /// Whether a batch of `entries` entries and `bytes` bytes fits (an empty buffer takes
+    /// any batch, so a single oversized batch cannot wedge the agent).
+    fn fits(&self, entries: usize, bytes: usize, max_entries: usize, max_bytes: usize) -> bool {
+        self.entries == 0
+            || (self.entries + entries <= max_entries && self.bytes + bytes <= max_bytes)
+    }
+
+    fn add(&mut self, batch: LogBatch) {
+        self.entries += batch.entries.len();
+        self.bytes += batch.data_bytes();
+        self.batches.push_back(batch);
+    }
 }
 
 impl UnackedBuffer {
-    /// A buffer holding at most `max_entries` entries (a single larger batch is still
-    /// accepted when the buffer is empty).
+    /// A buffer holding at most `max_entries` entries and [`DEFAULT_UNACKED_MAX_BYTES`] bytes
+    /// of data (a single larger batch is still accepted when the buffer is empty).
     #[must_use]
     pub fn new(max_entries: usize) -> Self {
         Self {
             max_entries: max_entries.max(1),
+            max_bytes: DEFAULT_UNACKED_MAX_BYTES,
             state: Mutex::new(Unacked::default()),
             space: Notify::new(),
         }
+    }
+
+    /// Sets the byte bound (at least 1).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Unacked> {
@@ -298,11 +332,12 @@ impl UnackedBuffer {
             notified.as_mut().enable();
             {
                 let mut state = self.lock();
-                let n = batch.as_ref().map_or(0, |b| b.entries.len());
-                if state.entries == 0 || state.entries + n <= self.max_entries {
+                let (n, bytes) = batch
+                    .as_ref()
+                    .map_or((0, 0), |b| (b.entries.len(), b.data_bytes()));
+                if state.fits(n, bytes, self.max_entries, self.max_bytes) {
                     if let Some(b) = batch.take() {
-                        state.entries += n;
-                        state.batches.push_back(b);
+                        state.add(b);
                     }
                     return;
                 }
@@ -314,10 +349,13 @@ impl UnackedBuffer {
     /// Tries to add a batch without waiting; gives it back when the buffer is full.
     pub fn try_push(&self, batch: LogBatch) -> Result<(), LogBatch> {
         let mut state = self.lock();
-        let n = batch.entries.len();
-        if state.entries == 0 || state.entries + n <= self.max_entries {
-            state.entries += n;
-            state.batches.push_back(batch);
+        if state.fits(
+            batch.entries.len(),
+            batch.data_bytes(),
+            self.max_entries,
+            self.max_bytes,
+        ) {
+            state.add(batch);
             Ok(())
         } else {
             Err(batch)
@@ -329,16 +367,24 @@ impl UnackedBuffer {
     pub fn ack(&self, job_id: JobId, attempt: u32, acked_sequence: u64) {
         let mut state = self.lock();
         let mut removed = 0;
+        let mut removed_bytes = 0;
         state.batches.retain_mut(|b| {
             if b.job_id != job_id || b.attempt != attempt {
                 return true;
             }
             let before = b.entries.len();
-            b.entries.retain(|e| e.sequence > acked_sequence);
+            b.entries.retain(|e| {
+                let keep = e.sequence > acked_sequence;
+                if !keep {
+                    removed_bytes += e.data.len();
+                }
+                keep
+            });
             removed += before - b.entries.len();
             !b.entries.is_empty()
         });
         state.entries -= removed;
+        state.bytes -= removed_bytes;
         drop(state);
         if removed > 0 {
             self.space.notify_waiters();
@@ -357,6 +403,12 @@ impl UnackedBuffer {
         self.lock().entries
     }
 
+    /// Bytes of data in the unacknowledged entries.
+    #[must_use]
+    pub fn len_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// Whether everything was acknowledged.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -367,5 +419,11 @@ impl UnackedBuffer {
     #[must_use]
     pub fn max_entries(&self) -> usize {
         self.max_entries
+    }
+
+    /// The capacity in bytes of data.
+    #[must_use]
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 }

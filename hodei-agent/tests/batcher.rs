@@ -280,3 +280,39 @@ async fn recv(orx: &mut mpsc::Receiver<LogBatch>) -> LogBatch {
         .unwrap()
         .unwrap()
 }
+
+#[tokio::test]
+async fn unacked_buffer_is_bounded_in_bytes_too() {
+    let job = JobId::new();
+    // 10 entries of 2 bytes ("e1".."e9" and "e10" is 3): bound the bytes, not the entries.
+    let buf = Arc::new(UnackedBuffer::new(1000).with_max_bytes(20));
+    assert_eq!(buf.max_bytes(), 20);
+    buf.push(batch(job, 1, 1..=9)).await;
+    assert_eq!(buf.len_bytes(), 18);
+    // 3 more bytes would exceed 20: refused, although 1000 entries would fit.
+    assert!(buf.try_push(batch(job, 1, 10..=10)).is_err());
+    let pusher = tokio::spawn({
+        let buf = Arc::clone(&buf);
+        async move { buf.push(batch(job, 1, 10..=10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !pusher.is_finished(),
+        "push must wait while the bytes are used up"
+    );
+    buf.ack(job, 1, 2);
+    pusher.await.unwrap();
+    assert_eq!(buf.len_entries(), 8);
+    assert_eq!(buf.len_bytes(), 17);
+    buf.ack(job, 1, 10);
+    assert!(buf.is_empty());
+    assert_eq!(buf.len_bytes(), 0);
+}
+
+#[tokio::test]
+async fn an_empty_unacked_buffer_takes_a_batch_larger_than_its_byte_bound() {
+    let job = JobId::new();
+    let buf = UnackedBuffer::new(1000).with_max_bytes(4);
+    assert!(buf.try_push(batch(job, 1, 1..=5)).is_ok());
+    assert!(buf.try_push(batch(job, 1, 6..=6)).is_err());
+}

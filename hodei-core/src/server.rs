@@ -19,6 +19,15 @@ use crate::proto::v1;
 pub const HTTP2_STREAM_WINDOW: u32 = 1 << 20;
 /// HTTP/2 flow-control window per connection.
 pub const HTTP2_CONNECTION_WINDOW: u32 = 4 << 20;
+/// Largest HTTP/2 frame a server or client of the wire contract accepts. With
+/// HTTP/2's default of 16 KiB, a 512 KiB log batch crosses the wire as 32 DATA
+/// frames, each its own `writev` on the sender and its own trip through h2 and
+/// tonic on the receiver; with 256 KiB frames it is two. A quarter of
+/// [`HTTP2_STREAM_WINDOW`], so several frames are in flight while the window
+/// update for the first comes back (a frame as large as the window would
+/// make each one wait for the receiver to take in the whole previous one).
+/// Peers that advertise less still get frames of their size.
+pub const HTTP2_MAX_FRAME_SIZE: u32 = 256 * 1024;
 
 /// Errors starting or running the gRPC server.
 #[derive(Debug, thiserror::Error)]
@@ -154,10 +163,11 @@ async fn build_router(
 
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
-        // HTTP/2's default 64 KiB window would stall every log batch (up to 256 KiB)
+        // HTTP/2's default 64 KiB window would stall every log batch (up to 512 KiB)
         // for a window update round trip; credit costs no memory until data flows.
         .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
         .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+        .max_frame_size(Some(HTTP2_MAX_FRAME_SIZE))
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;

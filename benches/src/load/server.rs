@@ -131,6 +131,8 @@ impl ServerProcess {
             // As the CLI and the agent do: no window-update stall per log chunk.
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(4 << 20))
+            // As the CLI does: a log chunk arrives in two HTTP/2 frames, not 32.
+            .max_frame_size(Some(256 * 1024))
             .connect_timeout(Duration::from_secs(1));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

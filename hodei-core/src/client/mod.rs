@@ -377,7 +377,8 @@ fn endpoint_of(
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(options.stream_window))
-        .initial_connection_window_size(Some(options.connection_window));
+        .initial_connection_window_size(Some(options.connection_window))
+        .max_frame_size(Some(options.max_frame_size));
     if endpoint.starts_with("https://") {
         ep = ep
             .tls_config(tls_config(options))

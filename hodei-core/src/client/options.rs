@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// How a [`super::HodeiClient`] connects: API token, TLS (for `https://`
-/// endpoints), timeouts and HTTP/2 windows. Built with the `with_*` methods
+/// endpoints), timeouts and HTTP/2 windows and frame size. Built with the `with_*` methods
 /// from [`ClientOptions::default`].
 #[derive(Clone)]
 #[non_exhaustive]
@@ -16,6 +16,7 @@ pub struct ClientOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) stream_window: u32,
     pub(crate) connection_window: u32,
+    pub(crate) max_frame_size: u32,
     pub(crate) max_message_bytes: usize,
 }
 
@@ -27,10 +28,13 @@ impl Default for ClientOptions {
             identity_pem: None,
             tls_domain: None,
             connect_timeout: Duration::from_secs(5),
-            // Followed logs arrive in chunks of up to 256 KiB: windows this
-            // size avoid a window-update stall per chunk.
+            // Followed logs arrive in chunks of up to 512 KiB: windows this
+            // size avoid a window-update stall per chunk, and frames of a
+            // quarter of the stream window carry a chunk in two HTTP/2 frames
+            // instead of 32 (see `hodei_core::server::HTTP2_MAX_FRAME_SIZE`).
             stream_window: 1 << 20,
             connection_window: 4 << 20,
+            max_frame_size: 256 * 1024,
             // All stored logs of a job come in one `GetLogs` answer.
             max_message_bytes: 64 << 20,
         }
@@ -96,6 +100,14 @@ impl ClientOptions {
         self.connection_window = bytes;
         self
     }
+
+    /// Largest HTTP/2 frame the server may send, in bytes (default 256 KiB;
+    /// HTTP/2 allows 16 KiB to 16 MiB - 1, and the value is clamped to that).
+    #[must_use]
+    pub fn with_max_frame_size(mut self, bytes: u32) -> Self {
+        self.max_frame_size = bytes.clamp(16 * 1024, (1 << 24) - 1);
+        self
+    }
 }
 
 impl ClientOptions {
@@ -119,6 +131,7 @@ impl fmt::Debug for ClientOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("stream_window", &self.stream_window)
             .field("connection_window", &self.connection_window)
+            .field("max_frame_size", &self.max_frame_size)
             .field("max_message_bytes", &self.max_message_bytes)
             .finish()
     }

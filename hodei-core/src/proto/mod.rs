@@ -14,6 +14,7 @@ pub mod v1 {
         include_bytes!(concat!(env!("OUT_DIR"), "/hodei_v1_descriptor.bin"));
 }
 
+pub mod codec;
 pub mod convert;
 pub mod template_convert;
 pub mod worker_convert;
