@@ -33,6 +33,7 @@ mod providers;
 mod queue;
 mod scheduling;
 mod templates;
+mod touch_batch;
 mod workers;
 
 use std::str::FromStr;

@@ -1,6 +1,7 @@
 //! [`WorkerRegistry`] on the `workers` table.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{codec, is_unique_violation, map_err, to_i64, to_u64};
+use crate::touch_batch::{Touch, TouchBatcher};
 
 /// Workers in Postgres: the serde form in `data`, the hash of the current
 /// session token in a unique `session_hash` column, and optimistic
@@ -19,13 +21,18 @@ use crate::error::{codec, is_unique_violation, map_err, to_i64, to_u64};
 #[derive(Debug, Clone)]
 pub struct PgWorkerRegistry {
     pool: PgPool,
+    /// Heartbeats are written in groups (group commit).
+    touches: Arc<TouchBatcher>,
 }
 
 impl PgWorkerRegistry {
     /// A registry on `pool`.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            touches: Arc::default(),
+        }
     }
 }
 
@@ -228,33 +235,12 @@ impl WorkerRegistry for PgWorkerRegistry {
         at: DateTime<Utc>,
         stats: Option<&WorkerStats>,
     ) -> Result<Option<Vec<JobId>>, StoreError> {
-        let at = serde_json::to_value(at).map_err(|e| codec("worker", e))?;
-        let stats = stats
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| codec("worker", e))?;
-        // One statement: the row is changed in place, so a concurrent
-        // read-modify-write of the worker (an assignment) is never undone
-        // beyond its heartbeat time. Stats older than the stored ones are
-        // ignored, as `Worker::record_stats` does.
-        let jobs: Option<serde_json::Value> = sqlx::query_scalar(
-            "UPDATE workers SET data = CASE \
-               WHEN $3::jsonb IS NOT NULL AND (data->'stats' IS NULL \
-                    OR jsonb_typeof(data->'stats') = 'null' \
-                    OR (data->'stats'->>'sampled_at')::timestamptz <= ($3::jsonb->>'sampled_at')::timestamptz) \
-                 THEN jsonb_set(jsonb_set(data, '{last_heartbeat}', $2::jsonb), '{stats}', $3::jsonb) \
-               ELSE jsonb_set(data, '{last_heartbeat}', $2::jsonb) END \
-             WHERE id = $1 AND state NOT IN ('terminating', 'terminated') \
-             RETURNING data->'current_jobs'",
-        )
-        .bind(id.as_uuid())
-        .bind(at)
-        .bind(stats)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| map_err("worker", e))?;
-        jobs.map(|j| serde_json::from_value(j).map_err(|e| codec("worker", e)))
-            .transpose()
+        let touch = Touch {
+            worker: id,
+            at,
+            stats: stats.cloned(),
+        };
+        self.touches.touch(&self.pool, touch).await
     }
 
     async fn remove(&self, id: WorkerId) -> Result<bool, StoreError> {

@@ -651,6 +651,7 @@ where
     worker_crud(make().await).await;
     worker_sessions(make().await).await;
     worker_touch(make().await).await;
+    worker_touch_concurrent(make().await).await;
     worker_versions(make().await).await;
     worker_update_keeps_touch(make().await).await;
     worker_count_by_state(make().await).await;
@@ -865,6 +866,73 @@ async fn worker_touch(reg: Arc<dyn WorkerRegistry>) {
         t3,
         "{c}: a gone worker's heartbeat is not moved"
     );
+}
+
+/// Many touches at once (a store may write them in groups): each is
+/// answered as if alone, and a worker keeps the newest stats of its
+/// touches, whatever order they were written in.
+async fn worker_touch_concurrent(reg: Arc<dyn WorkerRegistry>) {
+    use crate::domain::worker_stats::WorkerStats;
+    let c = "workers/touch_concurrent";
+    let p = ProviderId::new();
+    let mut live = Vec::new();
+    for i in 0..60 {
+        let mut w = ok(
+            reg.register(&Worker::new(WorkerId::new(), p).with_limits(2, None))
+                .await,
+            c,
+        );
+        ok(w.created(WorkerHandle::new(w.id(), p, "ext-tc")), c);
+        ok(w.registered(), c);
+        let jobs: Vec<JobId> = (0..i % 3).map(|_| JobId::new()).collect();
+        for j in &jobs {
+            ok(w.assign(*j), c);
+        }
+        let w = ok(reg.update(&w).await, c);
+        live.push((w, jobs));
+    }
+    let mut gone = ok(reg.register(&Worker::new(WorkerId::new(), p)).await, c);
+    ok(gone.terminating(), c);
+    let gone = ok(reg.update(&gone).await, c);
+
+    let t0 = Utc::now() + chrono::Duration::seconds(5);
+    let at = move |k: i64| t0 + chrono::Duration::milliseconds(k);
+    let mut set = tokio::task::JoinSet::new();
+    for (w, jobs) in &live {
+        for k in 0..3 {
+            let (reg, id, want) = (reg.clone(), w.id(), Some(jobs.clone()));
+            set.spawn(async move {
+                let stats = WorkerStats::new(50.0, 1, 0, at(k));
+                (reg.touch(id, at(k), Some(&stats)).await, want)
+            });
+        }
+    }
+    for id in [gone.id(), WorkerId::new()] {
+        let reg = reg.clone();
+        set.spawn(async move { (reg.touch(id, at(0), None).await, None) });
+    }
+    while let Some(joined) = set.join_next().await {
+        let (got, want) = match joined {
+            Ok(done) => done,
+            Err(e) => panic!("{c}: a touch task failed: {e}"),
+        };
+        assert_eq!(ok(got, c), want, "{c}: each touch answered as if alone");
+    }
+    for (w, jobs) in &live {
+        let got = some(ok(reg.get(w.id()).await, c), c);
+        assert!(
+            (0..3).any(|k| got.last_heartbeat() == at(k)),
+            "{c}: the heartbeat is one of the touches'"
+        );
+        assert_eq!(
+            got.stats().map(|s| s.sampled_at),
+            Some(at(2)),
+            "{c}: the newest stats kept"
+        );
+        assert_eq!(got.current_jobs(), &jobs[..], "{c}: jobs kept");
+    }
+    let got = some(ok(reg.get(gone.id()).await, c), c);
+    assert_ne!(got.last_heartbeat(), at(0), "{c}: a gone worker left alone");
 }
 
 /// Optimistic concurrency: `register` stores version 1, each `update` the
