@@ -142,7 +142,7 @@ impl ControlPlane {
         for_job: Option<ForJob>,
     ) {
         let job = for_job.as_ref().map(|f| f.job.clone());
-        let mut registered = self.inner.sessions.subscribe_registered();
+        let mut registration = self.inner.sessions.wait_open(worker_id);
         let mut exited = self.inner.worker_exited.subscribe();
         let otp = generate_token();
         let expires = Utc::now()
@@ -196,14 +196,10 @@ impl ControlPlane {
                     self.inner.config.registration_timeout
                 )
             };
-            while !self.is_connected(worker_id) {
+            loop {
                 use tokio::sync::broadcast::error::RecvError;
                 tokio::select! {
-                    r = registered.recv() => match r {
-                        Ok(id) if id == worker_id => break,
-                        Ok(_) | Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return Err("control plane shutting down".to_owned()),
-                    },
+                    () = registration.opened() => break,
                     r = exited.recv() => match r {
                         Ok((id, why)) if id == worker_id => {
                             return Err(format!("worker exited before registering: {why}"));

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::ids::WorkerId;
 use crate::domain::worker::Worker;
@@ -50,6 +50,10 @@ struct State {
     /// free slot, not reserved): what a scheduling snapshot is built from,
     /// so a pass never walks the idle-but-full or draining ones.
     candidates: HashSet<WorkerId>,
+    /// Provisioning sagas waiting for their worker's stream to open, by
+    /// worker: an opening wakes only its own waiters (a broadcast woke
+    /// every saga at each registration, O(N²) when N workers start at once).
+    awaiting: HashMap<WorkerId, Vec<oneshot::Sender<()>>>,
 }
 
 impl State {
@@ -83,7 +87,6 @@ impl State {
 pub(super) struct WorkerSessions {
     state: Mutex<State>,
     next_conn: AtomicU64,
-    registered: broadcast::Sender<WorkerId>,
 }
 
 impl WorkerSessions {
@@ -91,7 +94,6 @@ impl WorkerSessions {
         Self {
             state: Mutex::new(State::default()),
             next_conn: AtomicU64::new(1),
-            registered: broadcast::channel(256).0,
         }
     }
 
@@ -112,14 +114,29 @@ impl WorkerSessions {
                 },
             );
             state.reindex(worker.id());
+            for waiter in state.awaiting.remove(&worker.id()).unwrap_or_default() {
+                let _ = waiter.send(());
+            }
         }
-        let _ = self.registered.send(worker.id());
         (conn_id, rx)
     }
 
-    /// Workers whose stream opened, from now on.
-    pub(super) fn subscribe_registered(&self) -> broadcast::Receiver<WorkerId> {
-        self.registered.subscribe()
+    /// Starts waiting for this worker's stream to open (see
+    /// [`RegistrationWait`]); already done when it is open now.
+    pub(super) fn wait_open(&self, worker_id: WorkerId) -> RegistrationWait<'_> {
+        let mut state = lock(&self.state);
+        let pending = if state.sessions.contains_key(&worker_id) {
+            None
+        } else {
+            let (tx, rx) = oneshot::channel();
+            state.awaiting.entry(worker_id).or_default().push(tx);
+            Some(rx)
+        };
+        RegistrationWait {
+            sessions: self,
+            worker_id,
+            pending,
+        }
     }
 
     /// Ends the session if it is still this connection's; whether it was.
@@ -217,6 +234,44 @@ impl WorkerSessions {
     }
 }
 
+/// A wait for one worker's stream to open, from [`WorkerSessions::wait_open`].
+/// Dropping it stops waiting and forgets the waiter.
+pub(super) struct RegistrationWait<'a> {
+    sessions: &'a WorkerSessions,
+    worker_id: WorkerId,
+    /// `None` once the stream has opened.
+    pending: Option<oneshot::Receiver<()>>,
+}
+
+impl RegistrationWait<'_> {
+    /// Returns once the stream has opened (since the wait began); at once
+    /// when it had already. Cancel-safe: it can be polled again in a loop.
+    pub(super) async fn opened(&mut self) {
+        if let Some(rx) = &mut self.pending {
+            // The sender is only dropped unsent when the sessions are: then
+            // nothing will open, and the caller's deadline ends the wait.
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            self.pending = None;
+        }
+    }
+}
+
+impl Drop for RegistrationWait<'_> {
+    fn drop(&mut self) {
+        if self.pending.take().is_some() {
+            let mut state = lock(&self.sessions.state);
+            if let Some(waiters) = state.awaiting.get_mut(&self.worker_id) {
+                waiters.retain(|w| !w.is_closed());
+                if waiters.is_empty() {
+                    state.awaiting.remove(&self.worker_id);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +284,43 @@ mod tests {
             .unwrap();
         w.registered().unwrap();
         w
+    }
+
+    #[tokio::test]
+    async fn a_registration_wait_ends_only_when_its_own_worker_opens() {
+        use std::time::Duration;
+        let s = WorkerSessions::new();
+        let (mine, other) = (ready_worker(), ready_worker());
+        let mut wait = s.wait_open(mine.id());
+        let (_c, _rx) = s.open(&other);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), wait.opened())
+                .await
+                .is_err(),
+            "another worker's stream does not end the wait"
+        );
+        let (_c2, _rx2) = s.open(&mine);
+        tokio::time::timeout(Duration::from_secs(5), wait.opened())
+            .await
+            .expect("its own stream ends the wait");
+        // Open already: done at once.
+        let mut again = s.wait_open(mine.id());
+        tokio::time::timeout(Duration::from_millis(50), again.opened())
+            .await
+            .expect("an open stream is no wait");
+        assert!(lock(&s.state).awaiting.is_empty());
+    }
+
+    #[test]
+    fn a_dropped_registration_wait_is_forgotten() {
+        let s = WorkerSessions::new();
+        let id = WorkerId::new();
+        let first = s.wait_open(id);
+        let second = s.wait_open(id);
+        drop(first);
+        assert_eq!(lock(&s.state).awaiting[&id].len(), 1, "the other waits on");
+        drop(second);
+        assert!(lock(&s.state).awaiting.is_empty(), "nothing left behind");
     }
 
     #[test]
