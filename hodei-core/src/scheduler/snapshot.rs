@@ -305,11 +305,23 @@ impl SchedulingSnapshot {
         }
     }
 
-    /// Whether any job could still be placed: a worker with a free slot, or
-    /// an available provider with room for another worker.
+    /// Whether any job could still be placed: a worker with a free slot of
+    /// an available provider of this snapshot, or an available provider
+    /// with room for another worker. A free worker whose provider is
+    /// overloaded (its stored job count not yet lowered after a release),
+    /// unhealthy or not one of the snapshot's can take no job, so it does
+    /// not count: otherwise a pass would read every queued job only to
+    /// find each one waiting.
     #[must_use]
     pub fn has_capacity(&self) -> bool {
-        self.workers.iter().any(WorkerView::takes_jobs)
+        let available = |id: ProviderId| {
+            self.providers
+                .iter()
+                .any(|p| p.id == id && p.is_available())
+        };
+        self.workers
+            .iter()
+            .any(|w| w.takes_jobs() && available(w.provider_id))
             || self
                 .providers
                 .iter()

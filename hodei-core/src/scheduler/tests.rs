@@ -534,3 +534,23 @@ fn first_idle_strategies_pick_the_first_idle_worker_after_busy_ones() {
         Decision::AssignWorker(busy.id)
     );
 }
+
+#[test]
+fn capacity_counts_only_workers_a_job_could_be_placed_on() {
+    let mut p = provider("p").with_workers(1, 1);
+    let free = worker(&p, WorkerState::Ready, 1);
+    assert!(snap(vec![free.clone()], vec![p.clone()]).has_capacity());
+    // The provider's stored load says it is full (a release not yet counted):
+    // its free worker takes no job, and a pass must not read the whole queue.
+    p.status = ProviderStatus::Overloaded;
+    let overloaded = snap(vec![free.clone()], vec![p.clone()]);
+    assert!(!overloaded.has_capacity());
+    for s in Strategy::ALL {
+        assert!(matches!(decide(s, &spec(), &overloaded), Decision::Wait(_)));
+    }
+    // A worker of a provider this snapshot does not hold.
+    let elsewhere = provider("elsewhere").with_workers(1, 1);
+    let stranger = worker(&elsewhere, WorkerState::Ready, 1);
+    p.status = ProviderStatus::Active;
+    assert!(!snap(vec![stranger], vec![p]).has_capacity());
+}
