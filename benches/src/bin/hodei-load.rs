@@ -908,8 +908,8 @@ async fn log_throughput(bins: &Binaries, sizes: Sizes) -> Result<Table, LoadErro
         format!("{mbps:.1} MB/s"),
         format!("{raw_mbps:.0} MB/s"),
         pct(mbps / raw_mbps),
-        "≥ 25%",
-        Verdict::from_bool(complete && mbps / raw_mbps >= 0.25),
+        "≥ 50%",
+        Verdict::from_bool(complete && mbps / raw_mbps >= 0.50),
     ));
     t.row(Row::new(
         "gRPC log messages per 100 lines",
