@@ -592,7 +592,7 @@ impl ControlPlane {
     /// deleted only once the job has left `Pending`. Steps that do not
     /// depend on each other run side by side: on Postgres each is a round
     /// trip, and these are the round trips between a submit and its
-    /// dispatch. The provider's load is counted after the send.
+    /// dispatch. The provider's load is recounted after the send, off the dispatch loop.
     async fn assign_to_worker(&self, job: Job, worker_id: WorkerId) -> ControlResult<()> {
         let job_id = job.id();
         // Reading the worker binds nothing, so it goes beside the claim.
@@ -654,7 +654,7 @@ impl ControlPlane {
         if self.send_run_from(worker_id, &job, resume_after?).await? {
             crate::telemetry::job_dispatched(pending_since.unwrap_or_else(Utc::now));
             tracing::info!(%job_id, %worker_id, attempt = job.execution_context().attempt, "job dispatched");
-            self.refresh_provider_load(provider_id).await;
+            self.refresh_provider_load_soon(provider_id);
         } else {
             // The stream went away between the snapshot and now: undo (the
             // released slot counts the provider's load again).

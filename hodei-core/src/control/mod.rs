@@ -32,6 +32,7 @@ mod logs;
 mod metrics;
 mod provider_admin;
 mod provider_factory;
+mod provider_load;
 mod providers;
 mod provisioner;
 mod reconcile;
@@ -93,6 +94,8 @@ struct Inner {
     housekeeping: Mutex<housekeeping::HousekeepingState>,
     /// Where job artifacts are kept; `None` refuses jobs with inputs or outputs.
     artifacts: artifacts::JobArtifacts,
+    /// Providers whose load is being recounted off the job path.
+    load_recounts: provider_load::LoadRecounts,
 }
 
 /// Handle to the control plane. Clone it freely.
@@ -201,6 +204,7 @@ impl ControlPlaneBuilder {
                 audit: Mutex::new(reconcile::AuditState::default()),
                 housekeeping: Mutex::new(housekeeping::HousekeepingState::default()),
                 artifacts: artifacts::JobArtifacts::new(self.artifacts),
+                load_recounts: provider_load::LoadRecounts::default(),
             }),
         }
     }

@@ -208,9 +208,10 @@ impl ControlPlane {
     }
 
     /// Counts the jobs on a provider's live workers into its stored
-    /// `active_jobs` (`Overloaded` at its limit). Called when a job is bound
-    /// to or leaves one of its workers, and at each health check, so a missed
-    /// update heals itself.
+    /// `active_jobs` (`Overloaded` at its limit). Asked for when a job is
+    /// bound to or leaves one of its workers (off the job path, through
+    /// `refresh_provider_load_soon`), and done at each health check, so a
+    /// missed update heals itself.
     pub(super) async fn refresh_provider_load(&self, id: ProviderId) {
         // Counted in the store: listing every worker here cost O(workers)
         // per assignment and release (20 ms a job at 10,000 agents).

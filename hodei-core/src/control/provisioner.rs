@@ -282,7 +282,7 @@ impl ControlPlane {
             .map(|(_, provider_id)| provider_id);
         let assigned = match assigned {
             Ok(provider_id) => {
-                self.refresh_provider_load(provider_id).await;
+                self.refresh_provider_load_soon(provider_id);
                 Ok(())
             }
             Err(e) => Err(e),

@@ -526,7 +526,7 @@ impl ControlPlane {
             return Ok(());
         };
         let retire = w.is_exhausted() && w.current_jobs().is_empty();
-        self.refresh_provider_load(w.provider_id()).await;
+        self.refresh_provider_load_soon(w.provider_id());
         if retire {
             self.retire_worker(worker_id, "job budget used up (ephemeral worker)")
                 .await;
@@ -674,7 +674,7 @@ impl ControlPlane {
         }
         let _ = self.inner.stores.workers.remove(worker_id).await;
         if let Some(h) = handle_provider {
-            self.refresh_provider_load(h).await;
+            self.refresh_provider_load_soon(h);
         }
         self.wake();
     }
