@@ -60,6 +60,9 @@ fn add_duration(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 pub struct InMemoryJobRepository {
     // (insertion sequence, job): the sequence breaks ties between equal `created_at`.
     jobs: RwLock<HashMap<JobId, (u64, Job)>>,
+    /// Jobs per state, changed under the `jobs` write lock with every write:
+    /// probes and scrapes read it without walking every job ever stored.
+    by_state: Mutex<BTreeMap<JobState, u64>>,
     next_seq: AtomicU64,
     /// Where the logs of pruned jobs are deleted, as the database stores do.
     logs: Option<Arc<InMemoryLogStore>>,
@@ -70,6 +73,18 @@ impl InMemoryJobRepository {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A job left state `from` for state `to` (`None`: not stored before,
+    /// or no longer). Called with the `jobs` write lock held.
+    fn recount(&self, from: Option<JobState>, to: Option<JobState>) {
+        let mut counts = lock(&self.by_state);
+        if let Some(n) = from.and_then(|s| counts.get_mut(&s)) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(s) = to {
+            *counts.entry(s).or_insert(0) += 1;
+        }
     }
 
     /// An empty repository whose [`JobRepository::prune_finished`] also
@@ -97,6 +112,7 @@ impl JobRepository for InMemoryJobRepository {
         stored.set_version(1);
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         jobs.insert(job.id(), (seq, stored.clone()));
+        self.recount(None, Some(stored.state()));
         Ok(stored)
     }
 
@@ -122,7 +138,9 @@ impl JobRepository for InMemoryJobRepository {
         }
         let mut stored = job.clone();
         stored.set_version(job.version() + 1);
+        let was = current.state();
         *current = stored.clone();
+        self.recount(Some(was), Some(stored.state()));
         Ok(stored)
     }
 
@@ -145,11 +163,11 @@ impl JobRepository for InMemoryJobRepository {
     }
 
     async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>, StoreError> {
-        let mut counts = BTreeMap::new();
-        for (_, job) in read(&self.jobs).values() {
-            *counts.entry(job.state()).or_insert(0) += 1;
-        }
-        Ok(counts)
+        Ok(lock(&self.by_state)
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (*s, *n))
+            .collect())
     }
 
     async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -158,6 +176,7 @@ impl JobRepository for InMemoryJobRepository {
             let old = j.state().is_terminal() && j.finished_at().is_some_and(|f| f < before);
             if old {
                 pruned.push(*id);
+                self.recount(Some(j.state()), None);
             }
             !old
         });

@@ -259,6 +259,27 @@ async fn job_count_by_state(repo: Arc<dyn JobRepository>) {
     assert_eq!(n(JobState::Succeeded), 1, "{c}: succeeded");
     assert_eq!(n(JobState::Running), 0, "{c}: running");
     assert_eq!(counts.values().sum::<u64>(), 6, "{c}: total");
+
+    // An update moves a job to another state; pruning takes jobs out.
+    let mut moved = ok(repo.insert(&job("m")).await, c);
+    ok(moved.cancel("test"), c);
+    ok(repo.update(&moved).await, c);
+    let counts = ok(repo.count_by_state().await, c);
+    let n = |s: JobState| counts.get(&s).copied().unwrap_or(0);
+    assert_eq!(n(JobState::Pending), 3, "{c}: pending after the update");
+    assert_eq!(n(JobState::Cancelled), 3, "{c}: cancelled after the update");
+    ok(
+        repo.prune_finished(Utc::now() + TimeDelta::hours(1)).await,
+        c,
+    );
+    let counts = ok(repo.count_by_state().await, c);
+    let n = |s: JobState| counts.get(&s).copied().unwrap_or(0);
+    assert_eq!(n(JobState::Pending), 3, "{c}: pending after pruning");
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        3,
+        "{c}: the finished jobs pruned are not counted"
+    );
 }
 
 async fn job_prune_finished(repo: Arc<dyn JobRepository>) {
