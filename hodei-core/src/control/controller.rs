@@ -592,7 +592,8 @@ impl ControlPlane {
     /// deleted only once the job has left `Pending`. Steps that do not
     /// depend on each other run side by side: on Postgres each is a round
     /// trip, and these are the round trips between a submit and its
-    /// dispatch. The provider's load is recounted after the send, off the dispatch loop.
+    /// dispatch. The provider's load is recounted after the send, off the
+    /// dispatch loop.
     async fn assign_to_worker(&self, job: Job, worker_id: WorkerId) -> ControlResult<()> {
         let job_id = job.id();
         // Reading the worker binds nothing, so it goes beside the claim.
