@@ -468,41 +468,39 @@ struct WorkerState {
 /// Running counts over the stored workers.
 #[derive(Debug, Default)]
 struct WorkerTally {
-    by_state: BTreeMap<crate::domain::worker::WorkerState, u64>,
+    by_state: BTreeMap<crate::domain::worker::WorkerState, u32>,
     alive_by_provider: BTreeMap<ProviderId, u32>,
     idle_by_provider: BTreeMap<ProviderId, u32>,
-    jobs_by_provider: HashMap<ProviderId, u32>,
+    jobs_by_provider: BTreeMap<ProviderId, u32>,
 }
 
 impl WorkerTally {
     /// Counts `w` in (`add`) or out (`!add`).
     fn count(&mut self, w: &Worker, add: bool) {
-        fn step<K: Ord>(map: &mut BTreeMap<K, u32>, key: K, add: bool) {
+        fn step<K: Ord>(map: &mut BTreeMap<K, u32>, key: K, by: u32, add: bool) {
             let n = map.entry(key).or_insert(0);
-            *n = if add { *n + 1 } else { n.saturating_sub(1) };
-        }
-        let n = self.by_state.entry(w.state()).or_insert(0);
-        *n = if add { *n + 1 } else { n.saturating_sub(1) };
-        if !w.state().is_gone() {
-            step(&mut self.alive_by_provider, w.provider_id(), add);
-            let jobs = u32::try_from(w.current_jobs().len()).unwrap_or(u32::MAX);
-            let n = self.jobs_by_provider.entry(w.provider_id()).or_insert(0);
             *n = if add {
-                n.saturating_add(jobs)
+                n.saturating_add(by)
             } else {
-                n.saturating_sub(jobs)
+                n.saturating_sub(by)
             };
         }
+        step(&mut self.by_state, w.state(), 1, add);
+        if !w.state().is_gone() {
+            step(&mut self.alive_by_provider, w.provider_id(), 1, add);
+            let jobs = u32::try_from(w.current_jobs().len()).unwrap_or(u32::MAX);
+            step(&mut self.jobs_by_provider, w.provider_id(), jobs, add);
+        }
         if w.is_idle_or_starting() {
-            step(&mut self.idle_by_provider, w.provider_id(), add);
+            step(&mut self.idle_by_provider, w.provider_id(), 1, add);
         }
     }
 
-    /// The non-zero entries of a per-provider count.
-    fn nonzero(map: &BTreeMap<ProviderId, u32>) -> BTreeMap<ProviderId, u32> {
+    /// The non-zero entries of a count.
+    fn nonzero<K: Ord + Copy, V: From<u32>>(map: &BTreeMap<K, u32>) -> BTreeMap<K, V> {
         map.iter()
             .filter(|(_, n)| **n > 0)
-            .map(|(p, n)| (*p, *n))
+            .map(|(k, n)| (*k, V::from(*n)))
             .collect()
     }
 }
@@ -587,14 +585,7 @@ impl WorkerRegistry for InMemoryWorkerRegistry {
     async fn count_by_state(
         &self,
     ) -> Result<BTreeMap<crate::domain::worker::WorkerState, u64>, StoreError> {
-        let st = read(&self.state);
-        Ok(st
-            .tally
-            .by_state
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(s, n)| (*s, *n))
-            .collect())
+        Ok(WorkerTally::nonzero(&read(&self.state).tally.by_state))
     }
 
     async fn count_alive_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
