@@ -5,6 +5,7 @@
 
 use hodei_core::server_config::TraceExport;
 use tracing_subscriber::EnvFilter;
+#[cfg(feature = "otel")]
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -30,12 +31,16 @@ pub(crate) fn init<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    // The filter applies to the whole subscriber, not as a per-layer filter
+    // of the log output: a per-layer filter that a `log`-crate `enabled()`
+    // query (sqlx asks one for its notices) answers "no" to swallows the
+    // next event of that thread (tokio-rs/tracing#2519): a replica's first
+    // lines after connecting to an already-migrated database went missing.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
-        .with_writer(writer)
-        .with_filter(filter);
+        .with_writer(writer);
     #[cfg(feature = "otel")]
     {
         use hodei_core::traces::otel;
@@ -56,7 +61,12 @@ where
                     .with_target("hodei", tracing::Level::INFO),
             )
         });
-        tracing_subscriber::registry().with(logs).with(spans).init();
+        // The spans exported are those `RUST_LOG` enables too (the default does).
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(logs)
+            .with(spans)
+            .init();
         if let (Some(t), Some(_)) = (traces, &pipeline) {
             tracing::info!(endpoint = %t.endpoint, service = %t.service_name, "exporting job traces over OTLP");
         }
@@ -64,7 +74,10 @@ where
     }
     #[cfg(not(feature = "otel"))]
     {
-        tracing_subscriber::registry().with(logs).init();
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(logs)
+            .init();
         let outcome = match traces {
             Some(t) => Err(format!(
                 "{}={} is set, but this build cannot export traces: build hodei-examples with the \
