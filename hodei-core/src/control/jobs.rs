@@ -181,7 +181,19 @@ impl ControlPlane {
         message: &str,
         f: impl FnMut(&mut Job) -> ControlResult<Transition>,
     ) -> ControlResult<Job> {
-        let (job, t, before) = self.apply_transition(id, None, f).await?;
+        self.transition_job_from(id, None, message, f).await
+    }
+
+    /// [`Self::transition_job`] from `known`, a copy the caller has just
+    /// read (see [`Self::update_job_from`]).
+    pub(super) async fn transition_job_from(
+        &self,
+        id: JobId,
+        known: Option<Job>,
+        message: &str,
+        f: impl FnMut(&mut Job) -> ControlResult<Transition>,
+    ) -> ControlResult<Job> {
+        let (job, t, before) = self.apply_transition(id, known, f).await?;
         self.finish_transition(&job, t, before, message).await;
         Ok(job)
     }
@@ -303,11 +315,22 @@ impl ControlPlane {
         attempt: u32,
     ) -> ControlResult<Job> {
         let job = self.get_job(id).await?;
+        self.job_started_from(worker, job, attempt).await
+    }
+
+    /// [`Self::job_started`] from the copy of the job just read: the
+    /// transition starts from it (one read per report, not two).
+    async fn job_started_from(
+        &self,
+        worker: WorkerId,
+        job: Job,
+        attempt: u32,
+    ) -> ControlResult<Job> {
         Self::check_assignment(&job, worker, Some(attempt))?;
         if job.state() != JobState::Scheduled {
             return Ok(job);
         }
-        self.transition_job(id, "", |j| {
+        self.transition_job_from(job.id(), Some(job), "", |j| {
             Self::check_assignment(j, worker, Some(attempt))?;
             Ok(j.mark_running()?)
         })
@@ -337,13 +360,16 @@ impl ControlPlane {
                 job
             }
         } else {
-            if job.state() == JobState::Scheduled {
+            let job = if job.state() == JobState::Scheduled {
                 // The result overtook the start message (a very short job):
                 // record the start first, so the history has every step.
-                self.job_started(worker, id, attempt).await?;
-            }
+                self.job_started_from(worker, job, attempt).await?
+            } else {
+                job
+            };
             let message = result.error.clone().unwrap_or_default();
-            self.transition_job(id, &message, |j| {
+            // From the copy just read: one read per result, not two.
+            self.transition_job_from(id, Some(job), &message, |j| {
                 Self::check_assignment(j, worker, Some(attempt))?;
                 if j.state() == JobState::Scheduled {
                     // The result can overtake the start message (very short jobs).
