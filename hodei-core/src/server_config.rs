@@ -17,6 +17,7 @@
 //! | `HODEI_REGISTRATION_TIMEOUT_SECS` | a provisioned worker must register within | 60 |
 //! | `HODEI_DISPATCH_LEASE_MS` | queue lease of a provisioning (at least 300) | 30000 |
 //! | `HODEI_AUDIT_INTERVAL_MS` | worker audit period (at least 100) | 10000 |
+//! | `HODEI_DISPATCH_PARALLELISM` | jobs a scheduling pass places side by side (1 to 1024) | 16 |
 //! | `HODEI_RETENTION` | how long finished jobs and their logs are kept (`7d`, `12h`) | forever |
 //! | `HODEI_METRICS_BACKEND` | `memory` records control-plane metrics | off |
 //! | `HODEI_LEADER_LEASE_SECS` | maintenance leader lease among replicas (at least 1) | 15 |
@@ -105,6 +106,11 @@ pub const SETTINGS: &[Setting] = &[
         "HODEI_AUDIT_INTERVAL_MS",
         "10000",
         "how often the leader audits the store for half-done records (at least 100)",
+    ),
+    Setting::new(
+        "HODEI_DISPATCH_PARALLELISM",
+        "16",
+        "jobs one scheduling pass places side by side (1 to 1024; 1 = one at a time)",
     ),
     Setting::new(
         ENV_RETENTION,
@@ -555,6 +561,8 @@ impl ServerConfig {
             audit_interval: Duration::from_millis(
                 parse_or(get, "HODEI_AUDIT_INTERVAL_MS", 10_000u64)?.max(100),
             ),
+            dispatch_parallelism: parse_or(get, "HODEI_DISPATCH_PARALLELISM", 16usize)?
+                .clamp(1, 1024),
             retention: retention(get(ENV_RETENTION).as_deref())?,
             ..ControlPlaneConfig::default()
         };
@@ -905,6 +913,7 @@ mod tests {
             ("HODEI_MAX_JOBS_PER_WORKER", "1"),
             ("HODEI_DISPATCH_LEASE_MS", "1"),
             ("HODEI_AUDIT_INTERVAL_MS", "1"),
+            ("HODEI_DISPATCH_PARALLELISM", "0"),
             ("HODEI_LEADER_LEASE_SECS", "0"),
             ("HODEI_METRICS_BACKEND", "memory"),
             ("HODEI_PROCESS_PROVIDER_NAME", "  local-a "),
@@ -918,6 +927,7 @@ mod tests {
         assert_eq!(c.pool.max_jobs_per_worker, Some(1));
         assert_eq!(c.control_plane.dispatch_lease, Duration::from_millis(300));
         assert_eq!(c.control_plane.audit_interval, Duration::from_millis(100));
+        assert_eq!(c.control_plane.dispatch_parallelism, 1);
         assert_eq!(c.leader_lease, Duration::from_secs(1));
         assert!(c.metrics);
         assert_eq!(c.process_provider_name.as_deref(), Some("local-a"));

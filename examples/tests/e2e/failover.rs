@@ -259,6 +259,23 @@ async fn an_agent_moves_to_the_surviving_replica_and_its_job_ends_once() {
             "replica {name} reported the worker lost:\n{log}"
         );
     }
+    // B does not run provider process-a, yet the worker that moved over takes
+    // B's new jobs for it: B places them on it and never provisions one.
+    let next = b
+        .submit(script("echo adopted").with_provider("process-a"))
+        .await;
+    let j = b.wait_done(&next, Duration::from_secs(30)).await;
+    assert_eq!(
+        (j.state, j.worker_id.as_str()),
+        (
+            v1::JobState::Succeeded as i32,
+            worker_id.to_string().as_str()
+        ),
+        "a new job ran on the adopted worker: {} {}",
+        state_name(j.state),
+        j.error
+    );
+    assert_eq!(b.log_lines(&next).await, vec!["adopted".to_owned()]);
     eprintln!(
         "killed A with {before_kill} of {LINES} lines stored; the agent resumed on B \
          {reattached:?} later"

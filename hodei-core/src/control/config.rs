@@ -91,6 +91,12 @@ pub struct ControlPlaneConfig {
     /// there, the next one continues after the last entry seen (wrapping to
     /// the head at the end), so every entry is considered in turn.
     pub dispatch_scan_limit: usize,
+    /// Most placements one scheduling pass carries out side by side. A pass
+    /// decides in queue order, each decision taking its worker slot at
+    /// once, then claims, binds and sends the jobs concurrently (on Postgres
+    /// each placement is several round trips in sequence). `1` places one
+    /// job at a time.
+    pub dispatch_parallelism: usize,
     /// Terminal jobs (and their logs) are pruned after this age; `None` = kept.
     pub retention: Option<Duration>,
     /// How often the leader audits the store for records a crash left half
@@ -113,6 +119,7 @@ impl Default for ControlPlaneConfig {
             timeout_grace: Duration::from_secs(15),
             dispatch_batch: 256,
             dispatch_scan_limit: 10_000,
+            dispatch_parallelism: 16,
             retention: None,
             audit_interval: Duration::from_secs(10),
         }

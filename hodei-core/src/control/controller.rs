@@ -8,13 +8,14 @@
 //! Dispatch sends a job to an idle worker, or provisions a worker for it (see
 //! `provisioner`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tracing::Instrument;
 
 use super::events::{DecisionAction, DecisionRecord};
+use super::placements::Placements;
 use super::providers::estimated_pricing;
 use super::{ControlError, ControlPlane, ControlResult, lock};
 use crate::domain::ids::{JobId, ProviderId, WorkerId};
@@ -289,18 +290,26 @@ impl ControlPlane {
     /// only ones it can send a job to, from their sessions' views: no store
     /// read per worker) and every provider with its count of live workers
     /// over all replicas (one grouped count). The two reads go side by side.
+    ///
+    /// A provider this replica does not run is in the snapshot only when
+    /// workers of it are connected here: they moved over when the replica
+    /// that runs it died (see [`adopted_provider_view`]).
     async fn snapshot(&self) -> ControlResult<SchedulingSnapshot> {
         let (alive, providers) = tokio::join!(
             self.inner.stores.workers.count_alive_by_provider(),
             self.inner.stores.providers.list(),
         );
         let (alive, providers) = (alive?, providers?);
+        let workers = self.inner.sessions.views();
         let mut provider_views = Vec::new();
         for p in providers {
+            let alive = alive.get(&p.id()).copied().unwrap_or(0);
             let Some(entry) = self.provider_entry(p.id()) else {
+                if workers.iter().any(|w| w.provider_id == p.id()) {
+                    provider_views.push(adopted_provider_view(&p, alive));
+                }
                 continue;
             };
-            let alive = alive.get(&p.id()).copied().unwrap_or(0);
             // The operator's price, else the provider's own estimate as a
             // price per resource: each job is priced from its own resources.
             let pricing = p
@@ -313,10 +322,7 @@ impl ControlPlane {
                     .with_estimated_startup(entry.provider.startup_estimate()),
             );
         }
-        Ok(SchedulingSnapshot::new(
-            self.inner.sessions.views(),
-            provider_views,
-        ))
+        Ok(SchedulingSnapshot::new(workers, provider_views))
     }
 
     fn record_decision(&self, job: JobId, decision: &Decision) -> DecisionRecord {
@@ -389,10 +395,25 @@ impl ControlPlane {
     /// each is a round trip before the job reaches its worker): the first
     /// page is read in the order of the strategy as last seen, beside the
     /// read of the shared strategy (after a switch, the page is read again);
-    /// the snapshot is built beside the read of the first entry's job.
+    /// the snapshot is built beside the read of the first entry's job. The
+    /// decisions are made in order on the snapshot and carried out side by
+    /// side (`dispatch_parallelism`, see `placements`); the pass ends when
+    /// all of them have.
     async fn dispatch(&self) -> ControlResult<()> {
+        let mut placements = Placements::new(self.inner.config.dispatch_parallelism);
+        let walked = self.walk_queue(&mut placements).await;
+        placements.finish().await;
+        walked
+    }
+
+    /// The walk of [`Self::dispatch`]: decides in queue order and starts
+    /// each placement in `placements`. Jobs are read as many at a time as
+    /// the snapshot has room for (side by side), so a pass that can place
+    /// one job reads one.
+    async fn walk_queue(&self, placements: &mut Placements) -> ControlResult<()> {
         let page_size = self.inner.config.dispatch_batch.max(1);
         let budget = self.inner.config.dispatch_scan_limit.max(page_size);
+        let read_ahead = self.inner.config.dispatch_parallelism.max(1);
         let mut cursor = lock(&self.inner.scan_resume).take();
         let guess = QueueOrder::for_strategy(self.current_strategy());
         let (strategy, first_page) = tokio::join!(
@@ -419,26 +440,42 @@ impl ControlPlane {
                         .await?
                 }
             };
-            let Some(first_id) = page.entries.first().map(|e| e.job_id) else {
-                break;
-            };
-            let mut prefetched = None;
+            let mut unread: VecDeque<JobId> = page.entries.iter().map(|e| e.job_id).collect();
+            let mut read: VecDeque<(JobId, Option<Job>)> = VecDeque::new();
             let snap = match &mut snapshot {
                 Some(s) => s,
                 None => {
+                    let Some(first_id) = unread.pop_front() else {
+                        break;
+                    };
                     let (built, job) =
-                        tokio::join!(self.snapshot(), self.inner.stores.jobs.get(first_id),);
-                    prefetched = Some((first_id, job?));
+                        tokio::join!(self.snapshot(), self.inner.stores.jobs.get(first_id));
+                    read.push_back((first_id, job?));
                     snapshot.insert(built?)
                 }
             };
-            for entry in page.entries {
-                seen += 1;
-                let job_id = entry.job_id;
-                let job = match prefetched.take() {
-                    Some((id, job)) if id == job_id => job,
-                    _ => self.inner.stores.jobs.get(job_id).await?,
+            loop {
+                if read.is_empty() {
+                    // Full: the next job would only be read to wait. (A
+                    // stale entry further on is settled by a pass with room.)
+                    if !snap.has_capacity() {
+                        return Ok(());
+                    }
+                    let n = snap.free_capacity(read_ahead).clamp(1, unread.len().max(1));
+                    let ids: Vec<JobId> = unread.drain(..n.min(unread.len())).collect();
+                    if ids.is_empty() {
+                        break;
+                    }
+                    let jobs = futures::future::try_join_all(
+                        ids.iter().map(|id| self.inner.stores.jobs.get(*id)),
+                    )
+                    .await?;
+                    read.extend(ids.into_iter().zip(jobs));
+                }
+                let Some((job_id, job)) = read.pop_front() else {
+                    break;
                 };
+                seen += 1;
                 match job {
                     Some(job) if job.state() == JobState::Pending => {
                         if !snap.has_capacity() {
@@ -453,16 +490,20 @@ impl ControlPlane {
                                 continue;
                             }
                         }
-                        let placed = match self.dispatch_one(job.clone(), snap).await {
-                            Ok(r) => !matches!(r.action, DecisionAction::Wait(_)),
-                            Err(e) => {
-                                tracing::warn!(%job_id, error = %e, "dispatch failed");
-                                false
-                            }
-                        };
-                        if !placed {
+                        let (decision, _) = self.plan(&job, snap);
+                        if matches!(decision, Decision::Wait(_)) {
                             self.free_concurrency_slot(&job).await;
+                            continue;
                         }
+                        let cp = self.clone();
+                        placements
+                            .start(async move {
+                                if let Err(e) = cp.carry_out(job.clone(), decision).await {
+                                    tracing::warn!(%job_id, error = %e, "dispatch failed");
+                                    cp.free_concurrency_slot(&job).await;
+                                }
+                            })
+                            .await;
                     }
                     // Not pending: a stale entry (cancelled, bound by another replica)
                     // or a provisioning whose controller died and whose lease was
@@ -561,26 +602,42 @@ impl ControlPlane {
         job: Job,
         snapshot: &mut SchedulingSnapshot,
     ) -> ControlResult<DecisionRecord> {
-        let decision = self.decide(self.current_strategy(), &job, snapshot);
+        let (decision, record) = self.plan(&job, snapshot);
+        self.carry_out(job, decision).await?;
+        Ok(record)
+    }
+
+    /// Decides where a job goes and takes the worker slot or the provider's
+    /// room for it on the snapshot at once, so the next decision of the
+    /// pass sees it taken; the decision is published.
+    fn plan(&self, job: &Job, snapshot: &mut SchedulingSnapshot) -> (Decision, DecisionRecord) {
+        let decision = self.decide(self.current_strategy(), job, snapshot);
         let record = self.record_decision(job.id(), &decision);
         let _ = self.inner.decisions.send(record.clone());
-        match decision {
-            Decision::AssignWorker(w) => {
-                snapshot.take_slot(w);
-                let span = traces::job_span(traces::Stage::Dispatch, &job);
-                traces::record_worker(&span, w);
-                self.assign_to_worker(job, w).instrument(span).await?;
-            }
-            Decision::Provision(p) => {
-                snapshot.add_provisioning(p);
-                let span = traces::job_span(traces::Stage::Dispatch, &job);
-                self.provision_for(job.id(), p).instrument(span).await?;
-            }
+        match &decision {
+            Decision::AssignWorker(w) => snapshot.take_slot(*w),
+            Decision::Provision(p) => snapshot.add_provisioning(*p),
             Decision::Wait(reason) => {
                 tracing::debug!(job_id = %job.id(), %reason, "job waits");
             }
         }
-        Ok(record)
+        (decision, record)
+    }
+
+    /// Acts on a decision of [`Self::plan`].
+    async fn carry_out(&self, job: Job, decision: Decision) -> ControlResult<()> {
+        match decision {
+            Decision::AssignWorker(w) => {
+                let span = traces::job_span(traces::Stage::Dispatch, &job);
+                traces::record_worker(&span, w);
+                self.assign_to_worker(job, w).instrument(span).await
+            }
+            Decision::Provision(p) => {
+                let span = traces::job_span(traces::Stage::Dispatch, &job);
+                self.provision_for(job.id(), p).instrument(span).await
+            }
+            Decision::Wait(_) => Ok(()),
+        }
     }
 
     /// Gives a queued job to a connected idle worker. `job` is the copy the
@@ -756,9 +813,58 @@ impl ControlPlane {
     }
 }
 
+/// The view of a provider only another replica runs, whose workers are
+/// connected here (they moved over when that replica died). Its workers take
+/// jobs, as they did there; nothing is ever provisioned through it here (no
+/// room for another worker: this replica cannot create, check or destroy
+/// them). Its stored `unhealthy` is the dead replica's last health check of
+/// the provider, which cannot be repeated here, while its workers are here
+/// and heartbeating: it does not hold them back. An operator's `maintenance`
+/// or `disabled` holds, and `overloaded` follows the job count, which this
+/// replica recounts on each of its assignments and releases.
+fn adopted_provider_view(p: &crate::domain::provider::Provider, alive: u32) -> ProviderView {
+    let view = ProviderView::from_provider(p).with_workers(alive, alive);
+    if view.status == crate::domain::provider::ProviderStatus::Unhealthy {
+        view.with_status(crate::domain::provider::ProviderStatus::Active)
+    } else {
+        view
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_adopted_provider_takes_jobs_on_its_workers_and_never_provisions() {
+        use crate::domain::provider::{
+            Provider, ProviderCapabilities, ProviderConfig, ProviderStatus,
+        };
+        let mut p = Provider::new(
+            ProviderId::new(),
+            "process-a",
+            ProviderConfig::BareMetal {
+                agent_binary: None,
+                hosts: Vec::new(),
+            },
+            ProviderCapabilities::default(),
+        );
+        let view = adopted_provider_view(&p, 3);
+        assert!(view.is_available());
+        assert_eq!(view.free_worker_slots(), 0, "no room to provision");
+        // The dead replica's last health check does not hold its workers back.
+        p.set_status(ProviderStatus::Unhealthy);
+        assert!(adopted_provider_view(&p, 3).is_available());
+        // An operator's pause and a full job count do.
+        for held in [
+            ProviderStatus::Maintenance,
+            ProviderStatus::Disabled,
+            ProviderStatus::Overloaded,
+        ] {
+            p.set_status(held);
+            assert!(!adopted_provider_view(&p, 3).is_available(), "{held}");
+        }
+    }
 
     #[test]
     fn worker_passes_go_by_the_clock_not_by_wakes() {

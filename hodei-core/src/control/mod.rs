@@ -30,6 +30,7 @@ mod jobs;
 mod lease_keeper;
 mod logs;
 mod metrics;
+mod placements;
 mod provider_admin;
 mod provider_factory;
 mod provider_load;

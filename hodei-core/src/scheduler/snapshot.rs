@@ -328,6 +328,36 @@ impl SchedulingSnapshot {
                 .any(|p| p.is_available() && p.free_worker_slots() > 0)
     }
 
+    /// How many more jobs could be placed, counted up to `cap`: the free
+    /// slots of workers of this snapshot's available providers, and the room
+    /// for new workers on available providers. A pass reads that many
+    /// queued jobs at once; the count stops at `cap`, so with thousands of
+    /// idle workers it looks at only the first few.
+    #[must_use]
+    pub fn free_capacity(&self, cap: usize) -> usize {
+        let available = |id: ProviderId| {
+            self.providers
+                .iter()
+                .any(|p| p.id == id && p.is_available())
+        };
+        let mut n = 0usize;
+        for p in self.providers.iter().filter(|p| p.is_available()) {
+            n = n.saturating_add(p.free_worker_slots() as usize);
+            if n >= cap {
+                return cap;
+            }
+        }
+        for w in &self.workers {
+            if w.takes_jobs() && available(w.provider_id) {
+                n = n.saturating_add(w.free_slots as usize);
+                if n >= cap {
+                    return cap;
+                }
+            }
+        }
+        n
+    }
+
     /// A job took a slot of this worker (one pass places many jobs on one
     /// snapshot). O(1) after the first call on a snapshot.
     pub fn take_slot(&mut self, worker: WorkerId) {

@@ -554,3 +554,26 @@ fn capacity_counts_only_workers_a_job_could_be_placed_on() {
     p.status = ProviderStatus::Active;
     assert!(!snap(vec![stranger], vec![p]).has_capacity());
 }
+
+#[test]
+fn free_capacity_counts_slots_and_room_up_to_the_cap() {
+    let p = provider("p").with_workers(2, 5); // room for 3 more workers
+    let idle = worker(&p, WorkerState::Ready, 2);
+    let full = worker(&p, WorkerState::Busy, 0);
+    let s = snap(vec![idle.clone(), full], vec![p.clone()]);
+    assert_eq!(s.free_capacity(100), 5, "2 free slots + room for 3 workers");
+    assert_eq!(s.free_capacity(4), 4, "stops at the cap");
+    let mut taken = s.clone();
+    taken.take_slot(idle.id);
+    assert_eq!(taken.free_capacity(100), 4, "a taken slot no longer counts");
+    // Workers of an unavailable provider, or of one the snapshot lacks, count nothing.
+    let mut down = p.clone().with_workers(5, 5);
+    down.status = ProviderStatus::Unhealthy;
+    assert_eq!(snap(vec![idle.clone()], vec![down]).free_capacity(100), 0);
+    let elsewhere = provider("elsewhere").with_workers(1, 1);
+    let stranger = worker(&elsewhere, WorkerState::Ready, 1);
+    assert_eq!(
+        snap(vec![stranger], vec![p.with_workers(5, 5)]).free_capacity(100),
+        0
+    );
+}
