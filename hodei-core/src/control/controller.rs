@@ -461,11 +461,11 @@ impl ControlPlane {
                     if !snap.has_capacity() {
                         return Ok(());
                     }
-                    let n = snap.free_capacity(read_ahead).clamp(1, unread.len().max(1));
-                    let ids: Vec<JobId> = unread.drain(..n.min(unread.len())).collect();
-                    if ids.is_empty() {
+                    let n = snap.free_capacity(read_ahead).max(1).min(unread.len());
+                    if n == 0 {
                         break;
                     }
+                    let ids: Vec<JobId> = unread.drain(..n).collect();
                     let jobs = futures::future::try_join_all(
                         ids.iter().map(|id| self.inner.stores.jobs.get(*id)),
                     )
