@@ -55,6 +55,14 @@ async fn main() -> anyhow::Result<()> {
     config.worker_lost_after = Duration::from_millis(args.heartbeat_ms * 3);
     // Thousands of agents connect in a burst; none is late.
     config.registration_timeout = Duration::from_secs(600);
+    // As the reference server reads it, for A/B runs of the dispatch path.
+    if let Ok(v) = std::env::var("HODEI_DISPATCH_PARALLELISM") {
+        config.dispatch_parallelism = v
+            .trim()
+            .parse::<usize>()
+            .context("HODEI_DISPATCH_PARALLELISM")?
+            .clamp(1, 1024);
+    }
     let mut builder = ControlPlane::builder().config(config);
     if let Some(pg) = hodei_store_postgres::PgStoreConfig::from_env().context("database")? {
         let pg = hodei_store_postgres::connect(&pg)
