@@ -69,6 +69,14 @@ where
             .init();
         if let (Some(t), Some(_)) = (traces, &pipeline) {
             tracing::info!(endpoint = %t.endpoint, service = %t.service_name, "exporting job traces over OTLP");
+            // The filter is global: a RUST_LOG that hides Hodei's info spans
+            // would export nothing, which must not go unnoticed.
+            if !tracing::enabled!(target: "hodei_core::traces", tracing::Level::INFO) {
+                tracing::warn!(
+                    "RUST_LOG turns off hodei_core's info spans, so no job traces are exported: \
+                     add `hodei_core=info,hodei_agent=info` to it"
+                );
+            }
         }
         (Logging { pipeline }, outcome)
     }
