@@ -112,3 +112,47 @@ async fn a_full_key_holds_its_jobs_and_frees_the_slot_when_one_ends() {
     assert_eq!((status.max_running, status.holders.len()), (1, 0));
     assert_eq!(cp.get_job(b.id()).await.unwrap().state(), JobState::Pending);
 }
+
+/// A keyed job that no provider can run, while a provider has room: each
+/// pass takes the key's slot, finds the job must wait and gives the slot
+/// back. Giving it back must not wake the control loop, or the loop runs the
+/// same pass again at once, forever (found by schemathesis: a server at
+/// 100 % CPU that no longer answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_job_that_must_wait_does_not_spin_the_control_loop() {
+    use hodei_core::control::PoolPolicy;
+    use hodei_core::testing::hand_off::HandOffProvider;
+    let cp = ControlPlane::builder().build();
+    let (provider, _created) = HandOffProvider::new("small");
+    provider
+        .register(&cp, PoolPolicy::default().max_workers(4))
+        .await
+        .unwrap();
+    let mut spec = JobSpec::new("too big", CommandType::shell("true", [""; 0]));
+    spec.concurrency_key = Some("deploy".into());
+    spec.resources.cpu_cores = 64.0; // the provider offers 4
+    let job = cp.create_job(spec, None).await.unwrap();
+    let mut decisions = cp.subscribe_decisions();
+    let run = tokio::spawn(cp.clone().run());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    cp.shutdown();
+    run.await.unwrap();
+    let mut passes = 0u64;
+    loop {
+        match decisions.try_recv() {
+            Ok(d) if d.job_id == job.id() => passes += 1,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => passes += n,
+            Err(_) => break,
+        }
+    }
+    // The first pass, and at most a few more (the reconcile interval is 1 s).
+    assert!(
+        (1..=5).contains(&passes),
+        "{passes} decisions for the waiting job in 0.5 s: the control loop spins"
+    );
+    assert_eq!(
+        cp.get_job(job.id()).await.unwrap().state(),
+        JobState::Pending
+    );
+}

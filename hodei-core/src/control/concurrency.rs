@@ -167,17 +167,34 @@ impl ControlPlane {
         }
     }
 
-    /// Frees the slot of a job that has a key (it ended, or is queued again).
+    /// Frees the slot of a job that has a key (it ended, or is queued again)
+    /// and wakes the control loop: a job waiting for the key may go now.
     pub(super) async fn free_concurrency_slot(&self, job: &Job) {
+        if self.release_concurrency_slot(job).await {
+            self.wake();
+        }
+    }
+
+    /// Gives back the slot a scheduling pass took for a job it then could
+    /// not place (it waits, or its placement failed). Nothing changed for
+    /// the others (the slot was free when the pass took it), so the loop is
+    /// not woken: a wake would start the same pass again at once, and with a
+    /// keyed job that can never be placed the loop spun at full CPU.
+    pub(super) async fn give_back_concurrency_slot(&self, job: &Job) {
+        self.release_concurrency_slot(job).await;
+    }
+
+    /// Whether a slot of the job's was released.
+    async fn release_concurrency_slot(&self, job: &Job) -> bool {
         if job.spec().concurrency_key.is_none() {
-            return;
+            return false;
         }
         match self.inner.stores.scheduling.release_slot(job.id()).await {
-            Ok(true) => self.wake(),
-            Ok(false) => {}
+            Ok(released) => released,
             // The leader's reconcile frees it later.
             Err(e) => {
-                tracing::warn!(job_id = %job.id(), error = %e, "cannot free a concurrency slot")
+                tracing::warn!(job_id = %job.id(), error = %e, "cannot free a concurrency slot");
+                false
             }
         }
     }

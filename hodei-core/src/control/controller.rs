@@ -379,7 +379,7 @@ impl ControlPlane {
                 ..
             })
         ) {
-            self.free_concurrency_slot(&job).await;
+            self.give_back_concurrency_slot(&job).await;
         }
         r
     }
@@ -492,7 +492,7 @@ impl ControlPlane {
                         }
                         let (decision, _) = self.plan(&job, snap);
                         if matches!(decision, Decision::Wait(_)) {
-                            self.free_concurrency_slot(&job).await;
+                            self.give_back_concurrency_slot(&job).await;
                             continue;
                         }
                         let cp = self.clone();
@@ -500,7 +500,7 @@ impl ControlPlane {
                             .start(async move {
                                 if let Err(e) = cp.carry_out(job.clone(), decision).await {
                                     tracing::warn!(%job_id, error = %e, "dispatch failed");
-                                    cp.free_concurrency_slot(&job).await;
+                                    cp.give_back_concurrency_slot(&job).await;
                                 }
                             })
                             .await;
