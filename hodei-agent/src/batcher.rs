@@ -397,6 +397,29 @@ impl UnackedBuffer {
         self.lock().batches.iter().cloned().collect()
     }
 
+    /// The unacknowledged entries not yet sent, oldest first: of each batch only the
+    /// entries above `sent(job_id, attempt)` (the highest sequence already sent for that
+    /// attempt), and no batch at all when none is. A sender calls this on every wake-up,
+    /// so it copies only what is new rather than everything awaiting acknowledgement.
+    #[must_use]
+    pub fn unsent(&self, sent: impl Fn(JobId, u32) -> u64) -> Vec<LogBatch> {
+        let state = self.lock();
+        let mut out = Vec::new();
+        for b in &state.batches {
+            let already = sent(b.job_id, b.attempt);
+            if b.last_sequence().is_none_or(|last| last <= already) {
+                continue;
+            }
+            let start = b.entries.partition_point(|e| e.sequence <= already);
+            out.push(LogBatch {
+                job_id: b.job_id,
+                attempt: b.attempt,
+                entries: b.entries[start..].to_vec(),
+            });
+        }
+        out
+    }
+
     /// Number of unacknowledged entries.
     #[must_use]
     pub fn len_entries(&self) -> usize {

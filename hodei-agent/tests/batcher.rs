@@ -241,6 +241,43 @@ async fn unacked_buffer_resends_what_was_not_acknowledged() {
 }
 
 #[tokio::test]
+async fn unacked_buffer_hands_out_only_what_was_not_sent_yet() {
+    let job = JobId::new();
+    let other = JobId::new();
+    let buf = UnackedBuffer::new(1000);
+    buf.push(batch(job, 1, 1..=10)).await;
+    buf.push(batch(other, 1, 1..=5)).await;
+    buf.push(batch(job, 1, 11..=20)).await;
+
+    // Nothing sent yet: everything, in order.
+    let all = buf.unsent(|_, _| 0);
+    assert_eq!(all, buf.pending());
+
+    // Up to 14 of `job` already went out, all of `other`: only 15..=20 of `job`.
+    let rest = buf.unsent(|j, _| if j == job { 14 } else { 5 });
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].job_id, job);
+    assert_eq!(rest[0].first_sequence(), Some(15));
+    assert_eq!(rest[0].last_sequence(), Some(20));
+    // What `unsent` hands out is a copy: the buffer still holds all 25 entries.
+    assert_eq!(buf.len_entries(), 25);
+
+    // Another attempt of the same job counts separately.
+    buf.push(batch(job, 2, 1..=3)).await;
+    let second = buf.unsent(|j, a| {
+        if j == job && a == 1 {
+            20
+        } else if j == other {
+            5
+        } else {
+            0
+        }
+    });
+    assert_eq!(second.len(), 1);
+    assert_eq!((second[0].attempt, second[0].last_sequence()), (2, Some(3)));
+}
+
+#[tokio::test]
 async fn unacked_buffer_blocks_when_full_until_acked() {
     let job = JobId::new();
     let buf = Arc::new(UnackedBuffer::new(20));

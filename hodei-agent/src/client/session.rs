@@ -317,19 +317,13 @@ async fn send_outbox(
                 return;
             }
         }
-        for batch in shared.unacked.pending() {
+        let unsent = shared
+            .unacked
+            .unsent(|job_id, attempt| sent_seq.get(&(job_id, attempt)).copied().unwrap_or(0));
+        for batch in unsent {
             let key = (batch.job_id, batch.attempt);
             let last = batch.entries.last().map_or(0, |e| e.sequence);
-            let already = sent_seq.get(&key).copied().unwrap_or(0);
-            if last <= already {
-                continue;
-            }
-            let entries = batch
-                .entries
-                .iter()
-                .filter(|e| e.sequence > already)
-                .map(v1::LogEntry::from)
-                .collect();
+            let entries = batch.entries.iter().map(v1::LogEntry::from).collect();
             let m = msg(WorkerPayload::LogBatch(v1::LogBatch {
                 job_id: batch.job_id.to_string(),
                 attempt: batch.attempt,

@@ -820,8 +820,8 @@ impl ControlPlane {
 /// them). Its stored `unhealthy` is the dead replica's last health check of
 /// the provider, which cannot be repeated here, while its workers are here
 /// and heartbeating: it does not hold them back. An operator's `maintenance`
-/// or `disabled` holds, and `overloaded` follows the job count, which this
-/// replica recounts on each of its assignments and releases.
+/// or `disabled` holds; `overloaded` does not (see
+/// [`ProviderView::is_available`]).
 fn adopted_provider_view(p: &crate::domain::provider::Provider, alive: u32) -> ProviderView {
     let view = ProviderView::from_provider(p).with_workers(alive, alive);
     if view.status == crate::domain::provider::ProviderStatus::Unhealthy {
@@ -855,15 +855,14 @@ mod tests {
         // The dead replica's last health check does not hold its workers back.
         p.set_status(ProviderStatus::Unhealthy);
         assert!(adopted_provider_view(&p, 3).is_available());
-        // An operator's pause and a full job count do.
-        for held in [
-            ProviderStatus::Maintenance,
-            ProviderStatus::Disabled,
-            ProviderStatus::Overloaded,
-        ] {
+        // An operator's pause does.
+        for held in [ProviderStatus::Maintenance, ProviderStatus::Disabled] {
             p.set_status(held);
             assert!(!adopted_provider_view(&p, 3).is_available(), "{held}");
         }
+        // A full stored job count does not: the workers' slots decide.
+        p.set_status(ProviderStatus::Overloaded);
+        assert!(adopted_provider_view(&p, 3).is_available());
     }
 
     #[test]

@@ -103,7 +103,13 @@ impl ControlPlane {
                     .is_some_and(Provider::is_registered_at_runtime),
             )
             // An operator's price survives a re-registration (restart).
-            .with_pricing(stored.as_ref().and_then(Provider::pricing));
+            .with_pricing(stored.as_ref().and_then(Provider::pricing))
+            // `overloaded` when every slot of its largest pool is taken.
+            .with_job_limit(
+                policy
+                    .max_workers
+                    .saturating_mul(policy.max_concurrent_jobs_per_worker.max(1)),
+            );
         if let Some(status) = stored
             .map(|p| p.status())
             .filter(|s| matches!(s, ProviderStatus::Maintenance | ProviderStatus::Disabled))

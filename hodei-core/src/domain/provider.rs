@@ -329,6 +329,15 @@ impl Provider {
         self.registered_at_runtime
     }
 
+    /// Sets the most jobs it runs at once (at least 1): its workers' job
+    /// slots, `max_workers` times the jobs each worker runs at once. Starts
+    /// at its capabilities' `max_workers` (one job per worker).
+    #[must_use]
+    pub fn with_job_limit(mut self, max_concurrent_jobs: u32) -> Self {
+        self.max_concurrent_jobs = max_concurrent_jobs.max(1);
+        self
+    }
+
     /// Most jobs it runs at once (`Overloaded` at that many).
     #[must_use]
     pub fn max_concurrent_jobs(&self) -> u32 {

@@ -221,10 +221,19 @@ impl ProviderView {
         self
     }
 
-    /// Whether it takes work at all (`Active`).
+    /// Whether it takes work at all: `Active`, or `Overloaded`. The stored
+    /// `overloaded` follows the provider's job count a moment behind its
+    /// workers (it is recounted off the job path); the workers' free slots
+    /// and the room for new workers, which this snapshot holds exactly, are
+    /// what bound the jobs placed on it. Held back by it, a worker whose job
+    /// just ended sat idle until the recount, at every job once a provider
+    /// ran at its limit.
     #[must_use]
     pub fn is_available(&self) -> bool {
-        self.status == ProviderStatus::Active
+        matches!(
+            self.status,
+            ProviderStatus::Active | ProviderStatus::Overloaded
+        )
     }
 
     /// Workers it may still create.
@@ -308,10 +317,9 @@ impl SchedulingSnapshot {
     /// Whether any job could still be placed: a worker with a free slot of
     /// an available provider of this snapshot, or an available provider
     /// with room for another worker. A free worker whose provider is
-    /// overloaded (its stored job count not yet lowered after a release),
-    /// unhealthy or not one of the snapshot's can take no job, so it does
-    /// not count: otherwise a pass would read every queued job only to
-    /// find each one waiting.
+    /// unhealthy, paused by an operator or not one of the snapshot's can
+    /// take no job, so it does not count: otherwise a pass would read every
+    /// queued job only to find each one waiting.
     #[must_use]
     pub fn has_capacity(&self) -> bool {
         let available = |id: ProviderId| {

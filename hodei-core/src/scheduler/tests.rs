@@ -540,13 +540,30 @@ fn capacity_counts_only_workers_a_job_could_be_placed_on() {
     let mut p = provider("p").with_workers(1, 1);
     let free = worker(&p, WorkerState::Ready, 1);
     assert!(snap(vec![free.clone()], vec![p.clone()]).has_capacity());
-    // The provider's stored load says it is full (a release not yet counted):
-    // its free worker takes no job, and a pass must not read the whole queue.
+    // The provider's stored load says it is full, a release not yet
+    // counted: the worker's free slot, not that count, decides. The job goes
+    // to it at once rather than after the recount.
     p.status = ProviderStatus::Overloaded;
     let overloaded = snap(vec![free.clone()], vec![p.clone()]);
-    assert!(!overloaded.has_capacity());
+    assert!(overloaded.has_capacity());
     for s in Strategy::ALL {
-        assert!(matches!(decide(s, &spec(), &overloaded), Decision::Wait(_)));
+        assert_eq!(
+            decide(s, &spec(), &overloaded),
+            Decision::AssignWorker(free.id),
+            "{s}"
+        );
+    }
+    // Its slot taken, nothing is left: the limit holds through the slots.
+    let mut full = overloaded.clone();
+    full.take_slot(free.id);
+    assert!(!full.has_capacity());
+    // An unhealthy provider's free worker takes no job, and a pass must not
+    // read the whole queue to find that out.
+    p.status = ProviderStatus::Unhealthy;
+    let unhealthy = snap(vec![free.clone()], vec![p.clone()]);
+    assert!(!unhealthy.has_capacity());
+    for s in Strategy::ALL {
+        assert!(matches!(decide(s, &spec(), &unhealthy), Decision::Wait(_)));
     }
     // A worker of a provider this snapshot does not hold.
     let elsewhere = provider("elsewhere").with_workers(1, 1);
