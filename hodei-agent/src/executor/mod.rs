@@ -31,6 +31,7 @@
 //!   is dropped). Past [`ExecutorConfig::log_cap_bytes`] lines are read and discarded, one
 //!   [`LogStream::System`] marker line says so, and the count is in the result.
 
+mod job_dirs;
 mod prepare;
 mod procs;
 mod program_path;
@@ -330,33 +331,18 @@ pub struct JobExecutor {
 #[derive(Debug)]
 struct Inner {
     config: ExecutorConfig,
+    dirs: job_dirs::JobDirs,
 }
 
-/// Removes an attempt's directory when dropped: at once when it is empty (one
-/// `rmdir`, cheaper than a hop to the blocking pool), else in the background.
-struct DirCleanup(PathBuf);
+/// Releases an attempt's directory when dropped (see [`job_dirs`]).
+struct DirCleanup<'a> {
+    dirs: &'a job_dirs::JobDirs,
+    dir: PathBuf,
+}
 
-impl Drop for DirCleanup {
+impl Drop for DirCleanup<'_> {
     fn drop(&mut self) {
-        let dir = std::mem::take(&mut self.0);
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(_) => {} // not empty (or odd): the full removal below says what failed
-        }
-        let remove = move || {
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "removing job directory failed");
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                drop(handle.spawn_blocking(remove));
-            }
-            Err(_) => remove(),
-        }
+        self.dirs.release(std::mem::take(&mut self.dir));
     }
 }
 
@@ -415,7 +401,10 @@ impl JobExecutor {
     #[must_use]
     pub fn new(config: ExecutorConfig) -> Self {
         Self {
-            inner: Arc::new(Inner { config }),
+            inner: Arc::new(Inner {
+                dirs: job_dirs::JobDirs::new(config.work_root.clone()),
+                config,
+            }),
         }
     }
 
@@ -460,14 +449,17 @@ impl JobExecutor {
         let job_dir =
             cfg.work_root
                 .join(format!("{}-{}-{}", req.job_id, req.attempt, &marker[..8]));
-        if let Err(e) = prepare::create_job_dir(&cfg.work_root, &job_dir) {
+        if let Err(e) = self.inner.dirs.create(&job_dir) {
             let msg = format!(
                 "creating the job directory {} failed: {e}",
                 job_dir.display()
             );
             return ExecutionResult::start_failed(redactor.redact_str(&msg), started);
         }
-        let _cleanup = DirCleanup(job_dir.clone());
+        let _cleanup = DirCleanup {
+            dirs: &self.inner.dirs,
+            dir: job_dir.clone(),
+        };
 
         let prepared = match prepare::prepare(&req.command, &job_dir) {
             Ok(p) => p,
