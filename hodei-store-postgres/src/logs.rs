@@ -14,7 +14,8 @@ use crate::error::{map_err, to_i32, to_i64, to_u64};
 
 /// Job logs in Postgres, one row per entry keyed by (job, attempt, sequence).
 ///
-/// An append is one transaction: it locks the attempt's `log_progress` row,
+/// An append is one transaction, in one round trip (the database function
+/// `hodei_append_logs`): it locks the attempt's `log_progress` row,
 /// inserts the whole batch with one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT
 /// DO NOTHING` (a resent batch is harmless, the first write wins), then
 /// advances the stored highest contiguous sequence by scanning only the
@@ -89,56 +90,21 @@ impl LogStore for PgLogStore {
             datas.push(e.data.as_ref());
             stamps.push(e.timestamp);
         }
-        let err = |e| map_err("log entry", e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        // Creates and locks the attempt's progress row.
-        let current: i64 = sqlx::query_scalar(
-            "INSERT INTO log_progress (job_id, attempt, contiguous) VALUES ($1, $2, 0) \
-             ON CONFLICT (job_id, attempt) DO UPDATE SET contiguous = log_progress.contiguous \
-             RETURNING contiguous",
-        )
-        .bind(job_id.as_uuid())
-        .bind(attempt_i)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err)?;
-        sqlx::query(
-            "INSERT INTO job_logs (job_id, attempt, sequence, stream, data, ts) \
-             SELECT $1, $2, s.seq, s.stream, s.data, s.ts \
-             FROM UNNEST($3::bigint[], $4::text[], $5::bytea[], $6::timestamptz[]) AS s(seq, stream, data, ts) \
-             ON CONFLICT (job_id, attempt, sequence) DO NOTHING",
-        )
-        .bind(job_id.as_uuid())
-        .bind(attempt_i)
-        .bind(&seqs)
-        .bind(&streams)
-        .bind(&datas)
-        .bind(&stamps)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        // Row k (from 1) after `current` continues the run iff its sequence is current + k.
-        // The same statement notifies the followers of the other replicas
-        // (delivered at commit): no extra round trip per batch.
-        let (contiguous, _): (i64, Option<String>) = sqlx::query_as(
-            "WITH run AS ( \
-                SELECT coalesce(max(sequence), $3) AS c FROM ( \
-                    SELECT sequence, sequence - row_number() OVER (ORDER BY sequence) AS grp \
-                    FROM job_logs WHERE job_id = $1 AND attempt = $2 AND sequence > $3) t \
-                WHERE grp = $3), \
-             upd AS (UPDATE log_progress p SET contiguous = run.c FROM run \
-                WHERE p.job_id = $1 AND p.attempt = $2 RETURNING p.contiguous) \
-             SELECT contiguous, pg_notify($4, $5)::text FROM upd",
-        )
-        .bind(job_id.as_uuid())
-        .bind(attempt_i)
-        .bind(current)
-        .bind(LOGS_CHANNEL)
-        .bind(format!("{job_id} {}", self.origin))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        // One round trip: the function (migration `append_logs`) runs the
+        // append's statements in this call's own transaction.
+        let contiguous: i64 =
+            sqlx::query_scalar("SELECT hodei_append_logs($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(job_id.as_uuid())
+                .bind(attempt_i)
+                .bind(&seqs)
+                .bind(&streams)
+                .bind(&datas)
+                .bind(&stamps)
+                .bind(LOGS_CHANNEL)
+                .bind(format!("{job_id} {}", self.origin))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| map_err("log entry", e))?;
         Ok(to_u64(contiguous))
     }
 

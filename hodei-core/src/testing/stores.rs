@@ -1310,6 +1310,7 @@ where
 {
     logs_idempotent_and_contiguous(make().await).await;
     logs_read_cursor(make().await).await;
+    logs_concurrent_appends_never_under_report(make().await).await;
 }
 
 fn texts(entries: &[crate::store::StoredLogEntry]) -> Vec<(u32, u64, String)> {
@@ -1398,6 +1399,39 @@ async fn logs_idempotent_and_contiguous(store: Arc<dyn LogStore>) {
         ok(store.read(other, LogCursor::default(), 10).await, c).is_empty(),
         "{c}: other job has no logs"
     );
+}
+
+/// Batches of one attempt appended side by side and out of order (a resend
+/// racing the original, two replicas during a failover): once all are in,
+/// the contiguous sequence is the last one. An append that computed it from
+/// a view missing a batch committed meanwhile would leave it short, and the
+/// attempt's result would wait for lines that are stored.
+async fn logs_concurrent_appends_never_under_report(store: Arc<dyn LogStore>) {
+    let c = "logs/concurrent";
+    const BATCHES: u64 = 24;
+    const PER_BATCH: u64 = 5;
+    for round in 0..3 {
+        let j = JobId::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        // Later batches first, so most appends find a gap before them.
+        for b in (0..BATCHES).rev() {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let entries: Vec<LogEntry> = (1..=PER_BATCH)
+                    .map(|k| log(b * PER_BATCH + k, "x"))
+                    .collect();
+                store.append(j, 1, &entries).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            ok(done.expect("append task"), c);
+        }
+        assert_eq!(
+            ok(store.last_sequence(j, 1).await, c),
+            BATCHES * PER_BATCH,
+            "{c}: round {round}: every batch is in, the run must reach the last"
+        );
+    }
 }
 
 async fn logs_read_cursor(store: Arc<dyn LogStore>) {
