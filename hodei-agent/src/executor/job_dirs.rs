@@ -61,8 +61,14 @@ impl JobDirs {
             }
             match rename_no_replace(&spare, dir) {
                 Ok(()) => {
-                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-                    return Ok(());
+                    let private =
+                        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                    if private.is_err() {
+                        // Not handed out as it is: the attempt fails to start, and
+                        // nothing else would remove the directory.
+                        remove(dir.to_path_buf());
+                    }
+                    return private;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     self.spares().push(spare);
