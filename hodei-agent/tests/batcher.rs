@@ -212,14 +212,20 @@ fn batch(job: JobId, attempt: u32, seqs: std::ops::RangeInclusive<u64>) -> LogBa
     }
 }
 
-#[tokio::test]
-async fn unacked_buffer_resends_what_was_not_acknowledged() {
+/// `job` 1..=10, `other` 1..=5, then `job` 11..=20, all of attempt 1.
+async fn two_jobs_in_three_batches() -> (JobId, JobId, UnackedBuffer) {
     let job = JobId::new();
     let other = JobId::new();
     let buf = UnackedBuffer::new(1000);
     buf.push(batch(job, 1, 1..=10)).await;
     buf.push(batch(other, 1, 1..=5)).await;
     buf.push(batch(job, 1, 11..=20)).await;
+    (job, other, buf)
+}
+
+#[tokio::test]
+async fn unacked_buffer_resends_what_was_not_acknowledged() {
+    let (job, other, buf) = two_jobs_in_three_batches().await;
     assert_eq!(buf.len_entries(), 25);
 
     // The server acknowledged up to 14: the first batch goes, the third is trimmed.
@@ -242,12 +248,7 @@ async fn unacked_buffer_resends_what_was_not_acknowledged() {
 
 #[tokio::test]
 async fn unacked_buffer_hands_out_only_what_was_not_sent_yet() {
-    let job = JobId::new();
-    let other = JobId::new();
-    let buf = UnackedBuffer::new(1000);
-    buf.push(batch(job, 1, 1..=10)).await;
-    buf.push(batch(other, 1, 1..=5)).await;
-    buf.push(batch(job, 1, 11..=20)).await;
+    let (job, other, buf) = two_jobs_in_three_batches().await;
 
     // Nothing sent yet: everything, in order.
     let all = buf.unsent(|_, _| 0);

@@ -227,9 +227,11 @@ impl ControlPlane {
             p.set_job_count(count);
             if before != (p.active_jobs(), p.status()) {
                 let _ = self.inner.stores.providers.save(&p).await;
+                // Only `active` <-> `overloaded` changes here, which placements
+                // do not follow (they go by the workers' slots): no dispatch pass
+                // to wake, and a busy pool flips at every recount, so not at info.
                 if before.1 != p.status() {
-                    tracing::info!(provider = %p.name(), jobs = count, status = %p.status(), "provider load changed its status");
-                    self.wake();
+                    tracing::debug!(provider = %p.name(), jobs = count, status = %p.status(), "provider load changed its status");
                 }
             }
         }
