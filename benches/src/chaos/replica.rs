@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::ChaosError;
 use super::procs;
-use crate::load::server::free_port;
+use crate::load::server::free_ports;
 
 /// How long a (re)started server may take to answer on its gRPC port.
 const START_BUDGET: Duration = Duration::from_secs(60);
@@ -29,6 +29,7 @@ pub struct Replica {
     child: Option<Child>,
     log_path: PathBuf,
     channel: Channel,
+    exits_at_start: Vec<String>,
 }
 
 impl Replica {
@@ -45,9 +46,8 @@ impl Replica {
         env: Vec<(String, String)>,
         log_dir: &Path,
     ) -> Result<Self, ChaosError> {
-        let port = || free_port().map_err(|e| ChaosError::Missing(format!("free port: {e}")));
-        let grpc_port = port()?;
-        let http_port = port()?;
+        let ports = free_ports(2).map_err(|e| ChaosError::Missing(format!("free port: {e}")))?;
+        let (grpc_port, http_port) = (ports[0], ports[1]);
         let channel = Endpoint::from_shared(format!("http://{bind}:{grpc_port}"))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
@@ -62,6 +62,7 @@ impl Replica {
             child: None,
             log_path: log_dir.join(format!("server-{name}.log")),
             channel,
+            exits_at_start: Vec::new(),
         })
     }
 
@@ -111,12 +112,50 @@ impl Replica {
         Some(rest.split_whitespace().next()?.to_owned())
     }
 
-    /// Starts the server and waits until its gRPC port answers.
+    /// Starts the server and waits until its gRPC port answers. A server that
+    /// exits while starting is started once more, as a supervisor would; the
+    /// exit is printed and kept in [`exits_at_start`](Self::exits_at_start), so
+    /// that the round reports it.
     ///
     /// # Errors
     /// [`ChaosError::Io`] when it cannot be spawned; [`ChaosError::Timeout`] (with
-    /// the log's tail) when it exits or does not answer within 60 s.
+    /// the log's tail) when it exits twice or does not answer within 60 s.
     pub async fn start(&mut self) -> Result<(), ChaosError> {
+        match self.start_once().await? {
+            None => return Ok(()),
+            Some(failure) => {
+                println!(
+                    "replica {} exited while starting ({}), started again; its log ends:\n{}",
+                    self.name, failure.status, failure.tail
+                );
+                self.exits_at_start
+                    .push(format!("{}: {}", failure.status, failure.tail));
+            }
+        }
+        match self.start_once().await? {
+            None => Ok(()),
+            Some(failure) => Err(ChaosError::Timeout {
+                what: format!(
+                    "replica {} to answer on {} (it exited twice, {}); log {} ends:\n{}",
+                    self.name,
+                    self.grpc_url(),
+                    failure.status,
+                    self.log_path.display(),
+                    failure.tail
+                ),
+                after: START_BUDGET,
+            }),
+        }
+    }
+
+    /// The exits while starting that a second start got past (status and log).
+    pub fn exits_at_start(&self) -> &[String] {
+        &self.exits_at_start
+    }
+
+    /// One start: `None` once the gRPC port answers, the failure when the
+    /// process exited first.
+    async fn start_once(&mut self) -> Result<Option<StartFailure>, ChaosError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -143,22 +182,28 @@ impl Replica {
         let t0 = Instant::now();
         loop {
             if endpoint.connect().await.is_ok() {
-                return Ok(());
+                return Ok(None);
             }
             let exited = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || t0.elapsed() > START_BUDGET {
+            if let Some(status) = exited {
+                self.child = None;
+                return Ok(Some(StartFailure {
+                    status,
+                    tail: log_tail(&self.log(), 30),
+                }));
+            }
+            if t0.elapsed() > START_BUDGET {
                 self.kill9();
-                let log = self.log();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 return Err(ChaosError::Timeout {
                     what: format!(
-                        "replica {} to answer on {} (exit: {exited:?}); log tail:\n{}",
+                        "replica {} to answer on {}; log {} ends:\n{}",
                         self.name,
                         self.grpc_url(),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        self.log_path.display(),
+                        log_tail(&self.log(), 30)
                     ),
                     after: START_BUDGET,
                 });
@@ -209,8 +254,55 @@ impl Replica {
     }
 }
 
+/// How a start failed: the server exited before it answered.
+#[derive(Debug)]
+struct StartFailure {
+    status: std::process::ExitStatus,
+    tail: String,
+}
+
+/// The last `n` lines of a server log without blank lines and the frames of a
+/// backtrace, so that the error or panic above them is what a failed start shows.
+fn log_tail(log: &str, n: usize) -> String {
+    let is_frame = |l: &str| {
+        let t = l.trim_start();
+        t.is_empty()
+            || t.starts_with("at ")
+            || t.starts_with("Stack backtrace:")
+            || t.split_once(": ")
+                .is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut tail: Vec<&str> = log.lines().rev().filter(|l| !is_frame(l)).take(n).collect();
+    tail.reverse();
+    tail.join("\n")
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Replica, log_tail};
+
+    #[tokio::test]
+    async fn a_server_that_exits_at_every_start_fails_after_the_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let false_bin = std::path::Path::new("/bin/false");
+        let mut r =
+            Replica::new("x", false_bin, "127.0.0.1", Vec::new(), dir.path()).expect("replica");
+        let e = r.start().await.expect_err("/bin/false never answers");
+        assert!(e.to_string().contains("exited twice"), "{e}");
+        assert_eq!(r.exits_at_start().len(), 1, "the first exit is kept");
+        assert!(r.pid().is_none());
+    }
+
+    #[test]
+    fn a_failed_start_shows_the_error_not_the_backtrace() {
+        let log = "INFO listening\nError: bind 127.0.0.1:5: Address in use\n\nStack backtrace:\n   0: anyhow::error::backtrace\n             at /src/anyhow.rs:27:14\n  31: _start\n";
+        assert_eq!(log_tail(log, 1), "Error: bind 127.0.0.1:5: Address in use");
+        assert!(log_tail(log, 9).starts_with("INFO listening\nError: bind"));
     }
 }

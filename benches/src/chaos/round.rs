@@ -314,6 +314,14 @@ pub async fn run(cfg: &RoundConfig, env: &RoundEnv<'_>) -> Result<RoundOutcome, 
                 observed.rest.insert(id.clone(), api.rest_bodies(id).await);
             }
             observed.server_logs = replicas.iter().map(Replica::log).collect();
+            for r in replicas.iter() {
+                notes.extend(r.exits_at_start().iter().map(|e| {
+                    format!(
+                        "replica {} exited while starting, started again: {e}",
+                        r.name
+                    )
+                }));
+            }
             let marks = markers::read(&marks);
             lock(&history).add_markers(&marks);
             observed.marks = marks;

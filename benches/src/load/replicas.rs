@@ -15,7 +15,7 @@ use super::LoadError;
 use super::baseline;
 use super::report::{Row, Table};
 use super::scratch_db::{create_database, drop_database};
-use super::server::{Binaries, ServerProcess, free_port};
+use super::server::{Binaries, ServerProcess, free_ports};
 use super::stats::{Samples, ms};
 
 /// Fixed key: every replica must open the secrets the others sealed.
@@ -438,9 +438,7 @@ async fn measure(
     cfg: &ReplicasConfig,
 ) -> Result<Measured, LoadError> {
     let split = split_workers(cfg.workers, replicas);
-    let ports = (0..replicas)
-        .map(|_| free_port())
-        .collect::<Result<Vec<_>, _>>()?;
+    let ports = free_ports(replicas)?;
     let urls: Vec<String> = ports
         .iter()
         .map(|p| format!("http://127.0.0.1:{p}"))

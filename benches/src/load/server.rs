@@ -58,9 +58,20 @@ impl Binaries {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16, LoadError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    free_ports(1).map(|p| p[0])
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1: every listener is held until all
+/// are chosen (ports taken one at a time may come back twice).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, LoadError> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LoadError::io("find a free port", e))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| LoadError::io("find a free port", e))
 }
 
@@ -89,7 +100,13 @@ impl ServerProcess {
         grpc_port: u16,
         env: &[(&str, String)],
     ) -> Result<Self, LoadError> {
-        let http_port = free_port()?;
+        // Chosen after the gRPC port was let go: it could come back.
+        let http_port = loop {
+            let p = free_port()?;
+            if p != grpc_port {
+                break p;
+            }
+        };
         let log_path =
             std::env::temp_dir().join(format!("hodei-load-{}-{grpc_port}.log", std::process::id()));
         let log = std::fs::File::create(&log_path)
