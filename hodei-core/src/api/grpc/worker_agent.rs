@@ -7,7 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{authenticated_worker, parse_id, status_from};
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, OrderedReports};
 use crate::domain::ids::WorkerId;
 use crate::domain::worker::WorkerState;
 use crate::proto::convert::{self, worker_state_from_proto};
@@ -74,8 +74,10 @@ impl WorkerAgentService for WorkerAgentApi {
         let span = tracing::info_span!("worker_stream", %worker_id, conn_id);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                // Messages of one stream are handled in order: a job's result
-                // is processed after its last log batch.
+                // Messages of one stream are handled in order (a job's result
+                // after its last log batch); log batches may go ahead of a job
+                // start still being stored (see `OrderedReports`).
+                let mut reports = OrderedReports::new(cp.clone(), worker_id);
                 while let Some(msg) = inbound.next().await {
                     match msg {
                         Ok(m) => {
@@ -95,7 +97,7 @@ impl WorkerAgentService for WorkerAgentApi {
                                     continue;
                                 }
                             };
-                            match cp.handle_worker_report(worker_id, report).await {
+                            match reports.handle(report).await {
                                 Ok(()) => {}
                                 // The agent resends what is unacknowledged only on a
                                 // new stream: end this one so nothing it sent while the
@@ -113,6 +115,7 @@ impl WorkerAgentService for WorkerAgentApi {
                         }
                     }
                 }
+                reports.settle().await;
                 cp.close_worker_stream(worker_id, conn_id).await;
             },
             span,
