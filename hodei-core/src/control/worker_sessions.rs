@@ -16,11 +16,10 @@
 //! would otherwise copy and scan all of them for each job).
 
 use std::collections::{HashMap, HashSet};
-
-use indexmap::IndexMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use indexmap::IndexMap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::ids::WorkerId;
