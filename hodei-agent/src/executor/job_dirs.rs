@@ -9,6 +9,8 @@
 //! spare is handed out it must still be a directory of its own, empty, with no
 //! extended attributes (a default ACL would apply to the next job's files); its mode
 //! is set back to 0700. Anything else is removed, as a non-empty directory always is.
+//! The spares go with the executor; those of an agent that was killed are swept by
+//! the next agent to start on the same work root.
 //! The attempt's processes are all killed before its directory is released, so
 //! nothing of one job is left to write into the next one's directory.
 
@@ -33,8 +35,13 @@ pub(crate) struct JobDirs {
 }
 
 impl JobDirs {
-    /// Directories under `root` (created with the first one).
+    /// Directories under `root` (created with the first one). Spares an agent
+    /// left when it was killed (it removes its own when it stops) are removed
+    /// here, if still empty: the work root is shared by the agents of a host.
+    /// Another running agent may lose a spare of its own this way; it then
+    /// makes a new directory for its next attempt.
     pub(crate) fn new(root: PathBuf) -> Self {
+        sweep_spares(&root);
         Self {
             root,
             spares: Mutex::new(Vec::new()),
@@ -101,6 +108,23 @@ impl Drop for JobDirs {
     fn drop(&mut self) {
         for spare in std::mem::take(&mut *self.spares()) {
             let _ = std::fs::remove_dir(spare);
+        }
+    }
+}
+
+/// Removes the empty spares under `root` (a missing root has none).
+fn sweep_spares(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPARE_PREFIX)
+        {
+            // Only an empty directory goes: `remove_dir` refuses anything else.
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }
@@ -230,6 +254,26 @@ mod tests {
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
         drop(dirs);
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn spares_a_killed_agent_left_are_removed_by_the_next_one() {
+        let (_tmp, dirs) = root();
+        let first = dirs.root.join("a");
+        dirs.create(&first).expect("create");
+        dirs.release(first);
+        let spare = dirs.spares()[0].clone();
+        // A non-empty directory with the prefix is not a spare to sweep.
+        let written = dirs.root.join(format!("{SPARE_PREFIX}written"));
+        std::fs::create_dir(&written).unwrap();
+        std::fs::write(written.join("f"), b"x").unwrap();
+        let root = dirs.root.clone();
+        std::mem::forget(dirs); // killed: its spares are not removed
+        assert!(spare.exists());
+        let next = JobDirs::new(root.clone());
+        assert!(!spare.exists(), "the left spare is swept");
+        assert!(written.exists(), "a directory with files stays");
+        assert!(next.spares().is_empty());
     }
 
     #[test]
