@@ -39,7 +39,7 @@ impl PgJobRepository {
     }
 
     /// The serde form of `job` at `version`, checked against the size limit.
-    fn encode(&self, job: &Job, version: u64) -> Result<serde_json::Value, StoreError> {
+    pub(crate) fn encode(&self, job: &Job, version: u64) -> Result<serde_json::Value, StoreError> {
         let mut stored = job.clone();
         stored.set_version(version);
         let bytes = serde_json::to_vec(&stored).map_err(|e| codec("job", e))?;
@@ -64,7 +64,7 @@ fn decode(data: serde_json::Value, version: i64) -> Result<Job, StoreError> {
     Ok(job)
 }
 
-fn worker_uuid(job: &Job) -> Option<Uuid> {
+pub(crate) fn worker_uuid(job: &Job) -> Option<Uuid> {
     job.worker_id().map(|w| *w.as_uuid())
 }
 

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod binding;
 mod error;
 mod job_history;
 mod jobs;
@@ -46,6 +47,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use audit::PgAuditLog;
+pub use binding::PgJobBinder;
 pub use error::PgStoreError;
 pub use job_history::PgJobHistoryStore;
 pub use jobs::PgJobRepository;
@@ -284,6 +286,11 @@ impl PgStores {
         .with_audit(self.audit.clone())
         .with_templates(self.templates.clone())
         .with_scheduling(self.scheduling.clone())
+        .with_binder(Some(Arc::new(PgJobBinder::new(
+            self.pool.clone(),
+            self.jobs.clone(),
+            self.queue.clone(),
+        ))))
     }
 
     /// The connection pool (for readiness checks, leases, custom queries).

@@ -122,7 +122,7 @@ impl PgJobQueue {
 
     /// Counts `n` claimed entries; starts a background vacuum when that
     /// crosses a multiple of the threshold and none is running.
-    fn claimed(&self, n: u64) {
+    pub(crate) fn claimed(&self, n: u64) {
         let u = &self.upkeep;
         if u.every == 0 || n == 0 {
             return;

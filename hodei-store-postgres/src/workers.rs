@@ -1,7 +1,7 @@
 //! [`WorkerRegistry`] on the `workers` table.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,21 +36,39 @@ impl PgWorkerRegistry {
     }
 }
 
+/// The SQL of a worker's new `data` when an update stores `new` (a `jsonb`
+/// parameter) over the row's `data`: `new`, but the later heartbeat and the
+/// newer stats of the two, because `touch` writes them in place without a
+/// new version, and an update must never move liveness back.
+pub(crate) fn merged_data(new: &str) -> String {
+    format!(
+        "jsonb_set(jsonb_set({new}::jsonb, \
+           '{{last_heartbeat}}', CASE \
+             WHEN (data->>'last_heartbeat')::timestamptz > ({new}::jsonb->>'last_heartbeat')::timestamptz \
+             THEN data->'last_heartbeat' ELSE {new}::jsonb->'last_heartbeat' END), \
+           '{{stats}}', CASE \
+             WHEN jsonb_typeof(data->'stats') = 'object' \
+              AND (jsonb_typeof({new}::jsonb->'stats') IS DISTINCT FROM 'object' \
+                OR (data->'stats'->>'sampled_at')::timestamptz > ({new}::jsonb->'stats'->>'sampled_at')::timestamptz) \
+             THEN data->'stats' ELSE COALESCE({new}::jsonb->'stats', 'null'::jsonb) END)"
+    )
+}
+
 /// The serde form of `worker` at `version`.
-fn encode(worker: &Worker, version: u64) -> Result<serde_json::Value, StoreError> {
+pub(crate) fn encode(worker: &Worker, version: u64) -> Result<serde_json::Value, StoreError> {
     let mut stored = worker.clone();
     stored.set_version(version);
     serde_json::to_value(&stored).map_err(|e| codec("worker", e))
 }
 
 /// Decodes a stored worker, taking the version from its column.
-fn decode(data: serde_json::Value, version: i64) -> Result<Worker, StoreError> {
+pub(crate) fn decode(data: serde_json::Value, version: i64) -> Result<Worker, StoreError> {
     let mut worker: Worker = serde_json::from_value(data).map_err(|e| codec("worker", e))?;
     worker.set_version(to_u64(version));
     Ok(worker)
 }
 
-fn state_name(worker: &Worker) -> String {
+pub(crate) fn state_name(worker: &Worker) -> String {
     state_label(worker.state())
 }
 
@@ -112,27 +130,22 @@ impl WorkerRegistry for PgWorkerRegistry {
         // `touch` writes the heartbeat and stats in place without a new
         // version: keep the later heartbeat and the newer stats of the row
         // and the caller's copy, so an update never moves liveness back.
-        let data: Option<serde_json::Value> = sqlx::query_scalar(
-            "UPDATE workers SET state = $3, version = $4, data = jsonb_set(jsonb_set($5::jsonb, \
-               '{last_heartbeat}', CASE \
-                 WHEN (data->>'last_heartbeat')::timestamptz > ($5::jsonb->>'last_heartbeat')::timestamptz \
-                 THEN data->'last_heartbeat' ELSE $5::jsonb->'last_heartbeat' END), \
-               '{stats}', CASE \
-                 WHEN jsonb_typeof(data->'stats') = 'object' \
-                  AND (jsonb_typeof($5::jsonb->'stats') IS DISTINCT FROM 'object' \
-                    OR (data->'stats'->>'sampled_at')::timestamptz > ($5::jsonb->'stats'->>'sampled_at')::timestamptz) \
-                 THEN data->'stats' ELSE COALESCE($5::jsonb->'stats', 'null'::jsonb) END) \
-             WHERE id = $1 AND version = $2 \
-             RETURNING data",
-        )
-        .bind(worker.id().as_uuid())
-        .bind(to_i64("version", worker.version())?)
-        .bind(state_name(worker))
-        .bind(next_column)
-        .bind(encode(worker, next)?)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| map_err("worker", e))?;
+        static UPDATE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE workers SET state = $3, version = $4, data = {} \
+                 WHERE id = $1 AND version = $2 RETURNING data",
+                merged_data("$5")
+            )
+        });
+        let data: Option<serde_json::Value> = sqlx::query_scalar(UPDATE.as_str())
+            .bind(worker.id().as_uuid())
+            .bind(to_i64("version", worker.version())?)
+            .bind(state_name(worker))
+            .bind(next_column)
+            .bind(encode(worker, next)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err("worker", e))?;
         if let Some(data) = data {
             return decode(data, next_column);
         }

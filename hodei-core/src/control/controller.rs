@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::Instrument;
 
+use super::bind::BindAttempt;
 use super::events::{DecisionAction, DecisionRecord};
 use super::placements::Placements;
 use super::providers::estimated_pricing;
@@ -643,7 +644,9 @@ impl ControlPlane {
     /// Gives a queued job to a connected idle worker. `job` is the copy the
     /// caller has just read; the job's update starts from it.
     ///
-    /// The order holds the guarantees: the queue entry is claimed before
+    /// With a store binder and a current copy of the worker, all of it is
+    /// one store operation ([`Self::bind_at_once`]). Step by step, the
+    /// order holds the guarantees: the queue entry is claimed before
     /// anything is bound (two controllers never bind one job), the worker's
     /// slot is taken before the job names the worker, and the entry is
     /// deleted only once the job has left `Pending`. Steps that do not
@@ -652,6 +655,23 @@ impl ControlPlane {
     /// dispatch. The provider's load is recounted after the send, off the
     /// dispatch loop.
     async fn assign_to_worker(&self, job: Job, worker_id: WorkerId) -> ControlResult<()> {
+        match self.bind_at_once(&job, worker_id).await? {
+            BindAttempt::Bound(b) => {
+                self.finish_recorded_transition(&b.job, b.transition, b.pending_since, "")
+                    .await;
+                return self
+                    .send_bound(
+                        worker_id,
+                        &b.job,
+                        b.provider_id,
+                        b.pending_since,
+                        b.resume_after,
+                    )
+                    .await;
+            }
+            BindAttempt::Taken => return Ok(()),
+            BindAttempt::StepByStep => {}
+        }
         let job_id = job.id();
         // Reading the worker binds nothing, so it goes beside the claim.
         let (claimed, read) = tokio::join!(
@@ -709,13 +729,27 @@ impl ControlPlane {
             self.drop_claimed_entry(&lease),
             self.resume_point(&job),
         );
-        if self.send_run_from(worker_id, &job, resume_after?).await? {
+        self.send_bound(worker_id, &job, provider_id, pending_since, resume_after?)
+            .await
+    }
+
+    /// Sends a job just bound to `worker_id` (its entry deleted); if the
+    /// worker's stream went away between the snapshot and now, undoes the
+    /// binding (the released slot counts the provider's load again).
+    async fn send_bound(
+        &self,
+        worker_id: WorkerId,
+        job: &Job,
+        provider_id: ProviderId,
+        pending_since: Option<chrono::DateTime<Utc>>,
+        resume_after: u64,
+    ) -> ControlResult<()> {
+        let job_id = job.id();
+        if self.send_run_from(worker_id, job, resume_after).await? {
             crate::telemetry::job_dispatched(pending_since.unwrap_or_else(Utc::now));
             tracing::info!(%job_id, %worker_id, attempt = job.execution_context().attempt, "job dispatched");
             self.refresh_provider_load_soon(provider_id);
         } else {
-            // The stream went away between the snapshot and now: undo (the
-            // released slot counts the provider's load again).
             self.undo_assignment(
                 job_id,
                 worker_id,

@@ -229,21 +229,47 @@ impl ControlPlane {
         before: Option<chrono::DateTime<Utc>>,
         message: &str,
     ) {
-        crate::telemetry::job_transition(job, t, before);
-        // Ended or queued again: its concurrency slot goes to the next job.
-        if t.to.is_terminal() || t.to == JobState::Pending {
-            self.free_concurrency_slot(job).await;
-        }
+        self.count_transition(job, t, before).await;
         self.record_transition(job, Some(t.from), t.to, message)
             .await;
         self.publish(job, Some(t.from), t.to, message.to_owned());
     }
 
-    /// Adds a stored transition to the job's history. The change itself is
-    /// already stored, so a history that cannot be written is reported, not
-    /// returned as the change's failure (a caller would retry a done change).
-    async fn record_transition(&self, job: &Job, from: Option<JobState>, to: JobState, why: &str) {
-        let record = JobTransitionRecord::new(
+    /// [`Self::finish_transition`] of a transition whose history record was
+    /// stored with it (see [`crate::store::JobBinder`]).
+    pub(super) async fn finish_recorded_transition(
+        &self,
+        job: &Job,
+        t: Transition,
+        before: Option<chrono::DateTime<Utc>>,
+        message: &str,
+    ) {
+        self.count_transition(job, t, before).await;
+        self.publish(job, Some(t.from), t.to, message.to_owned());
+    }
+
+    /// The metrics of a stored transition, and the concurrency slot of a job
+    /// that ended or is queued again, which goes to the next job.
+    async fn count_transition(
+        &self,
+        job: &Job,
+        t: Transition,
+        before: Option<chrono::DateTime<Utc>>,
+    ) {
+        crate::telemetry::job_transition(job, t, before);
+        if t.to.is_terminal() || t.to == JobState::Pending {
+            self.free_concurrency_slot(job).await;
+        }
+    }
+
+    /// The history record of `job`'s change `from → to`, as stored.
+    pub(super) fn transition_record(
+        job: &Job,
+        from: Option<JobState>,
+        to: JobState,
+        why: &str,
+    ) -> JobTransitionRecord {
+        JobTransitionRecord::new(
             job.id(),
             from,
             to,
@@ -251,7 +277,14 @@ impl ControlPlane {
             job.execution_context().attempt,
         )
         .with_worker(job.worker_id())
-        .with_reason(why);
+        .with_reason(why)
+    }
+
+    /// Adds a stored transition to the job's history. The change itself is
+    /// already stored, so a history that cannot be written is reported, not
+    /// returned as the change's failure (a caller would retry a done change).
+    async fn record_transition(&self, job: &Job, from: Option<JobState>, to: JobState, why: &str) {
+        let record = Self::transition_record(job, from, to, why);
         if let Err(e) = self.inner.stores.job_history.record(&record).await {
             tracing::warn!(job_id = %job.id(), %to, error = %e, "job history not recorded");
         }

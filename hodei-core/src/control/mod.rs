@@ -20,6 +20,7 @@
 
 mod artifacts;
 mod audit_log;
+mod bind;
 mod concurrency;
 mod config;
 mod controller;

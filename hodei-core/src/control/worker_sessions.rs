@@ -6,9 +6,10 @@
 //! replica, so the scheduling snapshot is built from these sessions. Each
 //! session keeps a [`WorkerView`] refreshed from every worker record this
 //! replica writes ([`WorkerSessions::observe`]) and, for writes made by
-//! other replicas, from the periodic pass over all workers. A stale view
-//! costs at most a refused assignment: binding a job re-reads the worker
-//! from the store and checks it there.
+//! other replicas, from the periodic pass over all workers, and the newest
+//! record it came from. A stale view or record costs at most a refused
+//! assignment: binding a job checks the worker's version in the store, and
+//! reads it again when it moved on.
 //!
 //! The sessions also keep an index of the workers that can take a job now,
 //! updated on every change to a view, a session or a reservation, so a
@@ -37,6 +38,10 @@ struct Session {
     conn_id: u64,
     tx: mpsc::Sender<WorkerCommand>,
     view: WorkerView,
+    /// The newest record of the worker seen here (by version): the copy a
+    /// dispatch binds from without reading the worker first. Stale, it only
+    /// costs the bind a refusal and a read.
+    record: Worker,
 }
 
 /// The sessions, the reservations, and the index of the workers that can
@@ -83,6 +88,9 @@ impl State {
     fn set_view(&mut self, worker: &Worker) {
         if let Some(s) = self.sessions.get_mut(&worker.id()) {
             s.view = WorkerView::from_worker(worker);
+            if worker.version() > s.record.version() {
+                s.record = worker.clone();
+            }
             self.reindex(worker.id());
         }
     }
@@ -122,6 +130,7 @@ impl WorkerSessions {
                     conn_id,
                     tx,
                     view: WorkerView::from_worker(worker),
+                    record: worker.clone(),
                 },
             );
             state.reindex(worker.id());
@@ -207,6 +216,14 @@ impl WorkerSessions {
     /// follows it. A worker without a session here is ignored.
     pub(super) fn observe(&self, worker: &Worker) {
         lock(&self.state).set_view(worker);
+    }
+
+    /// The newest record of a connected worker seen by this replica.
+    pub(super) fn record(&self, worker_id: WorkerId) -> Option<Worker> {
+        lock(&self.state)
+            .sessions
+            .get(&worker_id)
+            .map(|s| s.record.clone())
     }
 
     /// Takes note of every worker record of a full listing.

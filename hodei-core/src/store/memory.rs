@@ -22,6 +22,10 @@ use crate::domain::logs::LogEntry;
 use crate::domain::provider::Provider;
 use crate::domain::worker::Worker;
 use crate::domain::worker_stats::WorkerStats;
+mod binding;
+
+pub use binding::InMemoryJobBinder;
+
 use crate::store::{
     JobFilter, JobQueue, JobRepository, Lease, LogCursor, LogStore, OtpError, OtpTokenStore,
     ProviderConfigRepository, QueueCursor, QueueEntry, QueueOrder, QueuePage, StoreError,
@@ -87,6 +91,36 @@ impl InMemoryJobRepository {
         }
     }
 
+    /// Whether `job` is at the version stored: `NotFound` or `Conflict` if not.
+    fn check_version(jobs: &HashMap<JobId, (u64, Job)>, job: &Job) -> Result<(), StoreError> {
+        match jobs.get(&job.id()) {
+            None => Err(StoreError::NotFound {
+                entity: "job",
+                id: job.id().to_string(),
+            }),
+            Some((_, current)) if current.version() != job.version() => Err(StoreError::Conflict {
+                entity: "job",
+                id: job.id().to_string(),
+                expected: job.version(),
+                actual: current.version(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Stores `job` at its next version, checked by [`Self::check_version`]
+    /// under the same write lock.
+    fn store_next_version(&self, jobs: &mut HashMap<JobId, (u64, Job)>, job: &Job) -> Job {
+        let mut stored = job.clone();
+        stored.set_version(job.version() + 1);
+        if let Some((_, current)) = jobs.get_mut(&job.id()) {
+            let was = current.state();
+            *current = stored.clone();
+            self.recount(Some(was), Some(stored.state()));
+        }
+        stored
+    }
+
     /// An empty repository whose [`JobRepository::prune_finished`] also
     /// deletes the pruned jobs' logs from `logs`.
     #[must_use]
@@ -122,26 +156,8 @@ impl JobRepository for InMemoryJobRepository {
 
     async fn update(&self, job: &Job) -> Result<Job, StoreError> {
         let mut jobs = write(&self.jobs);
-        let Some((_, current)) = jobs.get_mut(&job.id()) else {
-            return Err(StoreError::NotFound {
-                entity: "job",
-                id: job.id().to_string(),
-            });
-        };
-        if current.version() != job.version() {
-            return Err(StoreError::Conflict {
-                entity: "job",
-                id: job.id().to_string(),
-                expected: job.version(),
-                actual: current.version(),
-            });
-        }
-        let mut stored = job.clone();
-        stored.set_version(job.version() + 1);
-        let was = current.state();
-        *current = stored.clone();
-        self.recount(Some(was), Some(stored.state()));
-        Ok(stored)
+        Self::check_version(&jobs, job)?;
+        Ok(self.store_next_version(&mut jobs, job))
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
@@ -255,6 +271,17 @@ impl QueueState {
             lease_id,
             expires_at,
         })
+    }
+
+    /// Whether `job_id` has an entry that no lease holds.
+    fn is_free(&self, job_id: JobId) -> bool {
+        self.slots.get(&job_id).is_some_and(|s| s.lease.is_none())
+    }
+
+    /// Deletes the entry of `job_id`, held or not; whether there was one.
+    fn delete(&mut self, job_id: JobId) -> bool {
+        self.unmark_ready(job_id);
+        self.slots.remove(&job_id).is_some()
     }
 
     fn check_lease(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -421,9 +448,7 @@ impl JobQueue for InMemoryJobQueue {
     }
 
     async fn remove(&self, job_id: JobId) -> Result<bool, StoreError> {
-        let mut st = lock(&self.state);
-        st.unmark_ready(job_id);
-        Ok(st.slots.remove(&job_id).is_some())
+        Ok(lock(&self.state).delete(job_id))
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, StoreError> {
@@ -514,6 +539,41 @@ impl WorkerState {
         }
     }
 
+    /// Whether `worker` is at the version stored: `NotFound` or `Conflict`
+    /// if not.
+    fn check_version(&self, worker: &Worker) -> Result<&Worker, StoreError> {
+        let Some(current) = self.workers.get(&worker.id()) else {
+            return Err(StoreError::NotFound {
+                entity: "worker",
+                id: worker.id().to_string(),
+            });
+        };
+        if current.version() != worker.version() {
+            return Err(StoreError::Conflict {
+                entity: "worker",
+                id: worker.id().to_string(),
+                expected: worker.version(),
+                actual: current.version(),
+            });
+        }
+        Ok(current)
+    }
+
+    /// [`WorkerRegistry::update`]: `worker` at its next version if it is at
+    /// the stored one.
+    fn update(&mut self, worker: &Worker) -> Result<Worker, StoreError> {
+        let current = self.check_version(worker)?;
+        let mut stored = worker.clone();
+        // A heartbeat stored by `touch` since the caller read the worker.
+        stored.heartbeat_at(stored.last_heartbeat().max(current.last_heartbeat()));
+        if let Some(stats) = current.stats() {
+            stored.record_stats(stats.clone());
+        }
+        stored.set_version(worker.version() + 1);
+        self.put(stored.clone());
+        Ok(stored)
+    }
+
     fn drop_session(&mut self, id: WorkerId) {
         if let Some(hash) = self.session_of.remove(&id) {
             self.sessions.remove(&hash);
@@ -556,30 +616,7 @@ impl WorkerRegistry for InMemoryWorkerRegistry {
     }
 
     async fn update(&self, worker: &Worker) -> Result<Worker, StoreError> {
-        let mut st = write(&self.state);
-        let Some(current) = st.workers.get(&worker.id()) else {
-            return Err(StoreError::NotFound {
-                entity: "worker",
-                id: worker.id().to_string(),
-            });
-        };
-        if current.version() != worker.version() {
-            return Err(StoreError::Conflict {
-                entity: "worker",
-                id: worker.id().to_string(),
-                expected: worker.version(),
-                actual: current.version(),
-            });
-        }
-        let mut stored = worker.clone();
-        // A heartbeat stored by `touch` since the caller read the worker.
-        stored.heartbeat_at(stored.last_heartbeat().max(current.last_heartbeat()));
-        if let Some(stats) = current.stats() {
-            stored.record_stats(stats.clone());
-        }
-        stored.set_version(worker.version() + 1);
-        st.put(stored.clone());
-        Ok(stored)
+        write(&self.state).update(worker)
     }
 
     async fn count_by_state(

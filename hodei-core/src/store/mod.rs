@@ -6,6 +6,7 @@
 //! implementation.
 
 pub mod audit;
+pub mod binding;
 pub mod job_history;
 pub mod memory;
 pub mod scheduling;
@@ -32,6 +33,8 @@ pub use templates::{InMemoryTemplateStore, TemplateStore};
 pub use audit::{
     AuditAction, AuditEntry, AuditFilter, AuditLog, AuditOutcome, InMemoryAuditLog, NewAuditEntry,
 };
+
+pub use binding::{BindOutcome, Binding, JobBinder};
 
 pub use job_history::{InMemoryJobHistoryStore, JobHistoryStore, JobTransitionRecord};
 
@@ -451,6 +454,12 @@ pub struct Stores {
     /// Scheduling settings shared by replicas: the strategy and concurrency
     /// limits (in memory unless set with [`Stores::with_scheduling`]).
     pub scheduling: std::sync::Arc<dyn SchedulingStore>,
+    /// Binds a queued job to a worker in one operation over `queue`,
+    /// `workers`, `jobs` and `job_history` (see [`JobBinder`]); `None`: the
+    /// control plane does it step by step. It writes to the stores it was
+    /// built on, so whoever replaces one of those four replaces or clears
+    /// this too.
+    pub binder: Option<std::sync::Arc<dyn JobBinder>>,
 }
 
 impl Stores {
@@ -475,7 +484,16 @@ impl Stores {
             audit: std::sync::Arc::new(InMemoryAuditLog::default()),
             job_history,
             scheduling: std::sync::Arc::new(scheduling::InMemorySchedulingStore::default()),
+            binder: None,
         }
+    }
+
+    /// The same bundle binding jobs with `binder` (`None`: step by step).
+    /// It must write to this bundle's queue, workers, jobs and history.
+    #[must_use]
+    pub fn with_binder(mut self, binder: Option<std::sync::Arc<dyn JobBinder>>) -> Self {
+        self.binder = binder;
+        self
     }
 
     /// The same bundle with another scheduling store (e.g. a database's).
@@ -503,17 +521,28 @@ impl Stores {
     #[must_use]
     pub fn in_memory() -> Self {
         let logs = std::sync::Arc::new(memory::InMemoryLogStore::default());
+        let jobs = std::sync::Arc::new(memory::InMemoryJobRepository::with_logs(logs.clone()));
+        let queue = std::sync::Arc::new(memory::InMemoryJobQueue::default());
+        let workers = std::sync::Arc::new(memory::InMemoryWorkerRegistry::default());
+        let job_history = std::sync::Arc::new(InMemoryJobHistoryStore::default());
+        let binder = memory::InMemoryJobBinder::new(
+            queue.clone(),
+            workers.clone(),
+            jobs.clone(),
+            job_history.clone(),
+        );
         Self {
-            jobs: std::sync::Arc::new(memory::InMemoryJobRepository::with_logs(logs.clone())),
-            queue: std::sync::Arc::new(memory::InMemoryJobQueue::default()),
-            workers: std::sync::Arc::new(memory::InMemoryWorkerRegistry::default()),
+            jobs,
+            queue,
+            workers,
             providers: std::sync::Arc::new(memory::InMemoryProviderConfigRepository::default()),
             logs,
             otps: std::sync::Arc::new(memory::InMemoryOtpTokenStore::default()),
             templates: std::sync::Arc::new(InMemoryTemplateStore::default()),
             audit: std::sync::Arc::new(InMemoryAuditLog::default()),
-            job_history: std::sync::Arc::new(InMemoryJobHistoryStore::default()),
+            job_history,
             scheduling: std::sync::Arc::new(scheduling::InMemorySchedulingStore::default()),
+            binder: Some(std::sync::Arc::new(binder)),
         }
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`stores`]: the store conformance suite, run against the in-memory
 //!   stores here and against every other backend (e.g. Postgres) in its crate.
+//! - [`binding`]: the conformance of a store's job binder (part of the
+//!   store suite).
 //! - [`provider`]: the provider conformance kit, run against every
 //!   [`crate::provider::WorkerProvider`] with real workers.
 //! - [`require`]: the one rule for a missing outside dependency (skip
@@ -16,6 +18,7 @@
 //! they are meant to be called from tests.
 
 pub mod audit;
+pub mod binding;
 #[cfg(feature = "server")]
 pub mod fairness;
 pub mod hand_off;

@@ -42,7 +42,7 @@ use crate::store::{
 
 /// Unwraps a store result, panicking with the case and the error.
 #[track_caller]
-fn ok<T, E: Debug>(r: Result<T, E>, what: &str) -> T {
+pub(super) fn ok<T, E: Debug>(r: Result<T, E>, what: &str) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("store conformance: {what}: unexpected error {e:?}"),
@@ -51,7 +51,7 @@ fn ok<T, E: Debug>(r: Result<T, E>, what: &str) -> T {
 
 /// Unwraps an option, panicking with the case.
 #[track_caller]
-fn some<T>(o: Option<T>, what: &str) -> T {
+pub(super) fn some<T>(o: Option<T>, what: &str) -> T {
     match o {
         Some(v) => v,
         None => panic!("store conformance: {what}: expected a value, got None"),
@@ -63,7 +63,7 @@ fn job(name: &str) -> Job {
 }
 
 /// The current time truncated to whole milliseconds.
-fn now_ms() -> DateTime<Utc> {
+pub(super) fn now_ms() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
@@ -1623,6 +1623,7 @@ where
     super::audit::audit_log_conformance(|| async move { f().await.audit }).await;
     super::reported_state::reported_state_conformance(f).await;
     super::scheduling::scheduling_store_conformance(|| async move { f().await.scheduling }).await;
+    super::binding::job_binder_conformance(f).await;
 }
 
 // ---------------------------------------------------------------------------
