@@ -396,7 +396,9 @@ impl ControlPlane {
     /// each is a round trip before the job reaches its worker): the first
     /// page is read in the order of the strategy as last seen, beside the
     /// read of the shared strategy (after a switch, the page is read again);
-    /// the snapshot is built beside the read of the first entry's job. The
+    /// the snapshot is built beside the read of the first entry's job, or
+    /// beside the first page when this replica has just queued a job (whose
+    /// copy it kept: that job is not read back). The
     /// decisions are made in order on the snapshot and carried out side by
     /// side (`dispatch_parallelism`, see `placements`); the pass ends when
     /// all of them have.
@@ -417,9 +419,19 @@ impl ControlPlane {
         let read_ahead = self.inner.config.dispatch_parallelism.max(1);
         let mut cursor = lock(&self.inner.scan_resume).take();
         let guess = QueueOrder::for_strategy(self.current_strategy());
-        let (strategy, first_page) = tokio::join!(
+        // A job this replica has just queued is work for this pass: the
+        // snapshot is then built beside the first reads, not after them.
+        let early_snapshot = async {
+            if self.inner.fresh_jobs.is_empty() {
+                None
+            } else {
+                Some(self.snapshot().await)
+            }
+        };
+        let (strategy, first_page, early_snapshot) = tokio::join!(
             self.shared_strategy(),
             self.inner.stores.queue.scan(guess, cursor, page_size),
+            early_snapshot,
         );
         let order = QueueOrder::for_strategy(strategy?);
         let mut first_page = if order == guess {
@@ -427,7 +439,7 @@ impl ControlPlane {
         } else {
             None
         };
-        let mut snapshot: Option<SchedulingSnapshot> = None;
+        let mut snapshot: Option<SchedulingSnapshot> = early_snapshot.transpose()?;
         let mut full_keys: HashSet<String> = HashSet::new();
         let mut seen = 0usize;
         loop {
@@ -449,8 +461,7 @@ impl ControlPlane {
                     let Some(first_id) = unread.pop_front() else {
                         break;
                     };
-                    let (built, job) =
-                        tokio::join!(self.snapshot(), self.inner.stores.jobs.get(first_id));
+                    let (built, job) = tokio::join!(self.snapshot(), self.queued_job(first_id));
                     read.push_back((first_id, job?));
                     snapshot.insert(built?)
                 }
@@ -467,10 +478,9 @@ impl ControlPlane {
                         break;
                     }
                     let ids: Vec<JobId> = unread.drain(..n).collect();
-                    let jobs = futures::future::try_join_all(
-                        ids.iter().map(|id| self.inner.stores.jobs.get(*id)),
-                    )
-                    .await?;
+                    let jobs =
+                        futures::future::try_join_all(ids.iter().map(|id| self.queued_job(*id)))
+                            .await?;
                     read.extend(ids.into_iter().zip(jobs));
                 }
                 let Some((job_id, job)) = read.pop_front() else {
@@ -535,6 +545,15 @@ impl ControlPlane {
             }
         }
         Ok(())
+    }
+
+    /// The job of a queue entry: the copy this replica kept when it queued
+    /// the job (see `fresh_jobs`), else read from the store.
+    async fn queued_job(&self, id: JobId) -> Result<Option<Job>, crate::store::StoreError> {
+        match self.inner.fresh_jobs.take(id) {
+            Some(job) => Ok(Some(job)),
+            None => self.inner.stores.jobs.get(id).await,
+        }
     }
 
     /// Decides what a queue entry this controller holds means now, from the

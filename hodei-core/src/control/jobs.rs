@@ -65,6 +65,7 @@ impl ControlPlane {
         queued?;
         tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
         self.publish(&stored, None, JobState::Pending, String::new());
+        self.inner.fresh_jobs.put(stored.clone());
         self.wake();
         Ok(stored)
     }
@@ -95,6 +96,7 @@ impl ControlPlane {
             .transition_job(job_id, why, |j| Ok(j.release(why)?))
             .await?;
         self.enqueue_job(&job, job.created_at()).await?;
+        self.inner.fresh_jobs.put(job.clone());
         self.wake();
         Ok(job)
     }

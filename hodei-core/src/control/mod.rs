@@ -26,6 +26,7 @@ mod config;
 mod controller;
 mod error;
 mod events;
+mod fresh_jobs;
 mod housekeeping;
 mod jobs;
 mod lease_keeper;
@@ -83,6 +84,8 @@ struct Inner {
     worker_exited: broadcast::Sender<(WorkerId, String)>,
     logs: LogHub,
     wake: Notify,
+    /// The jobs this replica has just queued, for its next dispatch pass.
+    fresh_jobs: fresh_jobs::FreshJobs,
     /// This replica's copy of the shared strategy (refreshed from the store each pass).
     strategy: shared_strategy::SharedStrategy,
     /// Where the next scheduling pass resumes when the last one hit
@@ -197,6 +200,7 @@ impl ControlPlaneBuilder {
                 decisions: broadcast::channel(1024).0,
                 worker_exited: broadcast::channel(256).0,
                 wake: Notify::new(),
+                fresh_jobs: fresh_jobs::FreshJobs::default(),
                 strategy: shared_strategy::SharedStrategy::new(
                     self.strategy.unwrap_or(Strategy::Priority),
                 ),
