@@ -22,7 +22,6 @@
 #![warn(missing_docs)]
 
 mod audit;
-mod binding;
 mod error;
 mod job_history;
 mod jobs;
@@ -32,6 +31,7 @@ mod logs;
 mod otp;
 mod providers;
 mod queue;
+mod queue_transactions;
 mod scheduling;
 mod templates;
 mod touch_batch;
@@ -47,7 +47,6 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use audit::PgAuditLog;
-pub use binding::PgJobBinder;
 pub use error::PgStoreError;
 pub use job_history::PgJobHistoryStore;
 pub use jobs::PgJobRepository;
@@ -56,6 +55,7 @@ pub use logs::{LOGS_CHANNEL, PgLogStore};
 pub use otp::PgOtpTokenStore;
 pub use providers::PgProviderConfigRepository;
 pub use queue::{DEFAULT_VACUUM_EVERY, PgJobQueue, QUEUE_CHANNEL};
+pub use queue_transactions::PgQueueTransactions;
 pub use scheduling::PgSchedulingStore;
 pub use sqlx;
 pub use templates::PgTemplateStore;
@@ -286,10 +286,12 @@ impl PgStores {
         .with_audit(self.audit.clone())
         .with_templates(self.templates.clone())
         .with_scheduling(self.scheduling.clone())
-        .with_binder(Some(Arc::new(PgJobBinder::new(
+        .with_queue_transactions(Some(Arc::new(PgQueueTransactions::new(
             self.pool.clone(),
             self.jobs.clone(),
             self.queue.clone(),
+            self.workers.clone(),
+            self.job_history.clone(),
         ))))
     }
 

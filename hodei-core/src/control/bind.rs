@@ -1,9 +1,9 @@
 //! Binding a queued job to a connected worker in one store operation (see
-//! [`crate::store::JobBinder`]): on Postgres one round trip where the steps
+//! [`crate::store::QueueTransactions`]): on Postgres one round trip where the steps
 //! (claim, worker slot, job update, history, entry delete) take four, one
 //! after the other. It starts from the worker record this replica holds in
 //! the worker's session and the job the dispatch pass has just read; when
-//! either is stale, or the store has no binder, the dispatch goes step by
+//! either is stale, or the store offers no [`crate::store::QueueTransactions`], the dispatch goes step by
 //! step, which reads them again.
 
 use chrono::{DateTime, Utc};
@@ -40,14 +40,14 @@ pub(super) struct BoundJob {
 
 impl ControlPlane {
     /// Binds `job` (as just read, `pending`) to `worker_id` in one store
-    /// operation when the store has a binder and this replica holds a record
+    /// operation when the store offers one and this replica holds a record
     /// of the worker; the log resume point is read beside it.
     pub(super) async fn bind_at_once(
         &self,
         job: &Job,
         worker_id: WorkerId,
     ) -> ControlResult<BindAttempt> {
-        let Some(binder) = &self.inner.stores.binder else {
+        let Some(store) = &self.inner.stores.queue_transactions else {
             return Ok(BindAttempt::StepByStep);
         };
         let Some(mut worker) = self.inner.sessions.record(worker_id) else {
@@ -66,8 +66,7 @@ impl ControlPlane {
         };
         let record = Self::transition_record(&bound, Some(transition.from), transition.to, "");
         let binding = Binding::new(worker, bound.clone(), record);
-        let (outcome, resume_after) =
-            tokio::join!(binder.bind(&binding), self.resume_point(&bound));
+        let (outcome, resume_after) = tokio::join!(store.bind(&binding), self.resume_point(&bound));
         match outcome? {
             BindOutcome::Bound { worker, job } => {
                 self.inner.sessions.observe(&worker);

@@ -663,7 +663,7 @@ impl ControlPlane {
     /// Gives a queued job to a connected idle worker. `job` is the copy the
     /// caller has just read; the job's update starts from it.
     ///
-    /// With a store binder and a current copy of the worker, all of it is
+    /// With the store's [`crate::store::QueueTransactions`] and a current copy of the worker, all of it is
     /// one store operation ([`Self::bind_at_once`]). Step by step, the
     /// order holds the guarantees: the queue entry is claimed before
     /// anything is bound (two controllers never bind one job), the worker's

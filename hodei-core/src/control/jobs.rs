@@ -53,16 +53,30 @@ impl ControlPlane {
     /// Stores a new `Pending` job whose secrets are already sealed, queues it
     /// and announces it.
     pub(super) async fn store_and_enqueue(&self, job: Job) -> ControlResult<Job> {
-        let stored = self.inner.stores.jobs.insert(&job).await?;
-        // Both follow the insert and neither needs the other, so they go
-        // side by side (one round trip less before the dispatch). This
-        // replica's dispatch, which records the next transition, is woken
-        // only after both.
-        let (queued, ()) = tokio::join!(
-            self.enqueue_job(&stored, Utc::now()),
-            self.record_transition(&stored, None, JobState::Pending, ""),
-        );
-        queued?;
+        let stored = match &self.inner.stores.queue_transactions {
+            // One operation (one round trip on Postgres).
+            Some(store) => {
+                let entry = QueueEntry {
+                    job_id: job.id(),
+                    priority: job.priority(),
+                    enqueued_at: Utc::now(),
+                };
+                let record = Self::transition_record(&job, None, JobState::Pending, "");
+                store.admit(&job, &entry, &record).await?
+            }
+            None => {
+                let stored = self.inner.stores.jobs.insert(&job).await?;
+                // Both follow the insert and neither needs the other, so
+                // they go side by side. This replica's dispatch, which
+                // records the next transition, is woken only after both.
+                let (queued, ()) = tokio::join!(
+                    self.enqueue_job(&stored, Utc::now()),
+                    self.record_transition(&stored, None, JobState::Pending, ""),
+                );
+                queued?;
+                stored
+            }
+        };
         tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
         self.publish(&stored, None, JobState::Pending, String::new());
         self.inner.fresh_jobs.put(stored.clone());
@@ -238,7 +252,7 @@ impl ControlPlane {
     }
 
     /// [`Self::finish_transition`] of a transition whose history record was
-    /// stored with it (see [`crate::store::JobBinder`]).
+    /// stored with it (see [`crate::store::QueueTransactions`]).
     pub(super) async fn finish_recorded_transition(
         &self,
         job: &Job,

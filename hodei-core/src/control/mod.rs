@@ -186,7 +186,19 @@ impl ControlPlaneBuilder {
     }
     /// Builds it. Call [`ControlPlane::run`] to start the control loop.
     pub fn build(self) -> ControlPlane {
-        let stores = self.stores.unwrap_or_else(Stores::in_memory);
+        let mut stores = self.stores.unwrap_or_else(Stores::in_memory);
+        if stores
+            .queue_transactions
+            .as_ref()
+            .is_some_and(|t| !t.writes_to(&stores))
+        {
+            // One of the stores was replaced (a wrapper, another backend):
+            // the transactions would write past it.
+            tracing::info!(
+                "the stores' queue transactions are not over these stores: step by step"
+            );
+            stores.queue_transactions = None;
+        }
         let logs = LogHub::new(stores.logs.clone());
         ControlPlane {
             inner: Arc::new(Inner {

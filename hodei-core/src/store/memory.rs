@@ -22,9 +22,9 @@ use crate::domain::logs::LogEntry;
 use crate::domain::provider::Provider;
 use crate::domain::worker::Worker;
 use crate::domain::worker_stats::WorkerStats;
-mod binding;
+mod queue_transactions;
 
-pub use binding::InMemoryJobBinder;
+pub use queue_transactions::InMemoryQueueTransactions;
 
 use crate::store::{
     JobFilter, JobQueue, JobRepository, Lease, LogCursor, LogStore, OtpError, OtpTokenStore,
@@ -91,6 +91,26 @@ impl InMemoryJobRepository {
         }
     }
 
+    /// [`JobRepository::insert`] under the `jobs` write lock.
+    fn insert_locked(
+        &self,
+        jobs: &mut HashMap<JobId, (u64, Job)>,
+        job: &Job,
+    ) -> Result<Job, StoreError> {
+        if jobs.contains_key(&job.id()) {
+            return Err(StoreError::AlreadyExists {
+                entity: "job",
+                id: job.id().to_string(),
+            });
+        }
+        let mut stored = job.clone();
+        stored.set_version(1);
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        jobs.insert(job.id(), (seq, stored.clone()));
+        self.recount(None, Some(stored.state()));
+        Ok(stored)
+    }
+
     /// Whether `job` is at the version stored: `NotFound` or `Conflict` if not.
     fn check_version(jobs: &HashMap<JobId, (u64, Job)>, job: &Job) -> Result<(), StoreError> {
         match jobs.get(&job.id()) {
@@ -135,19 +155,7 @@ impl InMemoryJobRepository {
 #[async_trait]
 impl JobRepository for InMemoryJobRepository {
     async fn insert(&self, job: &Job) -> Result<Job, StoreError> {
-        let mut jobs = write(&self.jobs);
-        if jobs.contains_key(&job.id()) {
-            return Err(StoreError::AlreadyExists {
-                entity: "job",
-                id: job.id().to_string(),
-            });
-        }
-        let mut stored = job.clone();
-        stored.set_version(1);
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        jobs.insert(job.id(), (seq, stored.clone()));
-        self.recount(None, Some(stored.state()));
-        Ok(stored)
+        self.insert_locked(&mut write(&self.jobs), job)
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -273,6 +281,23 @@ impl QueueState {
         })
     }
 
+    /// Queues `entry` unless its job has an entry already.
+    fn enqueue(&mut self, entry: QueueEntry) {
+        if self.slots.contains_key(&entry.job_id) {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let job_id = entry.job_id;
+        let slot = Slot {
+            entry,
+            seq,
+            lease: None,
+        };
+        self.slots.insert(job_id, slot);
+        self.mark_ready(job_id);
+    }
+
     /// Whether `job_id` has an entry that no lease holds.
     fn is_free(&self, job_id: JobId) -> bool {
         self.slots.get(&job_id).is_some_and(|s| s.lease.is_none())
@@ -315,20 +340,7 @@ impl InMemoryJobQueue {
 #[async_trait]
 impl JobQueue for InMemoryJobQueue {
     async fn enqueue(&self, entry: QueueEntry) -> Result<(), StoreError> {
-        let mut st = lock(&self.state);
-        if st.slots.contains_key(&entry.job_id) {
-            return Ok(());
-        }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        let job_id = entry.job_id;
-        let slot = Slot {
-            entry,
-            seq,
-            lease: None,
-        };
-        st.slots.insert(job_id, slot);
-        st.mark_ready(job_id);
+        lock(&self.state).enqueue(entry);
         Ok(())
     }
 

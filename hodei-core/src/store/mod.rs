@@ -6,9 +6,9 @@
 //! implementation.
 
 pub mod audit;
-pub mod binding;
 pub mod job_history;
 pub mod memory;
+pub mod queue_transactions;
 pub mod scheduling;
 pub mod templates;
 
@@ -34,7 +34,7 @@ pub use audit::{
     AuditAction, AuditEntry, AuditFilter, AuditLog, AuditOutcome, InMemoryAuditLog, NewAuditEntry,
 };
 
-pub use binding::{BindOutcome, Binding, JobBinder};
+pub use queue_transactions::{BindOutcome, Binding, QueueTransactions, same_instance};
 
 pub use job_history::{InMemoryJobHistoryStore, JobHistoryStore, JobTransitionRecord};
 
@@ -454,12 +454,13 @@ pub struct Stores {
     /// Scheduling settings shared by replicas: the strategy and concurrency
     /// limits (in memory unless set with [`Stores::with_scheduling`]).
     pub scheduling: std::sync::Arc<dyn SchedulingStore>,
-    /// Binds a queued job to a worker in one operation over `queue`,
-    /// `workers`, `jobs` and `job_history` (see [`JobBinder`]); `None`: the
-    /// control plane does it step by step. It writes to the stores it was
-    /// built on, so whoever replaces one of those four replaces or clears
-    /// this too.
-    pub binder: Option<std::sync::Arc<dyn JobBinder>>,
+    /// A job's writes onto and off the queue, each in one operation over
+    /// `jobs`, `queue`, `workers` and `job_history` (see
+    /// [`QueueTransactions`]); `None`: the control plane goes step by step.
+    /// It writes to the stores it was built on: a control plane built on a
+    /// bundle where one of those four was replaced since goes step by step
+    /// (see [`QueueTransactions::writes_to`]).
+    pub queue_transactions: Option<std::sync::Arc<dyn QueueTransactions>>,
 }
 
 impl Stores {
@@ -484,15 +485,18 @@ impl Stores {
             audit: std::sync::Arc::new(InMemoryAuditLog::default()),
             job_history,
             scheduling: std::sync::Arc::new(scheduling::InMemorySchedulingStore::default()),
-            binder: None,
+            queue_transactions: None,
         }
     }
 
-    /// The same bundle binding jobs with `binder` (`None`: step by step).
-    /// It must write to this bundle's queue, workers, jobs and history.
+    /// The same bundle with `transactions` (`None`: step by step). They
+    /// must write to this bundle's jobs, queue, workers and history.
     #[must_use]
-    pub fn with_binder(mut self, binder: Option<std::sync::Arc<dyn JobBinder>>) -> Self {
-        self.binder = binder;
+    pub fn with_queue_transactions(
+        mut self,
+        transactions: Option<std::sync::Arc<dyn QueueTransactions>>,
+    ) -> Self {
+        self.queue_transactions = transactions;
         self
     }
 
@@ -525,7 +529,7 @@ impl Stores {
         let queue = std::sync::Arc::new(memory::InMemoryJobQueue::default());
         let workers = std::sync::Arc::new(memory::InMemoryWorkerRegistry::default());
         let job_history = std::sync::Arc::new(InMemoryJobHistoryStore::default());
-        let binder = memory::InMemoryJobBinder::new(
+        let transactions = memory::InMemoryQueueTransactions::new(
             queue.clone(),
             workers.clone(),
             jobs.clone(),
@@ -542,7 +546,7 @@ impl Stores {
             audit: std::sync::Arc::new(InMemoryAuditLog::default()),
             job_history,
             scheduling: std::sync::Arc::new(scheduling::InMemorySchedulingStore::default()),
-            binder: Some(std::sync::Arc::new(binder)),
+            queue_transactions: Some(std::sync::Arc::new(transactions)),
         }
     }
 }

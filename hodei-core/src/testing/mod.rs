@@ -2,7 +2,7 @@
 //!
 //! - [`stores`]: the store conformance suite, run against the in-memory
 //!   stores here and against every other backend (e.g. Postgres) in its crate.
-//! - [`binding`]: the conformance of a store's job binder (part of the
+//! - [`queue_transactions`]: the conformance of a store's queue transactions (part of the
 //!   store suite).
 //! - [`provider`]: the provider conformance kit, run against every
 //!   [`crate::provider::WorkerProvider`] with real workers.
@@ -18,11 +18,11 @@
 //! they are meant to be called from tests.
 
 pub mod audit;
-pub mod binding;
 #[cfg(feature = "server")]
 pub mod fairness;
 pub mod hand_off;
 pub mod provider;
+pub mod queue_transactions;
 pub mod reported_state;
 pub mod require;
 pub mod scheduling;

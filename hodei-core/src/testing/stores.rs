@@ -1623,7 +1623,7 @@ where
     super::audit::audit_log_conformance(|| async move { f().await.audit }).await;
     super::reported_state::reported_state_conformance(f).await;
     super::scheduling::scheduling_store_conformance(|| async move { f().await.scheduling }).await;
-    super::binding::job_binder_conformance(f).await;
+    super::queue_transactions::queue_transactions_conformance(f).await;
 }
 
 // ---------------------------------------------------------------------------

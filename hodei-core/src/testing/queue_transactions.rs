@@ -1,10 +1,11 @@
-//! Conformance of a [`crate::store::JobBinder`]: a binding writes the same
-//! as the steps it replaces (worker update, job update, history record,
-//! queue entry delete), all of it or none of it.
+//! Conformance of [`crate::store::QueueTransactions`]: an admission and a
+//! binding write the same as the steps they replace (job insert, queue
+//! entry, history record; worker update, job update, history record, entry
+//! delete), all of it or none of it.
 //!
 //! The factory returns a fresh, empty [`Stores`] bundle per case; the
-//! binder is its [`Stores::binder`]. A bundle without one has nothing to
-//! check, and the suite says so.
+//! transactions are its [`Stores::queue_transactions`]. A bundle without
+//! them has nothing to check, and the suite says so.
 
 use std::future::Future;
 use std::time::Duration;
@@ -96,16 +97,18 @@ async fn entry_free(stores: &Stores, job: &Job, c: &str) {
     );
 }
 
-/// Every [`crate::store::JobBinder`] case.
-pub async fn job_binder_conformance<F, Fut>(make: F)
+/// Every [`crate::store::QueueTransactions`] case.
+pub async fn queue_transactions_conformance<F, Fut>(make: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Stores>,
 {
-    if make().await.binder.is_none() {
-        eprintln!("job binder conformance: these stores have no binder; nothing to check");
+    if make().await.queue_transactions.is_none() {
+        eprintln!("queue transactions conformance: these stores have none; nothing to check");
         return;
     }
+    admits(make().await).await;
+    refuses_a_second_admission(make().await).await;
     binds_everything(make().await).await;
     refuses_a_held_entry(make().await).await;
     refuses_a_missing_entry(make().await).await;
@@ -114,15 +117,76 @@ where
     keeps_a_later_heartbeat(make().await).await;
 }
 
-fn binder(stores: &Stores, c: &str) -> std::sync::Arc<dyn crate::store::JobBinder> {
-    some(stores.binder.clone(), c)
+fn transactions(stores: &Stores, c: &str) -> std::sync::Arc<dyn crate::store::QueueTransactions> {
+    some(stores.queue_transactions.clone(), c)
+}
+
+/// A new job, its queue entry and its creation record.
+fn admission() -> (Job, QueueEntry, JobTransitionRecord) {
+    let job = Job::new(JobSpec::new("admit", CommandType::shell("true", [""; 0])));
+    let entry = QueueEntry {
+        job_id: job.id(),
+        priority: job.priority(),
+        enqueued_at: super::stores::now_ms(),
+    };
+    let record = JobTransitionRecord::new(job.id(), None, JobState::Pending, job.updated_at(), 0);
+    (job, entry, record)
+}
+
+/// An admission stores the job at version 1, queues it and records it.
+async fn admits(stores: Stores) {
+    let c = "queue transactions/admit";
+    let (job, entry, record) = admission();
+    let stored = ok(
+        transactions(&stores, c).admit(&job, &entry, &record).await,
+        c,
+    );
+    assert_eq!(stored.version(), 1, "{c}: version 1");
+    assert_eq!(stored.id(), job.id(), "{c}: the job");
+    let read = some(ok(stores.jobs.get(job.id()).await, c), c);
+    assert_eq!(read.version(), 1, "{c}: stored");
+    assert_eq!(read.state(), JobState::Pending, "{c}: pending");
+    let queued = ok(stores.queue.peek(10).await, c);
+    assert_eq!(queued.len(), 1, "{c}: one entry");
+    assert_eq!(queued[0].job_id, job.id(), "{c}: its entry");
+    assert_eq!(queued[0].enqueued_at, entry.enqueued_at, "{c}: enqueued at");
+    let history = ok(stores.job_history.history(job.id()).await, c);
+    assert_eq!(history.len(), 1, "{c}: one record");
+    assert_eq!(history[0].from, None, "{c}: creation");
+    assert_eq!(history[0].to, JobState::Pending, "{c}: to pending");
+}
+
+/// A job stored already is refused as `insert` refuses it, and nothing
+/// more is written.
+async fn refuses_a_second_admission(stores: Stores) {
+    let c = "queue transactions/admit twice";
+    let (job, entry, record) = admission();
+    ok(
+        transactions(&stores, c).admit(&job, &entry, &record).await,
+        c,
+    );
+    ok(stores.queue.remove(job.id()).await, c);
+    let again = transactions(&stores, c).admit(&job, &entry, &record).await;
+    assert!(
+        matches!(again, Err(crate::store::StoreError::AlreadyExists { .. })),
+        "{c}: AlreadyExists, got {again:?}"
+    );
+    assert!(
+        ok(stores.queue.is_empty().await, c),
+        "{c}: not queued again"
+    );
+    assert_eq!(
+        ok(stores.job_history.history(job.id()).await, c).len(),
+        1,
+        "{c}: not recorded again"
+    );
 }
 
 /// A binding writes the worker, the job, the record, and deletes the entry.
 async fn binds_everything(stores: Stores) {
-    let c = "binder/binds";
+    let c = "queue transactions/binds";
     let (worker, job, binding) = stored_pair(&stores, c).await;
-    let outcome = ok(binder(&stores, c).bind(&binding).await, c);
+    let outcome = ok(transactions(&stores, c).bind(&binding).await, c);
     let BindOutcome::Bound {
         worker: bound_worker,
         job: bound_job,
@@ -151,14 +215,14 @@ async fn binds_everything(stores: Stores) {
     assert_eq!(history[0].to, JobState::Scheduled, "{c}: to");
     assert_eq!(history[0].worker_id, Some(worker.id()), "{c}: worker");
     assert!(ok(stores.queue.is_empty().await, c), "{c}: entry deleted");
-    let again = ok(binder(&stores, c).bind(&binding).await, c);
+    let again = ok(transactions(&stores, c).bind(&binding).await, c);
     assert_eq!(again, BindOutcome::EntryTaken, "{c}: binding twice");
 }
 
 /// An entry held by a lease (another controller placing the job) is left
 /// to its holder: nothing is written.
 async fn refuses_a_held_entry(stores: Stores) {
-    let c = "binder/held entry";
+    let c = "queue transactions/held entry";
     let (worker, job, binding) = stored_pair(&stores, c).await;
     let lease = some(
         ok(
@@ -170,7 +234,7 @@ async fn refuses_a_held_entry(stores: Stores) {
         ),
         c,
     );
-    let outcome = ok(binder(&stores, c).bind(&binding).await, c);
+    let outcome = ok(transactions(&stores, c).bind(&binding).await, c);
     assert_eq!(outcome, BindOutcome::EntryTaken, "{c}");
     nothing_written(&stores, &worker, &job, c).await;
     ok(stores.queue.complete(&lease).await, c); // still held by its lease
@@ -179,10 +243,10 @@ async fn refuses_a_held_entry(stores: Stores) {
 /// A job whose entry is gone (cancelled, or bound by another replica) is
 /// not bound.
 async fn refuses_a_missing_entry(stores: Stores) {
-    let c = "binder/missing entry";
+    let c = "queue transactions/missing entry";
     let (worker, job, binding) = stored_pair(&stores, c).await;
     ok(stores.queue.remove(job.id()).await, c);
-    let outcome = ok(binder(&stores, c).bind(&binding).await, c);
+    let outcome = ok(transactions(&stores, c).bind(&binding).await, c);
     assert_eq!(outcome, BindOutcome::EntryTaken, "{c}");
     nothing_written(&stores, &worker, &job, c).await;
 }
@@ -190,10 +254,10 @@ async fn refuses_a_missing_entry(stores: Stores) {
 /// A worker written since the copy was read: nothing is written, and the
 /// entry stays free for the next try.
 async fn refuses_a_stale_worker(stores: Stores) {
-    let c = "binder/stale worker";
+    let c = "queue transactions/stale worker";
     let (worker, job, binding) = stored_pair(&stores, c).await;
     let moved = ok(stores.workers.update(&worker).await, c);
-    let outcome = ok(binder(&stores, c).bind(&binding).await, c);
+    let outcome = ok(transactions(&stores, c).bind(&binding).await, c);
     assert_eq!(outcome, BindOutcome::Stale, "{c}");
     nothing_written(&stores, &moved, &job, c).await;
     entry_free(&stores, &job, c).await;
@@ -201,10 +265,10 @@ async fn refuses_a_stale_worker(stores: Stores) {
 
 /// A job written since the copy was read: nothing is written.
 async fn refuses_a_stale_job(stores: Stores) {
-    let c = "binder/stale job";
+    let c = "queue transactions/stale job";
     let (worker, job, binding) = stored_pair(&stores, c).await;
     let moved = ok(stores.jobs.update(&job).await, c);
-    let outcome = ok(binder(&stores, c).bind(&binding).await, c);
+    let outcome = ok(transactions(&stores, c).bind(&binding).await, c);
     assert_eq!(outcome, BindOutcome::Stale, "{c}");
     nothing_written(&stores, &worker, &moved, c).await;
     entry_free(&stores, &job, c).await;
@@ -213,11 +277,11 @@ async fn refuses_a_stale_job(stores: Stores) {
 /// A heartbeat stored since the worker was read (it bumps no version) is
 /// kept, as `WorkerRegistry::update` keeps it.
 async fn keeps_a_later_heartbeat(stores: Stores) {
-    let c = "binder/later heartbeat";
+    let c = "queue transactions/later heartbeat";
     let (worker, _job, binding) = stored_pair(&stores, c).await;
     let later = super::stores::now_ms() + TimeDelta::seconds(30);
     ok(stores.workers.touch(worker.id(), later, None).await, c);
-    let outcome = ok(binder(&stores, c).bind(&binding).await, c);
+    let outcome = ok(transactions(&stores, c).bind(&binding).await, c);
     assert!(
         matches!(outcome, BindOutcome::Bound { .. }),
         "{c}: {outcome:?}"
