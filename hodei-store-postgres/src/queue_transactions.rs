@@ -201,8 +201,8 @@ impl QueueTransactions for PgQueueTransactions {
                 let mut stored = job.clone();
                 stored.set_version(job_next);
                 Ok(BindOutcome::Bound {
-                    worker: workers::decode(data, to_i64("version", worker_next)?)?,
-                    job: stored,
+                    worker: Box::new(workers::decode(data, to_i64("version", worker_next)?)?),
+                    job: Box::new(stored),
                 })
             }
             _ => Ok(BindOutcome::Stale),

@@ -16,7 +16,7 @@ use crate::store::{BindOutcome, Binding};
 /// What [`ControlPlane::bind_at_once`] did.
 pub(super) enum BindAttempt {
     /// The job is bound and its queue entry deleted.
-    Bound(BoundJob),
+    Bound(Box<BoundJob>),
     /// Nothing was written: another controller holds the job's queue entry,
     /// or it is gone. Nothing is left to do.
     Taken,
@@ -70,13 +70,13 @@ impl ControlPlane {
         match outcome? {
             BindOutcome::Bound { worker, job } => {
                 self.inner.sessions.observe(&worker);
-                Ok(BindAttempt::Bound(BoundJob {
-                    job,
+                Ok(BindAttempt::Bound(Box::new(BoundJob {
+                    job: *job,
                     transition,
                     pending_since,
                     provider_id,
                     resume_after: resume_after?,
-                }))
+                })))
             }
             BindOutcome::EntryTaken => Ok(BindAttempt::Taken),
             BindOutcome::Stale => Ok(BindAttempt::StepByStep),

@@ -53,9 +53,9 @@ pub enum BindOutcome {
     /// versions), the record added, the queue entry deleted.
     Bound {
         /// The worker as stored.
-        worker: Worker,
+        worker: Box<Worker>,
         /// The job as stored.
-        job: Job,
+        job: Box<Job>,
     },
     /// Nothing was written: the job's queue entry is gone or held by a
     /// lease (another controller is placing it).

@@ -80,7 +80,10 @@ impl QueueTransactions for InMemoryQueueTransactions {
             (worker, job)
         };
         self.history.record(&binding.record).await?;
-        Ok(BindOutcome::Bound { worker, job })
+        Ok(BindOutcome::Bound {
+            worker: Box::new(worker),
+            job: Box::new(job),
+        })
     }
 
     fn writes_to(&self, stores: &Stores) -> bool {
@@ -106,6 +109,9 @@ mod tests {
         let mut replaced = stores.clone();
         replaced.workers = Arc::new(InMemoryWorkerRegistry::new());
         assert!(!transactions.writes_to(&replaced), "another registry");
-        assert!(!transactions.writes_to(&Stores::in_memory()), "another bundle");
+        assert!(
+            !transactions.writes_to(&Stores::in_memory()),
+            "another bundle"
+        );
     }
 }
