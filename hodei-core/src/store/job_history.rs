@@ -98,9 +98,10 @@ pub struct InMemoryJobHistoryStore {
     jobs: RwLock<HashMap<JobId, Vec<JobTransitionRecord>>>,
 }
 
-#[async_trait]
-impl JobHistoryStore for InMemoryJobHistoryStore {
-    async fn record(&self, record: &JobTransitionRecord) -> Result<(), StoreError> {
+impl InMemoryJobHistoryStore {
+    /// [`JobHistoryStore::record`], without awaiting (for writes made under
+    /// other stores' locks).
+    pub(crate) fn record_now(&self, record: &JobTransitionRecord) -> Result<(), StoreError> {
         let mut jobs = self
             .jobs
             .write()
@@ -112,6 +113,13 @@ impl JobHistoryStore for InMemoryJobHistoryStore {
             list.drain(1..=excess);
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl JobHistoryStore for InMemoryJobHistoryStore {
+    async fn record(&self, record: &JobTransitionRecord) -> Result<(), StoreError> {
+        self.record_now(record)
     }
 
     async fn history(&self, job_id: JobId) -> Result<Vec<JobTransitionRecord>, StoreError> {

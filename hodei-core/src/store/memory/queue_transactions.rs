@@ -7,15 +7,15 @@ use async_trait::async_trait;
 use super::{InMemoryJobQueue, InMemoryJobRepository, InMemoryWorkerRegistry, lock, write};
 use crate::domain::job::Job;
 use crate::store::{
-    BindOutcome, Binding, InMemoryJobHistoryStore, JobHistoryStore, JobTransitionRecord,
-    QueueEntry, QueueTransactions, StoreError, Stores, same_instance,
+    BindOutcome, Binding, InMemoryJobHistoryStore, JobTransitionRecord, QueueEntry,
+    QueueTransactions, StoreError, Stores, same_instance,
 };
 
 /// Admits and binds jobs in the in-memory jobs, queue and workers it was
 /// built on: their locks are taken together (queue, workers, jobs, in that
 /// order; no other code takes two of them), every condition is checked,
-/// then everything is written. The history record, which nothing reads to
-/// decide, is added after.
+/// then everything is written, the history record last (under its own
+/// lock, taken after the others').
 #[derive(Debug, Clone)]
 pub struct InMemoryQueueTransactions {
     queue: Arc<InMemoryJobQueue>,
@@ -50,36 +50,30 @@ impl QueueTransactions for InMemoryQueueTransactions {
         entry: &QueueEntry,
         record: &JobTransitionRecord,
     ) -> Result<Job, StoreError> {
-        let stored = {
-            let mut queue = lock(&self.queue.state);
-            let stored = self.jobs.insert_locked(&mut write(&self.jobs.jobs), job)?;
-            queue.enqueue(entry.clone());
-            stored
-        };
-        self.history.record(record).await?;
+        let mut queue = lock(&self.queue.state);
+        let stored = self.jobs.insert_locked(&mut write(&self.jobs.jobs), job)?;
+        queue.enqueue(entry.clone());
+        self.history.record_now(record)?;
         Ok(stored)
     }
 
     async fn bind(&self, binding: &Binding) -> Result<BindOutcome, StoreError> {
         let job_id = binding.job.id();
-        let (worker, job) = {
-            let mut queue = lock(&self.queue.state);
-            if !queue.is_free(job_id) {
-                return Ok(BindOutcome::EntryTaken);
-            }
-            let mut workers = write(&self.workers.state);
-            let mut jobs = write(&self.jobs.jobs);
-            let fresh = workers.check_version(&binding.worker).is_ok()
-                && InMemoryJobRepository::check_version(&jobs, &binding.job).is_ok();
-            if !fresh {
-                return Ok(BindOutcome::Stale);
-            }
-            let worker = workers.update(&binding.worker)?;
-            let job = self.jobs.store_next_version(&mut jobs, &binding.job);
-            queue.delete(job_id);
-            (worker, job)
-        };
-        self.history.record(&binding.record).await?;
+        let mut queue = lock(&self.queue.state);
+        if !queue.is_free(job_id) {
+            return Ok(BindOutcome::EntryTaken);
+        }
+        let mut workers = write(&self.workers.state);
+        let mut jobs = write(&self.jobs.jobs);
+        let fresh = workers.check_version(&binding.worker).is_ok()
+            && InMemoryJobRepository::check_version(&jobs, &binding.job).is_ok();
+        if !fresh {
+            return Ok(BindOutcome::Stale);
+        }
+        let worker = workers.update(&binding.worker)?;
+        let job = self.jobs.store_next_version(&mut jobs, &binding.job);
+        queue.delete(job_id);
+        self.history.record_now(&binding.record)?;
         Ok(BindOutcome::Bound {
             worker: Box::new(worker),
             job: Box::new(job),
