@@ -607,3 +607,115 @@ async fn a_log_batch_stored_by_one_replica_wakes_the_followers_of_the_other() {
     }
     db.drop_db().await;
 }
+
+/// Two replicas (two pools) binding at once: of eight bindings of eight jobs
+/// to one worker from the same copy of it, exactly one is written (the
+/// worker's version decides), and the others write nothing: their jobs stay
+/// pending with their entries free. Of four bindings of one job to four
+/// workers, exactly one is written (the entry and the job's version decide).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_bindings_on_two_replicas_write_exactly_one() {
+    use hodei_core::domain::ids::WorkerId;
+    use hodei_core::domain::worker::{Worker, WorkerHandle};
+    use hodei_core::store::{BindOutcome, Binding, JobTransitionRecord};
+
+    let Some(db) = TestDb::create("concurrent_bind").await else {
+        return;
+    };
+    let (a, b) = (db.stores().await, db.stores().await);
+    let (a, b) = (a.stores(), b.stores());
+    let provider = ProviderId::new();
+    let ready = |slots: u32| {
+        let mut w = Worker::new(WorkerId::new(), provider).with_limits(slots, None);
+        w.created(WorkerHandle::new(w.id(), provider, "ext-bind"))
+            .unwrap();
+        w.registered().unwrap();
+        w
+    };
+    let queued = |name: &'static str| {
+        let a = a.clone();
+        async move {
+            let j = a.jobs.insert(&job(name)).await.unwrap();
+            a.queue
+                .enqueue(QueueEntry {
+                    job_id: j.id(),
+                    priority: 0,
+                    enqueued_at: Utc::now(),
+                })
+                .await
+                .unwrap();
+            j
+        }
+    };
+    let binding = |worker: &Worker, job: &Job| {
+        let mut w = worker.clone();
+        w.assign(job.id()).unwrap();
+        let mut j = job.clone();
+        let t = j.submit_to_provider(provider, Some(w.id())).unwrap();
+        let record = JobTransitionRecord::new(j.id(), Some(t.from), t.to, j.updated_at(), 1)
+            .with_worker(Some(w.id()));
+        Binding::new(w, j, record)
+    };
+
+    // Eight jobs, one worker copy.
+    let worker = a.workers.register(&ready(8)).await.unwrap();
+    let mut jobs = Vec::new();
+    for _ in 0..8 {
+        jobs.push(queued("one worker").await);
+    }
+    let mut tasks = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let stores = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let binding = binding(&worker, j);
+        tasks.push(tokio::spawn(async move {
+            let t = stores.queue_transactions.clone().unwrap();
+            t.bind(&binding).await.unwrap()
+        }));
+    }
+    let mut bound = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            BindOutcome::Bound { worker: w, .. } => {
+                bound += 1;
+                assert_eq!(w.version(), worker.version() + 1);
+            }
+            BindOutcome::Stale => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(bound, 1, "one binding from one worker version");
+    let stored = a.workers.get(worker.id()).await.unwrap().unwrap();
+    assert_eq!(stored.current_jobs().len(), 1);
+    let pending = futures::future::join_all(jobs.iter().map(|j| a.jobs.get(j.id()))).await;
+    let still_pending = pending
+        .into_iter()
+        .filter(|j| j.as_ref().unwrap().as_ref().unwrap().state() == JobState::Pending)
+        .count();
+    assert_eq!(still_pending, 7, "the refused bindings wrote nothing");
+    assert_eq!(a.queue.len().await.unwrap(), 7, "their entries are free");
+
+    // One job, four workers.
+    let contended = queued("one job").await;
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let stores = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let w = a.workers.register(&ready(1)).await.unwrap();
+        let binding = binding(&w, &contended);
+        tasks.push(tokio::spawn(async move {
+            let t = stores.queue_transactions.clone().unwrap();
+            t.bind(&binding).await.unwrap()
+        }));
+    }
+    let mut bound = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            BindOutcome::Bound { .. } => bound += 1,
+            BindOutcome::EntryTaken | BindOutcome::Stale => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(bound, 1, "one job is bound once");
+    let history = a.job_history.history(contended.id()).await.unwrap();
+    assert_eq!(history.len(), 1, "one record of it");
+    db.drop_db().await;
+}
