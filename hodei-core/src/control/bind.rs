@@ -1,10 +1,10 @@
 //! Binding a queued job to a connected worker in one store operation (see
-//! [`crate::store::QueueTransactions`]): on Postgres one round trip where the steps
-//! (claim, worker slot, job update, history, entry delete) take four, one
-//! after the other. It starts from the worker record this replica holds in
-//! the worker's session and the job the dispatch pass has just read; when
-//! either is stale, or the store offers no [`crate::store::QueueTransactions`], the dispatch goes step by
-//! step, which reads them again.
+//! [`crate::store::QueueTransactions`]): on Postgres one round trip where
+//! the steps (claim, worker slot, job update, history, entry delete) take
+//! four, one after the other. It starts from the worker record this replica
+//! holds in the worker's session and the job the dispatch pass has just
+//! read; when either is stale, or the store offers no such transactions,
+//! the dispatch goes step by step, which reads them again.
 
 use chrono::{DateTime, Utc};
 

@@ -439,6 +439,10 @@ impl ControlPlane {
         } else {
             None
         };
+        if cursor.is_none() && first_page.as_ref().is_some_and(|p| p.entries.is_empty()) {
+            // Nothing queued: the copies kept are of jobs placed elsewhere.
+            self.inner.fresh_jobs.clear();
+        }
         let mut snapshot: Option<SchedulingSnapshot> = early_snapshot.transpose()?;
         let mut full_keys: HashSet<String> = HashSet::new();
         let mut seen = 0usize;
@@ -663,9 +667,10 @@ impl ControlPlane {
     /// Gives a queued job to a connected idle worker. `job` is the copy the
     /// caller has just read; the job's update starts from it.
     ///
-    /// With the store's [`crate::store::QueueTransactions`] and a current copy of the worker, all of it is
-    /// one store operation ([`Self::bind_at_once`]). Step by step, the
-    /// order holds the guarantees: the queue entry is claimed before
+    /// With the store's [`crate::store::QueueTransactions`] and a current
+    /// copy of the worker, all of it is one store operation
+    /// ([`Self::bind_at_once`]). Step by step, the order holds the
+    /// guarantees: the queue entry is claimed before
     /// anything is bound (two controllers never bind one job), the worker's
     /// slot is taken before the job names the worker, and the entry is
     /// deleted only once the job has left `Pending`. Steps that do not

@@ -17,7 +17,8 @@ use crate::domain::ids::JobId;
 use crate::domain::job::Job;
 
 /// How many copies are kept: the jobs other replicas place are never taken
-/// here, so the oldest make room.
+/// here, so the oldest make room (and a pass that finds the queue empty
+/// forgets them all).
 const CAPACITY: usize = 1024;
 
 /// See the module.
@@ -39,6 +40,12 @@ impl FreshJobs {
     /// The copy of `id`, if one is kept (it is given out once).
     pub(super) fn take(&self, id: JobId) -> Option<Job> {
         lock(&self.jobs).shift_remove(&id)
+    }
+
+    /// Forgets every copy (the queue was found empty: they are of jobs
+    /// placed by other replicas).
+    pub(super) fn clear(&self) {
+        lock(&self.jobs).clear();
     }
 
     /// Whether any job waits for a pass.
