@@ -419,6 +419,7 @@ impl ControlPlane {
         let read_ahead = self.inner.config.dispatch_parallelism.max(1);
         let mut cursor = lock(&self.inner.scan_resume).take();
         let guess = QueueOrder::for_strategy(self.current_strategy());
+        let fresh_mark = self.inner.fresh_jobs.mark();
         // A job this replica has just queued is work for this pass: the
         // snapshot is then built beside the first reads, not after them.
         let early_snapshot = async {
@@ -441,7 +442,7 @@ impl ControlPlane {
         };
         if cursor.is_none() && first_page.as_ref().is_some_and(|p| p.entries.is_empty()) {
             // Nothing queued: the copies kept are of jobs placed elsewhere.
-            self.inner.fresh_jobs.clear();
+            self.inner.fresh_jobs.forget_before(fresh_mark);
         }
         let mut snapshot: Option<SchedulingSnapshot> = early_snapshot.transpose()?;
         let mut full_keys: HashSet<String> = HashSet::new();

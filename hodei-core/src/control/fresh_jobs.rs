@@ -9,6 +9,7 @@
 //! version and writes nothing, and the step-by-step path reads it afresh.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use indexmap::IndexMap;
 
@@ -18,13 +19,15 @@ use crate::domain::job::Job;
 
 /// How many copies are kept: the jobs other replicas place are never taken
 /// here, so the oldest make room (and a pass that finds the queue empty
-/// forgets them all).
+/// forgets those kept before it began).
 const CAPACITY: usize = 1024;
 
 /// See the module.
 #[derive(Default)]
 pub(super) struct FreshJobs {
-    jobs: Mutex<IndexMap<JobId, Job>>,
+    /// Each copy with the number of its `put`.
+    jobs: Mutex<IndexMap<JobId, (u64, Job)>>,
+    puts: AtomicU64,
 }
 
 impl FreshJobs {
@@ -34,18 +37,26 @@ impl FreshJobs {
         if jobs.len() >= CAPACITY {
             jobs.shift_remove_index(0);
         }
-        jobs.insert(job.id(), job);
+        let n = self.puts.fetch_add(1, Ordering::Relaxed);
+        jobs.insert(job.id(), (n, job));
     }
 
     /// The copy of `id`, if one is kept (it is given out once).
     pub(super) fn take(&self, id: JobId) -> Option<Job> {
-        lock(&self.jobs).shift_remove(&id)
+        lock(&self.jobs).shift_remove(&id).map(|(_, job)| job)
     }
 
-    /// Forgets every copy (the queue was found empty: they are of jobs
-    /// placed by other replicas).
-    pub(super) fn clear(&self) {
-        lock(&self.jobs).clear();
+    /// Where a pass starting now begins: [`Self::forget_before`] with it
+    /// keeps the copies kept since.
+    pub(super) fn mark(&self) -> u64 {
+        self.puts.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the copies kept before `mark`: a pass that began at `mark`
+    /// found the queue empty, so they are of jobs placed by other replicas
+    /// (a job kept since may not have been queued when the pass looked).
+    pub(super) fn forget_before(&self, mark: u64) {
+        lock(&self.jobs).retain(|_, (n, _)| *n >= mark);
     }
 
     /// Whether any job waits for a pass.
@@ -72,6 +83,18 @@ mod tests {
         assert_eq!(fresh.take(j.id()).map(|c| c.id()), Some(j.id()));
         assert!(fresh.take(j.id()).is_none());
         assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn a_pass_forgets_only_what_was_kept_before_it_began() {
+        let fresh = FreshJobs::default();
+        let (before, after) = (job(), job());
+        fresh.put(before.clone());
+        let mark = fresh.mark();
+        fresh.put(after.clone());
+        fresh.forget_before(mark);
+        assert!(fresh.take(before.id()).is_none());
+        assert!(fresh.take(after.id()).is_some());
     }
 
     #[test]

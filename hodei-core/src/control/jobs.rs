@@ -53,6 +53,30 @@ impl ControlPlane {
     /// Stores a new `Pending` job whose secrets are already sealed, queues it
     /// and announces it.
     pub(super) async fn store_and_enqueue(&self, job: Job) -> ControlResult<Job> {
+        // Kept for the dispatch pass before it is stored: the queue's
+        // notification can start this replica's pass before this call
+        // returns, and that pass should find it. A store stores a new job
+        // at version 1.
+        let job_id = job.id();
+        let mut kept = job.clone();
+        kept.set_version(1);
+        self.inner.fresh_jobs.put(kept);
+        let stored = match self.store_new(job).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                let _ = self.inner.fresh_jobs.take(job_id);
+                return Err(e);
+            }
+        };
+        tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
+        self.publish(&stored, None, JobState::Pending, String::new());
+        self.wake();
+        Ok(stored)
+    }
+
+    /// The writes of [`Self::store_and_enqueue`]: the job, its queue entry,
+    /// its creation record.
+    async fn store_new(&self, job: Job) -> ControlResult<Job> {
         let stored = match &self.inner.stores.queue_transactions {
             // One operation (one round trip on Postgres).
             Some(store) => {
@@ -77,10 +101,6 @@ impl ControlPlane {
                 stored
             }
         };
-        tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
-        self.publish(&stored, None, JobState::Pending, String::new());
-        self.inner.fresh_jobs.put(stored.clone());
-        self.wake();
         Ok(stored)
     }
 
