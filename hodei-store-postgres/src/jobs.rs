@@ -64,6 +64,23 @@ fn decode(data: serde_json::Value, version: i64) -> Result<Job, StoreError> {
     Ok(job)
 }
 
+/// What the insert of a new `job` gives: the job at version 1, or a
+/// duplicate id as `AlreadyExists`.
+pub(crate) fn inserted(job: &Job, r: Result<(), sqlx::Error>) -> Result<Job, StoreError> {
+    match r {
+        Ok(()) => {
+            let mut stored = job.clone();
+            stored.set_version(1);
+            Ok(stored)
+        }
+        Err(e) if is_unique_violation(&e, Some("jobs_pkey")) => Err(StoreError::AlreadyExists {
+            entity: "job",
+            id: job.id().to_string(),
+        }),
+        Err(e) => Err(map_err("spec", e)),
+    }
+}
+
 pub(crate) fn worker_uuid(job: &Job) -> Option<Uuid> {
     job.worker_id().map(|w| *w.as_uuid())
 }
@@ -86,20 +103,7 @@ impl JobRepository for PgJobRepository {
         .bind(&data)
         .execute(&self.pool)
         .await;
-        match r {
-            Ok(_) => {
-                let mut stored = job.clone();
-                stored.set_version(1);
-                Ok(stored)
-            }
-            Err(e) if is_unique_violation(&e, Some("jobs_pkey")) => {
-                Err(StoreError::AlreadyExists {
-                    entity: "job",
-                    id: job.id().to_string(),
-                })
-            }
-            Err(e) => Err(map_err("spec", e)),
-        }
+        inserted(job, r.map(|_| ()))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -14,8 +14,8 @@ use hodei_core::store::{
 };
 use sqlx::PgPool;
 
-use crate::error::{is_unique_violation, map_err, to_i32, to_i64};
-use crate::jobs::worker_uuid;
+use crate::error::{map_err, to_i32, to_i64};
+use crate::jobs::{inserted, worker_uuid};
 use crate::{
     PgJobHistoryStore, PgJobQueue, PgJobRepository, PgWorkerRegistry, QUEUE_CHANNEL, workers,
 };
@@ -147,20 +147,7 @@ impl QueueTransactions for PgQueueTransactions {
             .bind(QUEUE_CHANNEL)
             .fetch_one(&self.pool)
             .await;
-        match r {
-            Ok(_) => {
-                let mut stored = job.clone();
-                stored.set_version(1);
-                Ok(stored)
-            }
-            Err(e) if is_unique_violation(&e, Some("jobs_pkey")) => {
-                Err(StoreError::AlreadyExists {
-                    entity: "job",
-                    id: job.id().to_string(),
-                })
-            }
-            Err(e) => Err(map_err("spec", e)),
-        }
+        inserted(job, r.map(|_| ()))
     }
 
     async fn bind(&self, binding: &Binding) -> Result<BindOutcome, StoreError> {
