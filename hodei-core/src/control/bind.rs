@@ -65,8 +65,9 @@ impl ControlPlane {
             return Ok(BindAttempt::StepByStep);
         };
         let record = Self::transition_record(&bound, Some(transition.from), transition.to, "");
-        let binding = Binding::new(worker, bound.clone(), record);
-        let (outcome, resume_after) = tokio::join!(store.bind(&binding), self.resume_point(&bound));
+        let binding = Binding::new(worker, bound, record);
+        let (outcome, resume_after) =
+            tokio::join!(store.bind(&binding), self.resume_point(&binding.job));
         match outcome? {
             BindOutcome::Bound { worker, job } => {
                 self.inner.sessions.observe(&worker);
