@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::bind::BindAttempt;
 use super::events::{DecisionAction, DecisionRecord};
+use super::fresh_jobs;
 use super::placements::Placements;
 use super::providers::estimated_pricing;
 use super::{ControlError, ControlPlane, ControlResult, lock};
@@ -25,6 +26,10 @@ use crate::domain::worker::WorkerState;
 use crate::scheduler::{Decision, ProviderView, SchedulingSnapshot};
 use crate::store::{JobFilter, QueueOrder};
 use crate::traces;
+
+/// How long a dispatch pass waits for the jobs being stored as it began
+/// (see `fresh_jobs`) before it goes on without them.
+const ADMISSION_WAIT: Duration = Duration::from_millis(100);
 
 /// When the loop's periodic work last ran, and so what is due on a turn.
 ///
@@ -429,17 +434,41 @@ impl ControlPlane {
                 Some(self.snapshot().await)
             }
         };
-        let (strategy, first_page, early_snapshot) = tokio::join!(
+        // Jobs being stored as the pass begins (their submits woke it) may
+        // be missing from the page it reads: it waits for them beside its
+        // reads and adds those queued to its first page (a pass resuming
+        // further down the queue leaves them to the next pass from its head).
+        let admitting = match cursor {
+            None => self.inner.fresh_jobs.admitting(),
+            Some(_) => Vec::new(),
+        };
+        let just_queued = async {
+            if admitting.is_empty() {
+                return Vec::new();
+            }
+            let queued = self.inner.fresh_jobs.queued_among(&admitting);
+            // A slow store must not hold the whole pass: a job stored later
+            // wakes the next one.
+            tokio::time::timeout(ADMISSION_WAIT, queued)
+                .await
+                .unwrap_or_default()
+        };
+        let (strategy, first_page, early_snapshot, just_queued) = tokio::join!(
             self.shared_strategy(),
             self.inner.stores.queue.scan(guess, cursor, page_size),
             early_snapshot,
+            just_queued,
         );
         let order = QueueOrder::for_strategy(strategy?);
+        // (Read again in the right order otherwise: after these admissions.)
         let mut first_page = if order == guess {
             Some(first_page?)
         } else {
             None
         };
+        if let (None, Some(page)) = (cursor, first_page.as_mut()) {
+            fresh_jobs::merge_into(page, order, just_queued);
+        }
         if cursor.is_none() && first_page.as_ref().is_some_and(|p| p.entries.is_empty()) {
             // Nothing queued: the copies kept are of jobs placed elsewhere.
             self.inner.fresh_jobs.forget_before(fresh_mark);

@@ -53,48 +53,45 @@ impl ControlPlane {
     /// Stores a new `Pending` job whose secrets are already sealed, queues it
     /// and announces it.
     pub(super) async fn store_and_enqueue(&self, job: Job) -> ControlResult<Job> {
-        // Kept for the dispatch pass before it is stored: the queue's
-        // notification can start this replica's pass before this call
-        // returns, and that pass should find it. A store stores a new job
-        // at version 1.
-        let job_id = job.id();
+        // Kept for the dispatch pass, which is woken before the job is
+        // stored: its reads go beside the job's writes, and it places the
+        // job once stored (see `fresh_jobs`). A store stores a new job at
+        // version 1. Dropped unfinished, the admission forgets the copy.
         let mut kept = job.clone();
         kept.set_version(1);
-        self.inner.fresh_jobs.put(kept);
-        let stored = match self.store_new(job).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                let _ = self.inner.fresh_jobs.take(job_id);
-                return Err(e);
-            }
+        let admission = self.inner.fresh_jobs.admit(kept);
+        self.wake();
+        let entry = QueueEntry {
+            job_id: job.id(),
+            priority: job.priority(),
+            enqueued_at: Utc::now(),
         };
+        let stored = self.store_new(job, &entry).await?;
         tracing::info!(job_id = %stored.id(), name = %stored.spec().name, "job queued");
+        // Announced before the pass may place it: watchers see `Pending`
+        // before `Scheduled`.
         self.publish(&stored, None, JobState::Pending, String::new());
+        admission.queued(entry);
+        // For a pass that stopped waiting for it.
         self.wake();
         Ok(stored)
     }
 
     /// The writes of [`Self::store_and_enqueue`]: the job, its queue entry,
     /// its creation record.
-    async fn store_new(&self, job: Job) -> ControlResult<Job> {
+    async fn store_new(&self, job: Job, entry: &QueueEntry) -> ControlResult<Job> {
         let stored = match &self.inner.stores.queue_transactions {
             // One operation (one round trip on Postgres).
             Some(store) => {
-                let entry = QueueEntry {
-                    job_id: job.id(),
-                    priority: job.priority(),
-                    enqueued_at: Utc::now(),
-                };
                 let record = Self::transition_record(&job, None, JobState::Pending, "");
-                store.admit(&job, &entry, &record).await?
+                store.admit(&job, entry, &record).await?
             }
             None => {
                 let stored = self.inner.stores.jobs.insert(&job).await?;
                 // Both follow the insert and neither needs the other, so
-                // they go side by side. This replica's dispatch, which
-                // records the next transition, is woken only after both.
+                // they go side by side.
                 let (queued, ()) = tokio::join!(
-                    self.enqueue_job(&stored, Utc::now()),
+                    self.inner.stores.queue.enqueue(entry.clone()),
                     self.record_transition(&stored, None, JobState::Pending, ""),
                 );
                 queued?;
@@ -110,17 +107,14 @@ impl ControlPlane {
         &self,
         job: &Job,
         enqueued_at: chrono::DateTime<Utc>,
-    ) -> ControlResult<()> {
-        self.inner
-            .stores
-            .queue
-            .enqueue(QueueEntry {
-                job_id: job.id(),
-                priority: job.priority(),
-                enqueued_at,
-            })
-            .await?;
-        Ok(())
+    ) -> ControlResult<QueueEntry> {
+        let entry = QueueEntry {
+            job_id: job.id(),
+            priority: job.priority(),
+            enqueued_at,
+        };
+        self.inner.stores.queue.enqueue(entry.clone()).await?;
+        Ok(entry)
     }
 
     /// `Scheduled -> Pending` without using the attempt (the job never ran),
@@ -129,8 +123,8 @@ impl ControlPlane {
         let job = self
             .transition_job(job_id, why, |j| Ok(j.release(why)?))
             .await?;
-        self.enqueue_job(&job, job.created_at()).await?;
-        self.inner.fresh_jobs.put(job.clone());
+        let entry = self.enqueue_job(&job, job.created_at()).await?;
+        self.inner.fresh_jobs.put(job.clone(), entry);
         self.wake();
         Ok(job)
     }
