@@ -41,7 +41,8 @@ pub(super) struct BoundJob {
 impl ControlPlane {
     /// Binds `job` (as just read, `pending`) to `worker_id` in one store
     /// operation when the store offers one and this replica holds a record
-    /// of the worker; the log resume point is read beside it.
+    /// of the worker; the log resume point is read beside it (a job never
+    /// sent has none to read).
     pub(super) async fn bind_at_once(
         &self,
         job: &Job,
@@ -66,8 +67,16 @@ impl ControlPlane {
         };
         let record = Self::transition_record(&bound, Some(transition.from), transition.to, "");
         let binding = Binding::new(worker, bound, record);
-        let (outcome, resume_after) =
-            tokio::join!(store.bind(&binding), self.resume_point(&binding.job));
+        // A job unchanged since its submit (version 1) was never sent, so
+        // no log of its attempt is stored: nothing to read.
+        let resume_point = async {
+            if job.version() == 1 {
+                Ok(0)
+            } else {
+                self.resume_point(&binding.job).await
+            }
+        };
+        let (outcome, resume_after) = tokio::join!(store.bind(&binding), resume_point);
         match outcome? {
             BindOutcome::Bound { worker, job } => {
                 self.inner.sessions.observe(&worker);
