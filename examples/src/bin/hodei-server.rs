@@ -130,23 +130,28 @@ async fn main() -> anyhow::Result<()> {
         wait(stop.clone()),
     ));
 
+    // `--demo-exit` ends the server like a signal does: not through `stop`,
+    // which closes the listeners at once, so that the agents retired below
+    // can still reach the server to hand over their last acknowledgements
+    // (through `stop`, one whose job had just ended waited out its flush
+    // timeout and was killed).
+    let demo_done = tokio_util_shutdown();
     if args.demo {
         let cp = cp.clone();
-        let stop = stop.clone();
+        let demo_done = demo_done.clone();
         tokio::spawn(async move {
             if let Err(e) = demo::run_demo(&cp).await {
                 tracing::error!(error = %e, "demo failed");
             }
             if args.demo_exit {
-                let _ = stop.send(true);
+                let _ = demo_done.send(true);
             }
         });
     }
 
-    let mut stop_rx = stop.subscribe();
     tokio::select! {
         _ = shutdown_signal() => {}
-        _ = stop_rx.changed() => {}
+        () = wait(demo_done) => {}
     }
     tracing::info!("shutting down");
     // Destroy the workers first so no agent outlives the embedded server.

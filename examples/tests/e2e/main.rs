@@ -7,6 +7,7 @@ mod audit;
 mod concurrency;
 mod crash_safety;
 mod dashboard;
+mod demo;
 mod docker;
 mod failover;
 mod harness;
