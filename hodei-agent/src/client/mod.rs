@@ -506,19 +506,28 @@ impl Shared {
             return;
         }
         let call = async {
-            let mut client = self.connect_any().await?;
-            let req = self.authorized(v1::UpdateWorkerStatusRequest {
-                worker_id: self.worker_id.to_string(),
-                state: worker_state_to_proto(state) as i32,
-            })?;
+            let mut client = self.connect_any().await.map_err(|e| (None, e))?;
+            let req = self
+                .authorized(v1::UpdateWorkerStatusRequest {
+                    worker_id: self.worker_id.to_string(),
+                    state: worker_state_to_proto(state) as i32,
+                })
+                .map_err(|e| (None, e))?;
             client
                 .update_worker_status(req)
                 .await
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+                .map_err(|s| (Some(s.code()), s.message().to_owned()))
         };
         match tokio::time::timeout(self.config.connect_timeout * 2, call).await {
             Ok(Ok(_)) => tracing::info!(?state, "server told of state change"),
-            Ok(Err(e)) => tracing::warn!(?state, error = %e, "could not update worker status"),
+            // The server refuses the change when it is already retiring this
+            // worker (it is what asked the agent to stop): nothing is wrong.
+            Ok(Err((Some(tonic::Code::FailedPrecondition), e))) => {
+                tracing::info!(?state, reason = %e, "the server is already stopping this worker");
+            }
+            Ok(Err((code, e))) => {
+                tracing::warn!(?state, ?code, error = %e, "could not update worker status");
+            }
             Err(_) => tracing::warn!(?state, "updating worker status timed out"),
         }
     }
