@@ -520,10 +520,11 @@ impl Shared {
         };
         match tokio::time::timeout(self.config.connect_timeout * 2, call).await {
             Ok(Ok(_)) => tracing::info!(?state, "server told of state change"),
-            // The server refuses the change when it is already retiring this
-            // worker (it is what asked the agent to stop): nothing is wrong.
+            // Refused as a state change: the server already has this worker
+            // draining (an operator's drain) or being retired (a server
+            // stop, which is what sent the signal): nothing is wrong.
             Ok(Err((Some(tonic::Code::FailedPrecondition), e))) => {
-                tracing::info!(?state, reason = %e, "the server is already stopping this worker");
+                tracing::info!(?state, reason = %e, "the server already has this worker draining or stopping");
             }
             Ok(Err((code, e))) => {
                 tracing::warn!(?state, ?code, error = %e, "could not update worker status");
