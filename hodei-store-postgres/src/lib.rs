@@ -22,9 +22,11 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod change_feed;
 mod error;
 mod job_history;
 mod jobs;
+mod kept_read;
 mod leader;
 mod listen;
 mod logs;
@@ -47,6 +49,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use audit::PgAuditLog;
+pub use change_feed::CHANGES_CHANNEL;
 pub use error::PgStoreError;
 pub use job_history::PgJobHistoryStore;
 pub use jobs::PgJobRepository;
@@ -256,17 +259,22 @@ impl PgStores {
     /// Runs the migrations on `pool` and builds the stores on it.
     pub async fn from_pool(pool: PgPool, max_job_bytes: usize) -> Result<Self, PgStoreError> {
         migrate(&pool).await?;
+        // The reads every dispatch pass makes (strategy, providers, alive
+        // counts) are kept between the changes this feed hears of.
+        let changes = Arc::new(change_feed::ChangeFeed::new(pool.clone()));
         Ok(Self {
             jobs: Arc::new(PgJobRepository::new(pool.clone(), max_job_bytes)),
             queue: Arc::new(PgJobQueue::new(pool.clone())),
-            workers: Arc::new(PgWorkerRegistry::new(pool.clone())),
-            providers: Arc::new(PgProviderConfigRepository::new(pool.clone())),
+            workers: Arc::new(PgWorkerRegistry::new(pool.clone()).with_changes(changes.clone())),
+            providers: Arc::new(
+                PgProviderConfigRepository::new(pool.clone()).with_changes(changes.clone()),
+            ),
             logs: Arc::new(PgLogStore::new(pool.clone())),
             otps: Arc::new(PgOtpTokenStore::new(pool.clone())),
             templates: Arc::new(PgTemplateStore::new(pool.clone())),
             job_history: Arc::new(PgJobHistoryStore::new(pool.clone())),
             audit: Arc::new(PgAuditLog::new(pool.clone())),
-            scheduling: Arc::new(PgSchedulingStore::new(pool.clone())),
+            scheduling: Arc::new(PgSchedulingStore::new(pool.clone()).with_changes(changes)),
             pool,
         })
     }

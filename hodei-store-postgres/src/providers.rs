@@ -1,24 +1,48 @@
 //! [`ProviderConfigRepository`] on the `providers` table.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use hodei_core::domain::ids::ProviderId;
 use hodei_core::domain::provider::Provider;
 use hodei_core::store::{ProviderConfigRepository, StoreError};
 use sqlx::PgPool;
 
+use crate::change_feed::ChangeFeed;
 use crate::error::{codec, is_unique_violation, map_err};
+use crate::kept_read::KeptRead;
 
 /// Registered providers in Postgres; names are unique (a constraint).
 #[derive(Debug, Clone)]
 pub struct PgProviderConfigRepository {
     pool: PgPool,
+    /// Every dispatch pass lists the providers: the list is kept between
+    /// changes when the feed listens.
+    changes: Option<Arc<ChangeFeed>>,
+    listed: Arc<KeptRead<Vec<Provider>>>,
 }
 
 impl PgProviderConfigRepository {
     /// A repository on `pool`.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            changes: None,
+            listed: Arc::default(),
+        }
+    }
+
+    /// Keeps the list between the changes `feed` hears of.
+    pub(crate) fn with_changes(mut self, feed: Arc<ChangeFeed>) -> Self {
+        self.changes = Some(feed);
+        self
+    }
+
+    fn changed(&self) {
+        if let Some(feed) = &self.changes {
+            feed.changed();
+        }
     }
 }
 
@@ -39,6 +63,7 @@ impl ProviderConfigRepository for PgProviderConfigRepository {
         .bind(&data)
         .execute(&self.pool)
         .await;
+        self.changed();
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e, Some("providers_name_key")) => {
@@ -72,21 +97,25 @@ impl ProviderConfigRepository for PgProviderConfigRepository {
     }
 
     async fn list(&self) -> Result<Vec<Provider>, StoreError> {
-        let rows: Vec<serde_json::Value> =
-            sqlx::query_scalar("SELECT data FROM providers ORDER BY name COLLATE \"C\"")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| map_err("provider", e))?;
-        rows.into_iter().map(decode).collect()
+        self.listed
+            .get(self.changes.as_deref(), || async {
+                let rows: Vec<serde_json::Value> =
+                    sqlx::query_scalar("SELECT data FROM providers ORDER BY name COLLATE \"C\"")
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(|e| map_err("provider", e))?;
+                rows.into_iter().map(decode).collect()
+            })
+            .await
     }
 
     async fn delete(&self, id: ProviderId) -> Result<bool, StoreError> {
         let n = sqlx::query("DELETE FROM providers WHERE id = $1")
             .bind(id.as_uuid())
             .execute(&self.pool)
-            .await
-            .map_err(|e| map_err("provider", e))?
-            .rows_affected();
+            .await;
+        self.changed();
+        let n = n.map_err(|e| map_err("provider", e))?.rows_affected();
         Ok(n > 0)
     }
 }

@@ -3,6 +3,8 @@
 //! advisory lock per key, so replicas taking slots of one key at the same
 //! time are serialised and never exceed its limit.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hodei_core::domain::ids::JobId;
@@ -11,19 +13,35 @@ use hodei_core::store::{ConcurrencyLimit, SchedulingStore, SlotGrant, SlotHolder
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::change_feed::ChangeFeed;
 use crate::error::map_err;
+use crate::kept_read::KeptRead;
 
 /// Scheduling settings in Postgres, shared by every replica on the database.
 #[derive(Debug, Clone)]
 pub struct PgSchedulingStore {
     pool: PgPool,
+    /// Every dispatch pass reads the strategy: it is kept between changes
+    /// when the feed listens.
+    changes: Option<Arc<ChangeFeed>>,
+    strategy: Arc<KeptRead<Option<Strategy>>>,
 }
 
 impl PgSchedulingStore {
     /// A store on `pool`.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            changes: None,
+            strategy: Arc::default(),
+        }
+    }
+
+    /// Keeps the strategy between the changes `feed` hears of.
+    pub(crate) fn with_changes(mut self, feed: Arc<ChangeFeed>) -> Self {
+        self.changes = Some(feed);
+        self
     }
 }
 
@@ -38,28 +56,36 @@ fn limit_of((key, max_running, updated_at): (String, i32, DateTime<Utc>)) -> Con
 #[async_trait]
 impl SchedulingStore for PgSchedulingStore {
     async fn strategy(&self) -> Result<Option<Strategy>, StoreError> {
-        let s: Option<String> = sqlx::query_scalar("SELECT strategy FROM scheduler_settings")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        s.map(|s| {
-            s.parse()
-                .map_err(|e: hodei_core::scheduler::UnknownStrategy| {
-                    StoreError::Backend(format!("stored strategy: {e}"))
+        self.strategy
+            .get(self.changes.as_deref(), || async {
+                let s: Option<String> =
+                    sqlx::query_scalar("SELECT strategy FROM scheduler_settings")
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(err)?;
+                s.map(|s| {
+                    s.parse()
+                        .map_err(|e: hodei_core::scheduler::UnknownStrategy| {
+                            StoreError::Backend(format!("stored strategy: {e}"))
+                        })
                 })
-        })
-        .transpose()
+                .transpose()
+            })
+            .await
     }
 
     async fn set_strategy(&self, strategy: Strategy) -> Result<(), StoreError> {
-        sqlx::query(
+        let r = sqlx::query(
             "INSERT INTO scheduler_settings (id, strategy, updated_at) VALUES (true, $1, now()) \
              ON CONFLICT (id) DO UPDATE SET strategy = EXCLUDED.strategy, updated_at = now()",
         )
         .bind(strategy.as_str())
         .execute(&self.pool)
-        .await
-        .map_err(err)?;
+        .await;
+        if let Some(feed) = &self.changes {
+            feed.changed();
+        }
+        r.map_err(err)?;
         Ok(())
     }
 

@@ -12,7 +12,9 @@ use hodei_core::store::{StoreError, WorkerRegistry};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::change_feed::ChangeFeed;
 use crate::error::{codec, is_unique_violation, map_err, to_i64, to_u64};
+use crate::kept_read::KeptRead;
 use crate::touch_batch::{Touch, TouchBatcher};
 
 /// Workers in Postgres: the serde form in `data`, the hash of the current
@@ -23,6 +25,10 @@ pub struct PgWorkerRegistry {
     pool: PgPool,
     /// Heartbeats are written in groups (group commit).
     touches: Arc<TouchBatcher>,
+    /// Every dispatch pass reads the alive workers per provider: the counts
+    /// are kept between changes when the feed listens.
+    changes: Option<Arc<ChangeFeed>>,
+    alive: Arc<KeptRead<BTreeMap<ProviderId, u32>>>,
 }
 
 impl PgWorkerRegistry {
@@ -32,6 +38,21 @@ impl PgWorkerRegistry {
         Self {
             pool,
             touches: Arc::default(),
+            changes: None,
+            alive: Arc::default(),
+        }
+    }
+
+    /// Keeps the alive counts between the changes `feed` hears of.
+    pub(crate) fn with_changes(mut self, feed: Arc<ChangeFeed>) -> Self {
+        self.changes = Some(feed);
+        self
+    }
+
+    /// A write of this replica may have changed the alive counts.
+    fn alive_changed(&self) {
+        if let Some(feed) = &self.changes {
+            feed.changed();
         }
     }
 }
@@ -98,6 +119,7 @@ impl WorkerRegistry for PgWorkerRegistry {
         .bind(encode(worker, 1)?)
         .execute(&self.pool)
         .await;
+        self.alive_changed();
         match r {
             Ok(_) => {
                 let mut stored = worker.clone();
@@ -137,15 +159,21 @@ impl WorkerRegistry for PgWorkerRegistry {
                 merged_data("$5")
             )
         });
-        let data: Option<serde_json::Value> = sqlx::query_scalar(UPDATE.as_str())
+        let data: Result<Option<serde_json::Value>, _> = sqlx::query_scalar(UPDATE.as_str())
             .bind(worker.id().as_uuid())
             .bind(to_i64("version", worker.version())?)
             .bind(state_name(worker))
             .bind(next_column)
             .bind(encode(worker, next)?)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| map_err("worker", e))?;
+            .await;
+        // Only the end of a worker's life changes the counts: a gone worker
+        // never comes back (the domain's transitions), and moves between
+        // alive states (every assignment and release) leave them as they are.
+        if worker.state().is_gone() {
+            self.alive_changed();
+        }
+        let data = data.map_err(|e| map_err("worker", e))?;
         if let Some(data) = data {
             return decode(data, next_column);
         }
@@ -194,17 +222,22 @@ impl WorkerRegistry for PgWorkerRegistry {
     }
 
     async fn count_alive_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
-        // Kept by a trigger on `workers` (migration `worker_counts`): one row
-        // per provider instead of a scan of every worker on each dispatch pass.
-        let rows: Vec<(Uuid, i64)> =
-            sqlx::query_as("SELECT provider_id, alive FROM worker_alive_counts WHERE alive > 0")
+        self.alive
+            .get(self.changes.as_deref(), || async {
+                // Kept by a trigger on `workers` (migration `worker_counts`):
+                // one row per provider instead of a scan of every worker.
+                let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+                    "SELECT provider_id, alive FROM worker_alive_counts WHERE alive > 0",
+                )
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| map_err("worker", e))?;
-        Ok(rows
-            .into_iter()
-            .map(|(p, n)| (ProviderId::from(p), u32::try_from(n).unwrap_or(u32::MAX)))
-            .collect())
+                Ok(rows
+                    .into_iter()
+                    .map(|(p, n)| (ProviderId::from(p), u32::try_from(n).unwrap_or(u32::MAX)))
+                    .collect())
+            })
+            .await
     }
 
     async fn count_idle_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
@@ -260,9 +293,9 @@ impl WorkerRegistry for PgWorkerRegistry {
         let n = sqlx::query("DELETE FROM workers WHERE id = $1")
             .bind(id.as_uuid())
             .execute(&self.pool)
-            .await
-            .map_err(|e| map_err("worker", e))?
-            .rows_affected();
+            .await;
+        self.alive_changed();
+        let n = n.map_err(|e| map_err("worker", e))?.rows_affected();
         Ok(n > 0)
     }
 

@@ -1,0 +1,164 @@
+//! A read kept between changes: the last result of a read, served again
+//! while the [`ChangeFeed`] says nothing it depends on changed since the
+//! read began, and never older than [`MAX_AGE`].
+
+use std::future::Future;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hodei_core::store::StoreError;
+
+use crate::change_feed::ChangeFeed;
+
+/// The age past which a kept read is read again even with no change heard:
+/// a bound on what a listener connection that stalls without failing
+/// (notices silently stop) can cost.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The last result of one read, with the generation it was taken at.
+#[derive(Debug)]
+pub(crate) struct KeptRead<T> {
+    kept: Mutex<Option<Kept<T>>>,
+}
+
+#[derive(Debug)]
+struct Kept<T> {
+    generation: u64,
+    at: Instant,
+    value: T,
+}
+
+impl<T> Default for KeptRead<T> {
+    fn default() -> Self {
+        Self {
+            kept: Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Clone> KeptRead<T> {
+    /// The kept result if nothing changed since it was read, else `read`'s
+    /// (kept for the next call when the feed is listening). Without a feed
+    /// every call reads.
+    pub(crate) async fn get<F, R>(
+        &self,
+        feed: Option<&ChangeFeed>,
+        read: R,
+    ) -> Result<T, StoreError>
+    where
+        R: FnOnce() -> F,
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        // Taken before the read: a change during it makes the result stale.
+        let Some(generation) = feed.and_then(ChangeFeed::generation) else {
+            return read().await;
+        };
+        if let Some(value) = self.current(generation) {
+            return Ok(value);
+        }
+        let began = Instant::now();
+        let value = read().await?;
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        // A slower read begun earlier never replaces a later one.
+        if kept.as_ref().is_none_or(|k| k.generation <= generation) {
+            *kept = Some(Kept {
+                generation,
+                at: began,
+                value: value.clone(),
+            });
+        }
+        Ok(value)
+    }
+
+    fn current(&self, generation: u64) -> Option<T> {
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.as_ref()
+            .filter(|k| k.generation == generation && k.at.elapsed() < MAX_AGE)
+            .map(|k| k.value.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    fn feed() -> ChangeFeed {
+        let pool = PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:9/none")
+            .expect("a lazy pool");
+        ChangeFeed::vouching(pool)
+    }
+
+    /// Reads through `kept`, counting the reads that reach the "database".
+    async fn get(kept: &KeptRead<u32>, feed: Option<&ChangeFeed>, reads: &AtomicU32) -> u32 {
+        kept.get(feed, || async {
+            Ok(reads.fetch_add(1, Ordering::SeqCst) + 1)
+        })
+        .await
+        .expect("the read")
+    }
+
+    #[tokio::test]
+    async fn a_read_is_kept_until_a_change() {
+        let (kept, feed, reads) = (KeptRead::default(), feed(), AtomicU32::new(0));
+        assert_eq!(get(&kept, Some(&feed), &reads).await, 1);
+        assert_eq!(get(&kept, Some(&feed), &reads).await, 1, "kept");
+        feed.changed();
+        assert_eq!(
+            get(&kept, Some(&feed), &reads).await,
+            2,
+            "read again after a change"
+        );
+        assert_eq!(get(&kept, Some(&feed), &reads).await, 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_kept_without_a_listening_feed() {
+        let (kept, feed, reads) = (KeptRead::default(), feed(), AtomicU32::new(0));
+        assert_eq!(get(&kept, None, &reads).await, 1);
+        assert_eq!(get(&kept, None, &reads).await, 2);
+        assert_eq!(get(&kept, Some(&feed), &reads).await, 3);
+        feed.lose_connection();
+        assert_eq!(
+            get(&kept, Some(&feed), &reads).await,
+            4,
+            "a deaf feed vouches for nothing"
+        );
+        assert_eq!(get(&kept, Some(&feed), &reads).await, 5);
+    }
+
+    #[tokio::test]
+    async fn a_change_during_the_read_leaves_nothing_kept() {
+        let (kept, feed) = (KeptRead::<u32>::default(), feed());
+        let first = kept
+            .get(Some(&feed), || async {
+                // Another write lands while this read is on its way.
+                feed.changed();
+                Ok(1)
+            })
+            .await
+            .expect("the read");
+        assert_eq!(first, 1);
+        let second = kept.get(Some(&feed), || async { Ok(2) }).await;
+        assert_eq!(
+            second.expect("the read"),
+            2,
+            "the racing read was not served"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kept_read_expires() {
+        let (kept, feed) = (KeptRead::<u32>::default(), feed());
+        let _ = kept.get(Some(&feed), || async { Ok(1) }).await;
+        if let Some(k) = kept.kept.lock().expect("lock").as_mut() {
+            k.at -= MAX_AGE;
+        }
+        let again = kept.get(Some(&feed), || async { Ok(2) }).await;
+        assert_eq!(again.expect("the read"), 2);
+    }
+}
