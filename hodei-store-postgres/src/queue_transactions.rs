@@ -84,7 +84,23 @@ const ADMIT: &str = "WITH j AS ( \
 /// `$1` job, `$2` worker, `$3`/`$4` the worker's and the job's expected
 /// versions; the worker's state and data `$5`–`$6`; the job's columns
 /// `$7`–`$12`; the record `$13`–`$18`; the history cap `$19`.
-static BIND: LazyLock<String> = LazyLock::new(|| {
+static BIND: LazyLock<String> = LazyLock::new(|| bind_statement(true));
+
+/// [`BIND`] without the history trim (and without `$19`): for a job whose
+/// history cannot pass the cap with the new record (see [`needs_trim`]).
+/// Half of the statement's planning time, which Postgres spends on each of a
+/// connection's first five runs.
+static BIND_UNTRIMMED: LazyLock<String> = LazyLock::new(|| bind_statement(false));
+
+fn bind_statement(trim: bool) -> String {
+    let trimmed = if trim {
+        "trimmed AS ( \
+            DELETE FROM job_history WHERE EXISTS (SELECT 1 FROM ok) AND id IN ( \
+              SELECT id FROM job_history WHERE job_id = $1 ORDER BY id \
+              OFFSET 1 LIMIT GREATEST(0, (SELECT count(*) FROM job_history WHERE job_id = $1) + 1 - $19))), "
+    } else {
+        ""
+    };
     format!(
         "WITH entry AS ( \
             SELECT job_id FROM job_queue WHERE job_id = $1 AND lease_id IS NULL FOR UPDATE), \
@@ -103,16 +119,22 @@ static BIND: LazyLock<String> = LazyLock::new(|| {
          h AS ( \
             INSERT INTO job_history (job_id, from_state, to_state, at, attempt, worker_id, reason) \
             SELECT $1, $13, $14, $15, $16, $17, $18 FROM ok RETURNING 1), \
-         trimmed AS ( \
-            DELETE FROM job_history WHERE EXISTS (SELECT 1 FROM ok) AND id IN ( \
-              SELECT id FROM job_history WHERE job_id = $1 ORDER BY id \
-              OFFSET 1 LIMIT GREATEST(0, (SELECT count(*) FROM job_history WHERE job_id = $1) + 1 - $19))), \
+         {trimmed}\
          gone AS ( \
             DELETE FROM job_queue WHERE job_id = $1 AND EXISTS (SELECT 1 FROM ok)) \
          SELECT EXISTS (SELECT 1 FROM entry), (SELECT data FROM w), EXISTS (SELECT 1 FROM j)",
         worker_data = workers::merged_data("$6"),
     )
-});
+}
+
+/// Whether binding a job read at `version` may take its history past the
+/// cap. Every stored change of a job moves its version by one and adds at
+/// most one record (its creation at version 1, one per transition after),
+/// so a job at `version` has at most `version` records, and the binding's
+/// makes `version + 1`.
+fn needs_trim(version: u64) -> bool {
+    version.saturating_add(1) > u64::try_from(MAX_RECORDS_PER_JOB).unwrap_or(u64::MAX)
+}
 
 #[async_trait]
 impl QueueTransactions for PgQueueTransactions {
@@ -158,9 +180,11 @@ impl QueueTransactions for PgQueueTransactions {
             "records",
             u64::try_from(MAX_RECORDS_PER_JOB).unwrap_or(u64::MAX),
         )?;
-        let row: (bool, Option<serde_json::Value>, bool) = sqlx::query_as(BIND.as_str())
-            .bind(job.id().as_uuid())
-            .bind(worker.id().as_uuid())
+        let trim = needs_trim(job.version());
+        let statement = if trim { &BIND } else { &BIND_UNTRIMMED };
+        let query = sqlx::query_as(statement.as_str())
+            .bind(*job.id().as_uuid())
+            .bind(*worker.id().as_uuid())
             .bind(to_i64("version", worker.version())?)
             .bind(to_i64("version", job.version())?)
             .bind(workers::state_name(worker))
@@ -176,8 +200,9 @@ impl QueueTransactions for PgQueueTransactions {
             .bind(record.at)
             .bind(to_i32("attempt", record.attempt)?)
             .bind(record.worker_id.map(|w| *w.as_uuid()))
-            .bind(&record.reason)
-            .bind(keep)
+            .bind(&record.reason);
+        let query = if trim { query.bind(keep) } else { query };
+        let row: (bool, Option<serde_json::Value>, bool) = query
             .fetch_one(&self.pool)
             .await
             .map_err(|e| map_err("job binding", e))?;
@@ -201,5 +226,21 @@ impl QueueTransactions for PgQueueTransactions {
             && same_instance(&stores.queue, &self.queue)
             && same_instance(&stores.workers, &self.workers)
             && same_instance(&stores.job_history, &self.history)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_history_that_can_reach_the_cap_is_trimmed() {
+        let cap = u64::try_from(MAX_RECORDS_PER_JOB).unwrap_or(u64::MAX);
+        assert!(!needs_trim(1), "a new job has one record");
+        assert!(!needs_trim(cap - 1));
+        assert!(needs_trim(cap));
+        assert!(needs_trim(u64::MAX));
+        assert!(!BIND_UNTRIMMED.contains("$19") && BIND.contains("$19"));
+        assert!(!BIND_UNTRIMMED.contains("trimmed") && BIND.contains("trimmed AS"));
     }
 }

@@ -87,8 +87,10 @@ pub trait QueueTransactions: Send + Sync {
     /// next version if the stored one is at the given version (a heartbeat
     /// stored since, which bumps no version, is kept as
     /// `WorkerRegistry::update` keeps it); the job likewise; the record is
-    /// added as `JobHistoryStore::record` adds it. If any condition fails,
-    /// nothing is written.
+    /// added as `JobHistoryStore::record` adds it (the trim to
+    /// `MAX_RECORDS_PER_JOB` may be left out when the job's version shows
+    /// its history cannot pass the cap: each stored change of a job adds at
+    /// most one record). If any condition fails, nothing is written.
     async fn bind(&self, binding: &Binding) -> Result<BindOutcome, StoreError>;
 
     /// Whether these transactions write to the very jobs, queue, workers and
