@@ -37,13 +37,15 @@ pub struct AgentsRun {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Heartbeat rounds after the last agent connected, before sampling.
 const SETTLE: Duration = Duration::from_secs(10);
+/// The server's Postgres pool in this scenario.
+const DB_POOL: usize = 20;
 /// Jobs dispatched before the sampled ones, reported apart as the cold
 /// figure: Postgres plans a prepared statement afresh on each of a
 /// connection's first five runs before it keeps a generic plan (0.5–1 ms
-/// for the binding statement on this machine), and the pool has 10
-/// connections, so the first ~50 dispatches measure the warm-up of the
-/// server, not its steady state.
-const DISPATCH_WARMUP: usize = 64;
+/// for the binding statement on this machine), and each of the pool's
+/// connections prepares its own, so the first five dispatches per
+/// connection measure the warm-up of the server, not its steady state.
+const DISPATCH_WARMUP: usize = 6 * DB_POOL;
 
 /// Runs one store × agent count and adds its rows to `table`.
 pub async fn run(
@@ -93,7 +95,7 @@ async fn run_on(
         .env_remove("DATABASE_URL");
     if let Some(url) = database_url {
         cmd.env("HODEI_DATABASE_URL", url)
-            .env("HODEI_DB_MAX_CONNECTIONS", "20");
+            .env("HODEI_DB_MAX_CONNECTIONS", DB_POOL.to_string());
     }
     let mut child = cmd
         .spawn()
