@@ -17,8 +17,7 @@ use crate::kept_read::KeptRead;
 pub struct PgProviderConfigRepository {
     pool: PgPool,
     /// Every dispatch pass lists the providers: the list is kept between
-    /// changes when the feed listens.
-    changes: Option<Arc<ChangeFeed>>,
+    /// changes when the store has a feed.
     listed: Arc<KeptRead<Vec<Provider>>>,
 }
 
@@ -28,21 +27,14 @@ impl PgProviderConfigRepository {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            changes: None,
             listed: Arc::default(),
         }
     }
 
     /// Keeps the list between the changes `feed` hears of.
     pub(crate) fn with_changes(mut self, feed: Arc<ChangeFeed>) -> Self {
-        self.changes = Some(feed);
+        self.listed = Arc::new(KeptRead::kept_by(feed));
         self
-    }
-
-    fn changed(&self) {
-        if let Some(feed) = &self.changes {
-            feed.changed();
-        }
     }
 }
 
@@ -63,7 +55,7 @@ impl ProviderConfigRepository for PgProviderConfigRepository {
         .bind(&data)
         .execute(&self.pool)
         .await;
-        self.changed();
+        self.listed.changed();
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e, Some("providers_name_key")) => {
@@ -98,7 +90,7 @@ impl ProviderConfigRepository for PgProviderConfigRepository {
 
     async fn list(&self) -> Result<Vec<Provider>, StoreError> {
         self.listed
-            .get(self.changes.as_deref(), || async {
+            .get(|| async {
                 let rows: Vec<serde_json::Value> =
                     sqlx::query_scalar("SELECT data FROM providers ORDER BY name COLLATE \"C\"")
                         .fetch_all(&self.pool)
@@ -114,7 +106,7 @@ impl ProviderConfigRepository for PgProviderConfigRepository {
             .bind(id.as_uuid())
             .execute(&self.pool)
             .await;
-        self.changed();
+        self.listed.changed();
         let n = n.map_err(|e| map_err("provider", e))?.rows_affected();
         Ok(n > 0)
     }

@@ -176,10 +176,6 @@ impl QueueTransactions for PgQueueTransactions {
         let (worker, job, record) = (&binding.worker, &binding.job, &binding.record);
         let worker_next = worker.version().saturating_add(1);
         let job_next = job.version().saturating_add(1);
-        let keep = to_i64(
-            "records",
-            u64::try_from(MAX_RECORDS_PER_JOB).unwrap_or(u64::MAX),
-        )?;
         let trim = needs_trim(job.version());
         let statement = if trim { &BIND } else { &BIND_UNTRIMMED };
         let query = sqlx::query_as(statement.as_str())
@@ -201,7 +197,12 @@ impl QueueTransactions for PgQueueTransactions {
             .bind(to_i32("attempt", record.attempt)?)
             .bind(record.worker_id.map(|w| *w.as_uuid()))
             .bind(&record.reason);
-        let query = if trim { query.bind(keep) } else { query };
+        let query = if trim {
+            let keep = u64::try_from(MAX_RECORDS_PER_JOB).unwrap_or(u64::MAX);
+            query.bind(to_i64("records", keep)?)
+        } else {
+            query
+        };
         let row: (bool, Option<serde_json::Value>, bool) = query
             .fetch_one(&self.pool)
             .await

@@ -22,8 +22,7 @@ use crate::kept_read::KeptRead;
 pub struct PgSchedulingStore {
     pool: PgPool,
     /// Every dispatch pass reads the strategy: it is kept between changes
-    /// when the feed listens.
-    changes: Option<Arc<ChangeFeed>>,
+    /// when the store has a feed.
     strategy: Arc<KeptRead<Option<Strategy>>>,
 }
 
@@ -33,14 +32,13 @@ impl PgSchedulingStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            changes: None,
             strategy: Arc::default(),
         }
     }
 
     /// Keeps the strategy between the changes `feed` hears of.
     pub(crate) fn with_changes(mut self, feed: Arc<ChangeFeed>) -> Self {
-        self.changes = Some(feed);
+        self.strategy = Arc::new(KeptRead::kept_by(feed));
         self
     }
 }
@@ -57,7 +55,7 @@ fn limit_of((key, max_running, updated_at): (String, i32, DateTime<Utc>)) -> Con
 impl SchedulingStore for PgSchedulingStore {
     async fn strategy(&self) -> Result<Option<Strategy>, StoreError> {
         self.strategy
-            .get(self.changes.as_deref(), || async {
+            .get(|| async {
                 let s: Option<String> =
                     sqlx::query_scalar("SELECT strategy FROM scheduler_settings")
                         .fetch_optional(&self.pool)
@@ -82,9 +80,7 @@ impl SchedulingStore for PgSchedulingStore {
         .bind(strategy.as_str())
         .execute(&self.pool)
         .await;
-        if let Some(feed) = &self.changes {
-            feed.changed();
-        }
+        self.strategy.changed();
         r.map_err(err)?;
         Ok(())
     }

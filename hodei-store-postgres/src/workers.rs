@@ -26,8 +26,7 @@ pub struct PgWorkerRegistry {
     /// Heartbeats are written in groups (group commit).
     touches: Arc<TouchBatcher>,
     /// Every dispatch pass reads the alive workers per provider: the counts
-    /// are kept between changes when the feed listens.
-    changes: Option<Arc<ChangeFeed>>,
+    /// are kept between changes when the registry has a feed.
     alive: Arc<KeptRead<BTreeMap<ProviderId, u32>>>,
 }
 
@@ -38,22 +37,14 @@ impl PgWorkerRegistry {
         Self {
             pool,
             touches: Arc::default(),
-            changes: None,
             alive: Arc::default(),
         }
     }
 
     /// Keeps the alive counts between the changes `feed` hears of.
     pub(crate) fn with_changes(mut self, feed: Arc<ChangeFeed>) -> Self {
-        self.changes = Some(feed);
+        self.alive = Arc::new(KeptRead::kept_by(feed));
         self
-    }
-
-    /// A write of this replica may have changed the alive counts.
-    fn alive_changed(&self) {
-        if let Some(feed) = &self.changes {
-            feed.changed();
-        }
     }
 }
 
@@ -119,7 +110,7 @@ impl WorkerRegistry for PgWorkerRegistry {
         .bind(encode(worker, 1)?)
         .execute(&self.pool)
         .await;
-        self.alive_changed();
+        self.alive.changed();
         match r {
             Ok(_) => {
                 let mut stored = worker.clone();
@@ -171,7 +162,7 @@ impl WorkerRegistry for PgWorkerRegistry {
         // never comes back (the domain's transitions), and moves between
         // alive states (every assignment and release) leave them as they are.
         if worker.state().is_gone() {
-            self.alive_changed();
+            self.alive.changed();
         }
         let data = data.map_err(|e| map_err("worker", e))?;
         if let Some(data) = data {
@@ -223,7 +214,7 @@ impl WorkerRegistry for PgWorkerRegistry {
 
     async fn count_alive_by_provider(&self) -> Result<BTreeMap<ProviderId, u32>, StoreError> {
         self.alive
-            .get(self.changes.as_deref(), || async {
+            .get(|| async {
                 // Kept by a trigger on `workers` (migration `worker_counts`):
                 // one row per provider instead of a scan of every worker.
                 let rows: Vec<(Uuid, i64)> = sqlx::query_as(
@@ -294,7 +285,7 @@ impl WorkerRegistry for PgWorkerRegistry {
             .bind(id.as_uuid())
             .execute(&self.pool)
             .await;
-        self.alive_changed();
+        self.alive.changed();
         let n = n.map_err(|e| map_err("worker", e))?.rows_affected();
         Ok(n > 0)
     }
